@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use autoscaler_cloudify::cloudify::{Auth, ClientSettings, Cloudify, CloudifyClient, CloudifyError, ScaleRequest};
+use autoscaler_cloudify::cloudify::{
+    Auth, ClientSettings, Cloudify, CloudifyClient, CloudifyError, ScaleRequest,
+};
 use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -37,19 +39,30 @@ async fn sim_requests(url: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn pages_through_instances_one_call_per_thousand() {
-    let scenario = Scenario::default_demo().with_timing(Timing::instant()).with_instances(2500);
-    let sim = Simulator::start(scenario, "127.0.0.1:0".parse().expect("addr")).await.expect("sim");
+    let scenario = Scenario::default_demo()
+        .with_timing(Timing::instant())
+        .with_instances(2500);
+    let sim = Simulator::start(scenario, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("sim");
     let c = CloudifyClient::new(settings(&sim.url(), "admin"), None).expect("client");
     let deps = vec!["k8s-pool-a".to_owned()];
     let nodes = c.nodes(&deps).await.expect("nodes");
-    let vm: Vec<String> = nodes.iter().filter(|n| n.is_compute()).map(|n| n.id.clone()).collect();
+    let vm: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.is_compute())
+        .map(|n| n.id.clone())
+        .collect();
     assert_eq!(vm, vec!["workers_host".to_owned()]);
     let before = sim_requests(&sim.url()).await["routes"]["GET /api/v3.1/node-instances"]
         .as_u64()
         .unwrap_or(0);
     let instances = c.node_instances(&deps, &vm).await.expect("instances");
     assert_eq!(instances.len(), 2500);
-    assert!(instances.iter().all(|i| i.node_id == "workers_host"), "filtered to the VM node");
+    assert!(
+        instances.iter().all(|i| i.node_id == "workers_host"),
+        "filtered to the VM node"
+    );
     let after = sim_requests(&sim.url()).await["routes"]["GET /api/v3.1/node-instances"]
         .as_u64()
         .unwrap_or(0);
@@ -59,12 +72,17 @@ async fn pages_through_instances_one_call_per_thousand() {
 
 #[tokio::test]
 async fn json_errors_are_typed() {
-    let sim = Simulator::start(Scenario::default_demo().with_timing(Timing::instant()), "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("sim");
+    let sim = Simulator::start(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
     let c = CloudifyClient::new(settings(&sim.url(), "admin"), None).expect("client");
     match c.execution("does-not-exist").await {
-        Err(CloudifyError::Api { status: 404, code, .. }) => assert_eq!(code, "not_found_error"),
+        Err(CloudifyError::Api {
+            status: 404, code, ..
+        }) => assert_eq!(code, "not_found_error"),
         other => panic!("expected a typed 404, got {other:?}"),
     }
     let e = c
@@ -82,17 +100,32 @@ async fn json_errors_are_typed() {
 
 #[tokio::test]
 async fn a_401_stops_all_calls_for_the_backoff_period() {
-    let sim = Simulator::start(Scenario::default_demo(), "127.0.0.1:0".parse().expect("addr")).await.expect("sim");
+    let sim = Simulator::start(
+        Scenario::default_demo(),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
     let c = CloudifyClient::new(settings(&sim.url(), "wrong"), None).expect("client");
-    let e = c.deployments_by_id(&["k8s-pool-a".into()]).await.expect_err("401");
+    let e = c
+        .deployments_by_id(&["k8s-pool-a".into()])
+        .await
+        .expect_err("401");
     assert!(matches!(e, CloudifyError::Unauthorized { .. }), "{e}");
-    let total = sim_requests(&sim.url()).await["total"].as_u64().unwrap_or(0);
+    let total = sim_requests(&sim.url()).await["total"]
+        .as_u64()
+        .unwrap_or(0);
     for _ in 0..10 {
-        let e = c.deployments_by_id(&["k8s-pool-a".into()]).await.expect_err("backing off");
+        let e = c
+            .deployments_by_id(&["k8s-pool-a".into()])
+            .await
+            .expect_err("backing off");
         assert!(matches!(e, CloudifyError::AuthBackoff { .. }), "{e}");
     }
     assert_eq!(
-        sim_requests(&sim.url()).await["total"].as_u64().unwrap_or(0),
+        sim_requests(&sim.url()).await["total"]
+            .as_u64()
+            .unwrap_or(0),
         total,
         "no further login attempt reaches Cloudify (it locks accounts after 4 failures)"
     );
@@ -109,10 +142,16 @@ async fn html_proxy(status: StatusCode, delay: Duration) -> (String, Arc<AtomicU
         async move {
             h.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(delay).await;
-            (status, [(header::CONTENT_TYPE, "text/html")], "<html><body><h1>502 Bad Gateway</h1></body></html>")
+            (
+                status,
+                [(header::CONTENT_TYPE, "text/html")],
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            )
         }
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     (format!("http://{addr}"), hits)
@@ -123,7 +162,12 @@ async fn html_error_pages_are_typed_and_only_reads_are_retried() {
     let (url, hits) = html_proxy(StatusCode::BAD_GATEWAY, Duration::ZERO).await;
     let c = CloudifyClient::new(settings(&url, "admin"), None).expect("client");
     match c.execution("x").await {
-        Err(CloudifyError::Http { status: 502, content_type, excerpt, .. }) => {
+        Err(CloudifyError::Http {
+            status: 502,
+            content_type,
+            excerpt,
+            ..
+        }) => {
             assert_eq!(content_type, "text/html");
             assert!(excerpt.contains("Bad Gateway"), "{excerpt}");
         }
@@ -141,7 +185,11 @@ async fn html_error_pages_are_typed_and_only_reads_are_retried() {
         .await
         .expect_err("502");
     assert!(e.is_unavailable());
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "a scale is never retried (it could scale twice)");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "a scale is never retried (it could scale twice)"
+    );
 }
 
 #[tokio::test]
