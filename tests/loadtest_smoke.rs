@@ -1,0 +1,62 @@
+//! Runs `loadtest --quick` (CA's call mix against the real binary and the simulator) and checks
+//! the invariants of issue #8 that do not depend on timing: lookups and other reads cost zero
+//! Cloudify REST calls, and a refresh costs the same REST calls whatever the number of CA calls
+//! and nodes (below one page of 1,000 instances). Timings are reported, never asserted.
+
+use std::process::Command;
+
+#[test]
+fn ca_loop_reads_never_call_cloudify_and_refresh_cost_is_constant() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("loadtest.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .arg("--quick")
+        .arg("--server-bin")
+        .arg(env!("CARGO_BIN_EXE_autoscaler-cloudify"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run loadtest");
+    assert!(
+        out.status.success(),
+        "loadtest failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).expect("loadtest JSON");
+    let reports: Vec<serde_json::Value> = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(reports.len(), 2, "one report per node count");
+
+    let mut per_loop_by_size = Vec::new();
+    for r in &reports {
+        let nodes = r["nodes"].as_u64().expect("nodes");
+        // Every node was asked for, plus the unmanaged repeats, sizes and instance lists.
+        let for_node = r["latency"]["NodeGroupForNode"]["calls"].as_u64().unwrap_or(0);
+        let loops = r["loops"].as_u64().expect("loops");
+        assert!(for_node >= nodes * loops, "{nodes} nodes: {for_node} lookups");
+        assert_eq!(
+            r["rest_calls_read_path"].as_u64(),
+            Some(0),
+            "{nodes} nodes: reads must not call Cloudify"
+        );
+        let per_loop: Vec<u64> = r["rest_calls_per_loop"]
+            .as_array()
+            .expect("rest_calls_per_loop")
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect();
+        assert_eq!(per_loop.len() as u64, loops);
+        assert!(per_loop[0] > 0, "each loop's Refresh reads Cloudify");
+        assert!(
+            per_loop.iter().all(|c| *c == per_loop[0]),
+            "{nodes} nodes: REST calls differ between identical loops: {per_loop:?}"
+        );
+        per_loop_by_size.push(per_loop[0]);
+    }
+    // 200 and 800 nodes both fit one page: the same calls, although the second loop makes four
+    // times as many NodeGroupForNode calls.
+    assert_eq!(
+        per_loop_by_size[0], per_loop_by_size[1],
+        "REST calls per loop must not grow with nodes or CA calls"
+    );
+}
