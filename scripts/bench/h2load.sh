@@ -66,7 +66,7 @@ run_h2load() { # rpc frame-file -> req/s
   h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t 1 -d "$2" \
     -H 'content-type: application/grpc' -H 'te: trailers' \
     "http://127.0.0.1:$GRPC_PORT/$SVC/$1" >"$OUT/last.txt" 2>&1
-  if ! grep -q "succeeded, 0 errored" "$OUT/last.txt" || ! grep -q "$REQUESTS succeeded" "$OUT/last.txt"; then
+  if ! grep -q "0 failed, 0 errored" "$OUT/last.txt" || ! grep -q "$REQUESTS succeeded" "$OUT/last.txt"; then
     cat "$OUT/last.txt" >&2; echo "h2load run failed" >&2; exit 1
   fi
   grep -oE 'finished in [0-9.]+[a-z]+, [0-9.]+ req/s' "$OUT/last.txt" | grep -oE '[0-9.]+ req/s' | cut -d' ' -f1
@@ -101,7 +101,8 @@ YAML
   for _ in $(seq 1 900); do curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null && break; sleep 0.2; done
   curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null || { echo "provider not ready" >&2; cat "$OUT/serve.log" >&2; exit 1; }
 
-  ID=$("$BIN" inspect --address "127.0.0.1:$GRPC_PORT" nodes pool-042/workers | head -1 | awk '{print $1}')
+  "$BIN" inspect --address "127.0.0.1:$GRPC_PORT" nodes pool-042/workers >"$OUT/nodes.txt"
+  ID=$(awk 'NR==1 {print $1}' "$OUT/nodes.txt")
   VM="${ID##*/}"; NAME="pool-042-${VM//_/-}"
   frame "$OUT/for_node.bin" "$(for_node_hex "$ID" "$NAME")"
   ANSWER=$("$BIN" inspect --address "127.0.0.1:$GRPC_PORT" group-for --provider-id "$ID" --name "$NAME")
