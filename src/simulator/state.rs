@@ -72,6 +72,9 @@ pub(crate) struct ScalingGroup {
     pub planned: i64,
     /// group-instance id → sequence keys of its member node instances (VM first).
     pub instances: BTreeMap<String, Vec<u64>>,
+    /// Highest `index` of the VM and port node instances, so a new instance's index costs
+    /// O(1) instead of a scan of the group (startup of 100k instances would be O(n^2)).
+    pub max_index: [u32; 2],
 }
 
 impl ScalingGroup {
@@ -339,6 +342,7 @@ impl Model {
                         current,
                         planned: current,
                         instances: BTreeMap::new(),
+                        max_index: [0, 0],
                     }
                 })
                 .collect::<Vec<_>>();
@@ -488,19 +492,22 @@ impl Model {
             .and_then(|k| self.instances.get(k))
     }
 
-    /// Next `index` for a node of a group: max(existing) + 1, as the manager does.
-    fn next_index(&self, di: usize, group: &str, member: usize) -> u32 {
+    /// Recomputes the highest indexes of a group (after removals took the top one).
+    fn refresh_max_index(&mut self, di: usize, group: &str) {
         let Some(g) = self.deployments[di].group(group) else {
-            return 1;
+            return;
         };
-        g.instances
-            .values()
-            .filter_map(|keys| keys.get(member))
-            .filter_map(|k| self.instances.get(k))
-            .map(|i| i.index)
-            .max()
-            .unwrap_or(0)
-            + 1
+        let mut max = [0u32; 2];
+        for keys in g.instances.values() {
+            for (slot, key) in keys.iter().take(2).enumerate() {
+                if let Some(inst) = self.instances.get(key) {
+                    max[slot] = max[slot].max(inst.index);
+                }
+            }
+        }
+        if let Some(g) = self.deployments[di].group_mut(group) {
+            g.max_index = max;
+        }
     }
 
     /// Inserts one group instance (a port and a VM connected to it) in `state`, with empty
@@ -531,8 +538,10 @@ impl Model {
         let port_node = format!("{group}_port");
         let vm_id = self.fresh_instance_id(&host_node);
         let port_id = self.fresh_instance_id(&port_node);
-        let vm_index = self.next_index(di, group, 0);
-        let port_index = self.next_index(di, group, 1);
+        // A new instance gets max(existing indexes) + 1, as the manager does.
+        let [vm_index, port_index] = self.deployments[di]
+            .group(group)
+            .map_or([1, 1], |g| [g.max_index[0] + 1, g.max_index[1] + 1]);
         let group_name: Arc<str> = Arc::from(group);
         let ip = self.next_ip();
         let vm_key = self.insert_instance(NodeInstance {
@@ -573,6 +582,7 @@ impl Model {
             .group_mut(group)
             .ok_or_else(|| SimError::Internal(format!("group {group} vanished")))?;
         g.instances.insert(gid.clone(), vec![vm_key, port_key]);
+        g.max_index = [vm_index, port_index];
         Ok(gid)
     }
 
@@ -638,8 +648,16 @@ impl Model {
                 }
             }
         }
+        let mut top_removed = false;
+        let max = self.deployments[di].group(group).map(|g| g.max_index);
         for key in keys {
+            if let (Some(inst), Some(max)) = (self.instances.get(&key), max) {
+                top_removed |= max.contains(&inst.index);
+            }
             self.remove_instance(key);
+        }
+        if top_removed {
+            self.refresh_max_index(di, group);
         }
     }
 
