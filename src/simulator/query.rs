@@ -33,7 +33,7 @@ impl FieldVal<'_> {
             FieldVal::Bool(b) => parse_bool(wanted) == Some(*b),
             FieldVal::Null => wanted == "None" || wanted == "null",
             FieldVal::Json(Value::String(s)) => s == wanted,
-            FieldVal::Json(v) => v.to_string() == wanted,
+            FieldVal::Json(v) => serde_json::from_str::<Value>(wanted).is_ok_and(|w| w == *v),
         }
     }
 
