@@ -260,6 +260,11 @@ pub(crate) struct Model {
     pub nodes: Vec<Node>,
     pub instances: BTreeMap<u64, NodeInstance>,
     pub instance_keys: HashMap<String, u64>,
+    /// Instance keys per deployment `(tenant, id)`, in storage order: list calls filtered by
+    /// deployment (the provider's refresh) never walk other deployments' rows.
+    pub instances_by_deployment: HashMap<(Arc<str>, Arc<str>), BTreeSet<u64>>,
+    /// Instance keys per tenant, in storage order (unfiltered list calls).
+    pub instances_by_tenant: HashMap<Arc<str>, BTreeSet<u64>>,
     next_key: u64,
     pub executions: Vec<Execution>,
     pub execution_index: HashMap<String, usize>,
@@ -307,6 +312,14 @@ impl Model {
         let key = self.next_key;
         self.next_key += 1;
         self.instance_keys.insert(instance.id.clone(), key);
+        self.instances_by_deployment
+            .entry((instance.tenant.clone(), instance.deployment_id.clone()))
+            .or_default()
+            .insert(key);
+        self.instances_by_tenant
+            .entry(instance.tenant.clone())
+            .or_default()
+            .insert(key);
         self.instances.insert(key, instance);
         key
     }
@@ -315,6 +328,45 @@ impl Model {
     pub fn remove_instance(&mut self, key: u64) {
         if let Some(inst) = self.instances.remove(&key) {
             self.instance_keys.remove(&inst.id);
+            if let Some(keys) = self
+                .instances_by_deployment
+                .get_mut(&(inst.tenant.clone(), inst.deployment_id.clone()))
+            {
+                keys.remove(&key);
+            }
+            if let Some(keys) = self.instances_by_tenant.get_mut(&inst.tenant) {
+                keys.remove(&key);
+            }
+        }
+    }
+
+    /// Keys of the node instances a list call can match, in storage order, and how many:
+    /// those of the named deployments, or of every deployment of the tenant. Served from the
+    /// indexes, so a page of a 200k-instance manager never walks the rows themselves.
+    pub fn instance_candidates<'a>(
+        &'a self,
+        tenant: &str,
+        deployments: Option<&[String]>,
+    ) -> (usize, Box<dyn Iterator<Item = u64> + 'a>) {
+        let set = match deployments {
+            None => self.instances_by_tenant.get(tenant),
+            Some([one]) => self
+                .instances_by_deployment
+                .get(&(Arc::from(tenant), Arc::from(one.as_str()))),
+            Some(many) => {
+                let mut keys: Vec<u64> = Vec::new();
+                for ((t, d), set) in &self.instances_by_deployment {
+                    if &**t == tenant && many.iter().any(|w| w.as_str() == &**d) {
+                        keys.extend(set.iter().copied());
+                    }
+                }
+                keys.sort_unstable();
+                return (keys.len(), Box::new(keys.into_iter()));
+            }
+        };
+        match set {
+            Some(set) => (set.len(), Box::new(set.iter().copied())),
+            None => (0, Box::new(std::iter::empty())),
         }
     }
 

@@ -32,6 +32,8 @@ impl Model {
             instance_keys: HashMap::with_capacity(
                 usize::try_from(scenario.node_instance_count()).unwrap_or(0),
             ),
+            instances_by_deployment: HashMap::new(),
+            instances_by_tenant: HashMap::new(),
             next_key: 0,
             executions: Vec::new(),
             execution_index: HashMap::new(),
