@@ -493,11 +493,25 @@ func TestConformance(t *testing.T) {
 		if math.Abs(price-0.24) > 1e-9 {
 			t.Errorf("NodePrice(worker, 2h) = %v, want 0.24 (0.12/h)", price)
 		}
-		// A template-built node of a group without price (CA prices upcoming nodes from templates).
-		gpuNode := &apiv1.Node{ObjectMeta: metav1.ObjectMeta{Name: "template-node-for-k8s-pool-b-gpu-workers-1",
-			Labels: map[string]string{"cloudify.co/deployment": "k8s-pool-b", "cloudify.co/scaling-group": "gpu-workers"}}}
-		if price, err := pm.NodePrice(gpuNode, start, end); !errors.Is(err, ca.ErrNotImplemented) {
-			t.Errorf("NodePrice(gpu-workers, no price) = %v, %v; want ErrNotImplemented", price, err)
+		// CA's price expander prices upcoming nodes from templates: the TemplateNodeInfo node,
+		// sanitized by CA (new name, hostname label rewritten, no provider id). The server can
+		// only tell the group from the template's labels.
+		for _, tc := range []struct {
+			id   string
+			want float64 // < 0: ErrNotImplemented expected (no price configured)
+		}{{workersID, 0.24}, {gpuID, -1}} {
+			ni, err := groupByID(t, cp, tc.id).TemplateNodeInfo()
+			if err != nil || ni == nil {
+				t.Fatalf("TemplateNodeInfo(%s): %v", tc.id, err)
+			}
+			tn := sanitizedTemplateNode(ni.Node(), tc.id)
+			price, err := pm.NodePrice(tn, start, end)
+			switch {
+			case tc.want < 0 && !errors.Is(err, ca.ErrNotImplemented):
+				t.Errorf("NodePrice(template node of %s, no price configured) = %v, %v; want ErrNotImplemented", tc.id, price, err)
+			case tc.want >= 0 && (err != nil || math.Abs(price-tc.want) > 1e-9):
+				t.Errorf("NodePrice(template node of %s, 2h) = %v, %v; want %v", tc.id, price, err, tc.want)
+			}
 		}
 		pod := &apiv1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
 			Spec: apiv1.PodSpec{Containers: []apiv1.Container{{Name: "c", Image: "busybox",
@@ -596,4 +610,19 @@ func checkWorkersTemplate(t *testing.T, n *apiv1.Node) {
 	if !ready {
 		t.Errorf("template has no Ready=True condition: %+v", n.Status.Conditions)
 	}
+}
+
+// sanitizedTemplateNode mimics what CA does to a template before using it for a scale-up
+// simulation (simulator/node_info_utils.go): a fresh name, hostname label set to it, marker label.
+func sanitizedTemplateNode(n *apiv1.Node, groupID string) *apiv1.Node {
+	c := n.DeepCopy()
+	c.Name = fmt.Sprintf("template-node-for-%s-%d", groupID, 5577006791947779410)
+	c.UID = ""
+	if c.Labels == nil {
+		c.Labels = map[string]string{}
+	}
+	c.Labels["kubernetes.io/hostname"] = c.Name
+	c.Labels["cluster-autoscaler.kubernetes.io/template-node"] = "true"
+	c.Spec.ProviderID = ""
+	return c
 }
