@@ -178,104 +178,59 @@ check_manifests_current() {
 }
 
 # --- server-side dry-run against a local kube-apiserver ---------------------------------------
+# The control plane (etcd + kube-apiserver v1.36.2, admin client certificate) comes from the e2e
+# tier's library, tests/e2e/lib/controlplane.sh (cp_build / cp_start / cp_stop), whose binaries are
+# built from the Go module proxy by tests/e2e/lib/build.sh and cached under tests/e2e/.cache.
+# Every object is POSTed with dryRun=All and fieldValidation=Strict, one counted result each, so
+# kube-apiserver's own validation (and admission) judges the chart. If the library's kubectl-lite is
+# built, the whole rendered file also goes through `kubectl-lite apply --dry-run=server`.
 
-CP_PIDS=()
-CP_DIR=""
-API=""
-TOKEN=""
+CP_LIB=$ROOT/tests/e2e/lib/controlplane.sh
 CP_READY=0
+CP_WORK=""
 
 cleanup() {
-  local pid
-  for pid in "${CP_PIDS[@]:-}"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null
-  done
-  for pid in "${CP_PIDS[@]:-}"; do
-    [ -n "$pid" ] && wait "$pid" 2>/dev/null
-  done
-  [ -n "$CP_DIR" ] && rm -rf "$CP_DIR"
+  if declare -F cp_stop >/dev/null; then cp_stop >/dev/null 2>&1; fi
+  [ -n "$CP_WORK" ] && rm -rf "$CP_WORK"
 }
 trap cleanup EXIT
 
-free_port() {
-  local p
-  for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 20000))
-    if ! (: <"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
-  done
-  return 1
-}
-
-# find_cp_bins: set CP_BIN to a directory with etcd and kube-apiserver, building them if needed.
+# find_cp_bins: 0 = binaries ready (E2E_BIN), 1 = error, 2 = skip (allowed by HELM_TIER_SKIP_DRYRUN=1).
 find_cp_bins() {
-  local d
-  for d in "${HELM_CP_BIN:-}" "${E2E_BIN:-}"; do
-    if [ -n "$d" ] && [ -x "$d/etcd" ] && [ -x "$d/kube-apiserver" ]; then CP_BIN=$d; return 0; fi
-  done
-  if [ -f "$ROOT/tests/e2e/lib/build.sh" ]; then
-    # shellcheck source=/dev/null
-    source "$ROOT/tests/e2e/lib/build.sh" || return 1
-    set +e # build.sh sets -e for its own direct runs; this tier counts failures itself
-    d="$ROOT/tests/e2e/.cache/bin/$(e2e_bin_key)"
-    if [ -x "$d/etcd" ] && [ -x "$d/kube-apiserver" ]; then CP_BIN=$d; return 0; fi
-    if [ "${HELM_TIER_SKIP_DRYRUN:-}" = "1" ]; then return 2; fi
-    echo "helm tier: building etcd and kube-apiserver with tests/e2e/lib/build.sh (cached afterwards)"
-    e2e_build etcd kube-apiserver || return 1
-    CP_BIN=$E2E_BIN
-    return 0
+  if [ ! -f "$CP_LIB" ]; then
+    [ "${HELM_TIER_SKIP_DRYRUN:-}" = "1" ] && return 2
+    echo "helm tier: $CP_LIB not found (it starts the control plane)" >&2
+    return 1
   fi
-  if command -v etcd >/dev/null && command -v kube-apiserver >/dev/null; then
-    CP_BIN=$(dirname "$(command -v kube-apiserver)")
-    return 0
+  # shellcheck source=/dev/null
+  source "$CP_LIB" || return 1
+  set +e # the library's build.sh sets -e for its own direct runs; this tier counts failures itself
+  if [ -n "${HELM_CP_BIN:-}" ]; then
+    E2E_BIN=$HELM_CP_BIN
+  else
+    E2E_BIN="$ROOT/tests/e2e/.cache/bin/$(e2e_bin_key)"
   fi
+  export E2E_BIN
+  if [ -x "$E2E_BIN/etcd" ] && [ -x "$E2E_BIN/kube-apiserver" ]; then return 0; fi
   [ "${HELM_TIER_SKIP_DRYRUN:-}" = "1" ] && return 2
-  echo "helm tier: no etcd/kube-apiserver and no tests/e2e/lib/build.sh to build them" >&2
-  return 1
+  echo "helm tier: building etcd and kube-apiserver with tests/e2e/lib/build.sh (cached afterwards)"
+  e2e_build etcd kube-apiserver || return 1
+  set +e
+  [ -x "$E2E_BIN/etcd" ] && [ -x "$E2E_BIN/kube-apiserver" ]
 }
 
-# start_control_plane: etcd + kube-apiserver on loopback, token auth (system:masters).
-# HOOK(e2e): tests/e2e/lib/controlplane.sh is the shared way to start this pair. Its interface was
-# not settled when this tier was written, so the tier starts the two processes itself from the
-# binaries tests/e2e/lib/build.sh produces, with the flag set from shared/reference/e2e-control-plane.md
-# §3.2. Switch to the library once it exports a start function and an API URL + credential.
 start_control_plane() {
-  CP_DIR=$(mktemp -d "${TMPDIR:-/tmp}/helm-tier-cp.XXXXXX")
-  local etcd_port peer_port api_port i
-  etcd_port=$(free_port) && peer_port=$(free_port) && api_port=$(free_port) || return 1
-  TOKEN="helm-tier-$RANDOM$RANDOM"
-  echo "$TOKEN,helm-tier,helm-tier,\"system:masters\"" >"$CP_DIR/tokens.csv"
-  openssl ecparam -name prime256v1 -genkey -noout -out "$CP_DIR/sa.key" 2>/dev/null || return 1
-  "$CP_BIN/etcd" --data-dir "$CP_DIR/etcd" --listen-client-url "http://127.0.0.1:$etcd_port" \
-    --listen-peer-url "http://127.0.0.1:$peer_port" >"$OUT/etcd.log" 2>&1 &
-  CP_PIDS+=($!)
-  "$CP_BIN/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-    --cert-dir="$CP_DIR/pki" \
-    --service-cluster-ip-range=10.0.0.0/24 \
-    --service-account-issuer="https://127.0.0.1:$api_port" \
-    --service-account-key-file="$CP_DIR/sa.key" --service-account-signing-key-file="$CP_DIR/sa.key" \
-    --token-auth-file="$CP_DIR/tokens.csv" --authorization-mode=RBAC \
-    --disable-admission-plugins=ServiceAccount,TaintNodesByCondition \
-    --endpoint-reconciler-type=none --enable-priority-and-fairness=false \
-    >"$OUT/kube-apiserver.log" 2>&1 &
-  CP_PIDS+=($!)
-  API="https://127.0.0.1:$api_port"
-  # Two shared cores: the first start of kube-apiserver can take a while.
-  for i in $(seq 1 180); do
-    if [ "$(kcurl -o /dev/null -w '%{http_code}' "$API/readyz")" = "200" ]; then
-      echo "helm tier: kube-apiserver ready after ${i}s at $API"
-      CP_READY=1
-      return 0
-    fi
-    kill -0 "${CP_PIDS[1]}" 2>/dev/null || { tail -n 20 "$OUT/kube-apiserver.log"; return 1; }
-    sleep 1
-  done
-  tail -n 20 "$OUT/kube-apiserver.log"
-  return 1
+  CP_WORK=$(mktemp -d "${TMPDIR:-/tmp}/helm-tier-cp.XXXXXX")
+  cp_start "$CP_WORK" || return 1
+  set +e
+  API=$CP_APISERVER_URL
+  CP_READY=1
+  echo "helm tier: kube-apiserver ready at $API"
 }
 
-kcurl() { curl -sk --max-time 30 -H "Authorization: Bearer $TOKEN" "$@"; }
+kcurl() {
+  curl -s --max-time 30 --cacert "$CP_DIR/pki/ca.crt" --cert "$CP_DIR/pki/admin.crt" --key "$CP_DIR/pki/admin.key" "$@"
+}
 
 # api_path APIVERSION KIND NAMESPACE: the collection URL path for a kind we render.
 api_path() {
@@ -377,7 +332,7 @@ dry_run_file() { # LABEL FILE: one counted result per rendered object
 }
 
 dry_run_tier() {
-  local rc
+  local rc before
   find_cp_bins
   rc=$?
   if [ $rc = 2 ]; then
@@ -386,20 +341,24 @@ dry_run_tier() {
     echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
     echo "!!! SKIPPED: server-side dry-run of the rendered chart (HELM_TIER_SKIP_DRYRUN=1 and no"
     echo "!!! etcd/kube-apiserver built). The rendered objects were NOT validated by kube-apiserver."
-    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
+    echo "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
     echo
     return 0
   fi
-  if [ $rc != 0 ]; then ko "control plane binaries (etcd, kube-apiserver)"; return 0; fi
-  check "control plane start ($CP_BIN)" start_control_plane
+  if [ $rc != 0 ]; then ko "control plane binaries (etcd, kube-apiserver via tests/e2e/lib/build.sh)"; return 0; fi
+  check "control plane start (tests/e2e/lib/controlplane.sh, $E2E_BIN)" start_control_plane
   [ "$CP_READY" = 1 ] || return 0
-  local before=$failed
+  before=$failed
   check "register CRDs from tests/helm/crds (cert-manager, ServiceMonitor)" apply_crds
   [ "$failed" = "$before" ] || return 0
   dry_run_file default "$OUT/default.yaml"
   dry_run_file ci "$OUT/ci.yaml"
   # The validation must be able to fail: a misspelled field has to be rejected.
   check "dry-run rejects an unknown field (strict validation works)" dry_run_rejects_typo
+  if [ -x "${CP_KUBECTL:-}" ]; then
+    check "kubectl-lite apply --dry-run=server (default values)" "$CP_KUBECTL" apply --dry-run=server -f "$OUT/default.yaml"
+    check "kubectl-lite apply --dry-run=server (values-ci)" "$CP_KUBECTL" apply --dry-run=server -f "$OUT/ci.yaml"
+  fi
 }
 
 dry_run_rejects_typo() {
