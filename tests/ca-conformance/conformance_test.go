@@ -48,7 +48,8 @@ func TestMain(m *testing.M) {
 func startPlain(t *testing.T) (*harness.Stack, *ca.ExternalGrpcCloudProvider) {
 	t.Helper()
 	s := harness.StartStack(t, "testdata/scenario.yaml", harness.ServeOptions{ConfigTemplate: "testdata/provider.yaml"})
-	cc := s.CloudConfig(t, fmt.Sprintf("address: %q\ngrpc_timeout: 10s\n", s.GRPCAddr))
+	// CA's default deadline (5 s) for every call, mutations included.
+	cc := s.CloudConfig(t, fmt.Sprintf("address: %q\ngrpc_timeout: 5s\n", s.GRPCAddr))
 	p, err := ca.BuildFromCloudConfigFile(cc)
 	if err != nil {
 		t.Fatalf("build externalgrpc provider: %v", err)
