@@ -190,7 +190,11 @@ CP_READY=0
 CP_WORK=""
 
 cleanup() {
-  if declare -F cp_stop >/dev/null; then cp_stop >/dev/null 2>&1; fi
+  local pids=("${CP_PIDS[@]:-}") p
+  if declare -F cp_stop >/dev/null; then
+    # Reap the processes here, quietly: bash would otherwise report a force-killed job as "Killed".
+    { cp_stop; for p in "${pids[@]}"; do [ -n "$p" ] && wait "$p"; done; } >/dev/null 2>&1
+  fi
   [ -n "$CP_WORK" ] && rm -rf "$CP_WORK"
 }
 trap cleanup EXIT
