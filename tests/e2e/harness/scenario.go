@@ -319,7 +319,7 @@ func (s *scenario) fromZero(ctx context.Context) error {
 	if err := scaleWorkloadToZero(ctx, s.kube, "batch"); err != nil {
 		return err
 	}
-	s.tl.Event("harness: ReplicaSet batch scaled to 0; %s should return to 0 (checked at the end)", s.zero)
+	s.tl.Event("harness: ReplicaSet batch scaled to 0")
 	if !s.withCA {
 		vms := s.joiner.VMs()
 		var ids []string
@@ -328,10 +328,19 @@ func (s *scenario) fromZero(ctx context.Context) error {
 				ids = append(ids, id)
 			}
 		}
-		if _, err := s.cfy.scale(ctx, dep, grp, -len(ids), ids); err != nil {
+		sort.Strings(ids)
+		ex, err := s.cfy.scale(ctx, dep, grp, -len(ids), ids)
+		if err != nil {
 			return err
 		}
+		s.tl.Event("harness (no CA): started scale %+d include_instances %v (execution %s)", -len(ids), ids, shortID(ex.ID))
 	}
+	// Wait for the way back to 0 here, so that no scale-down of this group is in flight when the
+	// next phase injects a failure into "the next execution".
+	if err := s.groupAt(ctx, s.zero, 0, 150*time.Second); err != nil {
+		return err
+	}
+	s.tl.Event("group %s back at 0", s.zero)
 	return nil
 }
 
@@ -403,10 +412,6 @@ func (s *scenario) failedScaleOut(ctx context.Context) error {
 
 func (s *scenario) finalChecks(ctx context.Context) error {
 	s.tl.Phase("5 back to min")
-	if err := s.groupAt(ctx, s.zero, 0, 150*time.Second); err != nil {
-		return err
-	}
-	s.tl.Event("group %s back at 0", s.zero)
 	if err := s.groupAt(ctx, s.pool, s.poolMin, 150*time.Second); err != nil {
 		return err
 	}

@@ -56,6 +56,7 @@ cp_spawn() {
   "$@" >"$CP_DIR/logs/$name.log" 2>&1 &
   local pid=$!
   CP_PIDS+=("$pid")
+  disown "$pid" 2>/dev/null || true # no job-control noise when cp_stop has to SIGKILL it
   echo "$pid" >"$CP_DIR/logs/$name.pid"
   cp_log "started $name (pid $pid)"
 }
