@@ -291,13 +291,67 @@ func TestConformance(t *testing.T) {
 		if n := mustTarget(t, workers); n != 2 {
 			t.Fatalf("TargetSize right after DeleteNodes = %d, want 2", n)
 		}
+		// Until it is gone the deleted instance must not look Running (CA would count it).
 		if insts, err := workers.Nodes(); err == nil {
 			t.Logf("right after DeleteNodes: %s", describe(insts))
+			for _, i := range insts {
+				if i.Id == added && (i.Status == nil || i.Status.State != ca.InstanceDeleting) {
+					t.Errorf("deleted instance listed as %s, want Deleting or absent", describe([]ca.Instance{i}))
+				}
+			}
+		}
+		// A repeated DeleteNodes for the same node (CA retries deletions) must not lower the
+		// target a second time.
+		err := workers.DeleteNodes([]*apiv1.Node{node})
+		t.Logf("repeated DeleteNodes(%s): %v", node.Name, err)
+		if n := mustTarget(t, workers); n != 2 {
+			t.Fatalf("TargetSize after repeated DeleteNodes = %d, want 2", n)
 		}
 		after := waitSettled(t, s, cp, workersID, "k8s-pool-a", 2)
 		for _, i := range after {
 			if i.Id == added {
 				t.Fatalf("deleted instance %s still listed: %s", added, describe(after))
+			}
+		}
+	})
+
+	t.Run("DeleteNodes/concurrent", func(t *testing.T) {
+		// CA's scale-down deletes one node per call, one goroutine per node, concurrently on the
+		// same group. Both calls must succeed, and exactly those two VMs must go.
+		before := waitSettled(t, s, cp, workersID, "k8s-pool-a", 2)
+		if err := workers.IncreaseSize(2); err != nil {
+			t.Fatalf("IncreaseSize(2): %v", err)
+		}
+		after := waitSettled(t, s, cp, workersID, "k8s-pool-a", 4)
+		keep := map[string]bool{}
+		for _, i := range before {
+			keep[i.Id] = true
+		}
+		var victims []*apiv1.Node
+		for _, vm := range s.SimVMs(t, "k8s-pool-a") {
+			if !keep[providerID("k8s-pool-a", vm.ID)] && vm.State == "started" {
+				victims = append(victims, kubeNode(vm, "k8s-pool-a"))
+			}
+		}
+		if len(victims) != 2 {
+			t.Fatalf("want 2 new VMs, got %d (%s)", len(victims), describe(after))
+		}
+		errs := make(chan error, len(victims))
+		for _, v := range victims {
+			go func(n *apiv1.Node) { errs <- workers.DeleteNodes([]*apiv1.Node{n}) }(v)
+		}
+		for range victims {
+			if err := <-errs; err != nil {
+				t.Errorf("concurrent DeleteNodes: %v", err)
+			}
+		}
+		if n := mustTarget(t, workers); n != 2 {
+			t.Fatalf("TargetSize after 2 concurrent DeleteNodes = %d, want 2", n)
+		}
+		final := waitSettled(t, s, cp, workersID, "k8s-pool-a", 2)
+		for _, i := range final {
+			if !keep[i.Id] {
+				t.Fatalf("wrong VM removed: left %s, wanted %v", describe(final), keep)
 			}
 		}
 	})
@@ -418,6 +472,13 @@ func TestConformance(t *testing.T) {
 			}
 			if n := mustTarget(t, workers); n != base {
 				t.Errorf("TargetSize after deleting the failed instance = %d, want %d", n, base)
+			}
+			// CA re-sends this every loop while its cached Nodes() still shows the error: a
+			// repeat must not lower the target again.
+			err := groupByID(t, cp, workersID).DeleteNodes([]*apiv1.Node{ca.FakeNode(failed, ca.FakeNodeCreateError)})
+			t.Logf("repeated DeleteNodes(fake create-error): %v", err)
+			if n := mustTarget(t, workers); n != base {
+				t.Errorf("TargetSize after a repeated create-error delete = %d, want %d", n, base)
 			}
 			waitSettled(t, s, cp, workersID, "k8s-pool-a", base)
 		})
