@@ -101,6 +101,66 @@ func describe(insts []ca.Instance) string {
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
+// watchTransitions polls Refresh + Nodes like CA's loop (every 50 ms here) until `done` says so,
+// and returns, per instance id, the sequence of distinct states it was seen in. Every instance
+// must carry a status (state unspecified reaches CA as a nil status).
+func watchTransitions(t *testing.T, p ca.CloudProvider, id string, timeout time.Duration, done func([]ca.Instance) bool) map[string][]string {
+	t.Helper()
+	seen := map[string][]string{}
+	deadline := time.Now().Add(timeout)
+	for {
+		if err := p.Refresh(); err != nil {
+			t.Fatalf("Refresh: %v", err)
+		}
+		insts, err := groupByID(t, p, id).Nodes()
+		if err != nil {
+			t.Fatalf("Nodes: %v", err)
+		}
+		present := map[string]bool{}
+		for _, i := range insts {
+			present[i.Id] = true
+			st := "nil"
+			if i.Status != nil {
+				st = i.Status.State.String()
+				if i.Status.ErrorInfo != nil {
+					st += "+error"
+				}
+			} else {
+				t.Errorf("instance %s has no status (state unspecified)", i.Id)
+			}
+			if h := seen[i.Id]; len(h) == 0 || h[len(h)-1] != st {
+				seen[i.Id] = append(h, st)
+			}
+		}
+		for k, h := range seen {
+			if !present[k] && h[len(h)-1] != "gone" {
+				seen[k] = append(h, "gone")
+			}
+		}
+		if done(insts) {
+			return seen
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out watching %s: %v", id, seen)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func allRunning(want int) func([]ca.Instance) bool {
+	return func(insts []ca.Instance) bool {
+		if len(insts) != want {
+			return false
+		}
+		for _, i := range insts {
+			if i.Status == nil || i.Status.State != ca.InstanceRunning {
+				return false
+			}
+		}
+		return true
+	}
+}
+
 func mustTarget(t *testing.T, g ca.NodeGroup) int {
 	t.Helper()
 	n, err := g.TargetSize()
@@ -255,6 +315,8 @@ func TestConformance(t *testing.T) {
 		if n := mustTarget(t, workers); n != 3 {
 			t.Fatalf("TargetSize after refused increases = %d, want 3", n)
 		}
+		seen := watchTransitions(t, cp, workersID, 60*time.Second, allRunning(3))
+		t.Logf("state transitions seen by CA during the scale-out: %v", seen)
 		after := waitSettled(t, s, cp, workersID, "k8s-pool-a", 3)
 		old := map[string]bool{}
 		for _, i := range initial {
@@ -307,6 +369,8 @@ func TestConformance(t *testing.T) {
 		if n := mustTarget(t, workers); n != 2 {
 			t.Fatalf("TargetSize after repeated DeleteNodes = %d, want 2", n)
 		}
+		seen := watchTransitions(t, cp, workersID, 60*time.Second, allRunning(2))
+		t.Logf("state transitions seen by CA during the scale-in: %v", seen)
 		after := waitSettled(t, s, cp, workersID, "k8s-pool-a", 2)
 		for _, i := range after {
 			if i.Id == added {
