@@ -121,6 +121,13 @@ cp_wait_http simulator "http://127.0.0.1:$SIM_PORT/api/v3.1/node-instances" 30 -
 CLOUDIFY_PASSWORD=admin cp_spawn provider "$PROV" serve --config "$WORK/provider-config.yaml"
 cp_wait_http provider "http://127.0.0.1:$HTTP_PORT/readyz" 60 || fail "provider not ready"
 say "provider serving gRPC (mTLS) on 127.0.0.1:$GRPC_PORT"
+# The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found both
+# groups (and not the control-plane deployment).
+if ! "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups >"$WORK/logs/inspect.log" 2>&1 \
+  || ! grep -q 'e2e-pool/workers' "$WORK/logs/inspect.log" || ! grep -q 'e2e-zero/batch' "$WORK/logs/inspect.log"; then
+  cat "$WORK/logs/inspect.log"; fail "inspect over mTLS with CA's cloud-config did not list e2e-pool/workers and e2e-zero/batch"
+fi
+sed 's/^/  inspect groups: /' "$WORK/logs/inspect.log"
 
 # ---------------------------------------------------------------- cluster-autoscaler
 if [ "$MODE" = ca ]; then

@@ -182,18 +182,34 @@ const (
 )
 
 func (w *watcher) run(ctx context.Context) {
-	t := time.NewTicker(500 * time.Millisecond)
-	defer t.Stop()
-	for {
-		w.pollExecutions(ctx)
-		w.pollNodes(ctx)
-		w.pollEvents(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	every := func(d time.Duration, f func(context.Context)) {
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			f(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 	}
+	// Node readiness and taints are timeline steps of their own: poll them often.
+	go every(200*time.Millisecond, w.pollNodes)
+	go every(1*time.Second, w.pollEvents)
+	every(300*time.Millisecond, w.pollExecutions)
+}
+
+// lastLine keeps the last non-empty line of a multi-line error (a workflow traceback ends with
+// the exception text).
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return ""
 }
 
 func describeExec(ex execution) string {
@@ -228,7 +244,7 @@ func (w *watcher) pollExecutions(ctx context.Context) {
 		if (!known || old.Status != ex.Status) && isEndState(ex.Status) {
 			msg := ""
 			if ex.Error != "" {
-				msg = ": " + truncate(ex.Error, 160)
+				msg = ": " + truncate(lastLine(ex.Error), 200)
 			}
 			w.tl.Event("cloudify: execution %s %s%s", shortID(ex.ID), ex.Status, msg)
 		}

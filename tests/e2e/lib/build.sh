@@ -36,14 +36,17 @@ e2e_build() {
   local ver="-X k8s.io/component-base/version.gitVersion=v1.36.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36"
   local n t0 t1
   for n in "${names[@]}"; do
-    # Our own small programs are always rebuilt (seconds, thanks to the Go build cache) so edits apply.
-    case "$n" in etcd|kubectl-lite|harness) ;; *)
-      if [ -x "$E2E_BIN/$n" ]; then echo "e2e: build $n: cached ($E2E_BIN)"; continue; fi ;;
-    esac
+    # Our own small programs are also keyed by their sources, so edits rebuild them.
+    local src="" pkg; pkg="$(e2e_pkg "$n")"
+    case "$pkg" in ./*) src="$(cd "$E2E_DIR" && cat "$pkg"/*.go | sha256sum | cut -c1-16)" ;; esac
+    if [ -x "$E2E_BIN/$n" ] && [ "$(cat "$E2E_BIN/.$n.src" 2>/dev/null)" = "$src" ]; then
+      echo "e2e: build $n: cached ($E2E_BIN)"; continue
+    fi
     t0=$(date +%s)
     ( cd "$E2E_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ver" -o "$E2E_BIN/$n.tmp" "$(e2e_pkg "$n")" ) || {
       echo "e2e: build $n FAILED" >&2; return 1; }
     mv "$E2E_BIN/$n.tmp" "$E2E_BIN/$n"
+    printf '%s' "$src" >"$E2E_BIN/.$n.src"
     t1=$(date +%s)
     echo "e2e: build $n: $((t1 - t0))s"
   done
