@@ -153,7 +153,8 @@ fi
 say "scenario starting (stack up in $(($(date +%s) - T0))s)"
 TS=$(date +%s)
 "$E2E_BIN/harness" --kubeconfig="$K" --provider-config="$WORK/provider-config.yaml" --mode="$MODE" \
-  --timeline="$WORK/timeline.txt" --timeout-scale="${E2E_TIMEOUT_SCALE:-1}" 2>&1 | tee "$WORK/logs/harness.log"
+  --timeline="$WORK/timeline.txt" --timeout-scale="${E2E_TIMEOUT_SCALE:-1}" \
+  --inspect="$PROV inspect --cloud-config $WORK/cloud-config.yaml" 2>&1 | tee "$WORK/logs/harness.log"
 HRC=${PIPESTATUS[0]}
 counts="$(grep -Eo 'phases passed=[0-9]+ failed=[0-9]+' "$WORK/logs/harness.log" | tail -n 1)"
 P=$(sed -E 's/.*passed=([0-9]+).*/\1/' <<<"$counts"); F=$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$counts")

@@ -34,9 +34,10 @@ func main() {
 		phases     = flag.String("phases", "baseline,scale-up,scale-down,from-zero,failure,final", "phases to run")
 		slow       = flag.Float64("timeout-scale", 1, "multiply every timeout")
 		joinOnly   = flag.Bool("join-only", false, "only run the joiner until interrupted")
+		inspect    = flag.String("inspect", "", "command prefix querying the provider over gRPC, e.g. 'autoscaler-cloudify inspect --cloud-config F' (space-separated; empty: skip)")
 	)
 	flag.Parse()
-	os.Exit(run(*kubeconfig, *provCfg, *simURL, *password, *mode, *pool, *poolMin, *poolLabel, *zero, *zeroLabel, *timeline, *phases, *slow, *joinOnly))
+	os.Exit(run(*kubeconfig, *provCfg, *simURL, *password, *mode, *pool, *poolMin, *poolLabel, *zero, *zeroLabel, *timeline, *phases, *slow, *joinOnly, strings.Fields(*inspect)))
 }
 
 func kv(s string) map[string]string {
@@ -44,7 +45,7 @@ func kv(s string) map[string]string {
 	return map[string]string{k: v}
 }
 
-func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, poolLabel, zero, zeroLabel, timelinePath, phases string, slow float64, joinOnly bool) int {
+func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, poolLabel, zero, zeroLabel, timelinePath, phases string, slow float64, joinOnly bool, inspect []string) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	cfg, err := loadProviderConfig(provCfg)
@@ -86,7 +87,7 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 	go w.run(ctx)
 
 	s := &scenario{kube: kube, cfy: cfy, joiner: j, w: w, tl: tl, withCA: mode == "ca",
-		pool: pool, poolMin: poolMin, poolSel: kv(poolLabel), zero: zero, zeroSel: kv(zeroLabel), slow: slow}
+		pool: pool, poolMin: poolMin, poolSel: kv(poolLabel), zero: zero, zeroSel: kv(zeroLabel), slow: slow, inspect: inspect}
 	type phase struct {
 		name string
 		fn   func(context.Context) error

@@ -27,7 +27,8 @@ type scenario struct {
 	poolSel  map[string]string
 	zero     string // group at 0 with a template
 	zeroSel  map[string]string
-	slow     float64 // multiplies every timeout (slow machines)
+	slow     float64  // multiplies every timeout (slow machines)
+	inspect  []string // `autoscaler-cloudify inspect --cloud-config F` (empty: skip the gRPC checks)
 	failures []string
 }
 
@@ -188,7 +189,7 @@ func (s *scenario) baseline(ctx context.Context) error {
 		return err
 	}
 	s.tl.Event("group %s at min %d with Ready nodes; group %s at 0", s.pool, s.poolMin, s.zero)
-	return nil
+	return s.checkRegistration(ctx, s.pool)
 }
 
 // scaleUp: pods that do not fit -> Unschedulable -> IncreaseSize -> scale execution -> nodes join ->
@@ -221,7 +222,10 @@ func (s *scenario) scaleUp(ctx context.Context) error {
 	if err := s.waitRunning(ctx, "web", 6, 150*time.Second); err != nil {
 		return err
 	}
-	return s.groupAt(ctx, s.pool, s.poolMin+2, 60*time.Second)
+	if err := s.groupAt(ctx, s.pool, s.poolMin+2, 60*time.Second); err != nil {
+		return err
+	}
+	return s.checkRegistration(ctx, s.pool)
 }
 
 // scaleDown: workload to zero -> CA finds nodes unneeded -> DeleteNodes -> exactly those instances
@@ -316,6 +320,9 @@ func (s *scenario) fromZero(ctx context.Context) error {
 	if err := s.waitRunning(ctx, "batch", 2, 150*time.Second); err != nil {
 		return err
 	}
+	if err := s.checkRegistration(ctx, s.zero); err != nil {
+		return err
+	}
 	if err := scaleWorkloadToZero(ctx, s.kube, "batch"); err != nil {
 		return err
 	}
@@ -374,6 +381,7 @@ func (s *scenario) failedScaleOut(ctx context.Context) error {
 			return stepErr{fmt.Sprintf("execution %s ended %s, want failed", ex.ID, ex.Status)}
 		}
 		time.Sleep(3 * time.Second)
+		s.showNodes(ctx, s.pool)
 		if err := s.groupAt(ctx, s.pool, s.poolMin, 30*time.Second); err != nil {
 			return err
 		}
@@ -387,6 +395,7 @@ func (s *scenario) failedScaleOut(ctx context.Context) error {
 	if ex.Status != "failed" {
 		return stepErr{fmt.Sprintf("execution %s ended %s, want failed (injected)", ex.ID, ex.Status)}
 	}
+	s.showNodes(ctx, s.pool)
 	reasons := []string{"ScaleUpFailed", "ScaleUpTimedOut", "FailedToScaleUpGroup"}
 	if err := s.waitFor(ctx, 120*time.Second, fmt.Sprintf("cluster-autoscaler reports the failed scale-up (event %v) and backs off %s", reasons, s.pool), func() (bool, error) {
 		evs := s.w.caEventsWithReason(reasons...)
