@@ -73,6 +73,14 @@ type Joiner struct {
 	instances map[string]nodeInstance // last seen VM instances by id
 	seen      map[string]string       // instance id -> last state logged
 	lastErr   error
+	names     map[string]string // node name -> provider id, kept after the Node is deleted
+}
+
+// providerIDOf returns the provider id of a Node the joiner created (also after its deletion).
+func (j *Joiner) providerIDOf(name string) string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.names[name]
 }
 
 func providerID(tenant string, ni nodeInstance) string {
@@ -176,10 +184,18 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 		if _, err := j.kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create node %s: %w", node.Name, err)
 		}
+		j.mu.Lock()
+		j.names[node.Name] = pid
+		j.mu.Unlock()
 		if j.tl != nil {
 			j.tl.Event("joiner: node %s joined (providerID %s)", node.Name, pid)
 		}
 	}
+	j.mu.Lock()
+	for pid, n := range have {
+		j.names[n.Name] = pid
+	}
+	j.mu.Unlock()
 	for pid, n := range have {
 		if _, ok := want[pid]; ok {
 			continue

@@ -77,7 +77,7 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 	}
 	tl := newTimeline(timelinePath)
 	j := &Joiner{kube: kube, cfy: cfy, groups: groups, tl: tl, interval: 500 * time.Millisecond,
-		instances: map[string]nodeInstance{}, seen: map[string]string{}}
+		instances: map[string]nodeInstance{}, seen: map[string]string{}, names: map[string]string{}}
 	if joinOnly {
 		j.Run(ctx)
 		return 0

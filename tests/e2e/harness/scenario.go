@@ -274,8 +274,21 @@ func (s *scenario) scaleDown(ctx context.Context) error {
 	}
 	sort.Strings(removed)
 	if s.withCA {
-		victims = nil
+		// CA's choice: the Nodes it tainted ToBeDeletedByClusterAutoscaler, plus (in case a taint
+		// came and went between two polls) the Nodes it recorded a ScaleDown event for.
+		chosen := map[string]bool{}
 		for _, pid := range s.w.toBeDeletedPIDs() {
+			chosen[pid] = true
+		}
+		for _, e := range s.w.caEventsWithReason("ScaleDown") {
+			if e.InvolvedObject.Kind == "Node" {
+				if pid := s.joiner.providerIDOf(e.InvolvedObject.Name); pid != "" {
+					chosen[pid] = true
+				}
+			}
+		}
+		victims = nil
+		for pid := range chosen {
 			if strings.HasPrefix(pid, fmt.Sprintf("cloudify://%s/%s/", s.cfy.tenant, dep)) {
 				victims = append(victims, pid[strings.LastIndex(pid, "/")+1:])
 			}
