@@ -1,0 +1,579 @@
+//! The simulated manager's data: tenants, users, tokens, deployments, nodes, node instances and
+//! executions, held in one [`Model`] behind one mutex (see `mod.rs` for why).
+//!
+//! Node instances live in a `BTreeMap` keyed by insertion sequence, so list order is stable
+//! (storage order, like the manager's primary key) and removal is O(log n); an id index and a
+//! per-group-instance member list keep every lookup the workflow needs away from full scans.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use rand::Rng;
+use rand::rngs::StdRng;
+use serde_json::Value;
+
+use super::error::SimError;
+use super::scenario::AuthPolicy;
+
+mod populate;
+
+/// Type hierarchy of the VM node of every group (an OpenStack v2 plugin server).
+pub(crate) const SERVER_TYPE: &str = "cloudify.openstack.nodes.Server";
+pub(crate) const SERVER_HIERARCHY: &[&str] = &[
+    "cloudify.nodes.Root",
+    "cloudify.nodes.Compute",
+    "cloudify.openstack.nodes.Server",
+];
+/// Type hierarchy of the port node of every group (related to the VM, not contained in it).
+pub(crate) const PORT_TYPE: &str = "cloudify.openstack.nodes.Port";
+pub(crate) const PORT_HIERARCHY: &[&str] = &[
+    "cloudify.nodes.Root",
+    "cloudify.nodes.Port",
+    "cloudify.openstack.nodes.Port",
+];
+
+/// Current UTC time in the manager's format (`2024-08-12T10:11:12.345Z`).
+pub(crate) fn now_stamp() -> String {
+    chrono::Utc::now()
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}
+
+/// A user account with its failed-login bookkeeping.
+#[derive(Debug, Clone)]
+pub(crate) struct User {
+    pub username: String,
+    pub password: String,
+    pub role: String,
+    pub tenants: BTreeSet<String>,
+    pub failed_logins: u32,
+    pub last_failed_login: Option<std::time::Instant>,
+}
+
+/// An API token (`POST /tokens`).
+#[derive(Debug, Clone)]
+pub(crate) struct Token {
+    pub id: String,
+    pub secret: String,
+    pub username: String,
+    pub description: Option<String>,
+    pub expiration: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_used: Option<String>,
+}
+
+/// One scaling group of a deployment and its group instances.
+#[derive(Debug, Clone)]
+pub(crate) struct ScalingGroup {
+    pub name: String,
+    pub members: Vec<String>,
+    pub default_instances: i64,
+    pub min: i64,
+    pub max: i64,
+    pub current: i64,
+    pub planned: i64,
+    /// group-instance id → sequence keys of its member node instances (VM first).
+    pub instances: BTreeMap<String, Vec<u64>>,
+    /// Highest `index` of the VM and port node instances, so a new instance's index costs
+    /// O(1) instead of a scan of the group (startup of 100k instances would be O(n^2)).
+    pub max_index: [u32; 2],
+}
+
+impl ScalingGroup {
+    pub fn host_node(&self) -> String {
+        format!("{}_host", self.name)
+    }
+    pub fn port_node(&self) -> String {
+        format!("{}_port", self.name)
+    }
+}
+
+/// A deployment modification left `started` (by a failed scale without rollback, or a
+/// cancelled scale); the next scale must pass `abort_started=true`.
+#[derive(Debug, Clone)]
+pub(crate) struct Modification {
+    pub group: String,
+    /// Group instances being added.
+    pub added: Vec<String>,
+    /// Group instances being removed.
+    pub removing: Vec<String>,
+}
+
+/// A deployment.
+#[derive(Debug, Clone)]
+pub(crate) struct Deployment {
+    pub tenant: Arc<str>,
+    pub id: Arc<str>,
+    pub blueprint_id: String,
+    pub created_at: String,
+    pub created_by: String,
+    pub labels: Vec<(String, String)>,
+    pub groups: Vec<ScalingGroup>,
+    pub modification: Option<Modification>,
+    /// Execution ids of this deployment, oldest first.
+    pub executions: Vec<String>,
+}
+
+impl Deployment {
+    pub fn group(&self, name: &str) -> Option<&ScalingGroup> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+    pub fn group_mut(&mut self, name: &str) -> Option<&mut ScalingGroup> {
+        self.groups.iter_mut().find(|g| g.name == name)
+    }
+}
+
+/// A node (template) of a deployment.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub tenant: Arc<str>,
+    pub deployment_id: Arc<str>,
+    pub blueprint_id: String,
+    pub id: String,
+    pub type_name: &'static str,
+    pub hierarchy: &'static [&'static str],
+    pub host_id: Option<String>,
+    /// Scaling group the node belongs to, if any.
+    pub group: Option<String>,
+    /// Instances per group instance (or in total for a node outside groups).
+    pub number_of_instances: i64,
+    pub created_by: String,
+}
+
+/// Runtime properties a node instance has, generated rather than stored as JSON to keep
+/// 100k-instance scenarios small.
+#[derive(Debug, Clone)]
+pub(crate) enum Runtime {
+    /// `{}` (not yet `started`).
+    Empty,
+    /// A compute VM once `started`.
+    Vm {
+        external_id: String,
+        ip: Ipv4Addr,
+        hostname: String,
+    },
+    /// A port once `started`.
+    Port { external_id: String, ip: Ipv4Addr },
+}
+
+/// A node instance.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeInstance {
+    pub id: String,
+    pub node_id: Arc<str>,
+    pub deployment_id: Arc<str>,
+    pub tenant: Arc<str>,
+    pub host_id: Option<String>,
+    pub state: &'static str,
+    pub runtime: Runtime,
+    /// `(group name, group-instance id)`.
+    pub group: Option<(Arc<str>, String)>,
+    pub index: u32,
+    pub version: u32,
+    /// `(type, target node, target instance id)`.
+    pub relationships: Vec<(&'static str, String, String)>,
+    pub created_by: Arc<str>,
+    /// IP reserved for this VM/port, revealed in runtime properties once `started`.
+    pub ip: Ipv4Addr,
+}
+
+/// Execution status (`cloudify.models_states.ExecutionState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExecStatus {
+    Pending,
+    Started,
+    Cancelling,
+    ForceCancelling,
+    KillCancelling,
+    Cancelled,
+    Terminated,
+    Failed,
+    Queued,
+}
+
+impl ExecStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecStatus::Pending => "pending",
+            ExecStatus::Started => "started",
+            ExecStatus::Cancelling => "cancelling",
+            ExecStatus::ForceCancelling => "force_cancelling",
+            ExecStatus::KillCancelling => "kill_cancelling",
+            ExecStatus::Cancelled => "cancelled",
+            ExecStatus::Terminated => "terminated",
+            ExecStatus::Failed => "failed",
+            ExecStatus::Queued => "queued",
+        }
+    }
+    /// `END_STATES`.
+    pub fn is_end(self) -> bool {
+        matches!(
+            self,
+            ExecStatus::Terminated | ExecStatus::Failed | ExecStatus::Cancelled
+        )
+    }
+    /// `ACTIVE_STATES`: what blocks another workflow on the deployment.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            ExecStatus::Pending
+                | ExecStatus::Started
+                | ExecStatus::Cancelling
+                | ExecStatus::ForceCancelling
+                | ExecStatus::KillCancelling
+        )
+    }
+}
+
+/// An execution of a workflow.
+#[derive(Debug, Clone)]
+pub(crate) struct Execution {
+    pub id: String,
+    pub tenant: Arc<str>,
+    pub deployment_id: Arc<str>,
+    pub blueprint_id: String,
+    pub workflow_id: String,
+    pub status: ExecStatus,
+    pub error: String,
+    pub parameters: Value,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub created_by: String,
+    pub is_dry_run: bool,
+    pub allow_custom_parameters: bool,
+    /// Runs outside the deployment's FIFO (`force=true`).
+    pub forced: bool,
+    pub total_operations: u64,
+    pub finished_operations: u64,
+}
+
+/// The whole simulated manager state.
+#[derive(Debug)]
+pub(crate) struct Model {
+    pub auth: AuthPolicy,
+    pub tenants: BTreeSet<String>,
+    /// Lower-cased username → user.
+    pub users: BTreeMap<String, User>,
+    pub tokens: Vec<Token>,
+    pub deployments: Vec<Deployment>,
+    pub nodes: Vec<Node>,
+    pub instances: BTreeMap<u64, NodeInstance>,
+    pub instance_keys: HashMap<String, u64>,
+    next_key: u64,
+    pub executions: Vec<Execution>,
+    pub execution_index: HashMap<String, usize>,
+    /// Deployments `(tenant, id)` whose FIFO runner task is alive.
+    pub runners: HashSet<(Arc<str>, Arc<str>)>,
+    pub rng: StdRng,
+    ip_counter: u32,
+}
+
+impl Model {
+    /// Index of deployment `id` in `tenant`.
+    pub fn deployment_index(&self, tenant: &str, id: &str) -> Option<usize> {
+        self.deployments
+            .iter()
+            .position(|d| &*d.tenant == tenant && &*d.id == id)
+    }
+
+    /// A fresh `<prefix>_<6 [a-z0-9]>` id that no node instance or group instance has.
+    pub fn fresh_instance_id(&mut self, prefix: &str) -> String {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        loop {
+            let suffix: String = (0..6)
+                .map(|_| char::from(ALPHABET[self.rng.random_range(0..ALPHABET.len())]))
+                .collect();
+            let id = format!("{prefix}_{suffix}");
+            if !self.instance_keys.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    fn next_ip(&mut self) -> Ipv4Addr {
+        // 10.0.1.1 onwards, skipping .0 and .255 so every address looks like a host.
+        loop {
+            self.ip_counter = self.ip_counter.wrapping_add(1);
+            let c = self.ip_counter.wrapping_add(256);
+            let last = (c & 0xff) as u8;
+            if last != 0 && last != 255 {
+                return Ipv4Addr::new(10, ((c >> 16) & 0xff) as u8, ((c >> 8) & 0xff) as u8, last);
+            }
+        }
+    }
+
+    fn insert_instance(&mut self, instance: NodeInstance) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.instance_keys.insert(instance.id.clone(), key);
+        self.instances.insert(key, instance);
+        key
+    }
+
+    /// Removes a node instance row.
+    pub fn remove_instance(&mut self, key: u64) {
+        if let Some(inst) = self.instances.remove(&key) {
+            self.instance_keys.remove(&inst.id);
+        }
+    }
+
+    /// The node instance with this id, if any.
+    pub fn instance_by_id(&self, id: &str) -> Option<&NodeInstance> {
+        self.instance_keys
+            .get(id)
+            .and_then(|k| self.instances.get(k))
+    }
+
+    /// Recomputes the highest indexes of a group (after removals took the top one).
+    fn refresh_max_index(&mut self, di: usize, group: &str) {
+        let Some(g) = self.deployments[di].group(group) else {
+            return;
+        };
+        let mut max = [0u32; 2];
+        for keys in g.instances.values() {
+            for (slot, key) in keys.iter().take(2).enumerate() {
+                if let Some(inst) = self.instances.get(key) {
+                    max[slot] = max[slot].max(inst.index);
+                }
+            }
+        }
+        if let Some(g) = self.deployments[di].group_mut(group) {
+            g.max_index = max;
+        }
+    }
+
+    /// Inserts one group instance (a port and a VM connected to it) in `state`, with empty
+    /// runtime properties; returns the group-instance id.
+    pub fn add_group_instance(
+        &mut self,
+        di: usize,
+        group: &str,
+        creator: &Arc<str>,
+        state: &'static str,
+    ) -> Result<String, SimError> {
+        let (tenant, dep_id) = {
+            let d = &self.deployments[di];
+            (d.tenant.clone(), d.id.clone())
+        };
+        // Group-instance ids are `<group>_<6>`: unique within the group (node-instance ids carry
+        // the longer `<group>_host_` / `<group>_port_` prefixes, so they cannot clash).
+        let gid = loop {
+            let candidate = self.fresh_instance_id(group);
+            let taken = self.deployments[di]
+                .group(group)
+                .is_some_and(|g| g.instances.contains_key(&candidate));
+            if !taken {
+                break candidate;
+            }
+        };
+        let host_node = format!("{group}_host");
+        let port_node = format!("{group}_port");
+        let vm_id = self.fresh_instance_id(&host_node);
+        let port_id = self.fresh_instance_id(&port_node);
+        // A new instance gets max(existing indexes) + 1, as the manager does.
+        let [vm_index, port_index] = self.deployments[di]
+            .group(group)
+            .map_or([1, 1], |g| [g.max_index[0] + 1, g.max_index[1] + 1]);
+        let group_name: Arc<str> = Arc::from(group);
+        let ip = self.next_ip();
+        let vm_key = self.insert_instance(NodeInstance {
+            id: vm_id.clone(),
+            node_id: Arc::from(host_node.as_str()),
+            deployment_id: dep_id.clone(),
+            tenant: tenant.clone(),
+            host_id: Some(vm_id),
+            state,
+            runtime: Runtime::Empty,
+            group: Some((group_name.clone(), gid.clone())),
+            index: vm_index,
+            version: 1,
+            relationships: vec![(
+                "cloudify.openstack.server_connected_to_port",
+                port_node.clone(),
+                port_id.clone(),
+            )],
+            created_by: creator.clone(),
+            ip,
+        });
+        let port_key = self.insert_instance(NodeInstance {
+            id: port_id,
+            node_id: Arc::from(port_node.as_str()),
+            deployment_id: dep_id,
+            tenant,
+            host_id: None,
+            state,
+            runtime: Runtime::Empty,
+            group: Some((group_name, gid.clone())),
+            index: port_index,
+            version: 1,
+            relationships: Vec::new(),
+            created_by: creator.clone(),
+            ip,
+        });
+        let g = self.deployments[di]
+            .group_mut(group)
+            .ok_or_else(|| SimError::Internal(format!("group {group} vanished")))?;
+        g.instances.insert(gid.clone(), vec![vm_key, port_key]);
+        g.max_index = [vm_index, port_index];
+        Ok(gid)
+    }
+
+    /// Fills the runtime properties a `started` VM and port have (cloud id, ip, hostname).
+    pub fn set_started_runtime(&mut self, di: usize, group: &str, gid: &str) {
+        let dep_id = self.deployments[di].id.clone();
+        let keys = self.deployments[di]
+            .group(group)
+            .and_then(|g| g.instances.get(gid))
+            .cloned()
+            .unwrap_or_default();
+        for key in keys {
+            if let Some(inst) = self.instances.get_mut(&key) {
+                let external_id = uuid::Uuid::new_v4().to_string();
+                inst.runtime = if inst.host_id.as_deref() == Some(inst.id.as_str()) {
+                    Runtime::Vm {
+                        external_id,
+                        ip: inst.ip,
+                        hostname: hostname_for(&dep_id, &inst.id),
+                    }
+                } else {
+                    Runtime::Port {
+                        external_id,
+                        ip: inst.ip,
+                    }
+                };
+            }
+        }
+    }
+
+    /// Sets the state of every member of the given group instances (bumping `version`).
+    pub fn set_group_instances_state(
+        &mut self,
+        di: usize,
+        group: &str,
+        gids: &[String],
+        state: &'static str,
+    ) {
+        let Some(g) = self.deployments[di].group(group) else {
+            return;
+        };
+        let keys: Vec<u64> = gids
+            .iter()
+            .filter_map(|gid| g.instances.get(gid))
+            .flatten()
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(inst) = self.instances.get_mut(&key) {
+                inst.state = state;
+                inst.version += 1;
+            }
+        }
+    }
+
+    /// Deletes the rows of the given group instances.
+    pub fn remove_group_instances(&mut self, di: usize, group: &str, gids: &[String]) {
+        let mut keys = Vec::new();
+        if let Some(g) = self.deployments[di].group_mut(group) {
+            for gid in gids {
+                if let Some(members) = g.instances.remove(gid) {
+                    keys.extend(members);
+                }
+            }
+        }
+        let mut top_removed = false;
+        let max = self.deployments[di].group(group).map(|g| g.max_index);
+        for key in keys {
+            if let (Some(inst), Some(max)) = (self.instances.get(&key), max) {
+                top_removed |= max.contains(&inst.index);
+            }
+            self.remove_instance(key);
+        }
+        if top_removed {
+            self.refresh_max_index(di, group);
+        }
+    }
+
+    /// Adds an execution and indexes it.
+    pub fn push_execution(&mut self, execution: Execution) {
+        if let Some(di) = self.deployment_index(&execution.tenant, &execution.deployment_id) {
+            self.deployments[di].executions.push(execution.id.clone());
+        }
+        self.execution_index
+            .insert(execution.id.clone(), self.executions.len());
+        self.executions.push(execution);
+    }
+
+    /// The execution with this id.
+    pub fn execution(&self, id: &str) -> Option<&Execution> {
+        self.execution_index
+            .get(id)
+            .and_then(|&i| self.executions.get(i))
+    }
+
+    /// The execution with this id, mutably.
+    pub fn execution_mut(&mut self, id: &str) -> Option<&mut Execution> {
+        let i = *self.execution_index.get(id)?;
+        self.executions.get_mut(i)
+    }
+
+    /// The executions of a deployment, oldest first.
+    pub fn deployment_executions(&self, di: usize) -> impl Iterator<Item = &Execution> {
+        self.deployments[di]
+            .executions
+            .iter()
+            .filter_map(|id| self.execution(id))
+    }
+}
+
+/// `<deployment>-<vm instance id>`, lower-cased, `_` → `-`: a valid Kubernetes node name.
+pub(crate) fn hostname_for(deployment: &str, vm_id: &str) -> String {
+    format!("{deployment}-{vm_id}")
+        .to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulator::scenario::Scenario;
+
+    #[test]
+    fn default_scenario_builds_named_instances() {
+        let model = Model::from_scenario(&Scenario::default_demo().with_seed(7)).expect("model");
+        assert_eq!(model.instances.len(), 5);
+        let vm = model
+            .instances
+            .values()
+            .find(|i| &*i.node_id == "workers_host")
+            .expect("a worker VM");
+        assert_eq!(vm.host_id.as_deref(), Some(vm.id.as_str()));
+        assert_eq!(vm.state, "started");
+        let suffix = vm.id.strip_prefix("workers_host_").expect("prefix");
+        assert_eq!(suffix.len(), 6);
+        match &vm.runtime {
+            Runtime::Vm { hostname, .. } => {
+                assert_eq!(hostname, &format!("k8s-pool-a-{}", vm.id.replace('_', "-")))
+            }
+            other => panic!("unexpected runtime {other:?}"),
+        }
+        let gid = &vm.group.as_ref().expect("group").1;
+        assert!(gid.starts_with("workers_"));
+    }
+
+    #[test]
+    fn hostname_is_a_valid_node_name() {
+        assert_eq!(
+            hostname_for("Pool_A", "gpu-workers_host_ab12cd"),
+            "pool-a-gpu-workers-host-ab12cd"
+        );
+    }
+}
