@@ -1,9 +1,34 @@
-//! autoscaler-cloudify: a Kubernetes Cluster Autoscaler `externalgrpc` provider backed by
-//! Cloudify scaling groups.
+//! autoscaler-cloudify: a Kubernetes Cluster Autoscaler `externalgrpc` cloud provider that maps
+//! CA node groups onto Cloudify scaling groups.
 //!
-//! Layout:
-//! - [`simulator`]: an in-process Cloudify Manager (REST v3.1 slice) for the demo, tests and
-//!   benchmarks.
+//! # Layout
+//!
+//! Dependencies point downwards only:
+//!
+//! - [`cli`]: the `autoscaler-cloudify` command (`serve`, `demo`, `simulator`, `check`,
+//!   `inspect`); wires everything together. `main.rs` only calls [`cli::main`].
+//! - [`grpc`]: the tonic facade for CA's `CloudProvider` service: decode, call the domain, map
+//!   the domain error to a `tonic::Status` in one function. Also the server setup (mTLS, health,
+//!   reflection).
+//! - [`nodegroup`]: the domain: sizes, IncreaseSize, DeleteNodes, DecreaseTargetSize, instance
+//!   states, templates, options, prices. Knows neither tonic nor HTTP; talks to the inventory and
+//!   the [`cloudify::Cloudify`] trait, so it is unit-tested with a fake.
+//! - [`inventory`]: the immutable snapshot of groups and instances with its lookup indexes,
+//!   rebuilt aside by a background refresh and swapped in whole (arc-swap).
+//! - [`cloudify`]: the Cloudify REST client (reqwest), its models and typed errors.
+//! - [`config`]: the configuration file, flags and secrets, validated at start.
+//! - [`observability`]: Prometheus metrics, the health/metrics HTTP port, tracing setup.
+//! - [`proto`]: the generated externalgrpc protocol (with the CA 1.29–1.36 compatibility fields).
+//! - [`simulator`]: an in-process Cloudify Manager simulator (tests, benches, `demo`).
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
+pub mod cli;
+pub mod cloudify;
+pub mod config;
+pub mod grpc;
+pub mod inventory;
+pub mod nodegroup;
+pub mod observability;
+pub mod proto;
 pub mod simulator;

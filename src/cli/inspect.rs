@@ -1,0 +1,176 @@
+//! `autoscaler-cloudify inspect`: a small gRPC client for a running provider, speaking exactly what
+//! CA speaks (same cloud-config file, same mTLS).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::proto;
+use crate::proto::cloud_provider_client::CloudProviderClient;
+
+/// `inspect` flags.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    /// Provider address host:port.
+    #[arg(long, default_value = "127.0.0.1:8086")]
+    pub address: String,
+    /// CA's cloud-config file (address, cert, key, cacert); overrides the flags below.
+    #[arg(long)]
+    pub cloud_config: Option<PathBuf>,
+    /// Client certificate (PEM).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// CA of the server certificate (PEM).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// What to ask.
+    #[command(subcommand)]
+    pub query: Query,
+}
+
+/// Queries.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Query {
+    /// List node groups with target sizes.
+    Groups,
+    /// The group of a node.
+    GroupFor {
+        /// The node's spec.providerID.
+        #[arg(long, default_value = "")]
+        provider_id: String,
+        /// The node name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Instances of a group.
+    Nodes {
+        /// Group id.
+        group: String,
+    },
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct CloudConfig {
+    address: Option<String>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    cacert: Option<PathBuf>,
+}
+
+/// Connects like CA does: plaintext without a certificate, else mTLS verifying the server name
+/// against the host part of the address.
+pub async fn connect(
+    address: &str,
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+    cacert: Option<&PathBuf>,
+) -> Result<CloudProviderClient<Channel>, Box<dyn std::error::Error + Send + Sync>> {
+    let channel = match cert {
+        None => {
+            Endpoint::from_shared(format!("http://{address}"))?
+                .connect()
+                .await?
+        }
+        Some(cert) => {
+            let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let mut tls = ClientTlsConfig::new().domain_name(host.to_owned());
+            if let Some(ca) = cacert {
+                tls = tls.ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+            }
+            let key = key.ok_or("--key is required with --cert")?;
+            tls = tls.identity(Identity::from_pem(
+                std::fs::read(cert)?,
+                std::fs::read(key)?,
+            ));
+            Endpoint::from_shared(format!("https://{address}"))?
+                .tls_config(tls)?
+                .connect()
+                .await?
+        }
+    };
+    Ok(CloudProviderClient::new(channel))
+}
+
+pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut address = args.address.clone();
+    let (mut cert, mut key, mut cacert) =
+        (args.cert.clone(), args.key.clone(), args.cacert.clone());
+    if let Some(path) = &args.cloud_config {
+        let cc: CloudConfig = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
+        address = cc.address.unwrap_or(address);
+        cert = cc.cert.or(cert);
+        key = cc.key.or(key);
+        cacert = cc.cacert.or(cacert);
+    }
+    let mut client = connect(&address, cert.as_ref(), key.as_ref(), cacert.as_ref()).await?;
+    match args.query {
+        Query::Groups => {
+            let groups = client
+                .node_groups(proto::NodeGroupsRequest {})
+                .await?
+                .into_inner()
+                .node_groups;
+            println!(
+                "{:<40} {:>5} {:>5} {:>6}  DEBUG",
+                "GROUP", "MIN", "MAX", "TARGET"
+            );
+            for g in groups {
+                let target = client
+                    .node_group_target_size(proto::NodeGroupTargetSizeRequest { id: g.id.clone() })
+                    .await?
+                    .into_inner()
+                    .target_size;
+                println!(
+                    "{:<40} {:>5} {:>5} {:>6}  {}",
+                    g.id, g.min_size, g.max_size, target, g.debug
+                );
+            }
+        }
+        Query::GroupFor { provider_id, name } => {
+            let g = client
+                .node_group_for_node(proto::NodeGroupForNodeRequest {
+                    node: Some(proto::ExternalGrpcNode {
+                        provider_id,
+                        name,
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner()
+                .node_group
+                .unwrap_or_default();
+            if g.id.is_empty() {
+                println!("(no node group)");
+            } else {
+                println!("{} (min {}, max {})", g.id, g.min_size, g.max_size);
+            }
+        }
+        Query::Nodes { group } => {
+            let instances = client
+                .node_group_nodes(proto::NodeGroupNodesRequest { id: group })
+                .await?
+                .into_inner()
+                .instances;
+            for i in instances {
+                let status = i.status.unwrap_or_default();
+                let state = proto::instance_status::InstanceState::try_from(status.instance_state)
+                    .map(|s| s.as_str_name().to_owned())
+                    .unwrap_or_else(|_| status.instance_state.to_string());
+                match status.error_info.filter(|e| !e.error_code.is_empty()) {
+                    Some(e) => println!(
+                        "{}  {state}  error {}: {}",
+                        i.id, e.error_code, e.error_message
+                    ),
+                    None => println!("{}  {state}", i.id),
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,536 @@
+//! The reqwest implementation of [`Cloudify`].
+//!
+//! Every call has a timeout; reads (GETs and the idempotent search POST) are retried with
+//! exponential backoff on transport errors and 5xx answers; writes are never retried (a retried
+//! `POST /executions` could scale twice). After a 401 the client refuses to call Cloudify for a
+//! growing back-off period, because Cloudify locks an account after 4 failed logins.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::models::{ErrorBody, ListPage};
+use super::{Cloudify, CloudifyError, Deployment, Execution, Node, NodeInstance, ScaleRequest};
+use crate::observability::metrics::{CloudifyLabels, Metrics, RouteLabels};
+
+/// Page size for list calls (Cloudify's default and documented maximum).
+const PAGE_SIZE: usize = 1000;
+/// Read attempts (first try included).
+const READ_ATTEMPTS: u32 = 3;
+/// First retry delay; doubles each attempt.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+/// First back-off after a 401; doubles on each further 401, up to [`AUTH_BACKOFF_MAX`].
+const AUTH_BACKOFF_START: Duration = Duration::from_secs(60);
+/// Longest back-off after repeated 401s.
+const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+
+const DEPLOYMENT_FIELDS: &str = "id,labels,scaling_groups";
+const NODE_FIELDS: &str = "id,deployment_id,type_hierarchy,host_id";
+const INSTANCE_FIELDS: &str =
+    "id,node_id,deployment_id,host_id,state,runtime_properties,scaling_groups";
+const EXECUTION_FIELDS: &str =
+    "id,workflow_id,deployment_id,status,error,parameters,created_at,ended_at";
+
+/// How the client authenticates.
+#[derive(Clone)]
+pub enum Auth {
+    /// `Authorization: Basic`.
+    Basic {
+        /// User name.
+        username: String,
+        /// Password (never logged).
+        password: String,
+    },
+    /// `Authentication-Token`.
+    Token(String),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Basic { username, .. } => write!(f, "Basic({username}, ***)"),
+            Auth::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+/// Settings of one manager/tenant connection.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Entry name (prefix of group ids when several are configured).
+    pub name: String,
+    /// Manager URL, e.g. `https://cfy.example:443` (the client appends `/api/v3.1`).
+    pub url: String,
+    /// Tenant header value.
+    pub tenant: String,
+    /// Credentials.
+    pub auth: Auth,
+    /// PEM of the CA that signed the manager certificate (trusted exclusively when set).
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// Skip certificate verification (loudly warned about at start).
+    pub insecure_skip_verify: bool,
+    /// Timeout of every request.
+    pub request_timeout: Duration,
+}
+
+#[derive(Default)]
+struct AuthState {
+    failures: u32,
+    until: Option<Instant>,
+    message: String,
+}
+
+/// Cloudify REST client over reqwest.
+pub struct CloudifyClient {
+    http: reqwest::Client,
+    api: String,
+    settings: ClientSettings,
+    auth_header: (&'static str, String),
+    auth_state: Mutex<AuthState>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl CloudifyClient {
+    /// Builds a client; fails on an unusable CA certificate or URL.
+    pub fn new(
+        settings: ClientSettings,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, CloudifyError> {
+        let url = url::Url::parse(&settings.url)
+            .map_err(|e| CloudifyError::Settings(format!("url {:?}: {e}", settings.url)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(CloudifyError::Settings(format!(
+                "url {:?}: scheme must be http or https",
+                settings.url
+            )));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)));
+        if let Some(pem) = &settings.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| CloudifyError::Settings(format!("CA certificate: {e}")))?;
+            if certs.is_empty() {
+                return Err(CloudifyError::Settings(
+                    "CA certificate: no certificate in PEM".into(),
+                ));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        if settings.insecure_skip_verify {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| CloudifyError::Settings(format!("HTTP client: {e}")))?;
+        let auth_header = match &settings.auth {
+            Auth::Basic { username, password } => (
+                "Authorization",
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD
+                        .encode(format!("{username}:{password}"))
+                ),
+            ),
+            Auth::Token(t) => ("Authentication-Token", t.clone()),
+        };
+        let api = format!("{}/api/v3.1", settings.url.trim_end_matches('/'));
+        Ok(CloudifyClient {
+            http,
+            api,
+            settings,
+            auth_header,
+            auth_state: Mutex::new(AuthState::default()),
+            metrics,
+        })
+    }
+
+    /// The last authentication problem, if the client is backing off after a 401.
+    pub fn auth_problem(&self) -> Option<String> {
+        let st = self.auth_state.lock().ok()?;
+        st.until
+            .filter(|u| *u > Instant::now())
+            .map(|_| st.message.clone())
+    }
+
+    fn check_auth_backoff(&self) -> Result<(), CloudifyError> {
+        let Ok(st) = self.auth_state.lock() else {
+            return Ok(());
+        };
+        if let Some(until) = st.until {
+            let now = Instant::now();
+            if until > now {
+                return Err(CloudifyError::AuthBackoff {
+                    remaining: until - now,
+                    message: st.message.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn note_auth(&self, unauthorized: Option<&str>) {
+        let Ok(mut st) = self.auth_state.lock() else {
+            return;
+        };
+        match unauthorized {
+            None => {
+                st.failures = 0;
+                st.until = None;
+            }
+            Some(message) => {
+                st.failures = st.failures.saturating_add(1);
+                let factor = 2u32.saturating_pow(st.failures.saturating_sub(1).min(8));
+                let wait = AUTH_BACKOFF_START
+                    .saturating_mul(factor)
+                    .min(AUTH_BACKOFF_MAX);
+                st.until = Some(Instant::now() + wait);
+                st.message = message.to_owned();
+                tracing::error!(
+                    manager = %self.settings.name,
+                    failures = st.failures,
+                    backoff = ?wait,
+                    "Cloudify rejected the credentials; not calling it again before the back-off ends \
+                     (Cloudify locks an account after 4 failed logins)"
+                );
+            }
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.api, path))
+            .header("Tenant", &self.settings.tenant)
+            .header(self.auth_header.0, &self.auth_header.1)
+    }
+
+    /// Sends one request, records metrics, and decodes success or error bodies.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        route: &str,
+        build: impl Fn() -> RequestBuilder,
+        retry: bool,
+    ) -> Result<T, CloudifyError> {
+        let attempts = if retry { READ_ATTEMPTS } else { 1 };
+        let mut last = None;
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_BASE * 2u32.pow(attempt - 1)).await;
+            }
+            self.check_auth_backoff()?;
+            match self.send_once(route, build()).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_unavailable() => {
+                    tracing::debug!(route, attempt, error = %e, "Cloudify call failed");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| CloudifyError::Settings("no attempt made".into())))
+    }
+
+    async fn send_once<T: DeserializeOwned>(
+        &self,
+        route: &str,
+        req: RequestBuilder,
+    ) -> Result<T, CloudifyError> {
+        let started = Instant::now();
+        let result = req.send().await;
+        let status_label = match &result {
+            Ok(r) => r.status().as_u16().to_string(),
+            Err(_) => "error".to_owned(),
+        };
+        if let Some(m) = &self.metrics {
+            m.cloudify_requests
+                .get_or_create(&CloudifyLabels {
+                    route: route.to_owned(),
+                    status: status_label,
+                })
+                .inc();
+            m.cloudify_duration
+                .get_or_create(&RouteLabels {
+                    route: route.to_owned(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let resp = result.map_err(|e| self.transport_error(route, e))?;
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(route, e))?;
+        if status.is_success() {
+            self.note_auth(None);
+            return serde_json::from_slice(&body).map_err(|source| CloudifyError::Decode {
+                route: route.to_owned(),
+                source,
+            });
+        }
+        let parsed: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+        let message = parsed
+            .as_ref()
+            .and_then(|b| b.message.clone().or_else(|| b.detail.clone()));
+        if status == StatusCode::UNAUTHORIZED {
+            let message = message.unwrap_or_else(|| "unauthorized".to_owned());
+            self.note_auth(Some(&message));
+            return Err(CloudifyError::Unauthorized {
+                route: route.to_owned(),
+                message,
+            });
+        }
+        match parsed {
+            Some(b) if b.error_code.is_some() || message.is_some() => Err(CloudifyError::Api {
+                route: route.to_owned(),
+                status: status.as_u16(),
+                code: b.error_code.unwrap_or_default(),
+                message: message.unwrap_or_default(),
+            }),
+            _ => Err(CloudifyError::Http {
+                route: route.to_owned(),
+                status: status.as_u16(),
+                content_type,
+                excerpt: excerpt(&body),
+            }),
+        }
+    }
+
+    fn transport_error(&self, route: &str, e: reqwest::Error) -> CloudifyError {
+        if e.is_timeout() {
+            CloudifyError::Timeout {
+                route: route.to_owned(),
+                timeout: self.settings.request_timeout,
+            }
+        } else {
+            CloudifyError::Transport {
+                route: route.to_owned(),
+                source: e,
+            }
+        }
+    }
+
+    /// Fetches every page of a list endpoint (`_size`/`_offset`, until `total` is reached).
+    async fn list_all<T: DeserializeOwned>(
+        &self,
+        route: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+        limit: Option<usize>,
+    ) -> Result<Vec<T>, CloudifyError> {
+        let mut out: Vec<T> = Vec::new();
+        let page_size = limit.unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
+        loop {
+            let offset = out.len();
+            let mut q: Vec<(&str, String)> = query.to_vec();
+            q.push(("_size", page_size.to_string()));
+            q.push(("_offset", offset.to_string()));
+            let page: ListPage<T> = self
+                .send(
+                    route,
+                    || {
+                        let r = self.request(method.clone(), path).query(&q);
+                        match &body {
+                            Some(b) => r.json(b),
+                            None => r,
+                        }
+                    },
+                    true,
+                )
+                .await?;
+            let got = page.items.len();
+            out.extend(page.items);
+            let total = page
+                .metadata
+                .pagination
+                .total
+                .and_then(|t| usize::try_from(t).ok())
+                .unwrap_or(out.len());
+            let reached_limit = limit.is_some_and(|l| out.len() >= l);
+            if got == 0 || out.len() >= total || reached_limit {
+                break;
+            }
+        }
+        if let Some(l) = limit {
+            out.truncate(l);
+        }
+        Ok(out)
+    }
+}
+
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.chars().take(200).collect()
+}
+
+fn repeated<'a>(key: &'a str, values: &[String]) -> Vec<(&'a str, String)> {
+    values.iter().map(|v| (key, v.clone())).collect()
+}
+
+#[async_trait]
+impl Cloudify for CloudifyClient {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn tenant(&self) -> &str {
+        &self.settings.tenant
+    }
+
+    async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = repeated("id", ids);
+        q.push(("_include", DEPLOYMENT_FIELDS.into()));
+        self.list_all(
+            "GET /deployments",
+            Method::GET,
+            "/deployments",
+            &q,
+            None,
+            None,
+        )
+        .await
+    }
+
+    async fn search_deployments(
+        &self,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Deployment>, CloudifyError> {
+        let rules: Vec<_> = labels
+            .iter()
+            .map(|(k, v)| json!({"key": k, "values": [v], "operator": "any_of", "type": "label"}))
+            .collect();
+        let q = [("_include", DEPLOYMENT_FIELDS.to_owned())];
+        self.list_all(
+            "POST /searches/deployments",
+            Method::POST,
+            "/searches/deployments",
+            &q,
+            Some(json!({ "filter_rules": rules })),
+            None,
+        )
+        .await
+    }
+
+    async fn nodes(&self, deployment_ids: &[String]) -> Result<Vec<Node>, CloudifyError> {
+        if deployment_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = repeated("deployment_id", deployment_ids);
+        q.push(("_include", NODE_FIELDS.into()));
+        self.list_all("GET /nodes", Method::GET, "/nodes", &q, None, None)
+            .await
+    }
+
+    async fn node_instances(
+        &self,
+        deployment_ids: &[String],
+        node_ids: &[String],
+    ) -> Result<Vec<NodeInstance>, CloudifyError> {
+        if deployment_ids.is_empty() || node_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = repeated("deployment_id", deployment_ids);
+        q.extend(repeated("node_id", node_ids));
+        q.push(("_include", INSTANCE_FIELDS.into()));
+        self.list_all(
+            "GET /node-instances",
+            Method::GET,
+            "/node-instances",
+            &q,
+            None,
+            None,
+        )
+        .await
+    }
+
+    async fn scale_executions(
+        &self,
+        deployment_ids: &[String],
+        statuses: &[&str],
+        limit: Option<usize>,
+    ) -> Result<Vec<Execution>, CloudifyError> {
+        // An empty deployment list means "every deployment of the tenant": the refresh asks for
+        // executions before it knows which deployments discovery will find.
+        let mut q = repeated("deployment_id", deployment_ids);
+        q.extend(statuses.iter().map(|s| ("status", (*s).to_owned())));
+        q.push(("workflow_id", "scale".into()));
+        q.push(("_sort", "-created_at".into()));
+        q.push(("_include", EXECUTION_FIELDS.into()));
+        self.list_all(
+            "GET /executions",
+            Method::GET,
+            "/executions",
+            &q,
+            None,
+            limit,
+        )
+        .await
+    }
+
+    async fn start_scale(&self, request: &ScaleRequest) -> Result<Execution, CloudifyError> {
+        let mut parameters = json!({
+            "scalable_entity_name": request.group,
+            "delta": request.delta,
+            "scale_compute": false,
+        });
+        if !request.include_instances.is_empty() {
+            parameters["include_instances"] = json!(request.include_instances);
+        }
+        let body = json!({
+            "deployment_id": request.deployment_id,
+            "workflow_id": "scale",
+            "parameters": parameters,
+            // queue: a second workflow on the deployment waits instead of failing with
+            // existing_running_execution_error. Never `force`: parallel scales corrupt the
+            // deployment modification.
+            "queue": true,
+        });
+        self.send(
+            "POST /executions",
+            || self.request(Method::POST, "/executions").json(&body),
+            false,
+        )
+        .await
+    }
+
+    async fn execution(&self, id: &str) -> Result<Execution, CloudifyError> {
+        let path = format!("/executions/{}", urlencode(id));
+        self.send(
+            "GET /executions/{id}",
+            || self.request(Method::GET, &path),
+            true,
+        )
+        .await
+    }
+
+    async fn cancel_execution(&self, id: &str) -> Result<Execution, CloudifyError> {
+        let path = format!("/executions/{}", urlencode(id));
+        let body = json!({"action": "cancel"});
+        self.send(
+            "POST /executions/{id}",
+            || self.request(Method::POST, &path).json(&body),
+            false,
+        )
+        .await
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}

@@ -1,0 +1,64 @@
+//! Cloudify Manager REST client: the [`Cloudify`] trait the upper layers talk to, its reqwest
+//! implementation [`CloudifyClient`], the serde models and the typed [`CloudifyError`].
+
+mod client;
+mod error;
+pub mod models;
+
+pub use client::{Auth, ClientSettings, CloudifyClient};
+pub use error::CloudifyError;
+pub use models::{Deployment, Execution, Node, NodeInstance};
+
+use async_trait::async_trait;
+
+/// Parameters of a `scale` workflow execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScaleRequest {
+    /// Deployment holding the scaling group.
+    pub deployment_id: String,
+    /// Scaling group name (`scalable_entity_name`).
+    pub group: String,
+    /// Positive to add group instances, negative to remove.
+    pub delta: i64,
+    /// For scale-in: the exact instances to remove (`include_instances`), `delta == -len`.
+    pub include_instances: Vec<String>,
+}
+
+/// The slice of the Cloudify REST API this service uses. Implemented by [`CloudifyClient`] over
+/// HTTP and by fakes in unit tests.
+#[async_trait]
+pub trait Cloudify: Send + Sync {
+    /// Name of the configured manager/tenant entry.
+    fn name(&self) -> &str;
+    /// Tenant all calls are made in.
+    fn tenant(&self) -> &str;
+    /// Deployments with these ids (`id`, `labels`, `scaling_groups` only). Missing ids are absent.
+    async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError>;
+    /// Deployments carrying every one of these labels (`POST /searches/deployments`).
+    async fn search_deployments(
+        &self,
+        labels: &[(String, String)],
+    ) -> Result<Vec<Deployment>, CloudifyError>;
+    /// Nodes of these deployments (`id`, `deployment_id`, `type_hierarchy`, `host_id`).
+    async fn nodes(&self, deployment_ids: &[String]) -> Result<Vec<Node>, CloudifyError>;
+    /// Node instances of these deployments restricted to these node ids, all pages.
+    async fn node_instances(
+        &self,
+        deployment_ids: &[String],
+        node_ids: &[String],
+    ) -> Result<Vec<NodeInstance>, CloudifyError>;
+    /// `scale` executions of these deployments (all deployments when empty) in these states,
+    /// newest first, at most `limit` (all pages when `None`).
+    async fn scale_executions(
+        &self,
+        deployment_ids: &[String],
+        statuses: &[&str],
+        limit: Option<usize>,
+    ) -> Result<Vec<Execution>, CloudifyError>;
+    /// Starts a queued `scale` execution (`POST /executions`, `queue: true`). Never retried.
+    async fn start_scale(&self, request: &ScaleRequest) -> Result<Execution, CloudifyError>;
+    /// One execution by id.
+    async fn execution(&self, id: &str) -> Result<Execution, CloudifyError>;
+    /// Cancels an execution (`POST /executions/{id}` `{action: cancel}`).
+    async fn cancel_execution(&self, id: &str) -> Result<Execution, CloudifyError>;
+}

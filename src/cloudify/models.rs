@@ -1,0 +1,336 @@
+//! Serde models of the Cloudify answers this service reads. Every field is tolerant: missing,
+//! `null` or oddly typed values fall back to a default instead of failing the whole page, because
+//! one malformed instance must not hide a whole node pool from the autoscaler.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// Deserializes `T`, or `T::default()` when the value is `null` or has another shape.
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let v = Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).unwrap_or_default())
+}
+
+/// Like [`lenient`], but numbers given as strings (`"3"`) are accepted too.
+fn lenient_i64<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    Ok(value_as_i64(&Value::deserialize(d)?))
+}
+
+/// Reads an integer from a JSON number or a numeric string.
+pub fn value_as_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A page of a list endpoint.
+#[derive(Debug, Deserialize)]
+pub struct ListPage<T> {
+    /// The items of this page.
+    #[serde(default = "Vec::new")]
+    pub items: Vec<T>,
+    /// Pagination metadata.
+    #[serde(default, deserialize_with = "lenient")]
+    pub metadata: ListMetadata,
+}
+
+/// `metadata` of a list answer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ListMetadata {
+    /// `pagination` block.
+    #[serde(deserialize_with = "lenient")]
+    pub pagination: Pagination,
+}
+
+/// `metadata.pagination` of a list answer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Pagination {
+    /// Total matching items.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub total: Option<i64>,
+    /// Offset of this page.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub offset: Option<i64>,
+}
+
+/// A deployment (`GET /deployments`, `POST /searches/deployments`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Deployment {
+    /// Deployment id.
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+    /// Labels as `{key, value}` entries.
+    #[serde(deserialize_with = "lenient")]
+    pub labels: Vec<Label>,
+    /// Scaling groups by name.
+    #[serde(deserialize_with = "lenient")]
+    pub scaling_groups: HashMap<String, ScalingGroup>,
+}
+
+/// One deployment label.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Label {
+    /// Label key.
+    #[serde(deserialize_with = "lenient")]
+    pub key: String,
+    /// Label value.
+    #[serde(deserialize_with = "lenient")]
+    pub value: String,
+}
+
+/// A scaling group of a deployment.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct ScalingGroup {
+    /// Member node ids.
+    #[serde(deserialize_with = "lenient")]
+    pub members: Vec<String>,
+    /// Counts and bounds.
+    #[serde(deserialize_with = "lenient")]
+    pub properties: ScalingGroupProperties,
+}
+
+/// `scaling_groups.<g>.properties`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct ScalingGroupProperties {
+    /// Lower bound (not enforced by Cloudify).
+    #[serde(deserialize_with = "lenient_i64")]
+    pub min_instances: Option<i64>,
+    /// Upper bound, `-1` = unbounded (not enforced by Cloudify).
+    #[serde(deserialize_with = "lenient_i64")]
+    pub max_instances: Option<i64>,
+    /// Instances after the last finished modification.
+    #[serde(deserialize_with = "lenient_i64")]
+    pub current_instances: Option<i64>,
+    /// Instances the running modification aims at (= current when idle).
+    #[serde(deserialize_with = "lenient_i64")]
+    pub planned_instances: Option<i64>,
+}
+
+/// A node of a deployment (`GET /nodes`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Node {
+    /// Node id (template name).
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+    /// Deployment id.
+    #[serde(deserialize_with = "lenient")]
+    pub deployment_id: String,
+    /// Type and its ancestors.
+    #[serde(deserialize_with = "lenient")]
+    pub type_hierarchy: Vec<String>,
+    /// Containing compute node (itself for a compute node).
+    #[serde(deserialize_with = "lenient")]
+    pub host_id: Option<String>,
+}
+
+impl Node {
+    /// True for a VM: a node whose type derives from `cloudify.nodes.Compute`, or that is its own host.
+    pub fn is_compute(&self) -> bool {
+        self.type_hierarchy
+            .iter()
+            .any(|t| t == "cloudify.nodes.Compute")
+            || self.host_id.as_deref() == Some(self.id.as_str())
+    }
+}
+
+/// The group instance a node instance belongs to.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct GroupRef {
+    /// Scaling group name.
+    #[serde(deserialize_with = "lenient")]
+    pub name: String,
+    /// Group instance id.
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+}
+
+/// A node instance (`GET /node-instances`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct NodeInstance {
+    /// Instance id.
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+    /// Node id.
+    #[serde(deserialize_with = "lenient")]
+    pub node_id: String,
+    /// Deployment id.
+    #[serde(deserialize_with = "lenient")]
+    pub deployment_id: String,
+    /// Containing compute instance (itself for a VM).
+    #[serde(deserialize_with = "lenient")]
+    pub host_id: Option<String>,
+    /// Lifecycle state (`uninitialized` … `started` … `deleted`).
+    #[serde(deserialize_with = "lenient")]
+    pub state: String,
+    /// Runtime properties (`ip`, `hostname`, `external_id`, …).
+    #[serde(deserialize_with = "lenient")]
+    pub runtime_properties: serde_json::Map<String, Value>,
+    /// Group instances, outermost first.
+    #[serde(deserialize_with = "lenient")]
+    pub scaling_groups: Vec<GroupRef>,
+}
+
+impl NodeInstance {
+    /// A runtime property rendered as text (strings as is, numbers and booleans formatted);
+    /// `None` when absent, null, empty or structured.
+    pub fn runtime_str(&self, key: &str) -> Option<String> {
+        match self.runtime_properties.get(key)? {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// An execution (`/executions`).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub struct Execution {
+    /// Execution id.
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+    /// Workflow, `scale` here.
+    #[serde(deserialize_with = "lenient")]
+    pub workflow_id: String,
+    /// Deployment id.
+    #[serde(deserialize_with = "lenient")]
+    pub deployment_id: String,
+    /// Status: `queued`, `pending`, `started`, `terminated`, `failed`, `cancelled`, …
+    #[serde(deserialize_with = "lenient")]
+    pub status: String,
+    /// Failure text.
+    #[serde(deserialize_with = "lenient")]
+    pub error: Option<String>,
+    /// Workflow parameters after default merging.
+    #[serde(deserialize_with = "lenient")]
+    pub parameters: serde_json::Map<String, Value>,
+    /// Creation time (ISO 8601).
+    #[serde(deserialize_with = "lenient")]
+    pub created_at: Option<String>,
+    /// End time (ISO 8601), for ended executions.
+    #[serde(deserialize_with = "lenient")]
+    pub ended_at: Option<String>,
+}
+
+/// Execution statuses that have not started the deployment modification yet: their delta is not
+/// in `planned_instances` yet.
+pub const WAITING_STATUSES: [&str; 3] = ["queued", "pending", "scheduled"];
+/// Statuses of executions that may still change the group.
+pub const ACTIVE_STATUSES: [&str; 7] = [
+    "queued",
+    "pending",
+    "scheduled",
+    "started",
+    "cancelling",
+    "force_cancelling",
+    "kill_cancelling",
+];
+/// End states.
+pub const END_STATUSES: [&str; 3] = ["terminated", "failed", "cancelled"];
+
+impl Execution {
+    /// The scaled entity (`scalable_entity_name`).
+    pub fn scaled_group(&self) -> Option<&str> {
+        self.parameters.get("scalable_entity_name")?.as_str()
+    }
+
+    /// The `delta` parameter (default 1, as in the workflow declaration).
+    pub fn delta(&self) -> i64 {
+        self.parameters
+            .get("delta")
+            .and_then(value_as_i64)
+            .unwrap_or(1)
+    }
+
+    /// `include_instances` as a list (the workflow also accepts a single id).
+    pub fn include_instances(&self) -> Vec<String> {
+        match self.parameters.get("include_instances") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// True while the execution has not started its modification.
+    pub fn is_waiting(&self) -> bool {
+        WAITING_STATUSES.contains(&self.status.as_str())
+    }
+
+    /// True once the execution ended.
+    pub fn is_ended(&self) -> bool {
+        END_STATUSES.contains(&self.status.as_str())
+    }
+}
+
+/// Cloudify's JSON error body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ErrorBody {
+    /// Human message.
+    #[serde(deserialize_with = "lenient")]
+    pub message: Option<String>,
+    /// Some endpoints use `detail` instead of `message`.
+    #[serde(deserialize_with = "lenient")]
+    pub detail: Option<String>,
+    /// Machine code, e.g. `not_found_error`.
+    #[serde(deserialize_with = "lenient")]
+    pub error_code: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_fields_fall_back_to_defaults() {
+        let page: ListPage<NodeInstance> = serde_json::from_str(
+            r#"{"items":[{"id":"vm_1","state":null,"runtime_properties":"oops",
+                "scaling_groups":[{"name":"g","id":"g_1"}],"host_id":7}],
+                "metadata":{"pagination":{"total":"1","offset":0,"size":1000}}}"#,
+        )
+        .expect("tolerant decode");
+        assert_eq!(page.items[0].id, "vm_1");
+        assert_eq!(page.items[0].state, "");
+        assert!(page.items[0].runtime_properties.is_empty());
+        assert_eq!(page.items[0].host_id, None);
+        assert_eq!(page.metadata.pagination.total, Some(1));
+    }
+
+    #[test]
+    fn execution_parameters() {
+        let e: Execution = serde_json::from_str(
+            r#"{"id":"e","parameters":{"scalable_entity_name":"g","delta":"-2",
+                "include_instances":["a","b"]}}"#,
+        )
+        .expect("decode");
+        assert_eq!(e.delta(), -2);
+        assert_eq!(e.scaled_group(), Some("g"));
+        assert_eq!(e.include_instances(), vec!["a", "b"]);
+    }
+}

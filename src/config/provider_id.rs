@@ -1,0 +1,170 @@
+//! Provider-id templates: how an instance's id (= the Kubernetes `spec.providerID`) is rendered.
+
+/// Default template, what the example blueprint's kubelet `--provider-id` uses.
+pub const DEFAULT_PROVIDER_ID_TEMPLATE: &str = "cloudify://{tenant}/{deployment}/{vm_instance}";
+
+/// One piece of a parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Literal text.
+    Literal(String),
+    /// `{tenant}`.
+    Tenant,
+    /// `{deployment}`.
+    Deployment,
+    /// `{group}`: scaling group name.
+    Group,
+    /// `{group_instance}`: group instance id.
+    GroupInstance,
+    /// `{vm_instance}`: VM node-instance id.
+    VmInstance,
+    /// `{runtime.<key>}`: a runtime property of the VM instance.
+    Runtime(String),
+}
+
+/// A parsed provider-id template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderIdTemplate {
+    source: String,
+    segments: Vec<Segment>,
+}
+
+/// The values a template is rendered from.
+pub struct ProviderIdParts<'a> {
+    /// Tenant.
+    pub tenant: &'a str,
+    /// Deployment id.
+    pub deployment: &'a str,
+    /// Scaling group name.
+    pub group: &'a str,
+    /// Group instance id.
+    pub group_instance: &'a str,
+    /// VM node-instance id.
+    pub vm_instance: &'a str,
+}
+
+impl ProviderIdTemplate {
+    /// Parses `cloudify://{tenant}/{deployment}/{vm_instance}`-style text; an unknown placeholder
+    /// or an unclosed brace is an error (the message says which).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut segments = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find('{') {
+            if start > 0 {
+                segments.push(Segment::Literal(rest[..start].to_owned()));
+            }
+            let after = &rest[start + 1..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("unclosed '{{' in {text:?}"))?;
+            let name = &after[..end];
+            segments.push(match name {
+                "tenant" => Segment::Tenant,
+                "deployment" => Segment::Deployment,
+                "group" => Segment::Group,
+                "group_instance" => Segment::GroupInstance,
+                "vm_instance" => Segment::VmInstance,
+                n if n.starts_with("runtime.") && n.len() > "runtime.".len() => {
+                    Segment::Runtime(n["runtime.".len()..].to_owned())
+                }
+                other => {
+                    return Err(format!(
+                        "unknown placeholder {{{other}}} in {text:?} (known: {{tenant}} {{deployment}} \
+                         {{group}} {{group_instance}} {{vm_instance}} {{runtime.<key>}})"
+                    ));
+                }
+            });
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            segments.push(Segment::Literal(rest.to_owned()));
+        }
+        if segments.is_empty() {
+            return Err("empty template".into());
+        }
+        Ok(ProviderIdTemplate {
+            source: text.to_owned(),
+            segments,
+        })
+    }
+
+    /// The template text.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders the id; `None` when a runtime property it needs is not set yet (VM still being
+    /// created). `runtime` looks a property up on the VM instance.
+    pub fn render(
+        &self,
+        parts: &ProviderIdParts<'_>,
+        runtime: impl Fn(&str) -> Option<String>,
+    ) -> Option<String> {
+        let mut out = String::with_capacity(64);
+        for s in &self.segments {
+            match s {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Tenant => out.push_str(parts.tenant),
+                Segment::Deployment => out.push_str(parts.deployment),
+                Segment::Group => out.push_str(parts.group),
+                Segment::GroupInstance => out.push_str(parts.group_instance),
+                Segment::VmInstance => out.push_str(parts.vm_instance),
+                Segment::Runtime(k) => out.push_str(&runtime(k)?),
+            }
+        }
+        Some(out)
+    }
+}
+
+impl Default for ProviderIdTemplate {
+    fn default() -> Self {
+        // The default template is a constant that parses; fall back to a literal-only template
+        // rather than panicking should that ever change.
+        ProviderIdTemplate::parse(DEFAULT_PROVIDER_ID_TEMPLATE).unwrap_or(ProviderIdTemplate {
+            source: DEFAULT_PROVIDER_ID_TEMPLATE.to_owned(),
+            segments: vec![Segment::VmInstance],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts() -> ProviderIdParts<'static> {
+        ProviderIdParts {
+            tenant: "t",
+            deployment: "d",
+            group: "g",
+            group_instance: "g_1",
+            vm_instance: "vm_1",
+        }
+    }
+
+    #[test]
+    fn renders_default_and_runtime_placeholders() {
+        let t = ProviderIdTemplate::default();
+        assert_eq!(
+            t.render(&parts(), |_| None).as_deref(),
+            Some("cloudify://t/d/vm_1")
+        );
+        let t = ProviderIdTemplate::parse("openstack:///{runtime.external_id}").expect("parse");
+        assert_eq!(t.render(&parts(), |_| None), None);
+        assert_eq!(
+            t.render(&parts(), |k| (k == "external_id").then(|| "u-1".to_owned()))
+                .as_deref(),
+            Some("openstack:///u-1")
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_placeholders() {
+        assert!(
+            ProviderIdTemplate::parse("x/{nope}")
+                .unwrap_err()
+                .contains("{nope}")
+        );
+        assert!(ProviderIdTemplate::parse("x/{tenant").is_err());
+        assert!(ProviderIdTemplate::parse("{runtime.}").is_err());
+    }
+}

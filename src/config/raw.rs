@@ -1,0 +1,123 @@
+//! The configuration file as written (YAML), before validation. Unknown keys are errors so that a
+//! typo does not silently fall back to a default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub grpc: RawGrpc,
+    pub http: RawHttp,
+    pub log: RawLog,
+    pub refresh: RawRefresh,
+    pub cloudify: Vec<RawCloudify>,
+    pub node_groups: RawNodeGroups,
+    pub gpu_label: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawGrpc {
+    pub listen: Option<String>,
+    pub tls: Option<RawTls>,
+    pub insecure: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub client_ca_file: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRefresh {
+    pub interval: Option<String>,
+    pub max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCloudify {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub tenant: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub token_env: Option<String>,
+    pub token_file: Option<String>,
+    pub ca_cert_file: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+    pub request_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawNodeGroups {
+    #[serde(rename = "static")]
+    pub static_groups: Vec<String>,
+    pub auto_discovery: Vec<String>,
+    pub unbounded_max: Option<i64>,
+    pub defaults: RawGroup,
+    pub groups: BTreeMap<String, RawGroup>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawGroup {
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub provider_id_template: Option<String>,
+    pub node_name_property: Option<String>,
+    pub price_per_hour: Option<f64>,
+    pub template: Option<RawTemplate>,
+    pub options: Option<RawOptions>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTemplate {
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<RawTaint>,
+    pub capacity: BTreeMap<String, serde_yaml::Value>,
+    pub allocatable: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTaint {
+    pub key: String,
+    pub value: String,
+    pub effect: String,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOptions {
+    pub scale_down_utilization_threshold: Option<f64>,
+    pub scale_down_gpu_utilization_threshold: Option<f64>,
+    pub scale_down_unneeded_time: Option<String>,
+    pub scale_down_unready_time: Option<String>,
+    pub max_node_provision_time: Option<String>,
+    pub zero_or_max_node_scaling: Option<bool>,
+    pub ignore_daemonsets_utilization: Option<bool>,
+}

@@ -1,0 +1,150 @@
+//! The gRPC server: CA's `CloudProvider` service plus `grpc.health.v1` and reflection, over mTLS
+//! (`client_ca_root`) or, on loopback or with `--insecure`, plaintext h2c.
+
+use std::net::SocketAddr;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use super::Provider;
+use crate::config::TlsFiles;
+use crate::proto::cloud_provider_server::CloudProviderServer;
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Plaintext on a non-loopback address without `--insecure`.
+    #[error(
+        "refusing plaintext gRPC on {0}: configure grpc.tls (--tls-cert/--tls-key/--tls-client-ca) \
+         or pass --insecure"
+    )]
+    PlaintextRefused(SocketAddr),
+    /// A TLS file could not be read.
+    #[error("cannot read {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Binding the port failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// tonic refused the TLS configuration or failed to serve.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Building the reflection service failed.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A running server.
+pub struct ServerHandle {
+    /// The bound address.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, finishes in-flight calls, and waits.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops by itself (an error).
+    pub async fn wait(self) -> Result<(), ServeError> {
+        match self.task.await {
+            Ok(r) => Ok(r?),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|source| ServeError::TlsFile {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Binds `listen` and serves in the background.
+pub async fn serve(
+    listen: SocketAddr,
+    tls: Option<&TlsFiles>,
+    insecure: bool,
+    provider: Provider,
+) -> Result<ServerHandle, ServeError> {
+    let mut builder = Server::builder();
+    match tls {
+        Some(files) => {
+            let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(
+                read(&files.cert_file)?,
+                read(&files.key_file)?,
+            ));
+            if let Some(ca) = &files.client_ca_file {
+                // CA's externalgrpc client presents its certificate when `cert` is configured:
+                // require and verify it against this CA (mTLS).
+                cfg = cfg.client_ca_root(Certificate::from_pem(read(ca)?));
+            }
+            builder = builder.tls_config(cfg)?;
+        }
+        None if listen.ip().is_loopback() => {}
+        None if insecure => tracing::warn!(
+            %listen,
+            "serving plaintext gRPC on a non-loopback address (--insecure): anyone who can reach \
+             this port can scale node groups"
+        ),
+        None => return Err(ServeError::PlaintextRefused(listen)),
+    }
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CloudProviderServer<Provider>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let (tx, rx) = oneshot::channel::<()>();
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(CloudProviderServer::new(provider));
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, tls = tls.is_some(), "gRPC server listening");
+    Ok(ServerHandle {
+        addr,
+        shutdown: Some(tx),
+        task,
+    })
+}

@@ -1,0 +1,195 @@
+//! The inventory: an immutable [`Snapshot`] of every node group and instance, with indexes, built
+//! aside by a background refresh and swapped in whole (arc-swap). Readers get the current snapshot
+//! without locking and never wait on Cloudify.
+
+mod build;
+mod refresher;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::time::{Instant, SystemTime};
+
+pub use build::{SourceData, build_snapshot};
+pub use refresher::{Inventory, InventoryError, InventoryStatus};
+
+/// What CA is told about an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceState {
+    /// The VM is `started`.
+    Running,
+    /// The VM is being created (or its provider id is not known yet).
+    Creating,
+    /// The VM is being removed (stopping/deleting, or named by an active scale-in).
+    Deleting,
+}
+
+/// One group instance, seen through its VM node instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupInstance {
+    /// The id reported to CA (= the Kubernetes node's `spec.providerID`), or a placeholder while
+    /// the runtime property the template needs is not set yet.
+    pub provider_id: String,
+    /// The VM node-instance id.
+    pub vm_instance: String,
+    /// The group-instance id (shared by the VM, its port, its floating IP…).
+    pub group_instance: String,
+    /// The Kubernetes node name, from the configured runtime property.
+    pub node_name: Option<String>,
+    /// State for CA.
+    pub state: InstanceState,
+    /// Cloudify's node-instance state.
+    pub cloudify_state: String,
+}
+
+/// A scale-out that failed: its missing instances are reported as creating-with-error until CA
+/// deletes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedScale {
+    /// The failed execution.
+    pub execution_id: String,
+    /// The failure text.
+    pub error: String,
+    /// Synthetic instance ids, one per missing instance.
+    pub synthetic_ids: Vec<String>,
+}
+
+/// A queued/pending scale execution of a group (not started, so not in `planned_instances`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingExecution {
+    /// Execution id.
+    pub id: String,
+    /// Its delta.
+    pub delta: i32,
+}
+
+/// One node group: a Cloudify scaling group.
+#[derive(Debug, Clone)]
+pub struct NodeGroup {
+    /// Group id, `<deployment>/<group>` (prefixed `<name>:` with several managers).
+    pub id: String,
+    /// Index of the Cloudify entry.
+    pub source: usize,
+    /// Tenant.
+    pub tenant: String,
+    /// Deployment id.
+    pub deployment: String,
+    /// Scaling group name.
+    pub group: String,
+    /// Minimum size.
+    pub min: i32,
+    /// Maximum size.
+    pub max: i32,
+    /// `planned_instances`.
+    pub planned: i32,
+    /// `current_instances`.
+    pub current: i32,
+    /// Scale executions not started yet.
+    pub waiting: Vec<WaitingExecution>,
+    /// Instances, sorted by provider id.
+    pub instances: Vec<GroupInstance>,
+    /// Recent failed scale-outs.
+    pub failed: Vec<FailedScale>,
+    /// Compute node ids of the group (for verification queries).
+    pub vm_nodes: Vec<String>,
+}
+
+impl NodeGroup {
+    /// Target size as Cloudify sees it: `planned_instances` plus the deltas of scale executions
+    /// not started yet, plus the missing instances of failed scale-outs (CA deletes those).
+    pub fn cloudify_target(&self) -> i32 {
+        let waiting: i32 = self.waiting.iter().map(|w| w.delta).sum();
+        let failed: usize = self.failed.iter().map(|f| f.synthetic_ids.len()).sum();
+        self.planned
+            .saturating_add(waiting)
+            .saturating_add(i32::try_from(failed).unwrap_or(i32::MAX))
+    }
+}
+
+/// Where an instance sits in a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceRef {
+    /// Index into [`Snapshot::groups`].
+    pub group: u32,
+    /// Index into the group's instances.
+    pub instance: u32,
+}
+
+/// An immutable view of every node group, with lookup indexes.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// When the refresh that built it started fetching (Cloudify state is at least this new).
+    pub fetched_at: Instant,
+    /// Wall-clock twin of `fetched_at`, for humans.
+    pub fetched_at_wall: SystemTime,
+    /// False only for the empty placeholder before the first refresh.
+    pub complete: bool,
+    /// Groups sorted by id.
+    pub groups: Vec<NodeGroup>,
+    group_index: HashMap<String, u32>,
+    by_provider_id: HashMap<String, InstanceRef>,
+    by_alias: HashMap<String, InstanceRef>,
+    instance_count: usize,
+}
+
+/// The last path segment of a provider id (`aws:///zone/i-1` → `i-1`), as the clusterapi
+/// provider normalizes ids. Borrowed, so the lookup allocates nothing.
+pub fn normalize_provider_id(id: &str) -> &str {
+    id.trim_end_matches('/').rsplit('/').next().unwrap_or(id)
+}
+
+impl Snapshot {
+    /// The placeholder served before the first refresh.
+    pub fn empty() -> Self {
+        Snapshot {
+            fetched_at: Instant::now(),
+            fetched_at_wall: SystemTime::now(),
+            complete: false,
+            groups: Vec::new(),
+            group_index: HashMap::new(),
+            by_provider_id: HashMap::new(),
+            by_alias: HashMap::new(),
+            instance_count: 0,
+        }
+    }
+
+    /// A group by id.
+    pub fn group(&self, id: &str) -> Option<&NodeGroup> {
+        self.group_index
+            .get(id)
+            .and_then(|i| self.groups.get(*i as usize))
+    }
+
+    /// An instance by reference.
+    pub fn instance(&self, r: InstanceRef) -> Option<(&NodeGroup, &GroupInstance)> {
+        let g = self.groups.get(r.group as usize)?;
+        Some((g, g.instances.get(r.instance as usize)?))
+    }
+
+    /// Finds the instance of a Kubernetes node: by exact provider id, then by normalized provider
+    /// id, then by node name. At most three hash lookups, no allocation.
+    pub fn lookup(&self, provider_id: &str, name: &str) -> Option<InstanceRef> {
+        if !provider_id.is_empty() {
+            if let Some(r) = self.by_provider_id.get(provider_id) {
+                return Some(*r);
+            }
+            if let Some(r) = self.by_alias.get(normalize_provider_id(provider_id)) {
+                return Some(*r);
+            }
+        }
+        if !name.is_empty() {
+            return self.by_alias.get(name).copied();
+        }
+        None
+    }
+
+    /// Finds an instance by the exact id CA echoes back (provider id or placeholder id).
+    pub fn by_instance_id(&self, id: &str) -> Option<InstanceRef> {
+        self.by_provider_id.get(id).copied()
+    }
+
+    /// Number of instances in all groups.
+    pub fn instance_count(&self) -> usize {
+        self.instance_count
+    }
+}

@@ -1,0 +1,59 @@
+//! Errors of the node-group domain.
+
+use std::sync::Arc;
+
+use crate::cloudify::CloudifyError;
+
+/// Why a node-group operation was refused or failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DomainError {
+    /// The request itself is malformed (e.g. a non-positive delta).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No node group with this id.
+    #[error("node group {0:?} not found")]
+    GroupNotFound(String),
+    /// The request is valid but the group's state forbids it (min size, existing instances).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The increase would take the group above its max size.
+    #[error("node group {group:?}: target {target} + {delta} would exceed max size {max}")]
+    AboveMax {
+        /// Group id.
+        group: String,
+        /// Current target size.
+        target: i32,
+        /// Requested increase.
+        delta: i32,
+        /// Max size.
+        max: i32,
+    },
+    /// The optional feature is not configured for this group.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// No inventory yet, or Cloudify cannot be reached.
+    #[error("{message}")]
+    Unavailable {
+        /// What is unavailable.
+        message: String,
+        /// The Cloudify error, if any.
+        #[source]
+        source: Option<Arc<CloudifyError>>,
+    },
+    /// Cloudify refused or failed the call.
+    #[error("Cloudify call failed: {0}")]
+    Cloudify(#[source] Arc<CloudifyError>),
+}
+
+impl From<CloudifyError> for DomainError {
+    fn from(e: CloudifyError) -> Self {
+        if e.is_unavailable() || matches!(e, CloudifyError::AuthBackoff { .. }) {
+            DomainError::Unavailable {
+                message: format!("Cloudify unavailable: {e}"),
+                source: Some(Arc::new(e)),
+            }
+        } else {
+            DomainError::Cloudify(Arc::new(e))
+        }
+    }
+}

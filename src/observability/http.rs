@@ -1,0 +1,77 @@
+//! The plain HTTP port: `/healthz` (process alive), `/readyz` (first complete inventory and no
+//! authentication problem, with JSON detail), `/metrics` (OpenMetrics text).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::metrics::Metrics;
+
+/// What `/readyz` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    /// Ready to serve CA.
+    pub ready: bool,
+    /// Details (snapshot age, Cloudify reachability, authentication problem).
+    pub detail: serde_json::Value,
+}
+
+/// Computes readiness on demand (keeps this module free of inventory types).
+pub type ReadinessFn = Arc<dyn Fn() -> Readiness + Send + Sync>;
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    readiness: ReadinessFn,
+}
+
+/// The router (exposed for in-process tests).
+pub fn router(metrics: Arc<Metrics>, readiness: ReadinessFn) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .with_state(AppState { metrics, readiness })
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let r = (s.readiness)();
+    let code = if r.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(r))
+}
+
+async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
+    // Refresh the computed gauge before encoding.
+    let _ = (s.readiness)();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+/// Binds and serves until the future is dropped. Returns the bound address through `bound`.
+pub async fn bind(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    readiness: ReadinessFn,
+) -> std::io::Result<(
+    SocketAddr,
+    impl std::future::Future<Output = std::io::Result<()>>,
+)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let app = router(metrics, readiness);
+    Ok((local, async move { axum::serve(listener, app).await }))
+}

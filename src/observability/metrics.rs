@@ -1,0 +1,213 @@
+//! Prometheus metrics (prefix `autoscaler_cloudify_`), with bounded label sets: RPC methods and
+//! codes, Cloudify route templates (never raw paths with ids), group ids (bounded by configuration
+//! and discovery) and a few result words.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+/// Labels of gRPC request counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// RPC method name, e.g. `NodeGroupIncreaseSize`.
+    pub method: String,
+    /// gRPC status code name, e.g. `Ok`, `ResourceExhausted`.
+    pub code: String,
+}
+
+/// Labels of per-method histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// RPC method name.
+    pub method: String,
+}
+
+/// Labels of Cloudify request counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudifyLabels {
+    /// Method and templated path, e.g. `GET /node-instances`.
+    pub route: String,
+    /// HTTP status, or `error` when no answer arrived.
+    pub status: String,
+}
+
+/// Labels of per-route histograms.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Method and templated path.
+    pub route: String,
+}
+
+/// Labels keyed by node group.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// Node group id.
+    pub group: String,
+}
+
+/// Labels of scale execution counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleLabels {
+    /// `up`, `down` or `cancel`.
+    pub direction: String,
+    /// `accepted`, `rejected`, `error`, `terminated`, `failed`, `cancelled`, `mismatch`.
+    pub result: String,
+}
+
+/// Labels of refresh counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.5, 14))
+}
+
+/// All metrics of the process. Cheap to clone through `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    /// gRPC requests by method and code.
+    pub grpc_requests: Family<GrpcLabels, Counter>,
+    /// gRPC request durations by method.
+    pub grpc_duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    /// Cloudify requests by route and status.
+    pub cloudify_requests: Family<CloudifyLabels, Counter>,
+    /// Cloudify request durations by route.
+    pub cloudify_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Inventory refresh durations.
+    pub refresh_duration: Histogram,
+    /// Inventory refreshes by result.
+    pub refreshes: Family<ResultLabels, Counter>,
+    /// Age of the served snapshot in seconds (updated on scrape and refresh).
+    pub snapshot_age: Gauge<f64, AtomicU64>,
+    /// Instances in the snapshot.
+    pub instances: Gauge,
+    /// Node groups in the snapshot.
+    pub groups: Gauge,
+    /// Target size per group.
+    pub target_size: Family<GroupLabels, Gauge>,
+    /// Scale executions by direction and result.
+    pub scale_executions: Family<ScaleLabels, Counter>,
+    /// NodeGroupForNode lookups that matched no group.
+    pub lookup_misses: Counter,
+    /// Scale-ins that removed other instances than the ones named.
+    pub scale_down_mismatches: Counter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("autoscaler_cloudify");
+        let m = Metrics {
+            grpc_requests: Family::default(),
+            grpc_duration: Family::new_with_constructor(latency_histogram),
+            cloudify_requests: Family::default(),
+            cloudify_duration: Family::new_with_constructor(latency_histogram),
+            refresh_duration: latency_histogram(),
+            refreshes: Family::default(),
+            snapshot_age: Gauge::default(),
+            instances: Gauge::default(),
+            groups: Gauge::default(),
+            target_size: Family::default(),
+            scale_executions: Family::default(),
+            lookup_misses: Counter::default(),
+            scale_down_mismatches: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "grpc_requests",
+            "gRPC requests by method and code",
+            m.grpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_duration_seconds",
+            "gRPC request durations",
+            m.grpc_duration.clone(),
+        );
+        registry.register(
+            "cloudify_requests",
+            "Cloudify REST requests by route and status",
+            m.cloudify_requests.clone(),
+        );
+        registry.register(
+            "cloudify_request_duration_seconds",
+            "Cloudify REST request durations",
+            m.cloudify_duration.clone(),
+        );
+        registry.register(
+            "refresh_duration_seconds",
+            "Inventory refresh durations",
+            m.refresh_duration.clone(),
+        );
+        registry.register(
+            "refreshes",
+            "Inventory refreshes by result",
+            m.refreshes.clone(),
+        );
+        registry.register(
+            "snapshot_age_seconds",
+            "Age of the inventory snapshot",
+            m.snapshot_age.clone(),
+        );
+        registry.register(
+            "instances",
+            "Instances in the snapshot",
+            m.instances.clone(),
+        );
+        registry.register(
+            "node_groups",
+            "Node groups in the snapshot",
+            m.groups.clone(),
+        );
+        registry.register(
+            "target_size",
+            "Target size per node group",
+            m.target_size.clone(),
+        );
+        registry.register(
+            "scale_executions",
+            "Scale executions by direction and result",
+            m.scale_executions.clone(),
+        );
+        registry.register(
+            "lookup_misses",
+            "NodeGroupForNode lookups that matched no group",
+            m.lookup_misses.clone(),
+        );
+        registry.register(
+            "scale_down_mismatches",
+            "Scale-ins that removed other instances than the named ones",
+            m.scale_down_mismatches.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// Counts one scale execution outcome.
+    pub fn scale(&self, direction: &str, result: &str) {
+        self.scale_executions
+            .get_or_create(&ScaleLabels {
+                direction: direction.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Renders the registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail for lack of space; a formatter error would be a bug
+        // in prometheus-client, and an empty scrape is the safe answer then.
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,22 @@
+//! Observability: Prometheus metrics, the plain HTTP port (`/healthz`, `/readyz`, `/metrics`) and
+//! tracing setup.
+
+pub mod http;
+pub mod metrics;
+
+use crate::config::LogFormat;
+
+/// Installs the global tracing subscriber (`RUST_LOG` overrides `level`). Safe to call twice.
+pub fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
