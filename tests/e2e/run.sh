@@ -60,6 +60,10 @@ if ! e2e_build_ca; then
   SKIPPED=1
   SKIP_REASON="cluster-autoscaler 1.36.1 could not be built from the Go module proxy: $(printf '%s' "$E2E_CA_ERROR" | head -n 2 | tr '\n' ' ')"
 fi
+if [ -n "${AUTOSCALER_CLOUDIFY_BIN:-}" ] && [ ! -x "$AUTOSCALER_CLOUDIFY_BIN" ]; then
+  say "AUTOSCALER_CLOUDIFY_BIN=$AUTOSCALER_CLOUDIFY_BIN does not exist; building it"
+  unset AUTOSCALER_CLOUDIFY_BIN
+fi
 if [ -z "${AUTOSCALER_CLOUDIFY_BIN:-}" ]; then
   say "building the provider (cargo build --bin autoscaler-cloudify)"
   (cd "$REPO" && cargo build --quiet --bin autoscaler-cloudify) || fail "cargo build"
