@@ -37,12 +37,11 @@ dump_logs() {
 }
 
 finish() {
+  # Logs first, while every component is still up: their last lines are then about the failure,
+  # not about being shut down.
+  if [ "$RESULT" != 0 ] && [ -d "$WORK/logs" ]; then dump_logs; fi
   cp_stop
-  if [ "$RESULT" != 0 ]; then
-    [ -d "$WORK/logs" ] && dump_logs
-  elif [ "${E2E_KEEP:-0}" != 1 ]; then
-    rm -rf "$WORK/etcd"
-  fi
+  if [ "$RESULT" = 0 ] && [ "${E2E_KEEP:-0}" != 1 ]; then rm -rf "$WORK/etcd"; fi
 }
 trap finish EXIT
 trap 'exit 130' INT TERM
@@ -119,6 +118,7 @@ cacert: "$PKI/ca.crt"
 grpc_timeout: 10s
 CC
 
+export NO_COLOR=1 # plain provider/simulator logs
 cp_spawn simulator "$PROV" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$E2E_DIR/config/simulator-scenario.yaml"
 cp_wait_http simulator "http://127.0.0.1:$SIM_PORT/api/v3.1/node-instances" 30 -u admin:admin -H "Tenant: default_tenant" \
   || fail "simulator did not answer"
