@@ -233,6 +233,7 @@ fn build_source(
                 instances: Vec::new(),
                 failed: Vec::new(),
                 vm_nodes,
+                debug: String::new(),
             },
         );
     }
@@ -343,6 +344,14 @@ fn build_source(
     for mut g in by_group.into_values() {
         g.instances
             .sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
+        g.debug = format!(
+            "cloudify deployment={} group={} planned={} current={} instances={}",
+            g.deployment,
+            g.group,
+            g.planned,
+            g.current,
+            g.instances.len()
+        );
         out.push(g);
     }
 }

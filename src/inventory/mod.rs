@@ -92,6 +92,8 @@ pub struct NodeGroup {
     pub failed: Vec<FailedScale>,
     /// Compute node ids of the group (for verification queries).
     pub vm_nodes: Vec<String>,
+    /// Human summary for CA's `debug` field, built once per snapshot so lookups do not format.
+    pub debug: String,
 }
 
 impl NodeGroup {
