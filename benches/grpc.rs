@@ -343,7 +343,8 @@ fn end_to_end(c: &mut Criterion) {
                     async move {
                         let start = Instant::now();
                         for _ in 0..iters {
-                            let calls = (0..IN_FLIGHT).map(|_| tokio::spawn(call_gpu_label(client.clone())));
+                            let calls = (0..IN_FLIGHT)
+                                .map(|_| tokio::spawn(call_gpu_label(client.clone())));
                             for r in futures::future::join_all(calls).await {
                                 if let Err(e) = r {
                                     panic!("task: {e}");

@@ -31,9 +31,14 @@ fn ca_loop_reads_never_call_cloudify_and_refresh_cost_is_constant() {
     for r in &reports {
         let nodes = r["nodes"].as_u64().expect("nodes");
         // Every node was asked for, plus the unmanaged repeats, sizes and instance lists.
-        let for_node = r["latency"]["NodeGroupForNode"]["calls"].as_u64().unwrap_or(0);
+        let for_node = r["latency"]["NodeGroupForNode"]["calls"]
+            .as_u64()
+            .unwrap_or(0);
         let loops = r["loops"].as_u64().expect("loops");
-        assert!(for_node >= nodes * loops, "{nodes} nodes: {for_node} lookups");
+        assert!(
+            for_node >= nodes * loops,
+            "{nodes} nodes: {for_node} lookups"
+        );
         assert_eq!(
             r["rest_calls_read_path"].as_u64(),
             Some(0),

@@ -324,11 +324,16 @@ pub async fn provider_in(n: usize, groups: usize) -> (Provider, Arc<NodeGroupSer
     let fake = FakeCloudify {
         data: decode_pages(&pages_in(n, groups)),
     };
-    let inventory = Inventory::new(vec![Arc::new(fake)], Arc::new(config()), Arc::clone(&metrics));
+    let inventory = Inventory::new(
+        vec![Arc::new(fake)],
+        Arc::new(config()),
+        Arc::clone(&metrics),
+    );
     if let Err(e) = inventory.refresh().await {
         panic!("fixture refresh failed: {e}");
     }
-    let service = NodeGroupService::new(inventory, Arc::clone(&metrics), ServiceSettings::default());
+    let service =
+        NodeGroupService::new(inventory, Arc::clone(&metrics), ServiceSettings::default());
     (Provider::new(Arc::clone(&service), metrics), service)
 }
 

@@ -40,7 +40,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Command-line flags.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "loadtest", about = "Plays CA's call mix against autoscaler-cloudify")]
+#[command(
+    name = "loadtest",
+    about = "Plays CA's call mix against autoscaler-cloudify"
+)]
 struct Args {
     /// Node counts to test (comma-separated); the nodes are spread over `--groups` groups.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
@@ -281,11 +284,7 @@ impl Drop for TempDir {
 fn start_server(bin: &PathBuf, sim: &SimulatorHandle) -> Result<Server, BoxError> {
     let grpc = free_port()?;
     let http = free_port()?;
-    let dir = std::env::temp_dir().join(format!(
-        "loadtest-{}-{}",
-        std::process::id(),
-        grpc.port()
-    ));
+    let dir = std::env::temp_dir().join(format!("loadtest-{}-{}", std::process::id(), grpc.port()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("config.yaml");
     std::fs::write(&config, provider_config(&sim.url(), grpc, http))?;
@@ -355,14 +354,20 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 }
 
 /// The simulator's request counts (`/_sim/*` is never counted).
-async fn rest_counts(http: &reqwest::Client, sim: &str) -> Result<(u64, BTreeMap<String, u64>), BoxError> {
+async fn rest_counts(
+    http: &reqwest::Client,
+    sim: &str,
+) -> Result<(u64, BTreeMap<String, u64>), BoxError> {
     let v: serde_json::Value = http
         .get(format!("{sim}/_sim/requests"))
         .send()
         .await?
         .json()
         .await?;
-    let total = v.get("total").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let total = v
+        .get("total")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
     let routes = v
         .get("routes")
         .and_then(serde_json::Value::as_object)
@@ -474,7 +479,10 @@ fn summarize(mut v: Vec<f64>) -> Latency {
 }
 
 async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<RunReport, BoxError> {
-    eprintln!("== {n} nodes in {} groups: starting simulator and provider", args.groups);
+    eprintln!(
+        "== {n} nodes in {} groups: starting simulator and provider",
+        args.groups
+    );
     let sim = Simulator::start(
         scenario(n, args.groups, args.unmanaged),
         "127.0.0.1:0".parse()?,
@@ -522,7 +530,10 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
         for i in instances {
             let vm = i.id.rsplit('/').next().unwrap_or_default().to_owned();
             let dep = g.split('/').next().unwrap_or_default();
-            nodes.push((i.id, format!("{dep}-{}", vm.replace('_', "-")).to_lowercase()));
+            nodes.push((
+                i.id,
+                format!("{dep}-{}", vm.replace('_', "-")).to_lowercase(),
+            ));
         }
     }
     if nodes.len() != n {
@@ -538,8 +549,18 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
     };
 
     if loops {
-        ca_loops(args, &mut report, &mut client, &channels, &http, &sim_url, pid, &groups, &nodes)
-            .await?;
+        ca_loops(
+            args,
+            &mut report,
+            &mut client,
+            &channels,
+            &http,
+            &sim_url,
+            pid,
+            &groups,
+            &nodes,
+        )
+        .await?;
     }
     if args.throughput_secs > 0.0 {
         report.throughput = Some(throughput(args, &channels, &nodes).await?);
@@ -582,7 +603,10 @@ async fn ca_loops(
                     format!("k8s-control-plane-cp{u}"),
                 )
             } else {
-                (format!("aws:///us-east-1a/i-0{u:016x}"), format!("ip-10-200-0-{u}"))
+                (
+                    format!("aws:///us-east-1a/i-0{u:016x}"),
+                    format!("ip-10-200-0-{u}"),
+                )
             };
             let _ = r;
             calls.push(Call::ForNode {
@@ -630,8 +654,14 @@ async fn ca_loops(
         if !measured {
             continue;
         }
-        latencies.entry("Refresh".into()).or_default().push(refresh_us);
-        latencies.entry("NodeGroups".into()).or_default().push(node_groups_us);
+        latencies
+            .entry("Refresh".into())
+            .or_default()
+            .push(refresh_us);
+        latencies
+            .entry("NodeGroups".into())
+            .or_default()
+            .push(node_groups_us);
         for (rpc, v) in by_rpc {
             latencies.entry(rpc.into()).or_default().extend(v);
         }
@@ -666,7 +696,13 @@ async fn ca_loops(
 }
 
 /// Saturates the server with one RPC for `secs`, `in_flight` workers per connection.
-async fn saturate(channels: &[Channel], in_flight: usize, secs: f64, rpc: &str, nodes: &Arc<Vec<(String, String)>>) -> Result<f64, BoxError> {
+async fn saturate(
+    channels: &[Channel],
+    in_flight: usize,
+    secs: f64,
+    rpc: &str,
+    nodes: &Arc<Vec<(String, String)>>,
+) -> Result<f64, BoxError> {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let done = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
@@ -709,7 +745,11 @@ async fn saturate(channels: &[Channel], in_flight: usize, secs: f64, rpc: &str, 
 
 /// Alternating rounds of NodeGroupForNode and GPULabel (so drift in the shared machine's load
 /// hits both alike); the rates are the means over rounds.
-async fn throughput(args: &Args, channels: &[Channel], nodes: &[(String, String)]) -> Result<Throughput, BoxError> {
+async fn throughput(
+    args: &Args,
+    channels: &[Channel],
+    nodes: &[(String, String)],
+) -> Result<Throughput, BoxError> {
     let nodes = Arc::new(nodes.to_vec());
     let rounds = 3;
     let per = args.throughput_secs / (2.0 * rounds as f64);
@@ -744,8 +784,10 @@ fn print_report(r: &RunReport) {
         r.nodes, r.groups, r.connections, r.in_flight
     );
     if r.loops > 0 {
-        println!("loops: {}  calls/loop: {}  loop wall: {:.1} ms  read-phase throughput: {:.0} calls/s",
-            r.loops, r.calls_per_loop, r.loop_wall_ms, r.read_phase_calls_per_sec);
+        println!(
+            "loops: {}  calls/loop: {}  loop wall: {:.1} ms  read-phase throughput: {:.0} calls/s",
+            r.loops, r.calls_per_loop, r.loop_wall_ms, r.read_phase_calls_per_sec
+        );
         println!(
             "server CPU/loop: {:.2} ms (refresh {:.2} ms, read phase {:.2} ms) = {:.3} % of a 10 s CA loop",
             r.server_cpu_ms_per_loop,
@@ -760,7 +802,10 @@ fn print_report(r: &RunReport) {
         for (route, c) in &r.rest_routes_per_loop {
             println!("  {c:>6.1}  {route}");
         }
-        println!("{:<22} {:>8} {:>10} {:>10} {:>10}", "rpc", "calls", "p50 us", "p99 us", "max us");
+        println!(
+            "{:<22} {:>8} {:>10} {:>10} {:>10}",
+            "rpc", "calls", "p50 us", "p99 us", "max us"
+        );
         for (rpc, l) in &r.latency {
             println!(
                 "{rpc:<22} {:>8} {:>10.0} {:>10.0} {:>10.0}",
@@ -771,7 +816,12 @@ fn print_report(r: &RunReport) {
     if let Some(t) = &r.throughput {
         println!(
             "saturation ({:.0} s, {}x{}): NodeGroupForNode {:.0}/s  GPULabel {:.0}/s  ratio {:.3}",
-            t.seconds, t.connections, t.in_flight, t.node_group_for_node_per_sec, t.gpu_label_per_sec, t.ratio
+            t.seconds,
+            t.connections,
+            t.in_flight,
+            t.node_group_for_node_per_sec,
+            t.gpu_label_per_sec,
+            t.ratio
         );
     }
     println!(

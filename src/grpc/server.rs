@@ -131,8 +131,7 @@ pub async fn serve(
     // `serve_with_incoming*` ignores the builder's `tcp_nodelay`, so set it on the incoming
     // stream: without it small unary answers wait for the client's delayed ACK (~40 ms on
     // Linux), which the load test showed as 44 ms NodeGroups/TargetSize calls (BENCHMARKS.md).
-    let incoming =
-        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let (tx, rx) = oneshot::channel::<()>();
     let router = builder
         .add_service(health_service)

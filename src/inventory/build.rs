@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
 use crate::cloudify::{Deployment, Execution, Node, NodeInstance};
-use crate::config::{NodeGroupsConfig, ProviderIdParts};
+use crate::config::{NodeGroupsConfig, ProviderIdParts, ProviderIdTemplate};
 
 /// How long a failed scale-out keeps being reported (as creating-with-error instances), unless
 /// CA deletes them first. CA reacts within a loop or two; this only bounds stale records.
@@ -92,9 +92,14 @@ pub fn build_snapshot(
     }
     groups.sort_by(|a, b| a.id.cmp(&b.id));
 
-    let mut group_index = HashMap::with_capacity(groups.len());
-    let mut by_provider_id = HashMap::new();
-    let mut by_alias: HashMap<String, InstanceRef> = HashMap::new();
+    // Sized up front: growing a 100k-entry map rehashes it several times.
+    let instances: usize = groups.iter().map(|g| g.instances.len()).sum();
+    let mut group_index: IndexMap<u32> =
+        IndexMap::with_capacity_and_hasher(groups.len(), Default::default());
+    let mut by_provider_id: IndexMap<InstanceRef> =
+        IndexMap::with_capacity_and_hasher(instances, Default::default());
+    let mut by_alias: IndexMap<InstanceRef> =
+        IndexMap::with_capacity_and_hasher(2 * instances, Default::default());
     let mut ambiguous: HashSet<String> = HashSet::new();
     let mut instance_count = 0;
     for (gi, g) in groups.iter().enumerate() {
@@ -281,6 +286,9 @@ fn build_source(
         });
     }
 
+    // Settings resolved once per group: `settings_for` clones the group's template spec (maps
+    // of labels and capacities), which per instance was most of the build time at 100k.
+    let mut resolved: HashMap<String, (ProviderIdTemplate, String)> = HashMap::new();
     for inst in &src.instances {
         let is_vm = compute.contains(&(inst.deployment_id.as_str(), inst.node_id.as_str()))
             || inst.host_id.as_deref() == Some(inst.id.as_str());
@@ -298,8 +306,20 @@ fn build_source(
         let Some(group) = by_group.get_mut(&g) else {
             continue;
         };
-        let settings = config.settings_for(&group.id);
-        let template = settings.provider_id_template.unwrap_or_default();
+        if !resolved.contains_key(group.id.as_str()) {
+            let s = config.settings_for(&group.id);
+            resolved.insert(
+                group.id.clone(),
+                (
+                    s.provider_id_template.unwrap_or_default(),
+                    s.node_name_property
+                        .unwrap_or_else(|| "hostname".to_owned()),
+                ),
+            );
+        }
+        let Some((template, name_key)) = resolved.get(group.id.as_str()) else {
+            continue;
+        };
         let parts = ProviderIdParts {
             tenant: &group.tenant,
             deployment: &group.deployment,
@@ -322,8 +342,10 @@ fn build_source(
                 )
             }
         };
-        let leaving_now = leaving.contains(&(inst.deployment_id.as_str(), inst.id.clone()))
-            || leaving.contains(&(inst.deployment_id.as_str(), gref.id.clone()));
+        // Usually no scale-in is running: skip the two key copies per instance then.
+        let leaving_now = !leaving.is_empty()
+            && (leaving.contains(&(inst.deployment_id.as_str(), inst.id.clone()))
+                || leaving.contains(&(inst.deployment_id.as_str(), gref.id.clone())));
         if leaving_now {
             state = InstanceState::Deleting;
         }
@@ -331,7 +353,6 @@ fn build_source(
             // The VM node may be contained in a listed member rather than listed itself.
             group.vm_nodes.push(inst.node_id.clone());
         }
-        let name_key = settings.node_name_property.as_deref().unwrap_or("hostname");
         group.instances.push(GroupInstance {
             provider_id,
             vm_instance: inst.id.clone(),

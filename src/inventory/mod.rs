@@ -13,6 +13,13 @@ use std::time::{Instant, SystemTime};
 pub use build::{SourceData, build_snapshot};
 pub use refresher::{Inventory, InventoryError, InventoryStatus};
 
+/// The map type of the lookup indexes. foldhash instead of the default SipHash: CA asks for
+/// every node every loop and for unmanaged nodes several times (three probes each), and on
+/// 40-60 byte provider ids foldhash hashes several times faster (benches/inventory.rs,
+/// BENCHMARKS.md). It is seeded randomly per map like the default, so crafted ids cannot
+/// predict collisions.
+pub(crate) type IndexMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// What CA is told about an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InstanceState {
@@ -128,9 +135,9 @@ pub struct Snapshot {
     pub complete: bool,
     /// Groups sorted by id.
     pub groups: Vec<NodeGroup>,
-    group_index: HashMap<String, u32>,
-    by_provider_id: HashMap<String, InstanceRef>,
-    by_alias: HashMap<String, InstanceRef>,
+    group_index: IndexMap<u32>,
+    by_provider_id: IndexMap<InstanceRef>,
+    by_alias: IndexMap<InstanceRef>,
     instance_count: usize,
 }
 
@@ -148,9 +155,9 @@ impl Snapshot {
             fetched_at_wall: SystemTime::now(),
             complete: false,
             groups: Vec::new(),
-            group_index: HashMap::new(),
-            by_provider_id: HashMap::new(),
-            by_alias: HashMap::new(),
+            group_index: IndexMap::default(),
+            by_provider_id: IndexMap::default(),
+            by_alias: IndexMap::default(),
             instance_count: 0,
         }
     }
