@@ -201,7 +201,11 @@ async fn loopback_bare(svc: Bare) -> Channel {
     tokio::spawn(async move {
         let _ = Server::builder()
             .add_service(CloudProviderServer::new(svc))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            // As `Server::serve` does: `serve_with_incoming` ignores the builder's
+            // `tcp_nodelay`, and without it every answer waits ~40 ms for a delayed ACK.
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await;
     });
     connect(addr).await
