@@ -136,6 +136,9 @@ struct Throughput {
     node_group_for_node_per_sec: f64,
     gpu_label_per_sec: f64,
     ratio: f64,
+    /// Server CPU (user + system) per call: the server's own cost, without this client's.
+    node_group_for_node_server_cpu_us: f64,
+    gpu_label_server_cpu_us: f64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -563,7 +566,7 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
         .await?;
     }
     if args.throughput_secs > 0.0 {
-        report.throughput = Some(throughput(args, &channels, &nodes).await?);
+        report.throughput = Some(throughput(args, &channels, &nodes, pid).await?);
     }
     let (rss, hwm) = memory_kib(pid);
     report.server_rss_kib = rss;
@@ -749,6 +752,7 @@ async fn throughput(
     args: &Args,
     channels: &[Channel],
     nodes: &[(String, String)],
+    pid: u32,
 ) -> Result<Throughput, BoxError> {
     let nodes = Arc::new(nodes.to_vec());
     let rounds = 3;
@@ -756,15 +760,29 @@ async fn throughput(
     // Warm-up of both paths.
     saturate(channels, args.in_flight, 0.3, "GPULabel", &nodes).await?;
     saturate(channels, args.in_flight, 0.3, "NodeGroupForNode", &nodes).await?;
+    // Per RPC: summed rate over rounds, server CPU ms and calls (for CPU per call).
     let (mut f, mut g) = (0.0, 0.0);
+    let (mut f_cpu, mut g_cpu, mut f_calls, mut g_calls) = (0.0, 0.0, 0.0, 0.0);
     for r in 0..rounds {
         // Alternate which goes first.
-        if r % 2 == 0 {
-            f += saturate(channels, args.in_flight, per, "NodeGroupForNode", &nodes).await?;
-            g += saturate(channels, args.in_flight, per, "GPULabel", &nodes).await?;
-        } else {
-            g += saturate(channels, args.in_flight, per, "GPULabel", &nodes).await?;
-            f += saturate(channels, args.in_flight, per, "NodeGroupForNode", &nodes).await?;
+        for for_node in [r % 2 == 0, r % 2 != 0] {
+            let rpc = if for_node {
+                "NodeGroupForNode"
+            } else {
+                "GPULabel"
+            };
+            let cpu0 = cpu_ms(pid)?;
+            let rate = saturate(channels, args.in_flight, per, rpc, &nodes).await?;
+            let cpu = cpu_ms(pid)? - cpu0;
+            if for_node {
+                f += rate;
+                f_cpu += cpu;
+                f_calls += rate * per;
+            } else {
+                g += rate;
+                g_cpu += cpu;
+                g_calls += rate * per;
+            }
         }
     }
     let (f, g) = (f / rounds as f64, g / rounds as f64);
@@ -775,6 +793,8 @@ async fn throughput(
         node_group_for_node_per_sec: f,
         gpu_label_per_sec: g,
         ratio: if g > 0.0 { f / g } else { 0.0 },
+        node_group_for_node_server_cpu_us: f_cpu * 1000.0 / f_calls.max(1.0),
+        gpu_label_server_cpu_us: g_cpu * 1000.0 / g_calls.max(1.0),
     })
 }
 
@@ -822,6 +842,10 @@ fn print_report(r: &RunReport) {
             t.node_group_for_node_per_sec,
             t.gpu_label_per_sec,
             t.ratio
+        );
+        println!(
+            "server CPU per call: NodeGroupForNode {:.1} us  GPULabel {:.1} us",
+            t.node_group_for_node_server_cpu_us, t.gpu_label_server_cpu_us
         );
     }
     println!(
