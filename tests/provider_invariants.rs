@@ -1,0 +1,255 @@
+//! The design's invariants, each one a test, over real sockets against the simulator.
+
+mod provider_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use autoscaler_cloudify::proto;
+use autoscaler_cloudify::simulator::{Scenario, Timing};
+use provider_support::*;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use tonic::Code;
+
+#[tokio::test]
+async fn fifty_concurrent_increases_of_one_end_at_exactly_max() {
+    let mut env = start_default().await;
+    let calls = (0..50).map(|_| {
+        let mut c = env.client.clone();
+        async move {
+            c.node_group_increase_size(proto::NodeGroupIncreaseSizeRequest {
+                delta: 1,
+                id: WORKERS.into(),
+            })
+            .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let exhausted = results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+        .count();
+    assert_eq!((ok, exhausted), (8, 42), "2 + 8 = max 10, the rest refused");
+    assert_eq!(env.target(WORKERS).await, 10);
+    env.wait_executions_done().await;
+    let nodes = env.wait_running(WORKERS, 10).await;
+    assert_eq!(nodes.len(), 10, "Cloudify really has 10, never more");
+    assert_eq!(env.target(WORKERS).await, 10);
+    let dep = env.cfy_get("/deployments/k8s-pool-a").await;
+    assert_eq!(
+        dep["scaling_groups"]["workers"]["properties"]["current_instances"],
+        10
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_nodes_removes_exactly_the_named_instances_over_random_trials() {
+    let scenario = Scenario::default_demo()
+        .with_timing(Timing::instant())
+        .with_seed(11)
+        .with_instances(30);
+    let mut env = start_with(scenario, TEST_CONFIG).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
+    let mut current: BTreeSet<String> = env
+        .wait_running(WORKERS, 30)
+        .await
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    for trial in 0..8 {
+        let k = rng.random_range(1..=3);
+        let pool: Vec<String> = current.iter().cloned().collect();
+        let victims: Vec<String> = pool.choose_multiple(&mut rng, k).cloned().collect();
+        // CA sends one node per call, concurrently.
+        let calls = victims.iter().map(|v| {
+            let mut c = env.client.clone();
+            let req = proto::NodeGroupDeleteNodesRequest {
+                id: WORKERS.into(),
+                nodes: vec![node(v, v)],
+            };
+            async move { c.node_group_delete_nodes(req).await }
+        });
+        for r in futures::future::join_all(calls).await {
+            r.expect("delete accepted");
+        }
+        for v in &victims {
+            current.remove(v);
+        }
+        env.wait_executions_done().await;
+        let after: BTreeSet<String> = env
+            .wait_running(WORKERS, current.len())
+            .await
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(after, current, "trial {trial}: exactly {victims:?} removed");
+        assert_eq!(env.target(WORKERS).await as usize, current.len());
+    }
+    // The concurrent calls of each trial went out as one scale execution each.
+    let execs = env
+        .cfy_get("/executions?workflow_id=scale&_size=1000")
+        .await;
+    let n = execs["items"].as_array().map_or(0, |a| a.len());
+    assert_eq!(n, 8, "one execution per trial: {execs}");
+    let metrics = env
+        .http
+        .get(format!("http://{}/metrics", env.app.http_addr))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        !metrics.contains("autoscaler_cloudify_scale_down_mismatches_total 1"),
+        "{metrics}"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn foreign_or_unknown_node_is_refused_without_any_cloudify_call() {
+    let mut env = start_default().await;
+    env.increase(GPU, 1).await.expect("gpu instance");
+    env.wait_executions_done().await;
+    let gpu = env.wait_running(GPU, 1).await[0].id.clone();
+    let worker = env.nodes(WORKERS).await[0].id.clone();
+    let before = env.request_total().await;
+    for (nodes, why) in [
+        (vec![gpu.as_str()], "node of another group"),
+        (
+            vec!["cloudify://default_tenant/k8s-control-plane/control_plane_host_x"],
+            "control plane",
+        ),
+        (vec!["aws:///zone/i-0"], "unknown"),
+        (
+            vec![worker.as_str(), gpu.as_str()],
+            "one foreign node among valid ones",
+        ),
+    ] {
+        let e = env.delete(WORKERS, &nodes).await.expect_err(why);
+        assert_eq!(e.code(), Code::InvalidArgument, "{why}: {e:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await; // past the batching window
+    assert_eq!(env.request_total().await, before, "no Cloudify call at all");
+    assert_eq!(env.target(WORKERS).await, 2);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn ten_thousand_lookups_make_zero_rest_calls() {
+    let mut env = start_default().await;
+    let ids: Vec<String> = env.nodes(WORKERS).await.into_iter().map(|i| i.id).collect();
+    let before = env.request_total().await;
+    for i in 0..10_000 {
+        let (pid, want) = match i % 3 {
+            0 => (ids[i % ids.len()].clone(), WORKERS),
+            1 => (
+                "cloudify://default_tenant/k8s-control-plane/control_plane_host_x".to_owned(),
+                "",
+            ),
+            _ => (format!("aws:///zone/i-{i}"), ""),
+        };
+        assert_eq!(env.group_for(&pid, "").await, want);
+    }
+    // Other reads too.
+    for _ in 0..100 {
+        env.target(WORKERS).await;
+        env.nodes(WORKERS).await;
+        env.client
+            .node_groups(proto::NodeGroupsRequest {})
+            .await
+            .expect("groups");
+        env.client
+            .node_group_template_node_info(proto::NodeGroupTemplateNodeInfoRequest {
+                id: WORKERS.into(),
+            })
+            .await
+            .expect("template");
+    }
+    assert_eq!(
+        env.request_total().await,
+        before,
+        "reads never call Cloudify"
+    );
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_scale_out_reports_errored_instances_until_ca_deletes_them() {
+    let mut env = start_default().await;
+    env.faults(serde_json::json!({"fail_next_executions": 1, "fail_reason": "Quota exceeded for instances: Requested 2, but already used 20 of 20"}))
+        .await;
+    env.increase(WORKERS, 2).await.expect("accepted");
+    env.wait_executions_done().await;
+    env.refresh().await;
+    let nodes = env.nodes(WORKERS).await;
+    let failed: Vec<&proto::Instance> = nodes
+        .iter()
+        .filter(|i| {
+            i.status
+                .as_ref()
+                .and_then(|s| s.error_info.as_ref())
+                .is_some()
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{nodes:?}");
+    for f in &failed {
+        let s = f.status.as_ref().expect("status");
+        assert_eq!(s.instance_state, 2, "creating");
+        let e = s.error_info.as_ref().expect("error");
+        assert!(!e.error_code.is_empty());
+        assert_eq!(e.instance_error_class, 1, "quota => OutOfResources");
+    }
+    assert_eq!(
+        env.target(WORKERS).await,
+        4,
+        "the failed instances still count until deleted"
+    );
+    // CA deletes them as fake nodes (name == providerID == instance id).
+    let before = env.request_total().await;
+    let ids: Vec<String> = failed.iter().map(|f| f.id.clone()).collect();
+    env.delete(WORKERS, &[&ids[0], &ids[1]])
+        .await
+        .expect("fake nodes accepted");
+    assert_eq!(
+        env.request_total().await,
+        before,
+        "nothing to remove in Cloudify"
+    );
+    assert_eq!(env.target(WORKERS).await, 2);
+    env.refresh().await;
+    assert_eq!(env.target(WORKERS).await, 2);
+    assert_eq!(env.nodes(WORKERS).await.len(), 2);
+    env.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_provider_agrees_on_target_size() {
+    let mut env = start_default().await;
+    env.faults(serde_json::json!({"hold_executions": true}))
+        .await;
+    env.increase(WORKERS, 3).await.expect("increase");
+    assert_eq!(env.target(WORKERS).await, 5);
+    // A second replica (or a restart) derives the same target from Cloudify alone.
+    let cfg = config(&env.sim.url(), TEST_CONFIG);
+    let second = autoscaler_cloudify::cli::start(&cfg, settings())
+        .await
+        .expect("second");
+    second.inventory.wait_ready().await;
+    assert_eq!(second.service.target_size(WORKERS).expect("target"), 5);
+    // And it refuses to go above max as well.
+    let e = second
+        .service
+        .increase_size(WORKERS, 6)
+        .await
+        .expect_err("5 + 6 > 10");
+    assert!(e.to_string().contains("max"), "{e}");
+    second.shutdown().await;
+    env.clear_faults().await;
+    env.wait_executions_done().await;
+    env.shutdown().await;
+}

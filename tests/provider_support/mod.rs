@@ -1,0 +1,272 @@
+//! Shared harness for the provider integration tests: a simulator on 127.0.0.1:0 over real HTTP,
+//! the provider (gRPC + HTTP) on 127.0.0.1:0, and a tonic client over a real socket.
+
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use autoscaler_cloudify::cli::{App, start};
+use autoscaler_cloudify::config::{Config, Overrides};
+use autoscaler_cloudify::nodegroup::ServiceSettings;
+use autoscaler_cloudify::proto;
+use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
+use autoscaler_cloudify::simulator::{Scenario, Simulator, SimulatorHandle, Timing};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+pub const WORKERS: &str = "k8s-pool-a/workers";
+pub const GPU: &str = "k8s-pool-b/gpu-workers";
+
+/// Test configuration: a long background interval (tests refresh explicitly through the Refresh
+/// RPC, which always refreshes since max_age is 0).
+pub const TEST_CONFIG: &str = r#"
+refresh: {interval: 1h, max_age: 0s}
+cloudify:
+  - {name: main, url: "{url}", tenant: default_tenant, username: admin, request_timeout: 2s}
+node_groups:
+  auto_discovery: ["cloudify:label=k8s-cluster=demo"]
+  groups:
+    "k8s-pool-a/workers":
+      price_per_hour: 0.12
+      template:
+        labels: {node.kubernetes.io/instance-type: m1.large, cloudify.co/gpu-type: none-really}
+        taints: [{key: dedicated, value: batch, effect: NoSchedule}]
+        capacity: {cpu: "4", memory: 16Gi, ephemeral-storage: 100Gi}
+        allocatable: {cpu: 3800m}
+      options:
+        scale_down_unneeded_time: 20s
+        scale_down_utilization_threshold: 0.4
+"#;
+
+pub struct Env {
+    pub sim: SimulatorHandle,
+    pub app: App,
+    pub client: CloudProviderClient<Channel>,
+    pub http: reqwest::Client,
+}
+
+pub fn config(url: &str, yaml: &str) -> Config {
+    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "admin".to_owned())]);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        ..Overrides::default()
+    };
+    Config::from_yaml(&yaml.replace("{url}", url), &overrides, &env).expect("valid test config")
+}
+
+pub fn settings() -> ServiceSettings {
+    ServiceSettings {
+        delete_batch_window: Duration::from_millis(300),
+        refresh_max_age: Duration::ZERO,
+        verify_poll: Duration::from_millis(50),
+        ..ServiceSettings::default()
+    }
+}
+
+pub async fn start_with(scenario: Scenario, yaml: &str) -> Env {
+    let sim = Simulator::start(scenario, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("simulator starts");
+    let cfg = config(&sim.url(), yaml);
+    let app = start(&cfg, settings()).await.expect("provider starts");
+    tokio::time::timeout(Duration::from_secs(10), app.inventory.wait_ready())
+        .await
+        .expect("first snapshot within 10 s");
+    let client = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
+        .await
+        .expect("gRPC connects");
+    Env {
+        sim,
+        app,
+        client,
+        http: reqwest::Client::new(),
+    }
+}
+
+pub async fn start_default() -> Env {
+    start_with(
+        Scenario::default_demo()
+            .with_timing(Timing::instant())
+            .with_seed(7),
+        TEST_CONFIG,
+    )
+    .await
+}
+
+impl Env {
+    pub async fn requests(&self) -> Value {
+        self.http
+            .get(format!("{}/_sim/requests", self.sim.url()))
+            .send()
+            .await
+            .expect("sim requests")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    pub async fn request_total(&self) -> u64 {
+        self.requests().await["total"].as_u64().expect("total")
+    }
+
+    pub async fn route_count(&self, route: &str) -> u64 {
+        self.requests().await["routes"][route].as_u64().unwrap_or(0)
+    }
+
+    pub async fn faults(&self, body: Value) {
+        let r = self
+            .http
+            .post(format!("{}/_sim/faults", self.sim.url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("faults");
+        assert!(r.status().is_success(), "faults: {}", r.status());
+    }
+
+    pub async fn clear_faults(&self) {
+        self.http
+            .delete(format!("{}/_sim/faults", self.sim.url()))
+            .send()
+            .await
+            .expect("faults");
+    }
+
+    /// GET on the simulator's REST API as admin.
+    pub async fn cfy_get(&self, path_and_query: &str) -> Value {
+        self.http
+            .get(format!("{}/api/v3.1{path_and_query}", self.sim.url()))
+            .basic_auth("admin", Some("admin"))
+            .header("Tenant", "default_tenant")
+            .send()
+            .await
+            .expect("cloudify get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// Waits until the simulator has no scale execution left in a non-final state.
+    pub async fn wait_executions_done(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self
+                .cfy_get("/executions?workflow_id=scale&_include=id,status&_size=1000")
+                .await;
+            let busy = v["items"]
+                .as_array()
+                .map(|a| {
+                    a.iter().any(|e| {
+                        !matches!(
+                            e["status"].as_str(),
+                            Some("terminated" | "failed" | "cancelled")
+                        )
+                    })
+                })
+                .unwrap_or(true);
+            if !busy {
+                return;
+            }
+            assert!(Instant::now() < deadline, "executions still running: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn refresh(&mut self) {
+        self.client
+            .refresh(proto::RefreshRequest {})
+            .await
+            .expect("refresh");
+    }
+
+    pub async fn target(&mut self, id: &str) -> i32 {
+        self.client
+            .node_group_target_size(proto::NodeGroupTargetSizeRequest { id: id.into() })
+            .await
+            .expect("target size")
+            .into_inner()
+            .target_size
+    }
+
+    pub async fn nodes(&mut self, id: &str) -> Vec<proto::Instance> {
+        self.client
+            .node_group_nodes(proto::NodeGroupNodesRequest { id: id.into() })
+            .await
+            .expect("nodes")
+            .into_inner()
+            .instances
+    }
+
+    pub async fn increase(&mut self, id: &str, delta: i32) -> Result<(), tonic::Status> {
+        self.client
+            .node_group_increase_size(proto::NodeGroupIncreaseSizeRequest {
+                delta,
+                id: id.into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn delete(&mut self, id: &str, provider_ids: &[&str]) -> Result<(), tonic::Status> {
+        self.client
+            .node_group_delete_nodes(proto::NodeGroupDeleteNodesRequest {
+                id: id.into(),
+                nodes: provider_ids.iter().map(|p| node(p, p)).collect(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn group_for(&mut self, provider_id: &str, name: &str) -> String {
+        self.client
+            .node_group_for_node(proto::NodeGroupForNodeRequest {
+                node: Some(node(provider_id, name)),
+            })
+            .await
+            .expect("group for node")
+            .into_inner()
+            .node_group
+            .unwrap_or_default()
+            .id
+    }
+
+    /// Refreshes until every instance of `id` is running and there are `n` of them.
+    pub async fn wait_running(&mut self, id: &str, n: usize) -> Vec<proto::Instance> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            self.refresh().await;
+            let list = self.nodes(id).await;
+            if list.len() == n && list.iter().all(|i| state(i) == 1) {
+                return list;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never reached {n} running: {list:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn shutdown(self) {
+        self.app.shutdown().await;
+        self.sim.shutdown().await;
+    }
+}
+
+pub fn node(provider_id: &str, name: &str) -> proto::ExternalGrpcNode {
+    proto::ExternalGrpcNode {
+        provider_id: provider_id.into(),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+pub fn state(i: &proto::Instance) -> i32 {
+    i.status.as_ref().map_or(0, |s| s.instance_state)
+}
+
+pub fn json_ok(v: &Value) -> bool {
+    v != &json!(null)
+}
