@@ -672,7 +672,7 @@ fn fuzz_grpc_requests() {
             .map(|i| i.id)
             .collect()
     });
-    let cases = if soak() { 5000 } else { 300 };
+    let cases = if soak() { 5000 } else { 1000 };
     let ids = prop_oneof![
         3 => any::<String>(),
         1 => Just(WORKERS.to_owned()),

@@ -14,7 +14,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::models::{ErrorBody, ListPage};
+use super::models::{ErrorBody, Identified, ListPage};
 use super::{Cloudify, CloudifyError, Deployment, Execution, Node, NodeInstance, ScaleRequest};
 use crate::observability::metrics::{CloudifyLabels, Metrics, RouteLabels};
 
@@ -321,7 +321,7 @@ impl CloudifyClient {
     }
 
     /// Fetches every page of a list endpoint (`_size`/`_offset`, until `total` is reached).
-    async fn list_all<T: DeserializeOwned>(
+    async fn list_all<T: DeserializeOwned + Identified>(
         &self,
         route: &str,
         method: Method,
@@ -350,6 +350,15 @@ impl CloudifyClient {
                     true,
                 )
                 .await?;
+            if let Some(i) = page.items.iter().position(|item| item.id().is_empty()) {
+                return Err(CloudifyError::Decode {
+                    route: route.to_owned(),
+                    source: <serde_json::Error as serde::de::Error>::custom(format!(
+                        "item {} of the page (offset {offset}) has no id",
+                        i
+                    )),
+                });
+            }
             let got = page.items.len();
             out.extend(page.items);
             let total = page

@@ -470,7 +470,7 @@ pub struct Latencies {
 }
 
 impl Latencies {
-    pub fn add(&mut self, d: Duration, result: Result<(), tonic::Code>) {
+    pub fn add<T>(&mut self, d: Duration, result: Result<T, tonic::Code>) {
         self.samples.push(d);
         if let Err(code) = result {
             *self.errors.entry(format!("{code:?}")).or_default() += 1;
