@@ -225,6 +225,65 @@ async fn plaintext_is_refused_off_loopback_unless_insecure() {
     assert_no_secrets("plaintext logs", &(refused_log + &insecure_log), &[PASSWORD]);
 }
 
+/// Server-only TLS (no client CA) authenticates nobody: refused off loopback like plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_without_client_ca_is_refused_off_loopback_unless_insecure() {
+    let dir = workdir("no-client-ca");
+    let d = dir.path();
+    let sim = start_sim(scenario(Timing::instant())).await;
+    let pki = Pki::new("server only");
+    let (cert, key) = pki.leaf("provider", false);
+    let cert = write(d, "tls.crt", &cert);
+    let key = write(d, "tls.key", &key);
+    let cfg = write(d, "provider.yaml", &provider_yaml(&sim.url(), "10s", "5s", ""));
+    let env = [("CLOUDIFY_PASSWORD", PASSWORD)];
+    let tls = [
+        "--tls-cert",
+        cert.to_str().expect("path"),
+        "--tls-key",
+        key.to_str().expect("path"),
+    ];
+    let any: SocketAddr = format!("0.0.0.0:{}", free_port()).parse().expect("addr");
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut refused = Proc::serve_on(d, "no-ca-refused", &cfg, any, http, &tls, &env);
+    let end = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = refused.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < end, "server-only TLS on 0.0.0.0 was not refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let log = refused.log();
+    assert!(!status.success());
+    assert!(log.contains("without client authentication"), "{log}");
+
+    let mut args = tls.to_vec();
+    args.push("--insecure");
+    let http2: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let any2: SocketAddr = format!("0.0.0.0:{}", free_port()).parse().expect("addr");
+    let mut allowed = Proc::serve_on(d, "no-ca-insecure", &cfg, any2, http2, &args, &env);
+    allowed.wait_ready(Duration::from_secs(30)).await;
+    let groups = try_node_groups(
+        format!("127.0.0.1:{}", any2.port()).parse().expect("addr"),
+        &pki.ca_pem(),
+        None,
+    )
+    .await;
+    let allowed_log = allowed.log();
+    allowed.kill();
+    figure(
+        "security/no-client-ca",
+        &format!(
+            "server-only TLS on 0.0.0.0: exit {status}; with --insecure: {groups:?} without a \
+             client certificate, warns={}",
+            allowed_log.contains("without a client CA")
+        ),
+    );
+    assert_eq!(groups, Ok(2));
+    assert_no_secrets("no-client-ca logs", &(log + &allowed_log), &[PASSWORD]);
+}
+
 /// A TLS front for the simulator: terminates TLS with `cert`/`key` and pipes bytes to `backend`.
 async fn tls_front(cert_pem: &str, key_pem: &str, backend: SocketAddr) -> SocketAddr {
     use tokio_rustls::rustls;
