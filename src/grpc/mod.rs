@@ -64,13 +64,30 @@ impl Provider {
     }
 
     /// Runs a handler, records metrics, maps errors, logs failures.
+    ///
+    /// Every RPC runs in one span carrying the method and the group id (`""` when the RPC has
+    /// none). Mutations log at info; the frequent reads use a debug span, which costs next to
+    /// nothing when debug logging is off.
     async fn call<T>(
         &self,
         method: &'static str,
+        group: &str,
         fut: impl std::future::Future<Output = Result<T, DomainError>>,
     ) -> Result<Response<T>, Status> {
         let started = Instant::now();
-        let result = fut.await;
+        let span = if matches!(
+            method,
+            "NodeGroupIncreaseSize"
+                | "NodeGroupDeleteNodes"
+                | "NodeGroupDecreaseTargetSize"
+                | "Cleanup"
+        ) {
+            tracing::info_span!("rpc", method, group)
+        } else {
+            tracing::debug_span!("rpc", method, group)
+        };
+        let result = fut.instrument(span.clone()).await;
+        let _entered = span.enter();
         match result {
             Ok(v) => {
                 self.record(method, started, tonic::Code::Ok);
@@ -110,7 +127,7 @@ impl CloudProvider for Provider {
         &self,
         _req: Request<proto::NodeGroupsRequest>,
     ) -> Result<Response<proto::NodeGroupsResponse>, Status> {
-        self.call("NodeGroups", async {
+        self.call("NodeGroups", "", async {
             Ok(proto::NodeGroupsResponse {
                 node_groups: self
                     .service
@@ -128,7 +145,7 @@ impl CloudProvider for Provider {
         req: Request<proto::NodeGroupForNodeRequest>,
     ) -> Result<Response<proto::NodeGroupForNodeResponse>, Status> {
         let node = req.into_inner().node.unwrap_or_default();
-        self.call("NodeGroupForNode", async {
+        self.call("NodeGroupForNode", "", async {
             let group = self
                 .service
                 .node_group_for_node(&node.provider_id, &node.name)
@@ -152,7 +169,7 @@ impl CloudProvider for Provider {
             r.start_timestamp.as_ref().or(r.start_time.as_ref()),
             r.end_timestamp.as_ref().or(r.end_time.as_ref()),
         );
-        self.call("PricingNodePrice", async {
+        self.call("PricingNodePrice", "", async {
             let price =
                 self.service
                     .node_price(&node.provider_id, &node.name, &node.labels, hours?)?;
@@ -175,7 +192,7 @@ impl CloudProvider for Provider {
         } else {
             r.pod_bytes
         };
-        self.call("PricingPodPrice", async {
+        self.call("PricingPodPrice", "", async {
             let price = self.service.pod_price(&pod, hours?)?;
             Ok(proto::PricingPodPriceResponse { price })
         })
@@ -186,7 +203,7 @@ impl CloudProvider for Provider {
         &self,
         _req: Request<proto::GpuLabelRequest>,
     ) -> Result<Response<proto::GpuLabelResponse>, Status> {
-        self.call("GPULabel", async {
+        self.call("GPULabel", "", async {
             Ok(proto::GpuLabelResponse {
                 label: self.service.gpu_label(),
             })
@@ -198,7 +215,7 @@ impl CloudProvider for Provider {
         &self,
         _req: Request<proto::GetAvailableGpuTypesRequest>,
     ) -> Result<Response<proto::GetAvailableGpuTypesResponse>, Status> {
-        self.call("GetAvailableGPUTypes", async {
+        self.call("GetAvailableGPUTypes", "", async {
             Ok(proto::GetAvailableGpuTypesResponse {
                 gpu_types: self
                     .service
@@ -217,7 +234,7 @@ impl CloudProvider for Provider {
     ) -> Result<Response<proto::CleanupResponse>, Status> {
         // CA calls Cleanup when it exits; a CA restart or leader change must not tear down
         // provider state, so this is deliberately a no-op.
-        self.call("Cleanup", async { Ok(proto::CleanupResponse {}) })
+        self.call("Cleanup", "", async { Ok(proto::CleanupResponse {}) })
             .await
     }
 
@@ -231,11 +248,10 @@ impl CloudProvider for Provider {
             .map(|d| d.saturating_sub(Duration::from_millis(500)))
             .unwrap_or(Duration::from_secs(4))
             .max(Duration::from_millis(50));
-        self.call("Refresh", async {
+        self.call("Refresh", "", async {
             self.service.refresh(budget).await?;
             Ok(proto::RefreshResponse {})
         })
-        .instrument(tracing::debug_span!("rpc", method = "Refresh"))
         .await
     }
 
@@ -244,12 +260,11 @@ impl CloudProvider for Provider {
         req: Request<proto::NodeGroupTargetSizeRequest>,
     ) -> Result<Response<proto::NodeGroupTargetSizeResponse>, Status> {
         let id = req.into_inner().id;
-        self.call("NodeGroupTargetSize", async {
+        self.call("NodeGroupTargetSize", &id, async {
             Ok(proto::NodeGroupTargetSizeResponse {
                 target_size: self.service.target_size(&id)?,
             })
         })
-        .instrument(tracing::debug_span!("rpc", method = "NodeGroupTargetSize", group = %id))
         .await
     }
 
@@ -258,12 +273,10 @@ impl CloudProvider for Provider {
         req: Request<proto::NodeGroupIncreaseSizeRequest>,
     ) -> Result<Response<proto::NodeGroupIncreaseSizeResponse>, Status> {
         let r = req.into_inner();
-        let span = tracing::info_span!("rpc", method = "NodeGroupIncreaseSize", group = %r.id, delta = r.delta);
-        self.call("NodeGroupIncreaseSize", async {
+        self.call("NodeGroupIncreaseSize", &r.id, async {
             self.service.increase_size(&r.id, r.delta).await?;
             Ok(proto::NodeGroupIncreaseSizeResponse {})
         })
-        .instrument(span)
         .await
     }
 
@@ -273,12 +286,10 @@ impl CloudProvider for Provider {
     ) -> Result<Response<proto::NodeGroupDeleteNodesResponse>, Status> {
         let r = req.into_inner();
         let nodes = convert::node_refs(&r.nodes);
-        let span = tracing::info_span!("rpc", method = "NodeGroupDeleteNodes", group = %r.id, nodes = nodes.len());
-        self.call("NodeGroupDeleteNodes", async {
+        self.call("NodeGroupDeleteNodes", &r.id, async {
             self.service.delete_nodes(&r.id, &nodes).await?;
             Ok(proto::NodeGroupDeleteNodesResponse {})
         })
-        .instrument(span)
         .await
     }
 
@@ -287,12 +298,10 @@ impl CloudProvider for Provider {
         req: Request<proto::NodeGroupDecreaseTargetSizeRequest>,
     ) -> Result<Response<proto::NodeGroupDecreaseTargetSizeResponse>, Status> {
         let r = req.into_inner();
-        let span = tracing::info_span!("rpc", method = "NodeGroupDecreaseTargetSize", group = %r.id, delta = r.delta);
-        self.call("NodeGroupDecreaseTargetSize", async {
+        self.call("NodeGroupDecreaseTargetSize", &r.id, async {
             self.service.decrease_target_size(&r.id, r.delta).await?;
             Ok(proto::NodeGroupDecreaseTargetSizeResponse {})
         })
-        .instrument(span)
         .await
     }
 
@@ -301,7 +310,7 @@ impl CloudProvider for Provider {
         req: Request<proto::NodeGroupNodesRequest>,
     ) -> Result<Response<proto::NodeGroupNodesResponse>, Status> {
         let id = req.into_inner().id;
-        self.call("NodeGroupNodes", async {
+        self.call("NodeGroupNodes", &id, async {
             Ok(proto::NodeGroupNodesResponse {
                 instances: self
                     .service
@@ -311,7 +320,6 @@ impl CloudProvider for Provider {
                     .collect(),
             })
         })
-        .instrument(tracing::debug_span!("rpc", method = "NodeGroupNodes", group = %id))
         .await
     }
 
@@ -320,7 +328,7 @@ impl CloudProvider for Provider {
         req: Request<proto::NodeGroupTemplateNodeInfoRequest>,
     ) -> Result<Response<proto::NodeGroupTemplateNodeInfoResponse>, Status> {
         let id = req.into_inner().id;
-        self.call("NodeGroupTemplateNodeInfo", async {
+        self.call("NodeGroupTemplateNodeInfo", &id, async {
             let bytes = self.service.template_node_info(&id)?;
             // The same encoded v1.Node in the legacy field 1 (CA <= 1.34.1) and nodeBytes (2).
             Ok(proto::NodeGroupTemplateNodeInfoResponse {
@@ -336,7 +344,7 @@ impl CloudProvider for Provider {
         req: Request<proto::NodeGroupAutoscalingOptionsRequest>,
     ) -> Result<Response<proto::NodeGroupAutoscalingOptionsResponse>, Status> {
         let r = req.into_inner();
-        self.call("NodeGroupGetOptions", async {
+        self.call("NodeGroupGetOptions", &r.id, async {
             let defaults = convert::options_from_proto(r.defaults.as_ref());
             let merged = self.service.options(&r.id, defaults)?;
             Ok(proto::NodeGroupAutoscalingOptionsResponse {

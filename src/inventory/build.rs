@@ -326,6 +326,10 @@ fn build_source(
         if leaving_now {
             state = InstanceState::Deleting;
         }
+        if !group.vm_nodes.contains(&inst.node_id) {
+            // The VM node may be contained in a listed member rather than listed itself.
+            group.vm_nodes.push(inst.node_id.clone());
+        }
         let name_key = settings.node_name_property.as_deref().unwrap_or("hostname");
         group.instances.push(GroupInstance {
             provider_id,

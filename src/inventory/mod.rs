@@ -4,6 +4,8 @@
 
 mod build;
 mod refresher;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};

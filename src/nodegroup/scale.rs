@@ -409,6 +409,14 @@ impl NodeGroupService {
         let Some(cloudify) = self.inventory.sources().get(before.source).cloned() else {
             return;
         };
+        if before.vm_nodes.is_empty() {
+            tracing::warn!(
+                group = id,
+                execution = exec_id,
+                "cannot verify scale-in: no VM node known"
+            );
+            return;
+        }
         let deadline = Instant::now() + self.settings.verify_timeout;
         let mut poll = self.settings.verify_poll;
         let status = loop {

@@ -1,0 +1,198 @@
+//! The binary: `check`, `serve` + `inspect`, `demo --walkthrough`, config errors.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
+
+const BIN: &str = env!("CARGO_BIN_EXE_autoscaler-cloudify");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_groups_and_fails_on_bad_config() {
+    let sim = Simulator::start(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--cloudify-url",
+            &sim.url(),
+            "--node-group-auto-discovery",
+            "cloudify:label=k8s-cluster=demo",
+        ])
+        .env("CLOUDIFY_PASSWORD", "admin")
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("k8s-pool-a/workers"), "{stdout}");
+    assert!(stdout.contains("k8s-pool-b/gpu-workers"), "{stdout}");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cloudify: [{{url: \"{}\"}}]\nnode_groups: {{groups: {{\"a/b\": {{options: {{scale_down_unneeded_time: 2x}}}}}}}}\n",
+            sim.url()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("CLOUDIFY_PASSWORD", "admin")
+        .output()
+        .expect("run check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "node_groups.groups.\"a/b\".options.scale_down_unneeded_time: invalid duration \"2x\""
+        ),
+        "{stderr}"
+    );
+    // Wrong password: non-zero.
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--cloudify-url",
+            &sim.url(),
+            "--nodes",
+            "1:3:k8s-pool-a/workers",
+        ])
+        .env("CLOUDIFY_PASSWORD", "wrong")
+        .output()
+        .expect("run check");
+    assert!(!out.status.success());
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_inspect_with_static_groups() {
+    let sim = Simulator::start(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    let (grpc, http) = (free_port(), free_port());
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{grpc}"),
+            "--http-listen",
+            &format!("127.0.0.1:{http}"),
+            "--cloudify-url",
+            &sim.url(),
+            "--nodes",
+            "1:3:k8s-pool-a/workers",
+            "--log-format",
+            "json",
+        ])
+        .env("CLOUDIFY_PASSWORD", "admin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await
+            && r.status() == 200
+        {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let out = Command::new(BIN)
+        .args([
+            "inspect",
+            "--address",
+            &format!("127.0.0.1:{grpc}"),
+            "groups",
+        ])
+        .output()
+        .expect("inspect");
+    let _ = child.kill();
+    let logs = child.wait_with_output().expect("logs");
+    assert!(
+        ready,
+        "serve never became ready: {}",
+        String::from_utf8_lossy(&logs.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("k8s-pool-a/workers"), "{stdout}");
+    assert!(
+        !stdout.contains("gpu-workers"),
+        "only the static group: {stdout}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("k8s-pool-a/workers"))
+        .expect("line");
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&cols[1..4], ["1", "3", "2"], "min max target: {line}");
+    let json_logs = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        json_logs
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("gRPC server listening")),
+        "{json_logs}"
+    );
+    sim.shutdown().await;
+}
+
+#[test]
+fn demo_walkthrough_scales_up_and_down() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--walkthrough",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--cloudify-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("demo");
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{logs}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "NodeGroupIncreaseSize(2)",
+        "scale-out queued",
+        "scale-in queued",
+        "removed exactly the named instances",
+        "walkthrough complete",
+    ] {
+        assert!(logs.contains(step), "missing {step:?} in\n{logs}");
+    }
+}

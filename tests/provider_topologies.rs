@@ -1,0 +1,91 @@
+//! Several managers at once, static groups with overrides, and Refresh under a slow manager.
+
+mod provider_support;
+
+use std::time::{Duration, Instant};
+
+use autoscaler_cloudify::proto;
+use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
+use provider_support::*;
+
+#[tokio::test]
+async fn two_managers_get_prefixed_group_ids() {
+    let other = Simulator::start(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("second sim");
+    let yaml = format!(
+        r#"
+refresh: {{interval: 1h, max_age: 0s}}
+cloudify:
+  - {{name: east, url: "{{url}}"}}
+  - {{name: west, url: "{}"}}
+node_groups:
+  auto_discovery: ["cloudify:label=k8s-cluster=demo"]
+  groups:
+    "west:k8s-pool-a/workers": {{max: 6}}
+"#,
+        other.url()
+    );
+    let mut env = start_with(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        &yaml,
+    )
+    .await;
+    let groups = env
+        .client
+        .node_groups(proto::NodeGroupsRequest {})
+        .await
+        .expect("groups")
+        .into_inner()
+        .node_groups;
+    let ids: Vec<(String, i32)> = groups.iter().map(|g| (g.id.clone(), g.max_size)).collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("east:k8s-pool-a/workers".to_owned(), 10),
+            ("east:k8s-pool-b/gpu-workers".to_owned(), 4),
+            ("west:k8s-pool-a/workers".to_owned(), 6),
+            ("west:k8s-pool-b/gpu-workers".to_owned(), 4),
+        ]
+    );
+    // A scale-up on the west group goes to the west manager only.
+    env.increase("west:k8s-pool-a/workers", 1)
+        .await
+        .expect("increase");
+    let west = reqwest::get(format!("{}/_sim/requests", other.url()))
+        .await
+        .expect("req")
+        .json::<serde_json::Value>()
+        .await
+        .expect("json");
+    assert_eq!(west["routes"]["POST /api/v3.1/executions"], 1, "{west}");
+    assert_eq!(env.route_count("POST /api/v3.1/executions").await, 0);
+    let instances = env.nodes("west:k8s-pool-a/workers").await;
+    let id = instances[0].id.clone();
+    assert_eq!(env.group_for(&id, "").await, "west:k8s-pool-a/workers");
+    env.shutdown().await;
+    other.shutdown().await;
+}
+
+#[tokio::test]
+async fn refresh_never_blocks_past_the_deadline() {
+    let mut env = start_default().await;
+    env.faults(serde_json::json!({"latency_ms": 3000})).await;
+    let mut req = tonic::Request::new(proto::RefreshRequest {});
+    req.set_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let r = env.client.refresh(req).await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        started.elapsed()
+    );
+    // Reads keep answering from the last snapshot meanwhile.
+    assert_eq!(env.target(WORKERS).await, 2);
+    env.clear_faults().await;
+    env.shutdown().await;
+}
