@@ -104,7 +104,12 @@ fn decode_everything(body: &[u8]) -> (usize, usize) {
     let one = serde_json::from_slice::<Execution>(body);
     count(one.is_ok());
     if let Ok(e) = &one {
-        let _ = (e.delta(), e.scaled_group(), e.include_instances(), e.is_waiting());
+        let _ = (
+            e.delta(),
+            e.scaled_group(),
+            e.include_instances(),
+            e.is_waiting(),
+        );
     }
     let data = SourceData {
         source: 0,
@@ -162,8 +167,10 @@ async fn real_bodies() -> Vec<Vec<u8>> {
         .post(format!("{}/api/v3.1/executions", sim.url()))
         .basic_auth("admin", Some(PASSWORD))
         .header("Tenant", "default_tenant")
-        .json(&serde_json::json!({"deployment_id": "k8s-pool-a", "workflow_id": "scale",
-            "parameters": {"scalable_entity_name": "workers", "delta": 1}}))
+        .json(
+            &serde_json::json!({"deployment_id": "k8s-pool-a", "workflow_id": "scale",
+            "parameters": {"scalable_entity_name": "workers", "delta": 1}}),
+        )
         .send()
         .await
         .expect("post");
@@ -323,9 +330,7 @@ async fn malformed_answers_become_typed_errors_and_keep_the_last_snapshot() {
         .await
         .expect("bind");
     let fake_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = axum::Router::new()
-        .fallback(fake_manager)
-        .with_state(fake);
+    let router = axum::Router::new().fallback(fake_manager).with_state(fake);
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let settings = ServiceSettings {
@@ -360,17 +365,58 @@ async fn malformed_answers_become_typed_errors_and_keep_the_last_snapshot() {
         let s = v.to_string();
         s[..s.len() / 2].to_owned()
     };
-    let html = "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
+    let html =
+        "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
     let bodies: Vec<(&str, StatusCode, &str, String)> = vec![
         ("HTML page, 200", StatusCode::OK, "text/html", html.into()),
-        ("HTML page, 502", StatusCode::BAD_GATEWAY, "text/html", html.into()),
-        ("garbage, 200", StatusCode::OK, "application/json", "\u{1}garbage{{{".into()),
-        ("empty body, 200", StatusCode::OK, "application/json", String::new()),
-        ("null, 200", StatusCode::OK, "application/json", "null".into()),
-        ("{} (no items), 200", StatusCode::OK, "application/json", "{}".into()),
-        ("[] (array), 200", StatusCode::OK, "application/json", "[]".into()),
-        ("items not a list", StatusCode::OK, "application/json", r#"{"items":{"a":1}}"#.into()),
-        ("items of wrong type", StatusCode::OK, "application/json", r#"{"items":[1,"x",null]}"#.into()),
+        (
+            "HTML page, 502",
+            StatusCode::BAD_GATEWAY,
+            "text/html",
+            html.into(),
+        ),
+        (
+            "garbage, 200",
+            StatusCode::OK,
+            "application/json",
+            "\u{1}garbage{{{".into(),
+        ),
+        (
+            "empty body, 200",
+            StatusCode::OK,
+            "application/json",
+            String::new(),
+        ),
+        (
+            "null, 200",
+            StatusCode::OK,
+            "application/json",
+            "null".into(),
+        ),
+        (
+            "{} (no items), 200",
+            StatusCode::OK,
+            "application/json",
+            "{}".into(),
+        ),
+        (
+            "[] (array), 200",
+            StatusCode::OK,
+            "application/json",
+            "[]".into(),
+        ),
+        (
+            "items not a list",
+            StatusCode::OK,
+            "application/json",
+            r#"{"items":{"a":1}}"#.into(),
+        ),
+        (
+            "items of wrong type",
+            StatusCode::OK,
+            "application/json",
+            r#"{"items":[1,"x",null]}"#.into(),
+        ),
         (
             "items missing id",
             StatusCode::OK,
@@ -381,9 +427,15 @@ async fn malformed_answers_become_typed_errors_and_keep_the_last_snapshot() {
             "id of wrong type",
             StatusCode::OK,
             "application/json",
-            r#"{"items":[{"id":42,"state":"started"}],"metadata":{"pagination":{"total":1}}}"#.into(),
+            r#"{"items":[{"id":42,"state":"started"}],"metadata":{"pagination":{"total":1}}}"#
+                .into(),
         ),
-        ("truncated JSON", StatusCode::OK, "application/json", truncated),
+        (
+            "truncated JSON",
+            StatusCode::OK,
+            "application/json",
+            truncated,
+        ),
         (
             "error JSON, 500",
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -324,7 +324,10 @@ async fn racing_increases_and_deletes_end_consistent() {
     assert!(max <= 12, "target reached {max}");
     for v in &victims {
         let vm = v.rsplit('/').next().unwrap_or("");
-        assert!(!vms.iter().any(|x| x == vm), "deleted node {vm} still there");
+        assert!(
+            !vms.iter().any(|x| x == vm),
+            "deleted node {vm} still there"
+        );
     }
 }
 
@@ -358,7 +361,10 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
     assert!(!info.error_code.is_empty());
     assert!(info.error_message.contains("Quota exceeded"));
     assert_eq!(props["planned_instances"], json!(2), "rolled back");
-    assert_eq!(t_failed, 4, "2 real + 2 failed records until CA deletes them");
+    assert_eq!(
+        t_failed, 4,
+        "2 real + 2 failed records until CA deletes them"
+    );
     // CA backs off and deletes the failed instances as fake nodes: no Cloudify execution.
     let posts = env.ctl.route("POST /api/v3.1/executions").await;
     let fakes = errored.iter().map(|i| node(&i.id, "")).collect();
@@ -408,7 +414,9 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
     let metrics = env.app.metrics.encode();
     let failed_metric = metrics
         .lines()
-        .find(|l| l.contains("scale_executions_total") && l.contains("down") && l.contains("failed"))
+        .find(|l| {
+            l.contains("scale_executions_total") && l.contains("down") && l.contains("failed")
+        })
         .unwrap_or("")
         .to_owned();
     figure(
@@ -425,7 +433,10 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
             vms.len()
         ),
     );
-    assert!(victim_state.is_some(), "failed scale-in forgot the instance");
+    assert!(
+        victim_state.is_some(),
+        "failed scale-in forgot the instance"
+    );
     assert_eq!(t as usize, vms.len());
     assert!(!failed_metric.is_empty(), "scale-in failure not counted");
 }
@@ -451,7 +462,12 @@ async fn bad_input_from_ca_gets_the_right_status_and_sends_nothing() {
     let big_labels: std::collections::HashMap<String, String> =
         [("huge".to_owned(), mb.clone())].into_iter().collect();
     let unknown_nodes: Vec<proto::ExternalGrpcNode> = (0..10_000)
-        .map(|i| node(&format!("cloudify://default_tenant/k8s-pool-a/nope_{i}"), ""))
+        .map(|i| {
+            node(
+                &format!("cloudify://default_tenant/k8s-pool-a/nope_{i}"),
+                "",
+            )
+        })
         .collect();
 
     let mut results: Vec<(&str, Code, Code)> = Vec::new();
@@ -464,7 +480,13 @@ async fn bad_input_from_ca_gets_the_right_status_and_sends_nothing() {
             results.push(($name, $want, got));
         }};
     }
-    for id in ["nope/none", "", "k8s-pool-a", "k8s-pool-a/workers/", "\u{0}\u{ffff}"] {
+    for id in [
+        "nope/none",
+        "",
+        "k8s-pool-a",
+        "k8s-pool-a/workers/",
+        "\u{0}\u{ffff}",
+    ] {
         case!(
             "TargetSize unknown",
             Code::NotFound,
@@ -540,7 +562,11 @@ async fn bad_input_from_ca_gets_the_right_status_and_sends_nothing() {
             }))
         );
     }
-    case!("DeleteNodes empty", Code::InvalidArgument, delete(c, WORKERS, vec![]));
+    case!(
+        "DeleteNodes empty",
+        Code::InvalidArgument,
+        delete(c, WORKERS, vec![])
+    );
     case!(
         "DeleteNodes 10k unknown",
         Code::InvalidArgument,
@@ -643,7 +669,10 @@ async fn bad_input_from_ca_gets_the_right_status_and_sends_nothing() {
         ),
     );
     assert!(wrong.is_empty(), "wrong status codes: {wrong:#?}");
-    assert_eq!(requests_after, requests_before, "malformed input reached Cloudify");
+    assert_eq!(
+        requests_after, requests_before,
+        "malformed input reached Cloudify"
+    );
     assert_eq!(execs.len(), 1);
     assert_eq!(execs[0]["parameters"]["delta"], json!(-1));
     assert!(alive);
@@ -663,7 +692,12 @@ fn fuzz_grpc_requests() {
         .enable_all()
         .build()
         .expect("runtime");
-    let env = rt.block_on(start_env(with_workers(scenario(Timing::instant()), 1, 10, 3)));
+    let env = rt.block_on(start_env(with_workers(
+        scenario(Timing::instant()),
+        1,
+        10,
+        3,
+    )));
     let real: Vec<String> = rt.block_on(async {
         let mut c = env.client.clone();
         instances(&mut c, WORKERS)
@@ -759,7 +793,11 @@ fn fuzz_grpc_requests() {
             .entry(format!("{:?}", code.0))
             .or_default() += 1;
         prop_assert!(allowed.contains(&code.0), "unexpected status {:?}", code.0);
-        prop_assert!((1..=10).contains(&code.1), "target {} out of [1, 10]", code.1);
+        prop_assert!(
+            (1..=10).contains(&code.1),
+            "target {} out of [1, 10]",
+            code.1
+        );
         Ok(())
     });
     let execs = rt.block_on(async {

@@ -140,7 +140,9 @@ async fn manager_outage_reads_from_snapshot_and_mutations_fail_fast() {
         }
     }
     let (code, ready) = p.readyz().await.expect("readyz");
-    let age = ready["detail"]["snapshot_age_seconds"].as_f64().unwrap_or(0.0);
+    let age = ready["detail"]["snapshot_age_seconds"]
+        .as_f64()
+        .unwrap_or(0.0);
     let metrics = p.metrics().await;
     let metric_age = metric(&metrics, "autoscaler_cloudify_snapshot_age_seconds").unwrap_or(0.0);
     figure(
@@ -156,14 +158,24 @@ async fn manager_outage_reads_from_snapshot_and_mutations_fail_fast() {
         ),
     );
     assert!(reads.errors.is_empty(), "reads failed: {:?}", reads.errors);
-    assert!(refreshes.errors.is_empty(), "Refresh failed: {:?}", refreshes.errors);
+    assert!(
+        refreshes.errors.is_empty(),
+        "Refresh failed: {:?}",
+        refreshes.errors
+    );
     assert!(reads.max() < CA_DEADLINE && refreshes.max() < CA_DEADLINE);
-    assert!(mutations.max() < Duration::from_secs(2), "mutations not fast");
+    assert!(
+        mutations.max() < Duration::from_secs(2),
+        "mutations not fast"
+    );
     assert!(
         age >= phase.as_secs_f64() - 4.0,
         "readyz snapshot age {age} after {phase:?} down"
     );
-    assert!(metric_age >= phase.as_secs_f64() - 4.0, "metric age {metric_age}");
+    assert!(
+        metric_age >= phase.as_secs_f64() - 4.0,
+        "metric age {metric_age}"
+    );
     assert_eq!(ready["detail"]["cloudify_reachable"], json!(false));
     assert!(!ready["detail"]["last_refresh_error"].is_null());
 
@@ -280,11 +292,16 @@ async fn manager_outage_reads_from_snapshot_and_mutations_fail_fast() {
             reads.summary(),
             refreshes.summary(),
             mutations.summary(),
-            ready["detail"]["snapshot_age_seconds"].as_f64().unwrap_or(-1.0)
+            ready["detail"]["snapshot_age_seconds"]
+                .as_f64()
+                .unwrap_or(-1.0)
         ),
     );
     assert!(reads.errors.is_empty() && refreshes.errors.is_empty());
-    assert!(reads.pct(0.99) < Duration::from_millis(500), "reads waited on Cloudify");
+    assert!(
+        reads.pct(0.99) < Duration::from_millis(500),
+        "reads waited on Cloudify"
+    );
     assert!(refreshes.max() < CA_DEADLINE, "Refresh blew CA's deadline");
     assert!(mutations.max() < CA_DEADLINE);
     assert_eq!(
@@ -324,7 +341,10 @@ async fn manager_outage_reads_from_snapshot_and_mutations_fail_fast() {
         after.threads <= before.threads + 4,
         "threads grew {before:?} -> {after:?}"
     );
-    assert!(after.fds <= before.fds + 16, "fds grew {before:?} -> {after:?}");
+    assert!(
+        after.fds <= before.fds + 16,
+        "fds grew {before:?} -> {after:?}"
+    );
     assert!(
         after.rss_kib <= before.rss_kib * 2 + 32 * 1024,
         "memory grew {before:?} -> {after:?}"
@@ -364,7 +384,9 @@ async fn restart_mid_scale_keeps_target_and_sends_nothing_twice() {
     let victim_vm = victim.rsplit('/').next().expect("vm id").to_owned();
 
     increase(&mut c, WORKERS, 2).await.expect("first scale-out");
-    increase(&mut c, WORKERS, 1).await.expect("second scale-out");
+    increase(&mut c, WORKERS, 1)
+        .await
+        .expect("second scale-out");
     delete(&mut c, WORKERS, vec![node(&victim, "")])
         .await
         .expect("scale-in");
@@ -498,7 +520,10 @@ async fn wrong_password_backs_off_and_reports() {
         attempts <= allowed.min(4),
         "{attempts} login attempts in {window:?}"
     );
-    assert!(reason.contains("401") || reason.contains("credentials"), "{reason}");
+    assert!(
+        reason.contains("401") || reason.contains("credentials"),
+        "{reason}"
+    );
     assert!(refresh_lat.max() < CA_DEADLINE);
     let log = p.log();
     p.kill();
@@ -557,10 +582,15 @@ async fn expired_token_is_reported_not_retried() {
         let r = refresh(&mut c).await;
         let t = Instant::now();
         let tr = c
-            .node_group_target_size(req(proto::NodeGroupTargetSizeRequest { id: WORKERS.into() }))
+            .node_group_target_size(req(proto::NodeGroupTargetSizeRequest {
+                id: WORKERS.into(),
+            }))
             .await;
         reads.add(t.elapsed(), tr.as_ref().map(|_| ()).map_err(|s| s.code()));
-        assert!(r.is_ok(), "Refresh must keep answering from the snapshot: {r:?}");
+        assert!(
+            r.is_ok(),
+            "Refresh must keep answering from the snapshot: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let retries = ctl.total().await - at_expiry;
@@ -577,7 +607,10 @@ async fn expired_token_is_reported_not_retried() {
         reason.to_string().contains("expired"),
         "reason does not say expired: {reason}"
     );
-    assert!(retries <= 1, "{retries} calls with an expired token in {window:?}");
+    assert!(
+        retries <= 1,
+        "{retries} calls with an expired token in {window:?}"
+    );
     assert!(reads.errors.is_empty());
     let log = p.log();
     p.kill();

@@ -155,7 +155,10 @@ async fn grpc_requires_a_client_certificate_from_the_configured_ca() {
     );
     assert_eq!(good, Ok(2), "trusted client");
     assert!(none.is_err(), "client without certificate accepted");
-    assert!(foreign.is_err(), "client with a foreign certificate accepted");
+    assert!(
+        foreign.is_err(),
+        "client with a foreign certificate accepted"
+    );
     assert!(plain.is_err(), "plaintext client accepted on the TLS port");
     let log = p.log();
     p.kill();
@@ -222,7 +225,11 @@ async fn plaintext_is_refused_off_loopback_unless_insecure() {
     );
     assert_eq!(groups, 2);
     assert!(insecure_log.contains("plaintext gRPC on a non-loopback address"));
-    assert_no_secrets("plaintext logs", &(refused_log + &insecure_log), &[PASSWORD]);
+    assert_no_secrets(
+        "plaintext logs",
+        &(refused_log + &insecure_log),
+        &[PASSWORD],
+    );
 }
 
 /// Server-only TLS (no client CA) authenticates nobody: refused off loopback like plaintext.
@@ -235,7 +242,11 @@ async fn tls_without_client_ca_is_refused_off_loopback_unless_insecure() {
     let (cert, key) = pki.leaf("provider", false);
     let cert = write(d, "tls.crt", &cert);
     let key = write(d, "tls.key", &key);
-    let cfg = write(d, "provider.yaml", &provider_yaml(&sim.url(), "10s", "5s", ""));
+    let cfg = write(
+        d,
+        "provider.yaml",
+        &provider_yaml(&sim.url(), "10s", "5s", ""),
+    );
     let env = [("CLOUDIFY_PASSWORD", PASSWORD)];
     let tls = [
         "--tls-cert",
@@ -251,7 +262,10 @@ async fn tls_without_client_ca_is_refused_off_loopback_unless_insecure() {
         if let Some(st) = refused.child.try_wait().expect("wait") {
             break st;
         }
-        assert!(Instant::now() < end, "server-only TLS on 0.0.0.0 was not refused");
+        assert!(
+            Instant::now() < end,
+            "server-only TLS on 0.0.0.0 was not refused"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let log = refused.log();
@@ -366,7 +380,13 @@ async fn tls_to_cloudify_is_verified_against_the_configured_ca() {
     let (bad, bad_out) = run_check(d, "check-wrong", &cfg_for("wrong.yaml", Some(&wrong)), &env);
     let (sys, sys_out) = run_check(d, "check-system", &cfg_for("system.yaml", None), &env);
     // The same through `serve`: ready with the right CA.
-    let mut p = Proc::serve(d, "cfy-tls", &cfg_for("serve.yaml", Some(&right)), &[], &env);
+    let mut p = Proc::serve(
+        d,
+        "cfy-tls",
+        &cfg_for("serve.yaml", Some(&right)),
+        &[],
+        &env,
+    );
     p.wait_ready(Duration::from_secs(30)).await;
     let serve_log = p.log();
     p.kill();
@@ -391,7 +411,10 @@ async fn tls_to_cloudify_is_verified_against_the_configured_ca() {
     assert!(ok, "check with the right CA failed: {ok_out}");
     assert!(ok_out.contains("k8s-pool-a/workers"), "{ok_out}");
     assert!(!bad, "check trusted a certificate of another CA: {bad_out}");
-    assert!(!sys, "check trusted a private CA without configuration: {sys_out}");
+    assert!(
+        !sys,
+        "check trusted a private CA without configuration: {sys_out}"
+    );
     // The operator must see why: the certificate, not just "error sending request".
     assert!(
         bad_out.contains("UnknownIssuer") || bad_out.to_lowercase().contains("certificate"),
@@ -446,7 +469,11 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
     let _ = increase(&mut c, WORKERS, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     collected += &p.metrics().await;
-    collected += &p.readyz().await.map(|r| r.1.to_string()).unwrap_or_default();
+    collected += &p
+        .readyz()
+        .await
+        .map(|r| r.1.to_string())
+        .unwrap_or_default();
     ctl.clear_faults().await;
     collected += &p.log();
     p.kill();
@@ -465,13 +492,22 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
     p.kill();
 
     // `check`, successful and with a wrong password (the error path).
-    let (ok, out) = run_check(d, "check-ok", &write(d, "c1.yaml", &provider_yaml(&sim.url(), "1s", "0s", "")), &[("CLOUDIFY_PASSWORD", PASSWORD)]);
+    let (ok, out) = run_check(
+        d,
+        "check-ok",
+        &write(d, "c1.yaml", &provider_yaml(&sim.url(), "1s", "0s", "")),
+        &[("CLOUDIFY_PASSWORD", PASSWORD)],
+    );
     assert!(ok, "{out}");
     collected += &out;
     let (ok, out) = run_check(
         d,
         "check-token",
-        &write(d, "c2.yaml", &provider_yaml(&sim.url(), "1s", "0s", ", token_env: CLOUDIFY_TOKEN")),
+        &write(
+            d,
+            "c2.yaml",
+            &provider_yaml(&sim.url(), "1s", "0s", ", token_env: CLOUDIFY_TOKEN"),
+        ),
         &[("CLOUDIFY_TOKEN", token.as_str())],
     );
     assert!(ok, "{out}");

@@ -233,6 +233,7 @@ fn build_source(
                 instances: Vec::new(),
                 failed: Vec::new(),
                 vm_nodes,
+                seen_executions: Vec::new(),
             },
         );
     }
@@ -246,6 +247,7 @@ fn build_source(
         let Some(g) = by_group.get_mut(&(e.deployment_id.as_str(), gname)) else {
             continue;
         };
+        g.seen_executions.push(e.id.clone());
         let delta = e.delta();
         if e.is_waiting() && delta != 0 {
             g.waiting.push(WaitingExecution {
@@ -263,13 +265,14 @@ fn build_source(
         let Some(gname) = e.scaled_group() else {
             continue;
         };
+        let Some(g) = by_group.get_mut(&(e.deployment_id.as_str(), gname)) else {
+            continue;
+        };
+        g.seen_executions.push(e.id.clone());
         let delta = e.delta();
         if delta <= 0 {
             continue;
         }
-        let Some(g) = by_group.get_mut(&(e.deployment_id.as_str(), gname)) else {
-            continue;
-        };
         let n = usize::try_from(delta).unwrap_or(0).min(1000);
         g.failed.push(FailedScale {
             execution_id: e.id.clone(),

@@ -131,7 +131,8 @@ impl NodeGroupService {
                 .iter()
                 .rev()
                 .filter_map(|ch| ch.started.clone())
-                .filter(|(e, d)| *d > 0 && !o.is_cancelled(e))
+                // Listed by the snapshot too (as waiting, below): offer it once.
+                .filter(|(e, d)| *d > 0 && !o.is_cancelled(e) && !g.seen_executions.contains(e))
                 .collect();
             c.extend(
                 g.waiting
@@ -351,7 +352,11 @@ impl NodeGroupService {
                     o.changes.push(LocalChange {
                         accepted_at: Instant::now(),
                         delta: -i32::try_from(batch.instances.len()).unwrap_or(i32::MAX),
-                        started: None,
+                        // The execution id lets the overlay see when the snapshot counts it.
+                        started: Some((
+                            exec_id.clone(),
+                            -i32::try_from(batch.instances.len()).unwrap_or(i32::MAX),
+                        )),
                         deleting: batch.instances.iter().map(|(p, _)| p.clone()).collect(),
                         cancelled: Vec::new(),
                     });

@@ -126,7 +126,11 @@ impl SimCtl {
             .send()
             .await
             .expect("cloudify get");
-        assert!(r.status().is_success(), "GET {path_and_query}: {}", r.status());
+        assert!(
+            r.status().is_success(),
+            "GET {path_and_query}: {}",
+            r.status()
+        );
         r.json().await.expect("json")
     }
 
@@ -174,7 +178,10 @@ impl SimCtl {
             if !busy {
                 return;
             }
-            assert!(Instant::now() < end, "executions still running after {limit:?}");
+            assert!(
+                Instant::now() < end,
+                "executions still running after {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -332,7 +339,11 @@ impl Proc {
             if let Ok(Some(st)) = self.child.try_wait() {
                 panic!("provider exited with {st}: {}", self.log());
             }
-            assert!(Instant::now() < end, "provider HTTP port not up: {}", self.log());
+            assert!(
+                Instant::now() < end,
+                "provider HTTP port not up: {}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -522,9 +533,18 @@ pub async fn ca_loop(
 
     let t = Instant::now();
     let groups = c.node_groups(req(proto::NodeGroupsRequest {})).await;
-    reads.add(t.elapsed(), groups.as_ref().map(|_| ()).map_err(|s| s.code()));
+    reads.add(
+        t.elapsed(),
+        groups.as_ref().map(|_| ()).map_err(|s| s.code()),
+    );
     let groups: Vec<String> = groups
-        .map(|g| g.into_inner().node_groups.into_iter().map(|g| g.id).collect())
+        .map(|g| {
+            g.into_inner()
+                .node_groups
+                .into_iter()
+                .map(|g| g.id)
+                .collect()
+        })
         .unwrap_or_default();
 
     let mut probe: Vec<(String, String)> = known_nodes
