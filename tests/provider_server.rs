@@ -210,3 +210,78 @@ async fn http_port_serves_health_readiness_and_metrics() {
     }
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn wrong_credentials_show_in_readiness_and_stop_login_attempts() {
+    use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
+    let sim = Simulator::start(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    let env =
+        std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "wrong".to_owned())]);
+    let overrides = autoscaler_cloudify::config::Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        ..Default::default()
+    };
+    let cfg = autoscaler_cloudify::config::Config::from_yaml(
+        &TEST_CONFIG.replace("{url}", &sim.url()),
+        &overrides,
+        &env,
+    )
+    .expect("config");
+    let app = autoscaler_cloudify::cli::start(&cfg, settings())
+        .await
+        .expect("starts");
+    let http = reqwest::Client::new();
+    let mut body = serde_json::Value::Null;
+    for _ in 0..50 {
+        let r = http
+            .get(format!("http://{}/readyz", app.http_addr))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(r.status(), 503);
+        body = r.json().await.expect("json");
+        if body["detail"]["auth_problem"] == true {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(body["detail"]["auth_problem"], true, "{body}");
+    let mut client = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
+        .await
+        .expect("connect");
+    let before: serde_json::Value = http
+        .get(format!("{}/_sim/requests", sim.url()))
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("j");
+    for _ in 0..5 {
+        let e = client
+            .refresh(proto::RefreshRequest {})
+            .await
+            .expect_err("not ready");
+        assert_eq!(e.code(), tonic::Code::Unavailable);
+    }
+    let after: serde_json::Value = http
+        .get(format!("{}/_sim/requests", sim.url()))
+        .send()
+        .await
+        .expect("r")
+        .json()
+        .await
+        .expect("j");
+    assert_eq!(
+        before["total"], after["total"],
+        "no login attempts during the back-off"
+    );
+    app.shutdown().await;
+    sim.shutdown().await;
+}

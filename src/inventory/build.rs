@@ -234,6 +234,7 @@ fn build_source(
                 failed: Vec::new(),
                 vm_nodes,
                 seen_executions: Vec::new(),
+                debug: String::new(),
             },
         );
     }
@@ -346,6 +347,14 @@ fn build_source(
     for mut g in by_group.into_values() {
         g.instances
             .sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
+        g.debug = format!(
+            "cloudify deployment={} group={} planned={} current={} instances={}",
+            g.deployment,
+            g.group,
+            g.planned,
+            g.current,
+            g.instances.len()
+        );
         out.push(g);
     }
 }

@@ -96,6 +96,8 @@ pub struct NodeGroup {
     /// local change whose execution is listed here is already counted by the snapshot: the
     /// overlay must not add it a second time.
     pub seen_executions: Vec<String>,
+    /// Human summary for CA's `debug` field, built once per snapshot so lookups do not format.
+    pub debug: String,
 }
 
 impl NodeGroup {

@@ -47,7 +47,7 @@ pub enum DomainError {
 
 impl From<CloudifyError> for DomainError {
     fn from(e: CloudifyError) -> Self {
-        if e.is_unavailable() || matches!(e, CloudifyError::AuthBackoff { .. }) {
+        if e.is_unavailable() || e.is_auth() {
             DomainError::Unavailable {
                 message: format!("Cloudify unavailable: {e}"),
                 source: Some(Arc::new(e)),

@@ -58,6 +58,8 @@ impl NodeGroupService {
     }
 
     async fn increase_locked(&self, id: &str, delta: i32) -> Result<(), DomainError> {
+        // Unknown ids never get runtime state (the map would grow with every bad request).
+        Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
         let snap = self.inventory.snapshot();
@@ -119,6 +121,8 @@ impl NodeGroupService {
     }
 
     async fn decrease_locked(&self, id: &str, delta: i32) -> Result<(), DomainError> {
+        // Unknown ids never get runtime state (the map would grow with every bad request).
+        Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
         let snap = self.inventory.snapshot();

@@ -33,7 +33,7 @@ impl FieldVal<'_> {
             FieldVal::Bool(b) => parse_bool(wanted) == Some(*b),
             FieldVal::Null => wanted == "None" || wanted == "null",
             FieldVal::Json(Value::String(s)) => s == wanted,
-            FieldVal::Json(v) => v.to_string() == wanted,
+            FieldVal::Json(v) => serde_json::from_str::<Value>(wanted).is_ok_and(|w| w == *v),
         }
     }
 
@@ -199,6 +199,18 @@ impl ListQuery {
         Ok(q)
     }
 
+    /// Removes the equality filter on `key` and returns its values (for callers that satisfy
+    /// it through an index).
+    pub fn take_filter(&mut self, key: &str) -> Option<Vec<String>> {
+        let at = self.filters.iter().position(|(k, _)| k == key)?;
+        Some(self.filters.remove(at).1)
+    }
+
+    /// True when nothing but paging is left to apply.
+    pub fn only_paging(&self) -> bool {
+        self.filters.is_empty() && self.search.is_none() && self.sort.is_empty()
+    }
+
     fn accepts<T: Listable>(&self, item: &T, model: &Model) -> bool {
         if let Some(s) = &self.search
             && !matches!(item.field("id", model), FieldVal::Str(id) if id.contains(s.as_str()))
@@ -272,6 +284,16 @@ where
         };
         (total, page)
     };
+    envelope(model, page, total, q)
+}
+
+/// Renders a list answer from one page of items and the total count.
+pub(crate) fn envelope<T: Listable>(
+    model: &Model,
+    page: Vec<&T>,
+    total: usize,
+    q: &ListQuery,
+) -> Value {
     let rendered: Vec<Value> = page
         .into_iter()
         .map(|i| project(i.render(model), q.include.as_deref()))

@@ -19,7 +19,7 @@ use super::auth::{Caller, authenticate, create_token, parse_expiration};
 use super::error::SimError;
 use super::executions::{apply_action, create_execution, execution_owner, parse_new_execution};
 use super::faults::{Faults, FaultsPatch, RequestLog};
-use super::query::{ListQuery, Listable, list_page, parse_include, project};
+use super::query::{ListQuery, Listable, envelope, list_page, parse_include, project};
 use super::resources::token_json;
 use super::search::parse_rules;
 use super::server::{Shared, observe};
@@ -273,12 +273,27 @@ async fn nodes_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQuery)
 
 async fn instances_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     let who = caller(&shared, &headers, true)?;
-    let query = ListQuery::parse::<NodeInstance>(q.as_deref())?;
+    let mut query = ListQuery::parse::<NodeInstance>(q.as_deref())?;
     let model = shared.model();
+    // Served from the per-deployment index: a page of a 200k-instance manager costs the page,
+    // not a walk over every row.
+    let deployments = query.take_filter("deployment_id");
+    let (total, keys) = model.instance_candidates(who.tenant(), deployments.as_deref());
+    let row = |k: u64| model.instances.get(&k);
+    if query.only_paging() {
+        // Skip on the index, look up only the page.
+        let (skip, take) = if query.get_all {
+            (0, total)
+        } else {
+            (query.offset, query.size)
+        };
+        let page: Vec<&NodeInstance> = keys.skip(skip).take(take).filter_map(row).collect();
+        return ok_json(envelope(&model, page, total, &query));
+    }
     ok_json(list_page(
         &model,
         who.tenant(),
-        model.instances.values(),
+        keys.filter_map(row),
         &query,
     ))
 }

@@ -9,12 +9,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use super::error::SimError;
-use super::scenario::{AuthPolicy, Scenario};
+use super::scenario::AuthPolicy;
+
+mod populate;
 
 /// Type hierarchy of the VM node of every group (an OpenStack v2 plugin server).
 pub(crate) const SERVER_TYPE: &str = "cloudify.openstack.nodes.Server";
@@ -72,6 +74,9 @@ pub(crate) struct ScalingGroup {
     pub planned: i64,
     /// group-instance id → sequence keys of its member node instances (VM first).
     pub instances: BTreeMap<String, Vec<u64>>,
+    /// Highest `index` of the VM and port node instances, so a new instance's index costs
+    /// O(1) instead of a scan of the group (startup of 100k instances would be O(n^2)).
+    pub max_index: [u32; 2],
 }
 
 impl ScalingGroup {
@@ -255,6 +260,11 @@ pub(crate) struct Model {
     pub nodes: Vec<Node>,
     pub instances: BTreeMap<u64, NodeInstance>,
     pub instance_keys: HashMap<String, u64>,
+    /// Instance keys per deployment `(tenant, id)`, in storage order: list calls filtered by
+    /// deployment (the provider's refresh) never walk other deployments' rows.
+    pub instances_by_deployment: HashMap<(Arc<str>, Arc<str>), BTreeSet<u64>>,
+    /// Instance keys per tenant, in storage order (unfiltered list calls).
+    pub instances_by_tenant: HashMap<Arc<str>, BTreeSet<u64>>,
     next_key: u64,
     pub executions: Vec<Execution>,
     pub execution_index: HashMap<String, usize>,
@@ -265,174 +275,6 @@ pub(crate) struct Model {
 }
 
 impl Model {
-    /// Builds the initial state of a scenario (already validated).
-    pub fn from_scenario(scenario: &Scenario) -> Result<Model, SimError> {
-        scenario.validate()?;
-        let rng = match scenario.seed {
-            Some(seed) => StdRng::seed_from_u64(seed),
-            None => StdRng::from_os_rng(),
-        };
-        let mut model = Model {
-            auth: scenario.auth,
-            tenants: scenario.tenants.iter().cloned().collect(),
-            users: BTreeMap::new(),
-            tokens: Vec::new(),
-            deployments: Vec::new(),
-            nodes: Vec::new(),
-            instances: BTreeMap::new(),
-            instance_keys: HashMap::with_capacity(
-                usize::try_from(scenario.node_instance_count()).unwrap_or(0),
-            ),
-            next_key: 0,
-            executions: Vec::new(),
-            execution_index: HashMap::new(),
-            runners: HashSet::new(),
-            rng,
-            ip_counter: 0,
-        };
-        for u in &scenario.users {
-            model.users.insert(
-                u.username.to_lowercase(),
-                User {
-                    username: u.username.clone(),
-                    password: u.password.clone(),
-                    role: u.role.clone(),
-                    tenants: u.tenants.iter().cloned().collect(),
-                    failed_logins: 0,
-                    last_failed_login: None,
-                },
-            );
-        }
-        let creator = scenario
-            .users
-            .first()
-            .map(|u| u.username.clone())
-            .unwrap_or_else(|| "admin".to_string());
-        let created_at = now_stamp();
-        for spec in &scenario.deployments {
-            let tenant: Arc<str> = Arc::from(
-                spec.tenant
-                    .clone()
-                    .unwrap_or_else(|| scenario.tenants[0].clone()),
-            );
-            let dep_id: Arc<str> = Arc::from(spec.id.as_str());
-            let blueprint_id = spec.blueprint_id.clone().unwrap_or_else(|| spec.id.clone());
-            let mut labels = Vec::new();
-            for (k, v) in &spec.labels {
-                for value in v.values() {
-                    labels.push((k.to_lowercase(), value));
-                }
-            }
-            let groups = spec
-                .scaling_groups
-                .iter()
-                .map(|g| {
-                    let current = i64::try_from(g.current).unwrap_or(i64::MAX);
-                    ScalingGroup {
-                        name: g.name.clone(),
-                        members: vec![format!("{}_host", g.name), format!("{}_port", g.name)],
-                        default_instances: g
-                            .default
-                            .map_or(current, |d| i64::try_from(d).unwrap_or(i64::MAX)),
-                        min: g.min,
-                        max: g.max,
-                        current,
-                        planned: current,
-                        instances: BTreeMap::new(),
-                    }
-                })
-                .collect::<Vec<_>>();
-            for g in &groups {
-                let host = g.host_node();
-                model.nodes.push(Node {
-                    tenant: tenant.clone(),
-                    deployment_id: dep_id.clone(),
-                    blueprint_id: blueprint_id.clone(),
-                    id: host.clone(),
-                    type_name: SERVER_TYPE,
-                    hierarchy: SERVER_HIERARCHY,
-                    host_id: Some(host),
-                    group: Some(g.name.clone()),
-                    number_of_instances: 1,
-                    created_by: creator.clone(),
-                });
-                model.nodes.push(Node {
-                    tenant: tenant.clone(),
-                    deployment_id: dep_id.clone(),
-                    blueprint_id: blueprint_id.clone(),
-                    id: g.port_node(),
-                    type_name: PORT_TYPE,
-                    hierarchy: PORT_HIERARCHY,
-                    host_id: None,
-                    group: Some(g.name.clone()),
-                    number_of_instances: 1,
-                    created_by: creator.clone(),
-                });
-            }
-            if spec.standalone_vms > 0 {
-                model.nodes.push(Node {
-                    tenant: tenant.clone(),
-                    deployment_id: dep_id.clone(),
-                    blueprint_id: blueprint_id.clone(),
-                    id: spec.standalone_node.clone(),
-                    type_name: SERVER_TYPE,
-                    hierarchy: SERVER_HIERARCHY,
-                    host_id: Some(spec.standalone_node.clone()),
-                    group: None,
-                    number_of_instances: i64::try_from(spec.standalone_vms).unwrap_or(i64::MAX),
-                    created_by: creator.clone(),
-                });
-            }
-            model.deployments.push(Deployment {
-                tenant: tenant.clone(),
-                id: dep_id.clone(),
-                blueprint_id,
-                created_at: created_at.clone(),
-                created_by: creator.clone(),
-                labels,
-                groups,
-                modification: None,
-                executions: Vec::new(),
-            });
-            let di = model.deployments.len() - 1;
-            let creator: Arc<str> = Arc::from(creator.as_str());
-            for gi in 0..model.deployments[di].groups.len() {
-                let count = model.deployments[di].groups[gi].current;
-                let name = model.deployments[di].groups[gi].name.clone();
-                for _ in 0..count {
-                    let gid = model.add_group_instance(di, &name, &creator, "started")?;
-                    model.set_started_runtime(di, &name, &gid);
-                }
-            }
-            for index in 1..=spec.standalone_vms {
-                let id = model.fresh_instance_id(&spec.standalone_node);
-                let ip = model.next_ip();
-                let hostname = hostname_for(&spec.id, &id);
-                let index = u32::try_from(index).unwrap_or(u32::MAX);
-                model.insert_instance(NodeInstance {
-                    id: id.clone(),
-                    node_id: Arc::from(spec.standalone_node.as_str()),
-                    deployment_id: dep_id.clone(),
-                    tenant: tenant.clone(),
-                    host_id: Some(id),
-                    state: "started",
-                    runtime: Runtime::Vm {
-                        external_id: uuid::Uuid::new_v4().to_string(),
-                        ip,
-                        hostname,
-                    },
-                    group: None,
-                    index,
-                    version: 1,
-                    relationships: Vec::new(),
-                    created_by: creator.clone(),
-                    ip,
-                });
-            }
-        }
-        Ok(model)
-    }
-
     /// Index of deployment `id` in `tenant`.
     pub fn deployment_index(&self, tenant: &str, id: &str) -> Option<usize> {
         self.deployments
@@ -470,6 +312,14 @@ impl Model {
         let key = self.next_key;
         self.next_key += 1;
         self.instance_keys.insert(instance.id.clone(), key);
+        self.instances_by_deployment
+            .entry((instance.tenant.clone(), instance.deployment_id.clone()))
+            .or_default()
+            .insert(key);
+        self.instances_by_tenant
+            .entry(instance.tenant.clone())
+            .or_default()
+            .insert(key);
         self.instances.insert(key, instance);
         key
     }
@@ -478,6 +328,45 @@ impl Model {
     pub fn remove_instance(&mut self, key: u64) {
         if let Some(inst) = self.instances.remove(&key) {
             self.instance_keys.remove(&inst.id);
+            if let Some(keys) = self
+                .instances_by_deployment
+                .get_mut(&(inst.tenant.clone(), inst.deployment_id.clone()))
+            {
+                keys.remove(&key);
+            }
+            if let Some(keys) = self.instances_by_tenant.get_mut(&inst.tenant) {
+                keys.remove(&key);
+            }
+        }
+    }
+
+    /// Keys of the node instances a list call can match, in storage order, and how many:
+    /// those of the named deployments, or of every deployment of the tenant. Served from the
+    /// indexes, so a page of a 200k-instance manager never walks the rows themselves.
+    pub fn instance_candidates<'a>(
+        &'a self,
+        tenant: &str,
+        deployments: Option<&[String]>,
+    ) -> (usize, Box<dyn Iterator<Item = u64> + 'a>) {
+        let set = match deployments {
+            None => self.instances_by_tenant.get(tenant),
+            Some([one]) => self
+                .instances_by_deployment
+                .get(&(Arc::from(tenant), Arc::from(one.as_str()))),
+            Some(many) => {
+                let mut keys: Vec<u64> = Vec::new();
+                for ((t, d), set) in &self.instances_by_deployment {
+                    if &**t == tenant && many.iter().any(|w| w.as_str() == &**d) {
+                        keys.extend(set.iter().copied());
+                    }
+                }
+                keys.sort_unstable();
+                return (keys.len(), Box::new(keys.into_iter()));
+            }
+        };
+        match set {
+            Some(set) => (set.len(), Box::new(set.iter().copied())),
+            None => (0, Box::new(std::iter::empty())),
         }
     }
 
@@ -488,19 +377,22 @@ impl Model {
             .and_then(|k| self.instances.get(k))
     }
 
-    /// Next `index` for a node of a group: max(existing) + 1, as the manager does.
-    fn next_index(&self, di: usize, group: &str, member: usize) -> u32 {
+    /// Recomputes the highest indexes of a group (after removals took the top one).
+    fn refresh_max_index(&mut self, di: usize, group: &str) {
         let Some(g) = self.deployments[di].group(group) else {
-            return 1;
+            return;
         };
-        g.instances
-            .values()
-            .filter_map(|keys| keys.get(member))
-            .filter_map(|k| self.instances.get(k))
-            .map(|i| i.index)
-            .max()
-            .unwrap_or(0)
-            + 1
+        let mut max = [0u32; 2];
+        for keys in g.instances.values() {
+            for (slot, key) in keys.iter().take(2).enumerate() {
+                if let Some(inst) = self.instances.get(key) {
+                    max[slot] = max[slot].max(inst.index);
+                }
+            }
+        }
+        if let Some(g) = self.deployments[di].group_mut(group) {
+            g.max_index = max;
+        }
     }
 
     /// Inserts one group instance (a port and a VM connected to it) in `state`, with empty
@@ -531,8 +423,10 @@ impl Model {
         let port_node = format!("{group}_port");
         let vm_id = self.fresh_instance_id(&host_node);
         let port_id = self.fresh_instance_id(&port_node);
-        let vm_index = self.next_index(di, group, 0);
-        let port_index = self.next_index(di, group, 1);
+        // A new instance gets max(existing indexes) + 1, as the manager does.
+        let [vm_index, port_index] = self.deployments[di]
+            .group(group)
+            .map_or([1, 1], |g| [g.max_index[0] + 1, g.max_index[1] + 1]);
         let group_name: Arc<str> = Arc::from(group);
         let ip = self.next_ip();
         let vm_key = self.insert_instance(NodeInstance {
@@ -573,6 +467,7 @@ impl Model {
             .group_mut(group)
             .ok_or_else(|| SimError::Internal(format!("group {group} vanished")))?;
         g.instances.insert(gid.clone(), vec![vm_key, port_key]);
+        g.max_index = [vm_index, port_index];
         Ok(gid)
     }
 
@@ -638,8 +533,16 @@ impl Model {
                 }
             }
         }
+        let mut top_removed = false;
+        let max = self.deployments[di].group(group).map(|g| g.max_index);
         for key in keys {
+            if let (Some(inst), Some(max)) = (self.instances.get(&key), max) {
+                top_removed |= max.contains(&inst.index);
+            }
             self.remove_instance(key);
+        }
+        if top_removed {
+            self.refresh_max_index(di, group);
         }
     }
 
@@ -693,6 +596,7 @@ pub(crate) fn hostname_for(deployment: &str, vm_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simulator::scenario::Scenario;
 
     #[test]
     fn default_scenario_builds_named_instances() {

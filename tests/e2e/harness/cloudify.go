@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// cloudifyClient talks to the simulator's real REST API, the way an operator or a kubelet bootstrap
+// script on a Cloudify VM would see it: basic auth plus the Tenant header.
+type cloudifyClient struct {
+	base     string // manager URL, e.g. http://127.0.0.1:8100
+	tenant   string
+	user     string
+	password string
+	http     *http.Client
+}
+
+type nodeInstance struct {
+	ID                string         `json:"id"`
+	NodeID            string         `json:"node_id"`
+	DeploymentID      string         `json:"deployment_id"`
+	HostID            string         `json:"host_id"`
+	State             string         `json:"state"`
+	RuntimeProperties map[string]any `json:"runtime_properties"`
+	ScalingGroups     []struct {
+		Name string `json:"name"`
+		ID   string `json:"id"`
+	} `json:"scaling_groups"`
+}
+
+type execution struct {
+	ID           string         `json:"id"`
+	WorkflowID   string         `json:"workflow_id"`
+	DeploymentID string         `json:"deployment_id"`
+	Status       string         `json:"status"`
+	Error        string         `json:"error"`
+	Parameters   map[string]any `json:"parameters"`
+	CreatedAt    string         `json:"created_at"`
+}
+
+type listMeta struct {
+	Pagination struct {
+		Total  int `json:"total"`
+		Size   int `json:"size"`
+		Offset int `json:"offset"`
+	} `json:"pagination"`
+}
+
+func (c *cloudifyClient) do(ctx context.Context, method, path string, body any, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.SetBasicAuth(c.user, c.password)
+	req.Header.Set("Tenant", c.tenant)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, truncate(string(data), 300))
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return fmt.Errorf("%s %s: decode: %w (body %s)", method, path, err, truncate(string(data), 300))
+		}
+	}
+	return nil
+}
+
+// nodeInstances lists every node instance of the tenant, following pagination.
+func (c *cloudifyClient) nodeInstances(ctx context.Context) ([]nodeInstance, error) {
+	var all []nodeInstance
+	for offset := 0; ; {
+		var page struct {
+			Items    []nodeInstance `json:"items"`
+			Metadata listMeta       `json:"metadata"`
+		}
+		q := url.Values{"_size": {"1000"}, "_offset": {fmt.Sprint(offset)}}
+		if err := c.do(ctx, http.MethodGet, "/api/v3.1/node-instances?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		offset += len(page.Items)
+		if len(page.Items) == 0 || offset >= page.Metadata.Pagination.Total {
+			return all, nil
+		}
+	}
+}
+
+func (c *cloudifyClient) executions(ctx context.Context) ([]execution, error) {
+	var all []execution
+	for offset := 0; ; {
+		var page struct {
+			Items    []execution `json:"items"`
+			Metadata listMeta    `json:"metadata"`
+		}
+		q := url.Values{"_size": {"1000"}, "_offset": {fmt.Sprint(offset)}}
+		if err := c.do(ctx, http.MethodGet, "/api/v3.1/executions?"+q.Encode(), nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Items...)
+		offset += len(page.Items)
+		if len(page.Items) == 0 || offset >= page.Metadata.Pagination.Total {
+			return all, nil
+		}
+	}
+}
+
+// groupSize reads scaling_groups.<g>.properties.current_instances of a deployment.
+func (c *cloudifyClient) groupSize(ctx context.Context, deployment, group string) (current, planned int, err error) {
+	var dep struct {
+		ScalingGroups map[string]struct {
+			Properties struct {
+				Current int `json:"current_instances"`
+				Planned int `json:"planned_instances"`
+			} `json:"properties"`
+		} `json:"scaling_groups"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/api/v3.1/deployments/"+url.PathEscape(deployment), nil, &dep); err != nil {
+		return 0, 0, err
+	}
+	g, ok := dep.ScalingGroups[group]
+	if !ok {
+		return 0, 0, fmt.Errorf("deployment %s has no scaling group %s", deployment, group)
+	}
+	return g.Properties.Current, g.Properties.Planned, nil
+}
+
+// scale starts the scale workflow directly (used only in the no-CA mode, where the harness plays the
+// operator instead of the autoscaler).
+func (c *cloudifyClient) scale(ctx context.Context, deployment, group string, delta int, include []string) (execution, error) {
+	params := map[string]any{"scalable_entity_name": group, "delta": delta, "scale_compute": false}
+	if len(include) > 0 {
+		params["include_instances"] = include
+	}
+	var ex execution
+	err := c.do(ctx, http.MethodPost, "/api/v3.1/executions", map[string]any{
+		"deployment_id": deployment, "workflow_id": "scale", "parameters": params, "queue": true,
+	}, &ex)
+	return ex, err
+}
+
+func (c *cloudifyClient) faults(ctx context.Context, f map[string]any) error {
+	return c.do(ctx, http.MethodPost, "/_sim/faults", f, nil)
+}
+
+func (c *cloudifyClient) clearFaults(ctx context.Context) error {
+	return c.do(ctx, http.MethodDelete, "/_sim/faults", nil, nil)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func isVM(ni nodeInstance) bool {
+	return ni.HostID == ni.ID && len(ni.ScalingGroups) > 0
+}
+
+func hostname(ni nodeInstance) string {
+	if h, ok := ni.RuntimeProperties["hostname"].(string); ok {
+		return h
+	}
+	return ""
+}
+
+func executionDelta(ex execution) int {
+	switch d := ex.Parameters["delta"].(type) {
+	case float64:
+		return int(d)
+	case string:
+		var n int
+		fmt.Sscan(d, &n)
+		return n
+	}
+	return 0
+}
+
+func executionInclude(ex execution) []string {
+	var out []string
+	if l, ok := ex.Parameters["include_instances"].([]any); ok {
+		for _, v := range l {
+			if s, ok := v.(string); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func isEndState(s string) bool { return s == "terminated" || s == "failed" || s == "cancelled" }

@@ -1,0 +1,275 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+)
+
+// joinedLabel marks the Nodes the joiner owns; the joiner never touches other Nodes.
+const joinedLabel = "e2e.autoscaler-cloudify/joined"
+
+// groupTemplate is the node template of one group, read from the provider's own config file
+// (contract 2), so the Nodes that "join" look exactly like the template the provider gives CA.
+type groupTemplate struct {
+	Labels      map[string]string `json:"labels"`
+	Taints      []corev1.Taint    `json:"taints"`
+	Capacity    map[string]string `json:"capacity"`
+	Allocatable map[string]string `json:"allocatable"`
+}
+
+type providerConfig struct {
+	Cloudify []struct {
+		Name     string `json:"name"`
+		URL      string `json:"url"`
+		Tenant   string `json:"tenant"`
+		Username string `json:"username"`
+	} `json:"cloudify"`
+	NodeGroups struct {
+		Groups map[string]struct {
+			Template groupTemplate `json:"template"`
+		} `json:"groups"`
+	} `json:"node_groups"`
+}
+
+func loadProviderConfig(path string) (*providerConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c providerConfig
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(c.Cloudify) == 0 {
+		return nil, fmt.Errorf("%s: no cloudify entry", path)
+	}
+	return &c, nil
+}
+
+// Joiner plays the kubelets of the Cloudify VMs: when a VM instance of a scaling group reaches
+// `started`, it registers a kwok-managed Node with the provider id the example blueprint's kubelet
+// would use; when the instance leaves `started` or disappears (the blueprint's uninstall), it deletes
+// the Node, and the pods bound to it, as the node lifecycle and pod GC controllers would.
+type Joiner struct {
+	kube     kubernetes.Interface
+	cfy      *cloudifyClient
+	groups   map[string]groupTemplate
+	tl       *Timeline
+	interval time.Duration
+
+	mu        sync.Mutex
+	instances map[string]nodeInstance // last seen VM instances by id
+	seen      map[string]string       // instance id -> last state logged
+	lastErr   error
+	names     map[string]string // node name -> provider id, kept after the Node is deleted
+}
+
+// providerIDOf returns the provider id of a Node the joiner created (also after its deletion).
+func (j *Joiner) providerIDOf(name string) string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.names[name]
+}
+
+func providerID(tenant string, ni nodeInstance) string {
+	return fmt.Sprintf("cloudify://%s/%s/%s", tenant, ni.DeploymentID, ni.ID)
+}
+
+func groupID(ni nodeInstance) string {
+	return ni.DeploymentID + "/" + ni.ScalingGroups[0].Name
+}
+
+func (j *Joiner) Run(ctx context.Context) {
+	t := time.NewTicker(j.interval)
+	defer t.Stop()
+	for {
+		if err := j.syncOnce(ctx); err != nil {
+			j.mu.Lock()
+			if j.lastErr == nil || j.lastErr.Error() != err.Error() {
+				fmt.Fprintf(os.Stderr, "joiner: %v\n", err)
+			}
+			j.lastErr = err
+			j.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// VMs returns the VM instances last seen, by id.
+func (j *Joiner) VMs() map[string]nodeInstance {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := make(map[string]nodeInstance, len(j.instances))
+	for k, v := range j.instances {
+		out[k] = v
+	}
+	return out
+}
+
+func (j *Joiner) syncOnce(ctx context.Context) error {
+	all, err := j.cfy.nodeInstances(ctx)
+	if err != nil {
+		return err
+	}
+	vms := map[string]nodeInstance{}
+	want := map[string]nodeInstance{} // provider id -> started VM instance
+	for _, ni := range all {
+		if !isVM(ni) {
+			continue
+		}
+		vms[ni.ID] = ni
+		if ni.State == "started" && hostname(ni) != "" {
+			want[providerID(j.cfy.tenant, ni)] = ni
+		}
+	}
+	j.mu.Lock()
+	for id, ni := range vms {
+		if j.seen[id] != ni.State {
+			j.seen[id] = ni.State
+			if j.tl != nil && (ni.State == "uninitialized" || ni.State == "started" || ni.State == "deleted") {
+				j.tl.Event("cloudify: instance %s (%s) is %s", id, groupID(ni), ni.State)
+			}
+		}
+	}
+	for id := range j.seen {
+		if _, ok := vms[id]; !ok && j.seen[id] != "gone" {
+			j.seen[id] = "gone"
+			if j.tl != nil {
+				j.tl.Event("cloudify: instance %s removed", id)
+			}
+		}
+	}
+	j.instances = vms
+	j.mu.Unlock()
+
+	nodes, err := j.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: joinedLabel + "=true"})
+	if err != nil {
+		return err
+	}
+	have := map[string]corev1.Node{}
+	for _, n := range nodes.Items {
+		have[n.Spec.ProviderID] = n
+	}
+	// Deterministic order keeps the timeline readable.
+	pids := make([]string, 0, len(want))
+	for pid := range want {
+		pids = append(pids, pid)
+	}
+	sort.Strings(pids)
+	for _, pid := range pids {
+		if _, ok := have[pid]; ok {
+			continue
+		}
+		ni := want[pid]
+		node, err := j.nodeFor(ni, pid)
+		if err != nil {
+			return err
+		}
+		if _, err := j.kube.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create node %s: %w", node.Name, err)
+		}
+		j.mu.Lock()
+		j.names[node.Name] = pid
+		j.mu.Unlock()
+		if j.tl != nil {
+			j.tl.Event("joiner: node %s joined (providerID %s)", node.Name, pid)
+		}
+	}
+	j.mu.Lock()
+	for pid, n := range have {
+		j.names[n.Name] = pid
+	}
+	j.mu.Unlock()
+	for pid, n := range have {
+		if _, ok := want[pid]; ok {
+			continue
+		}
+		if err := j.kube.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete node %s: %w", n.Name, err)
+		}
+		// No pod GC runs here (no kube-controller-manager): remove what was bound to the node.
+		pods, err := j.kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "spec.nodeName=" + n.Name})
+		if err == nil {
+			zero := int64(0)
+			for _, p := range pods.Items {
+				_ = j.kube.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+			}
+		}
+		if j.tl != nil {
+			j.tl.Event("joiner: node %s deleted (instance gone from Cloudify)", n.Name)
+		}
+	}
+	return nil
+}
+
+func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
+	gid := groupID(ni)
+	tmpl, ok := j.groups[gid]
+	if !ok {
+		return nil, fmt.Errorf("no template for group %s in the provider config", gid)
+	}
+	name := strings.ToLower(hostname(ni))
+	labels := map[string]string{
+		"kubernetes.io/os":          "linux",
+		"kubernetes.io/arch":        "amd64",
+		"kubernetes.io/hostname":    name,
+		"cloudify.co/deployment":    ni.DeploymentID,
+		"cloudify.co/scaling-group": ni.ScalingGroups[0].Name,
+		"type":                      "kwok",
+		joinedLabel:                 "true",
+	}
+	for k, v := range tmpl.Labels {
+		labels[k] = v
+	}
+	capacity := corev1.ResourceList{}
+	for k, v := range tmpl.Capacity {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return nil, fmt.Errorf("group %s capacity %s: %w", gid, k, err)
+		}
+		capacity[corev1.ResourceName(k)] = q
+	}
+	alloc := capacity.DeepCopy()
+	for k, v := range tmpl.Allocatable {
+		q, err := resource.ParseQuantity(v)
+		if err != nil {
+			return nil, fmt.Errorf("group %s allocatable %s: %w", gid, k, err)
+		}
+		alloc[corev1.ResourceName(k)] = q
+	}
+	ip, _ := ni.RuntimeProperties["ip"].(string)
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   name,
+			Labels: labels,
+			Annotations: map[string]string{
+				"kwok.x-k8s.io/node":            "fake",
+				"node.alpha.kubernetes.io/ttl":  "0",
+				"e2e.autoscaler-cloudify/vm-ip": ip,
+			},
+		},
+		Spec: corev1.NodeSpec{ProviderID: pid, Taints: tmpl.Taints},
+		Status: corev1.NodeStatus{
+			Capacity:    capacity,
+			Allocatable: alloc,
+			// Ready=True is left to kwok's node-initialize stage, as a kubelet would report it.
+		},
+	}
+	return node, nil
+}

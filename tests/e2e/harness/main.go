@@ -1,0 +1,133 @@
+// Command harness is the e2e test driver: it plays the kubelets of Cloudify VMs (the joiner), the
+// ReplicaSet controller (there is no kube-controller-manager), and runs the scenario, printing a
+// timeline. run.sh starts the processes; this program only talks to them over loopback.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+func main() {
+	var (
+		kubeconfig = flag.String("kubeconfig", "", "admin kubeconfig")
+		provCfg    = flag.String("provider-config", "", "the provider's config YAML (templates are read from it)")
+		simURL     = flag.String("cloudify-url", "", "simulator URL (default: from the provider config)")
+		password   = flag.String("cloudify-password", "admin", "Cloudify password")
+		mode       = flag.String("mode", "ca", "ca: cluster-autoscaler drives scaling; no-ca: the harness scales through Cloudify's REST API (used when CA cannot be built)")
+		pool       = flag.String("pool", "e2e-pool/workers", "group scaled by pending pods")
+		poolMin    = flag.Int("pool-min", 1, "min size of --pool")
+		poolLabel  = flag.String("pool-label", "e2e.autoscaler-cloudify/pool=small", "label of --pool's template that pods select")
+		zero       = flag.String("zero", "e2e-zero/batch", "group at 0 with a template")
+		zeroLabel  = flag.String("zero-label", "e2e.autoscaler-cloudify/pool=zero", "label of --zero's template that pods select")
+		timeline   = flag.String("timeline", "", "also write the timeline to this file")
+		phases     = flag.String("phases", "baseline,scale-up,scale-down,from-zero,failure,final", "phases to run")
+		slow       = flag.Float64("timeout-scale", 1, "multiply every timeout")
+		joinOnly   = flag.Bool("join-only", false, "only run the joiner until interrupted")
+		inspect    = flag.String("inspect", "", "command prefix querying the provider over gRPC, e.g. 'autoscaler-cloudify inspect --cloud-config F' (space-separated; empty: skip)")
+	)
+	flag.Parse()
+	os.Exit(run(*kubeconfig, *provCfg, *simURL, *password, *mode, *pool, *poolMin, *poolLabel, *zero, *zeroLabel, *timeline, *phases, *slow, *joinOnly, strings.Fields(*inspect)))
+}
+
+func kv(s string) map[string]string {
+	k, v, _ := strings.Cut(s, "=")
+	return map[string]string{k: v}
+}
+
+func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, poolLabel, zero, zeroLabel, timelinePath, phases string, slow float64, joinOnly bool, inspect []string) int {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	cfg, err := loadProviderConfig(provCfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "harness:", err)
+		return 2
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "harness:", err)
+		return 2
+	}
+	rc.QPS, rc.Burst = 50, 100
+	kube := kubernetes.NewForConfigOrDie(rc)
+	if simURL == "" {
+		simURL = cfg.Cloudify[0].URL
+	}
+	cfy := &cloudifyClient{base: strings.TrimRight(simURL, "/"), tenant: cfg.Cloudify[0].Tenant, user: cfg.Cloudify[0].Username,
+		password: password, http: &http.Client{Timeout: 10 * time.Second}}
+	if cfy.tenant == "" {
+		cfy.tenant = "default_tenant"
+	}
+	if cfy.user == "" {
+		cfy.user = "admin"
+	}
+	groups := map[string]groupTemplate{}
+	for id, g := range cfg.NodeGroups.Groups {
+		groups[id] = g.Template
+	}
+	tl := newTimeline(timelinePath)
+	j := &Joiner{kube: kube, cfy: cfy, groups: groups, tl: tl, interval: 500 * time.Millisecond,
+		instances: map[string]nodeInstance{}, seen: map[string]string{}, names: map[string]string{}}
+	if joinOnly {
+		j.Run(ctx)
+		return 0
+	}
+	go j.Run(ctx)
+	w := newWatcher(kube, cfy, tl)
+	go w.run(ctx)
+
+	s := &scenario{kube: kube, cfy: cfy, joiner: j, w: w, tl: tl, withCA: mode == "ca",
+		pool: pool, poolMin: poolMin, poolSel: kv(poolLabel), zero: zero, zeroSel: kv(zeroLabel), slow: slow, inspect: inspect}
+	type phase struct {
+		name string
+		fn   func(context.Context) error
+	}
+	all := []phase{{"baseline", s.baseline}, {"scale-up", s.scaleUp}, {"scale-down", s.scaleDown},
+		{"from-zero", s.fromZero}, {"failure", s.failedScaleOut}, {"final", s.finalChecks}}
+	want := map[string]bool{}
+	for _, p := range strings.Split(phases, ",") {
+		want[strings.TrimSpace(p)] = true
+	}
+	passed, failed, skipped := 0, 0, 0
+	var results []string
+	stop := false
+	for _, p := range all {
+		if !want[p.name] || stop {
+			skipped++
+			results = append(results, fmt.Sprintf("SKIP %s", p.name))
+			continue
+		}
+		t0 := time.Now()
+		if err := p.fn(ctx); err != nil {
+			failed++
+			results = append(results, fmt.Sprintf("FAIL %s (%.0fs): %v", p.name, time.Since(t0).Seconds(), err))
+			stop = true // later phases build on this one's end state
+			continue
+		}
+		passed++
+		results = append(results, fmt.Sprintf("PASS %s (%.0fs)", p.name, time.Since(t0).Seconds()))
+	}
+	_ = cfy.clearFaults(context.Background())
+	fmt.Println()
+	fmt.Println("==================== e2e timeline (mode " + mode + ") ====================")
+	fmt.Println(tl.Dump())
+	fmt.Println("==================== e2e phases ====================")
+	for _, r := range results {
+		fmt.Println(r)
+	}
+	fmt.Printf("harness: phases passed=%d failed=%d skipped=%d\n", passed, failed, skipped)
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}

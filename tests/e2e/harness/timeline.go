@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Timeline records what happened, with seconds since the scenario started and since the current phase
+// started, and prints every event as it happens so a run that hangs still shows how far it got.
+type Timeline struct {
+	mu         sync.Mutex
+	start      time.Time
+	phase      string
+	phaseStart time.Time
+	lines      []string
+	file       io.Writer
+}
+
+func newTimeline(path string) *Timeline {
+	t := &Timeline{start: time.Now(), phaseStart: time.Now()}
+	if path != "" {
+		if f, err := os.Create(path); err == nil {
+			t.file = f
+		}
+	}
+	return t
+}
+
+// Phase starts a new phase: later events also show the seconds since this call.
+func (t *Timeline) Phase(name string) {
+	t.mu.Lock()
+	t.phase = name
+	t.phaseStart = time.Now()
+	t.mu.Unlock()
+	t.emit(fmt.Sprintf("==== %s", name))
+}
+
+// Event records one step.
+func (t *Timeline) Event(format string, args ...any) {
+	t.mu.Lock()
+	now := time.Now()
+	line := fmt.Sprintf("[%7.1fs | %-22s +%6.1fs] %s", now.Sub(t.start).Seconds(), t.phase,
+		now.Sub(t.phaseStart).Seconds(), fmt.Sprintf(format, args...))
+	t.mu.Unlock()
+	t.emit(line)
+}
+
+func (t *Timeline) emit(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.lines = append(t.lines, line)
+	fmt.Println("TIMELINE " + line)
+	if t.file != nil {
+		fmt.Fprintln(t.file, line)
+	}
+}
+
+// Dump returns the whole timeline.
+func (t *Timeline) Dump() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.lines, "\n")
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Builds the e2e binaries from the Go module proxy (pinned by tests/e2e/go.mod + go.sum) into a cache
+# directory keyed by the hash of go.mod, go.sum, our own Go sources and the Go version, so warm runs
+# skip building. Source this file and call e2e_build [names...], or run it directly.
+#   names: etcd kube-apiserver kube-scheduler kwok kubectl-lite harness (default: all)
+# Result: E2E_BIN=<dir> holding the binaries. Per-binary build seconds are printed.
+
+
+E2E_DIR="${E2E_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+
+e2e_pkg() {
+  case "$1" in
+    etcd) echo ./cmd/etcd ;;
+    kube-apiserver) echo k8s.io/kubernetes/cmd/kube-apiserver ;;
+    kube-scheduler) echo k8s.io/kubernetes/cmd/kube-scheduler ;;
+    kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
+    kubectl-lite) echo ./cmd/kubectl-lite ;;
+    harness) echo ./harness ;;
+    *) echo "unknown binary $1" >&2; return 1 ;;
+  esac
+}
+
+e2e_bin_key() {
+  # Third-party binaries depend only on the pinned module graph and the toolchain.
+  ( cd "$E2E_DIR" && { cat go.mod go.sum; go version; } | sha256sum | cut -c1-16 )
+}
+
+e2e_build() {
+  local names=("$@")
+  [ ${#names[@]} -gt 0 ] || names=(etcd kwok kube-scheduler kube-apiserver kubectl-lite harness)
+  if ! command -v go >/dev/null; then echo "e2e: go toolchain not found (need Go >= 1.26)" >&2; return 1; fi
+  local key; key="$(e2e_bin_key)"
+  E2E_BIN="$E2E_DIR/.cache/bin/$key"
+  export E2E_BIN
+  mkdir -p "$E2E_BIN"
+  local ver="-X k8s.io/component-base/version.gitVersion=v1.36.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36"
+  local n t0 t1
+  for n in "${names[@]}"; do
+    # Our own small programs are also keyed by their sources, so edits rebuild them.
+    local src="" pkg; pkg="$(e2e_pkg "$n")"
+    case "$pkg" in ./*) src="$(cd "$E2E_DIR" && cat "$pkg"/*.go | sha256sum | cut -c1-16)" ;; esac
+    if [ -x "$E2E_BIN/$n" ] && [ "$(cat "$E2E_BIN/.$n.src" 2>/dev/null)" = "$src" ]; then
+      echo "e2e: build $n: cached ($E2E_BIN)"; continue
+    fi
+    t0=$(date +%s)
+    ( cd "$E2E_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ver" -o "$E2E_BIN/$n.tmp" "$(e2e_pkg "$n")" ) || {
+      echo "e2e: build $n FAILED" >&2; return 1; }
+    mv "$E2E_BIN/$n.tmp" "$E2E_BIN/$n"
+    printf '%s' "$src" >"$E2E_BIN/.$n.src"
+    t1=$(date +%s)
+    echo "e2e: build $n: $((t1 - t0))s"
+  done
+}
+
+# e2e_build_ca: cluster-autoscaler 1.36.1 with -tags externalgrpc from the module in tests/e2e/ca.
+# Uses $CA_BIN instead when set (a prebuilt binary). On success sets CA_BIN; on failure prints the
+# go command's error, stores it in $E2E_CA_ERROR and returns 1.
+e2e_build_ca() {
+  E2E_CA_ERROR=""
+  if [ -n "${CA_BIN:-}" ]; then
+    [ -x "$CA_BIN" ] && { echo "e2e: cluster-autoscaler: using CA_BIN=$CA_BIN"; return 0; }
+    E2E_CA_ERROR="CA_BIN=$CA_BIN is not an executable"; echo "e2e: $E2E_CA_ERROR" >&2; return 1
+  fi
+  local key dir t0 out
+  key="$( { cat "$E2E_DIR/ca/go.mod"; go version; } | sha256sum | cut -c1-16)"
+  dir="$E2E_DIR/.cache/bin/ca-$key"
+  mkdir -p "$dir"
+  if [ -x "$dir/cluster-autoscaler" ]; then
+    CA_BIN="$dir/cluster-autoscaler"; export CA_BIN
+    echo "e2e: build cluster-autoscaler: cached ($dir)"; return 0
+  fi
+  t0=$(date +%s)
+  # -mod=mod: no go.sum could be committed (see ca/go.mod); `go mod tidy` would fetch every cloud
+  # provider's SDK, while a tagged build fetches only what the externalgrpc build needs.
+  if out="$(cd "$E2E_DIR/ca" && CGO_ENABLED=0 go build -mod=mod -tags externalgrpc -trimpath -ldflags "-s -w" \
+      -o "$dir/cluster-autoscaler.tmp" k8s.io/autoscaler/cluster-autoscaler 2>&1)"; then
+    mv "$dir/cluster-autoscaler.tmp" "$dir/cluster-autoscaler"
+    CA_BIN="$dir/cluster-autoscaler"; export CA_BIN
+    echo "e2e: build cluster-autoscaler: $(($(date +%s) - t0))s"
+    return 0
+  fi
+  E2E_CA_ERROR="$(printf '%s\n' "$out" | grep -v '^go: downloading' | head -n 6)"
+  export E2E_CA_ERROR
+  echo "e2e: build cluster-autoscaler FAILED after $(($(date +%s) - t0))s:" >&2
+  printf '%s\n' "$E2E_CA_ERROR" >&2
+  return 1
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  if [ "${1:-}" = cluster-autoscaler ]; then e2e_build_ca; echo "CA_BIN=$CA_BIN"; exit 0; fi
+  e2e_build "$@"
+  echo "E2E_BIN=$E2E_BIN"
+fi

@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# e2e tier: cluster-autoscaler --cloud-provider=externalgrpc scaling Cloudify (simulated) scaling
+# groups by pending-pod pressure, with real etcd, kube-apiserver, kube-scheduler and kwok, all on
+# 127.0.0.1. See tests/e2e/README.md.
+#
+# Env:
+#   AUTOSCALER_CLOUDIFY_BIN  provider binary (default: cargo build --bin autoscaler-cloudify in the repo)
+#   CA_BIN                   prebuilt cluster-autoscaler 1.36.1 (default: build it from tests/e2e/ca)
+#   E2E_REQUIRE_CA=1         fail (instead of running the no-CA mode) when CA cannot be built
+#   E2E_TIMEOUT_SCALE=N      multiply the scenario's step timeouts (slow machines)
+#   E2E_KEEP=1               leave the run directory (logs, configs) in place; it is always kept on failure
+set -uo pipefail
+
+E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$E2E_DIR/../.." && pwd)"
+export E2E_DIR
+# shellcheck source=lib/controlplane.sh
+source "$E2E_DIR/lib/controlplane.sh"
+
+T0=$(date +%s)
+say() { echo "e2e[$(($(date +%s) - T0))s]: $*"; }
+WORK="$E2E_DIR/.cache/run"
+RESULT=1
+SKIPPED=0
+SKIP_REASON=""
+
+dump_logs() {
+  echo
+  echo "################ e2e FAILED: logs of every component (last ${E2E_LOG_LINES:-150} lines each) ################"
+  local f
+  for f in "$WORK"/logs/*.log; do
+    [ -f "$f" ] || continue
+    echo "================ $(basename "$f" .log) ($f) ================"
+    tail -n "${E2E_LOG_LINES:-150}" "$f"
+  done
+  echo "################ end of logs; full logs kept in $WORK/logs ################"
+}
+
+finish() {
+  # Logs first, while every component is still up: their last lines are then about the failure,
+  # not about being shut down.
+  if [ "$RESULT" != 0 ] && [ -d "$WORK/logs" ]; then dump_logs; fi
+  cp_stop
+  if [ "$RESULT" = 0 ] && [ "${E2E_KEEP:-0}" != 1 ]; then rm -rf "$WORK/etcd"; fi
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+fail() { say "FAIL: $*"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+
+# ---------------------------------------------------------------- build
+say "building Kubernetes-side binaries (cached by go.sum hash in $E2E_DIR/.cache/bin)"
+TB=$(date +%s)
+e2e_build etcd kwok kube-scheduler kube-apiserver kubectl-lite harness || fail "building the Go binaries"
+MODE=ca
+if ! e2e_build_ca; then
+  if [ "${E2E_REQUIRE_CA:-0}" = 1 ]; then fail "cluster-autoscaler cannot be built (E2E_REQUIRE_CA=1)"; fi
+  MODE=no-ca
+  SKIPPED=1
+  SKIP_REASON="cluster-autoscaler 1.36.1 could not be built from the Go module proxy: $(printf '%s' "$E2E_CA_ERROR" | head -n 2 | tr '\n' ' ')"
+fi
+if [ -n "${AUTOSCALER_CLOUDIFY_BIN:-}" ] && [ ! -x "$AUTOSCALER_CLOUDIFY_BIN" ]; then
+  say "AUTOSCALER_CLOUDIFY_BIN=$AUTOSCALER_CLOUDIFY_BIN does not exist; building it"
+  unset AUTOSCALER_CLOUDIFY_BIN
+fi
+if [ -z "${AUTOSCALER_CLOUDIFY_BIN:-}" ]; then
+  say "building the provider (cargo build --bin autoscaler-cloudify)"
+  (cd "$REPO" && cargo build --quiet --bin autoscaler-cloudify) || fail "cargo build"
+  AUTOSCALER_CLOUDIFY_BIN="$REPO/target/debug/autoscaler-cloudify"
+fi
+PROV="$AUTOSCALER_CLOUDIFY_BIN"
+for sub in serve simulator; do
+  "$PROV" "$sub" --help >/dev/null 2>&1 || fail "$PROV has no working '$sub' subcommand ($("$PROV" "$sub" --help 2>&1 | head -n 3 | tr '\n' ' '))"
+done
+say "builds done in $(($(date +%s) - TB))s (mode: $MODE)"
+
+# ---------------------------------------------------------------- control plane
+rm -rf "$WORK" && mkdir -p "$WORK/logs"
+cp_start "$WORK" || fail "control plane did not start"
+K="$CP_KUBECONFIG"
+cp_spawn kube-scheduler "$E2E_BIN/kube-scheduler" --kubeconfig="$K" --leader-elect=false --secure-port=0 --v=2
+
+KWOK_DIR="$(cd "$E2E_DIR" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)" || fail "locating the kwok module for its stages"
+: >"$WORK/kwok-stages.yaml"
+for st in node/fast/node-initialize pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete; do
+  { cat "$KWOK_DIR/kustomize/stage/$st.yaml"; echo "---"; } >>"$WORK/kwok-stages.yaml"
+done
+cp_spawn kwok "$E2E_BIN/kwok" --kubeconfig="$K" --config="$WORK/kwok-stages.yaml" \
+  --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+  --manage-nodes-with-label-selector= --manage-single-node= \
+  --cidr=10.244.0.0/16 --node-ip=10.0.0.1 --node-lease-duration-seconds=0
+
+# ---------------------------------------------------------------- simulator + provider (mTLS)
+SIM_PORT=$(cp_free_port); GRPC_PORT=$(cp_free_port); HTTP_PORT=$(cp_free_port); CA_PORT=$(cp_free_port)
+PKI="$WORK/grpc-pki"; mkdir -p "$PKI"
+(
+  set -e; cd "$PKI"
+  openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+  openssl req -x509 -new -key ca.key -sha256 -days 2 -subj "/CN=e2e-grpc-ca" -out ca.crt
+  for who in server client; do
+    openssl ecparam -name prime256v1 -genkey -noout -out "$who.key.ec"
+    openssl pkcs8 -topk8 -nocrypt -in "$who.key.ec" -out "$who.key"
+    openssl req -new -key "$who.key" -subj "/CN=e2e-$who" -out "$who.csr"
+  done
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+  printf 'extendedKeyUsage=clientAuth\n' >client.ext
+  for who in server client; do
+    openssl x509 -req -in "$who.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -sha256 -extfile "$who.ext" -out "$who.crt"
+  done
+) >"$WORK/logs/pki.out" 2>&1 || fail "gRPC certificates"
+sed -e "s#@GRPC_PORT@#$GRPC_PORT#; s#@HTTP_PORT@#$HTTP_PORT#; s#@SIM_PORT@#$SIM_PORT#; s#@PKI@#$PKI#g" \
+  "$E2E_DIR/config/provider-config.yaml.in" >"$WORK/provider-config.yaml"
+cat >"$WORK/cloud-config.yaml" <<CC
+address: "127.0.0.1:$GRPC_PORT"
+cert: "$PKI/client.crt"
+key: "$PKI/client.key"
+cacert: "$PKI/ca.crt"
+grpc_timeout: 10s
+CC
+
+export NO_COLOR=1 # plain provider/simulator logs
+cp_spawn simulator "$PROV" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$E2E_DIR/config/simulator-scenario.yaml"
+cp_wait_http simulator "http://127.0.0.1:$SIM_PORT/api/v3.1/node-instances" 30 -u admin:admin -H "Tenant: default_tenant" \
+  || fail "simulator did not answer"
+CLOUDIFY_PASSWORD=admin cp_spawn provider "$PROV" serve --config "$WORK/provider-config.yaml"
+cp_wait_http provider "http://127.0.0.1:$HTTP_PORT/readyz" 60 || fail "provider not ready"
+say "provider serving gRPC (mTLS) on 127.0.0.1:$GRPC_PORT"
+# The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found both
+# groups (and not the control-plane deployment).
+if ! "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups >"$WORK/logs/inspect.log" 2>&1 \
+  || ! grep -q 'e2e-pool/workers' "$WORK/logs/inspect.log" || ! grep -q 'e2e-zero/batch' "$WORK/logs/inspect.log"; then
+  cat "$WORK/logs/inspect.log"; fail "inspect over mTLS with CA's cloud-config did not list e2e-pool/workers and e2e-zero/batch"
+fi
+sed 's/^/  inspect groups: /' "$WORK/logs/inspect.log"
+
+# ---------------------------------------------------------------- cluster-autoscaler
+if [ "$MODE" = ca ]; then
+  cp_spawn cluster-autoscaler "$CA_BIN" \
+    --cloud-provider=externalgrpc --cloud-config="$WORK/cloud-config.yaml" \
+    --kubeconfig="$K" --leader-elect=false --namespace=kube-system --address="127.0.0.1:$CA_PORT" \
+    --scan-interval=2s \
+    --scale-down-delay-after-add=0s --scale-down-delay-after-delete=0s --scale-down-delay-after-failure=5s \
+    --scale-down-unneeded-time=20s --scale-down-unready-time=20s --unremovable-node-recheck-timeout=5s \
+    --node-delete-delay-after-taint=0s --max-node-provision-time=30s \
+    --initial-node-group-backoff-duration=10s --max-node-group-backoff-duration=30s --node-group-backoff-reset-timeout=1m \
+    --skip-nodes-with-local-storage=false --skip-nodes-with-system-pods=false \
+    --max-graceful-termination-sec=5 --max-pod-eviction-time=30s \
+    --expander=least-waste --v=4
+  cp_wait_http cluster-autoscaler "http://127.0.0.1:$CA_PORT/health-check" 60 || fail "cluster-autoscaler not healthy"
+  say "cluster-autoscaler running"
+else
+  say "SKIP cluster-autoscaler: $SKIP_REASON"
+  say "running the no-CA mode: the harness scales through Cloudify's REST API; every other component is real"
+fi
+
+# ---------------------------------------------------------------- scenario
+say "scenario starting (stack up in $(($(date +%s) - T0))s)"
+TS=$(date +%s)
+"$E2E_BIN/harness" --kubeconfig="$K" --provider-config="$WORK/provider-config.yaml" --mode="$MODE" \
+  --timeline="$WORK/timeline.txt" --timeout-scale="${E2E_TIMEOUT_SCALE:-1}" \
+  --inspect="$PROV inspect --cloud-config $WORK/cloud-config.yaml" 2>&1 | tee "$WORK/logs/harness.log"
+HRC=${PIPESTATUS[0]}
+counts="$(grep -Eo 'phases passed=[0-9]+ failed=[0-9]+' "$WORK/logs/harness.log" | tail -n 1)"
+P=$(sed -E 's/.*passed=([0-9]+).*/\1/' <<<"$counts"); F=$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$counts")
+P=${P:-0}; F=${F:-1}
+[ "$HRC" = 0 ] || [ "$F" != 0 ] || F=1
+say "scenario took $(($(date +%s) - TS))s; whole run $(($(date +%s) - T0))s"
+if [ "$MODE" = no-ca ]; then
+  say "SKIPPED: the cluster-autoscaler-driven scenario. $SKIP_REASON"
+fi
+if [ "$F" = 0 ]; then RESULT=0; fi
+echo "e2e: $P passed, $F failed, $SKIPPED skipped"
+exit "$RESULT"
