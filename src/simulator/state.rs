@@ -5,6 +5,7 @@
 //! (storage order, like the manager's primary key) and removal is O(log n); an id index and a
 //! per-group-instance member list keep every lookup the workflow needs away from full scans.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -262,9 +263,9 @@ pub(crate) struct Model {
     pub instance_keys: HashMap<String, u64>,
     /// Instance keys per deployment `(tenant, id)`, in storage order: list calls filtered by
     /// deployment (the provider's refresh) never walk other deployments' rows.
-    pub instances_by_deployment: HashMap<(Arc<str>, Arc<str>), BTreeSet<u64>>,
+    pub instances_by_deployment: HashMap<(Arc<str>, Arc<str>), Vec<u64>>,
     /// Instance keys per tenant, in storage order (unfiltered list calls).
-    pub instances_by_tenant: HashMap<Arc<str>, BTreeSet<u64>>,
+    pub instances_by_tenant: HashMap<Arc<str>, Vec<u64>>,
     next_key: u64,
     pub executions: Vec<Execution>,
     pub execution_index: HashMap<String, usize>,
@@ -315,59 +316,66 @@ impl Model {
         self.instances_by_deployment
             .entry((instance.tenant.clone(), instance.deployment_id.clone()))
             .or_default()
-            .insert(key);
+            .push(key);
         self.instances_by_tenant
             .entry(instance.tenant.clone())
             .or_default()
-            .insert(key);
+            .push(key);
         self.instances.insert(key, instance);
         key
     }
 
-    /// Removes a node instance row.
-    pub fn remove_instance(&mut self, key: u64) {
-        if let Some(inst) = self.instances.remove(&key) {
-            self.instance_keys.remove(&inst.id);
-            if let Some(keys) = self
-                .instances_by_deployment
-                .get_mut(&(inst.tenant.clone(), inst.deployment_id.clone()))
-            {
-                keys.remove(&key);
+    /// Removes node instance rows and their index entries (one pass per touched index, so
+    /// a big scale-in stays linear).
+    pub fn remove_instances(&mut self, keys: &[u64]) {
+        let gone: HashSet<u64> = keys.iter().copied().collect();
+        let mut deployments: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
+        for key in keys {
+            if let Some(inst) = self.instances.remove(key) {
+                self.instance_keys.remove(&inst.id);
+                deployments.insert((inst.tenant.clone(), inst.deployment_id.clone()));
             }
-            if let Some(keys) = self.instances_by_tenant.get_mut(&inst.tenant) {
-                keys.remove(&key);
+        }
+        let tenants: HashSet<Arc<str>> = deployments.iter().map(|(t, _)| t.clone()).collect();
+        for d in &deployments {
+            if let Some(index) = self.instances_by_deployment.get_mut(d) {
+                index.retain(|k| !gone.contains(k));
+            }
+        }
+        for t in &tenants {
+            if let Some(index) = self.instances_by_tenant.get_mut(t) {
+                index.retain(|k| !gone.contains(k));
             }
         }
     }
 
-    /// Keys of the node instances a list call can match, in storage order, and how many:
+    /// Keys of the node instances a list call can match, in storage order:
     /// those of the named deployments, or of every deployment of the tenant. Served from the
     /// indexes, so a page of a 200k-instance manager never walks the rows themselves.
     pub fn instance_candidates<'a>(
         &'a self,
         tenant: &str,
         deployments: Option<&[String]>,
-    ) -> (usize, Box<dyn Iterator<Item = u64> + 'a>) {
-        let set = match deployments {
+    ) -> Cow<'a, [u64]> {
+        let index = match deployments {
             None => self.instances_by_tenant.get(tenant),
             Some([one]) => self
                 .instances_by_deployment
                 .get(&(Arc::from(tenant), Arc::from(one.as_str()))),
             Some(many) => {
                 let mut keys: Vec<u64> = Vec::new();
-                for ((t, d), set) in &self.instances_by_deployment {
+                for ((t, d), index) in &self.instances_by_deployment {
                     if &**t == tenant && many.iter().any(|w| w.as_str() == &**d) {
-                        keys.extend(set.iter().copied());
+                        keys.extend_from_slice(index);
                     }
                 }
                 keys.sort_unstable();
-                return (keys.len(), Box::new(keys.into_iter()));
+                return Cow::Owned(keys);
             }
         };
-        match set {
-            Some(set) => (set.len(), Box::new(set.iter().copied())),
-            None => (0, Box::new(std::iter::empty())),
-        }
+        index.map_or(Cow::Borrowed(&[][..]), |keys| {
+            Cow::Borrowed(keys.as_slice())
+        })
     }
 
     /// The node instance with this id, if any.
@@ -533,14 +541,11 @@ impl Model {
                 }
             }
         }
-        let mut top_removed = false;
         let max = self.deployments[di].group(group).map(|g| g.max_index);
-        for key in keys {
-            if let (Some(inst), Some(max)) = (self.instances.get(&key), max) {
-                top_removed |= max.contains(&inst.index);
-            }
-            self.remove_instance(key);
-        }
+        let top_removed = keys.iter().any(|key| {
+            matches!((self.instances.get(key), max), (Some(inst), Some(max)) if max.contains(&inst.index))
+        });
+        self.remove_instances(&keys);
         if top_removed {
             self.refresh_max_index(di, group);
         }
