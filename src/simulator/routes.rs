@@ -51,6 +51,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v3.1", api)
+        // `manager.get_version()` asks the unversioned URL.
+        .route("/api/version", get(version))
         .route(
             "/_sim/faults",
             get(faults_get).post(faults_post).delete(faults_delete),
