@@ -172,6 +172,13 @@ impl ListQuery {
                     q.sort.push((field, desc));
                 }
                 "_search" => q.search = Some(v),
+                // The simulator stores no saved filters, so any id is unknown (as a manager
+                // answers for a filter that does not exist).
+                "_filter_id" => {
+                    return Err(SimError::NotFound(format!(
+                        "Requested `DeploymentsFilter` with ID `{v}` was not found"
+                    )));
+                }
                 // Reserved parameters this simulator accepts and ignores (they change nothing
                 // for the resources it serves).
                 k if k.starts_with('_') => {}

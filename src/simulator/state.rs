@@ -258,6 +258,8 @@ pub(crate) struct Model {
     pub users: BTreeMap<String, User>,
     pub tokens: Vec<Token>,
     pub deployments: Vec<Deployment>,
+    /// tenant → deployment id → index in `deployments` (deployments are never removed).
+    pub deployment_lookup: HashMap<String, HashMap<String, usize>>,
     pub nodes: Vec<Node>,
     pub instances: BTreeMap<u64, NodeInstance>,
     pub instance_keys: HashMap<String, u64>,
@@ -278,9 +280,10 @@ pub(crate) struct Model {
 impl Model {
     /// Index of deployment `id` in `tenant`.
     pub fn deployment_index(&self, tenant: &str, id: &str) -> Option<usize> {
-        self.deployments
-            .iter()
-            .position(|d| &*d.tenant == tenant && &*d.id == id)
+        self.deployment_lookup
+            .get(tenant)
+            .and_then(|ids| ids.get(id))
+            .copied()
     }
 
     /// A fresh `<prefix>_<6 [a-z0-9]>` id that no node instance or group instance has.
