@@ -359,6 +359,18 @@ async fn delta_zero_succeeds_and_negative_total_fails_inside_the_execution() {
             "No scalable entity named nope",
         ),
         (
+            json!({"scalable_entity_name": "workers", "delta": i64::MAX}),
+            "caps a group",
+        ),
+        (
+            json!({"scalable_entity_name": "workers", "delta": i64::MIN}),
+            "is illegal",
+        ),
+        (
+            json!({"scalable_entity_name": "workers", "delta": u64::MAX}),
+            "must be a number",
+        ),
+        (
             json!({"scalable_entity_name": "workers", "delta": -1, "include_instances": ["workers_zzzzzz"]}),
             "do not exist",
         ),
