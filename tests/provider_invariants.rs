@@ -253,3 +253,30 @@ async fn a_restarted_provider_agrees_on_target_size() {
     env.wait_executions_done().await;
     env.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_refresh_costs_a_constant_plus_one_call_per_thousand_instances() {
+    let mut costs = Vec::new();
+    for n in [10u64, 999, 2500] {
+        let scenario = Scenario::default_demo()
+            .with_timing(Timing::instant())
+            .with_instances(n);
+        let mut env = start_with(scenario, TEST_CONFIG).await;
+        let before = env.requests().await;
+        env.refresh().await;
+        let after = env.requests().await;
+        let delta = |route: &str| {
+            after["routes"][route].as_u64().unwrap_or(0)
+                - before["routes"][route].as_u64().unwrap_or(0)
+        };
+        let total = after["total"].as_u64().unwrap_or(0) - before["total"].as_u64().unwrap_or(0);
+        costs.push((n, total, delta("GET /api/v3.1/node-instances")));
+        env.shutdown().await;
+    }
+    // 2 execution lists + 1 search + 1 node list = 4, plus one call per page of 1000 instances.
+    assert_eq!(
+        costs,
+        vec![(10, 5, 1), (999, 5, 1), (2500, 7, 3)],
+        "(instances, calls, instance pages)"
+    );
+}

@@ -125,7 +125,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error 
     let result = if args.walkthrough {
         walkthrough(app.grpc.addr).await
     } else {
-        tokio::signal::ctrl_c().await.map_err(Into::into)
+        super::shutdown_signal().await.map_err(Into::into)
     };
     app.shutdown().await;
     sim.shutdown().await;

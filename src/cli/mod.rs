@@ -181,9 +181,24 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         "starting autoscaler-cloudify"
     );
     let app = start(&config, service_settings(&config)).await?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => { r?; tracing::info!("shutting down"); }
-    }
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
     app.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what Kubernetes sends before killing the pod).
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

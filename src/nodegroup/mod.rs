@@ -12,6 +12,7 @@ mod scale;
 pub mod template;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -180,7 +181,14 @@ impl NodeGroupService {
     pub fn target_size(&self, id: &str) -> Result<i32, DomainError> {
         let snap = self.inventory.snapshot();
         let g = Self::group(&snap, id)?;
-        Ok(self.runtime(id).target(g, &snap))
+        let target = self.runtime(id).target(g, &snap);
+        self.metrics
+            .target_size
+            .get_or_create(&crate::observability::metrics::GroupLabels {
+                group: g.id.clone(),
+            })
+            .set(i64::from(target));
+        Ok(target)
     }
 
     /// Every instance of the group, created or not.
