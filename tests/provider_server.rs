@@ -197,6 +197,8 @@ async fn http_port_serves_health_readiness_and_metrics() {
         .await
         .expect("text");
     for name in [
+        "autoscaler_cloudify_build_info{version=\"",
+        "autoscaler_cloudify_ready 1",
         "autoscaler_cloudify_grpc_requests_total{method=\"NodeGroupTargetSize\",code=\"Ok\"}",
         "autoscaler_cloudify_grpc_request_duration_seconds",
         "autoscaler_cloudify_cloudify_requests_total{route=\"GET /node-instances\",status=\"200\"}",
