@@ -202,15 +202,7 @@ impl GroupRuntime {
                         state: InstanceState::Creating,
                         error: Some(InstanceError {
                             code: code.to_owned(),
-                            message: format!(
-                                "Cloudify scale execution {} failed: {}",
-                                f.execution_id,
-                                if f.error.is_empty() {
-                                    "no error text"
-                                } else {
-                                    &f.error
-                                }
-                            ),
+                            message: failure_message(&f.execution_id, &f.error),
                             class,
                         }),
                     });
@@ -219,4 +211,29 @@ impl GroupRuntime {
             out
         })
     }
+}
+
+/// Longest error text sent to CA; CA copies it into events and logs, where a whole Python
+/// traceback is noise.
+const MAX_FAILURE_TEXT: usize = 512;
+
+/// The errorMessage CA gets for a failed scale-out: the execution id and the last non-empty line
+/// of Cloudify's `error` (for a Python traceback, the exception itself), at most
+/// [`MAX_FAILURE_TEXT`] bytes. The whole text is logged by the inventory when it first sees the
+/// failure.
+pub(super) fn failure_message(execution_id: &str, error: &str) -> String {
+    let line = error
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("no error text");
+    let mut end = line.len().min(MAX_FAILURE_TEXT);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let ellipsis = if end < line.len() { "…" } else { "" };
+    format!(
+        "Cloudify scale execution {execution_id} failed: {}{ellipsis}",
+        &line[..end]
+    )
 }
