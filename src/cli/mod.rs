@@ -82,11 +82,13 @@ pub struct ServeArgs {
     /// Cloudify user (first entry); the password comes from CLOUDIFY_PASSWORD or a file.
     #[arg(long, env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_USERNAME")]
     pub cloudify_username: Option<String>,
-    /// Static node group `<min>:<max>:<deployment>/<group>` (repeatable).
-    #[arg(long)]
+    /// Static node group `<min>:<max>:<deployment>/<group>` (repeatable; the environment
+    /// variable holds one).
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODES")]
     pub nodes: Vec<String>,
-    /// Auto-discovery `cloudify:label=<k>=<v>[,label=…]` (repeatable).
-    #[arg(long)]
+    /// Auto-discovery `cloudify:label=<k>=<v>[,label=…]` (repeatable; the environment variable
+    /// holds one, since `,` already joins labels).
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODE_GROUP_AUTO_DISCOVERY")]
     pub node_group_auto_discovery: Vec<String>,
 }
 

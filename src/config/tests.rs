@@ -78,3 +78,30 @@ fn several_managers_need_prefixed_ids() {
         1
     );
 }
+
+#[test]
+fn yaml_syntax_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "cloudify:\n  - url: http://x\nnode_groups:\n  static: [\"1:3:a/b\"\n  groups: {}\n",
+    )
+    .expect("write");
+    let e = Config::load(Some(&path), &Overrides::default(), &env())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&path.display().to_string()), "{e}");
+    assert!(e.contains("line 5"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let e = load("cloudify: [{url: \"http://x\", pasword_env: X}]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cloudify[0]") && e.contains("pasword_env"),
+        "{e}"
+    );
+}
