@@ -105,3 +105,13 @@ fn unknown_keys_are_errors_naming_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn log_level_is_a_tracing_filter() {
+    let c = load("log: {level: \"info,autoscaler_cloudify=debug\"}").expect("valid filter");
+    assert_eq!(c.log_level, "info,autoscaler_cloudify=debug");
+    let e = load("log: {level: \"info,autoscaler_cloudify=loud\"}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("log.level: invalid filter"), "{e}");
+}

@@ -148,6 +148,17 @@ pub(super) fn build(
         .clone()
         .or(raw.log.level.clone())
         .unwrap_or_else(|| "info".into());
+    // tracing would drop a bad directive silently and log less than asked for.
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+        return Err(ConfigError::invalid(
+            if ov.log_level.is_some() {
+                "--log-level"
+            } else {
+                "log.level"
+            },
+            format!("invalid filter {log_level:?}: {e} (e.g. \"info,autoscaler_cloudify=debug\")"),
+        ));
+    }
 
     let refresh_interval = match (&ov.refresh_interval, &raw.refresh.interval) {
         (Some(v), _) => duration("--refresh-interval", v)?,
