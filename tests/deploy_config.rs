@@ -209,3 +209,62 @@ fn ci_values_config_loads_with_the_real_config_loader() {
             .contains_key("main:k8s-pool-a/workers")
     );
 }
+
+/// Every `autoscaler_cloudify_*` name the operator docs mention (tables, alerts, troubleshooting)
+/// is one the process registers, so an alert copied from the docs can fire.
+#[test]
+fn documented_metric_names_are_exported() {
+    use autoscaler_cloudify::observability::metrics::*;
+    let metrics = Metrics::new();
+    // Labelled families are only encoded once they have a series.
+    let method = MethodLabels { method: "m".into() };
+    let route = RouteLabels { route: "r".into() };
+    metrics.grpc_requests.get_or_create(&GrpcLabels {
+        method: "m".into(),
+        code: "Ok".into(),
+    });
+    metrics.grpc_duration.get_or_create(&method);
+    metrics.cloudify_requests.get_or_create(&CloudifyLabels {
+        route: "r".into(),
+        status: "200".into(),
+    });
+    metrics.cloudify_duration.get_or_create(&route);
+    metrics.refreshes.get_or_create(&ResultLabels {
+        result: "ok".into(),
+    });
+    metrics
+        .target_size
+        .get_or_create(&GroupLabels { group: "g".into() });
+    metrics.scale("up", "accepted");
+    let exported: Vec<String> = metrics
+        .encode()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    assert!(exported.len() > 10, "{exported:?}");
+    for doc in ["docs/operations.md", "README.md", "docs/configuration.md"] {
+        let text = read(doc);
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("autoscaler_cloudify_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            rest = &tail[end..];
+            if name == "autoscaler_cloudify_" {
+                continue; // the prefix itself, e.g. `autoscaler_cloudify_*`
+            }
+            let base = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            assert!(
+                exported.iter().any(|e| e == base || e == name),
+                "{doc} mentions {name}, which is not exported ({exported:?})"
+            );
+        }
+    }
+}
