@@ -219,22 +219,32 @@ fn documented_metric_names_are_exported() {
     // Labelled families are only encoded once they have a series.
     let method = MethodLabels { method: "m".into() };
     let route = RouteLabels { route: "r".into() };
-    metrics.grpc_requests.get_or_create(&GrpcLabels {
-        method: "m".into(),
-        code: "Ok".into(),
-    });
-    metrics.grpc_duration.get_or_create(&method);
-    metrics.cloudify_requests.get_or_create(&CloudifyLabels {
-        route: "r".into(),
-        status: "200".into(),
-    });
-    metrics.cloudify_duration.get_or_create(&route);
-    metrics.refreshes.get_or_create(&ResultLabels {
-        result: "ok".into(),
-    });
+    metrics
+        .grpc_requests
+        .get_or_create(&GrpcLabels {
+            method: "m".into(),
+            code: "Ok".into(),
+        })
+        .inc();
+    metrics.grpc_duration.get_or_create(&method).observe(0.0);
+    metrics
+        .cloudify_requests
+        .get_or_create(&CloudifyLabels {
+            route: "r".into(),
+            status: "200".into(),
+        })
+        .inc();
+    metrics.cloudify_duration.get_or_create(&route).observe(0.0);
+    metrics
+        .refreshes
+        .get_or_create(&ResultLabels {
+            result: "ok".into(),
+        })
+        .inc();
     metrics
         .target_size
-        .get_or_create(&GroupLabels { group: "g".into() });
+        .get_or_create(&GroupLabels { group: "g".into() })
+        .set(1);
     metrics.scale("up", "accepted");
     let exported: Vec<String> = metrics
         .encode()
