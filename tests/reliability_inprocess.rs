@@ -360,6 +360,12 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
     assert_eq!(info.instance_error_class, 1, "OutOfResources");
     assert!(!info.error_code.is_empty());
     assert!(info.error_message.contains("Quota exceeded"));
+    // Cloudify's error is a Python traceback; CA gets its last line only.
+    assert!(
+        !info.error_message.contains("Traceback") && !info.error_message.contains('\n'),
+        "{:?}",
+        info.error_message
+    );
     assert_eq!(props["planned_instances"], json!(2), "rolled back");
     assert_eq!(
         t_failed, 4,
