@@ -195,4 +195,89 @@ fn demo_walkthrough_scales_up_and_down() {
     ] {
         assert!(logs.contains(step), "missing {step:?} in\n{logs}");
     }
+    assert!(
+        !logs.contains('\u{1b}'),
+        "no colour codes when stdout is not a terminal"
+    );
+}
+
+/// `demo` tells a newcomer what runs where and what to try, and the advice works: the `inspect`
+/// command the banner prints answers with both demo groups.
+#[test]
+fn demo_prints_a_banner_whose_inspect_command_works() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--cloudify-listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("demo");
+    let stdout = child.stdout.take().expect("stdout");
+    // Read on a thread so a demo that never prints the banner fails by timeout, not by hanging.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("Ctrl-C stops the demo") {
+                let _ = tx.send(seen.clone());
+            }
+        }
+    });
+    let banner = rx.recv_timeout(Duration::from_secs(60));
+    let banner = match banner {
+        Ok(b) => b,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no banner within 60 s");
+        }
+    };
+    let grpc = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("provider gRPC"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned);
+    let inspect_line = banner
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("autoscaler-cloudify inspect") && l.ends_with(" groups"))
+        .map(str::to_owned);
+    let out = inspect_line.as_ref().map(|l| {
+        Command::new(BIN)
+            .args(l.split_whitespace().skip(1))
+            .output()
+            .expect("inspect")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let grpc = grpc.unwrap_or_else(|| panic!("no gRPC address in\n{banner}"));
+    assert!(grpc.starts_with("127.0.0.1:"), "{banner}");
+    for want in [
+        "admin",
+        "/metrics",
+        "k8s-pool-a/workers",
+        "k8s-pool-b/gpu-workers",
+        "nodes k8s-pool-a/workers",
+        "--walkthrough",
+    ] {
+        assert!(banner.contains(want), "missing {want:?} in\n{banner}");
+    }
+    let inspect_line = inspect_line.unwrap_or_else(|| panic!("no inspect command in\n{banner}"));
+    assert!(inspect_line.contains(&grpc), "{inspect_line}");
+    let out = out.expect("ran inspect");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("k8s-pool-b/gpu-workers"),
+        "{inspect_line}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -182,7 +182,8 @@ async fn http_port_serves_health_readiness_and_metrics() {
     let mut env = start_default().await;
     env.target(WORKERS).await;
     let base = format!("http://{}", env.app.http_addr);
-    let get = |p: &str| env.http.get(format!("{base}{p}")).send();
+    let http = env.http.clone();
+    let get = |p: &str| http.get(format!("{base}{p}")).send();
     assert_eq!(get("/healthz").await.expect("healthz").status(), 200);
     let r = get("/readyz").await.expect("readyz");
     assert_eq!(r.status(), 200);
@@ -197,6 +198,8 @@ async fn http_port_serves_health_readiness_and_metrics() {
         .await
         .expect("text");
     for name in [
+        "autoscaler_cloudify_build_info{version=\"",
+        "autoscaler_cloudify_ready 1",
         "autoscaler_cloudify_grpc_requests_total{method=\"NodeGroupTargetSize\",code=\"Ok\"}",
         "autoscaler_cloudify_grpc_request_duration_seconds",
         "autoscaler_cloudify_cloudify_requests_total{route=\"GET /node-instances\",status=\"200\"}",
@@ -208,6 +211,31 @@ async fn http_port_serves_health_readiness_and_metrics() {
     ] {
         assert!(text.contains(name), "missing {name} in\n{text}");
     }
+    // The request counter moves with each call, and the per-group gauge has Cloudify's target.
+    let sample = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    let calls =
+        "autoscaler_cloudify_grpc_requests_total{method=\"NodeGroupTargetSize\",code=\"Ok\"}";
+    let before = sample(&text, calls);
+    let target = env.target(WORKERS).await;
+    let text = get("/metrics")
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(sample(&text, calls), before + 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "autoscaler_cloudify_target_size{group=\"k8s-pool-a/workers\"}"
+        ),
+        f64::from(target)
+    );
     env.shutdown().await;
 }
 

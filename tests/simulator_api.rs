@@ -330,6 +330,11 @@ async fn filters_include_sort_and_paging() {
         400,
         "bad_parameters_error",
     );
+    assert_error(
+        &api.get("/deployments?_filter_id=saved").await,
+        404,
+        "not_found_error",
+    );
 }
 
 #[tokio::test]

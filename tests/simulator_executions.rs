@@ -184,7 +184,7 @@ async fn cancel_queued_running_and_finished_executions() {
         Scenario::default_demo()
             .with_timing(Timing {
                 execution_start_ms: 0,
-                step_ms: 150,
+                step_ms: 250,
             })
             .with_seed(9),
     )
@@ -299,7 +299,7 @@ async fn forced_parallel_scale_fails_on_the_started_modification() {
         Scenario::default_demo()
             .with_timing(Timing {
                 execution_start_ms: 0,
-                step_ms: 150,
+                step_ms: 250,
             })
             .with_seed(5),
     )

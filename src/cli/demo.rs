@@ -118,10 +118,10 @@ pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error 
     if !super::app::wait_ready(&app.inventory, Duration::from_secs(30)).await {
         return Err("the first inventory refresh did not complete within 30 s".into());
     }
-    tracing::info!(
-        grpc = %app.grpc.addr, http = %app.http_addr,
-        "demo ready: try `autoscaler-cloudify inspect --address {} groups`", app.grpc.addr
-    );
+    tracing::info!(grpc = %app.grpc.addr, http = %app.http_addr, "demo ready");
+    if !args.walkthrough {
+        print_banner(&sim.url(), &app, args.listen);
+    }
     let result = if args.walkthrough {
         walkthrough(app.grpc.addr).await
     } else {
@@ -130,6 +130,56 @@ pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error 
     app.shutdown().await;
     sim.shutdown().await;
     result
+}
+
+/// What a person who just typed `demo` needs: what runs where, and what to try next. Plain
+/// stdout lines, so they read the same with `--log-format json`.
+fn print_banner(sim_url: &str, app: &super::App, requested: SocketAddr) {
+    let grpc = app.grpc.addr;
+    // `inspect` defaults to 127.0.0.1:8086; name the address only when it differs.
+    let inspect = if grpc == requested && requested.to_string() == "127.0.0.1:8086" {
+        "autoscaler-cloudify inspect".to_owned()
+    } else {
+        format!("autoscaler-cloudify inspect --address {grpc}")
+    };
+    let snap = app.inventory.snapshot();
+    let mut lines = vec![
+        String::new(),
+        "autoscaler-cloudify demo is running".to_owned(),
+        format!(
+            "  Cloudify simulator  {sim_url}  (user admin / password admin, tenant default_tenant)"
+        ),
+        format!(
+            "  provider gRPC       {grpc}  (plaintext on loopback; CA's cloud-config: address: \"{grpc}\")"
+        ),
+        format!(
+            "  provider HTTP       http://{0}/healthz  http://{0}/readyz  http://{0}/metrics",
+            app.http_addr
+        ),
+        format!("  node groups         {}:", snap.groups.len()),
+    ];
+    for g in &snap.groups {
+        lines.push(format!(
+            "    {:<28} min {:>2}  max {:>2}  instances {}",
+            g.id,
+            g.min,
+            g.max,
+            g.instances.len()
+        ));
+    }
+    lines.extend([
+        String::new(),
+        "Try, in another shell:".to_owned(),
+        format!("  {inspect} groups"),
+        format!("  {inspect} nodes k8s-pool-a/workers"),
+        format!("  curl -s http://{}/metrics | grep autoscaler_cloudify_", app.http_addr),
+        "  autoscaler-cloudify demo --walkthrough --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --cloudify-listen 127.0.0.1:0"
+            .to_owned(),
+        "      (a scripted scale-up and scale-down on its own ports)".to_owned(),
+        "Ctrl-C stops the demo.".to_owned(),
+        String::new(),
+    ]);
+    println!("{}", lines.join("\n"));
 }
 
 fn state_name(i: &proto::Instance) -> &'static str {

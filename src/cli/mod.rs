@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 pub use app::{App, AppError, clients, service_settings, start};
 pub use demo::{DEMO_CONFIG, demo_config};
 
-use crate::config::{Config, LogFormat, Overrides, ProcessEnv};
+use crate::config::{Config, Env, LogFormat, Overrides, ProcessEnv};
 use crate::observability::init_tracing;
 
 /// Kubernetes Cluster Autoscaler externalgrpc provider for Cloudify scaling groups.
@@ -82,11 +82,13 @@ pub struct ServeArgs {
     /// Cloudify user (first entry); the password comes from CLOUDIFY_PASSWORD or a file.
     #[arg(long, env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_USERNAME")]
     pub cloudify_username: Option<String>,
-    /// Static node group `<min>:<max>:<deployment>/<group>` (repeatable).
-    #[arg(long)]
+    /// Static node group `<min>:<max>:<deployment>/<group>` (repeatable; the environment
+    /// variable holds one).
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODES")]
     pub nodes: Vec<String>,
-    /// Auto-discovery `cloudify:label=<k>=<v>[,label=…]` (repeatable).
-    #[arg(long)]
+    /// Auto-discovery `cloudify:label=<k>=<v>[,label=…]` (repeatable; the environment variable
+    /// holds one, since `,` already joins labels).
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODE_GROUP_AUTO_DISCOVERY")]
     pub node_group_auto_discovery: Vec<String>,
 }
 
@@ -111,9 +113,14 @@ impl ServeArgs {
         }
     }
 
-    /// Loads and validates the configuration.
+    /// Loads and validates the configuration, secrets from the process environment.
     pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
-        let config = Config::load(self.config.as_deref(), &self.overrides(), &ProcessEnv)?;
+        self.load_with_env(&ProcessEnv)
+    }
+
+    /// Loads and validates the configuration, secrets from `env` (tests pass a map).
+    pub fn load_with_env(&self, env: &dyn Env) -> Result<Config, crate::config::ConfigError> {
+        let config = Config::load(self.config.as_deref(), &self.overrides(), env)?;
         if config.cloudify.is_empty() {
             return Err(crate::config::ConfigError::Invalid {
                 key: "cloudify".into(),

@@ -8,14 +8,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use base64::Engine;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
-use super::models::{ErrorBody, ListPage};
-use super::{Cloudify, CloudifyError, Deployment, Execution, Node, NodeInstance, ScaleRequest};
+use super::CloudifyError;
+use super::models::{ErrorBody, Identified, ListPage};
 use crate::observability::metrics::{CloudifyLabels, Metrics, RouteLabels};
 
 /// Page size for list calls (Cloudify's default and documented maximum).
@@ -28,13 +26,6 @@ const RETRY_BASE: Duration = Duration::from_millis(200);
 const AUTH_BACKOFF_START: Duration = Duration::from_secs(60);
 /// Longest back-off after repeated 401s.
 const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
-
-const DEPLOYMENT_FIELDS: &str = "id,labels,scaling_groups";
-const NODE_FIELDS: &str = "id,deployment_id,type_hierarchy,host_id";
-const INSTANCE_FIELDS: &str =
-    "id,node_id,deployment_id,host_id,state,runtime_properties,scaling_groups";
-const EXECUTION_FIELDS: &str =
-    "id,workflow_id,deployment_id,status,error,parameters,created_at,ended_at";
 
 /// How the client authenticates.
 #[derive(Clone)]
@@ -89,7 +80,7 @@ struct AuthState {
 pub struct CloudifyClient {
     http: reqwest::Client,
     api: String,
-    settings: ClientSettings,
+    pub(super) settings: ClientSettings,
     auth_header: (&'static str, String),
     auth_state: Mutex<AuthState>,
     metrics: Option<Arc<Metrics>>,
@@ -202,7 +193,7 @@ impl CloudifyClient {
         }
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(super) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{}", self.api, path))
             .header("Tenant", &self.settings.tenant)
@@ -210,7 +201,7 @@ impl CloudifyClient {
     }
 
     /// Sends one request, records metrics, and decodes success or error bodies.
-    async fn send<T: DeserializeOwned>(
+    pub(super) async fn send<T: DeserializeOwned>(
         &self,
         route: &str,
         build: impl Fn() -> RequestBuilder,
@@ -321,7 +312,7 @@ impl CloudifyClient {
     }
 
     /// Fetches every page of a list endpoint (`_size`/`_offset`, until `total` is reached).
-    async fn list_all<T: DeserializeOwned>(
+    pub(super) async fn list_all<T: DeserializeOwned + Identified>(
         &self,
         route: &str,
         method: Method,
@@ -350,6 +341,15 @@ impl CloudifyClient {
                     true,
                 )
                 .await?;
+            if let Some(i) = page.items.iter().position(|item| item.id().is_empty()) {
+                return Err(CloudifyError::Decode {
+                    route: route.to_owned(),
+                    source: <serde_json::Error as serde::de::Error>::custom(format!(
+                        "item {} of the page (offset {offset}) has no id",
+                        i
+                    )),
+                });
+            }
             let got = page.items.len();
             out.extend(page.items);
             let total = page
@@ -374,163 +374,4 @@ fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
     flat.chars().take(200).collect()
-}
-
-fn repeated<'a>(key: &'a str, values: &[String]) -> Vec<(&'a str, String)> {
-    values.iter().map(|v| (key, v.clone())).collect()
-}
-
-#[async_trait]
-impl Cloudify for CloudifyClient {
-    fn name(&self) -> &str {
-        &self.settings.name
-    }
-
-    fn tenant(&self) -> &str {
-        &self.settings.tenant
-    }
-
-    async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = repeated("id", ids);
-        q.push(("_include", DEPLOYMENT_FIELDS.into()));
-        self.list_all(
-            "GET /deployments",
-            Method::GET,
-            "/deployments",
-            &q,
-            None,
-            None,
-        )
-        .await
-    }
-
-    async fn search_deployments(
-        &self,
-        labels: &[(String, String)],
-    ) -> Result<Vec<Deployment>, CloudifyError> {
-        let rules: Vec<_> = labels
-            .iter()
-            .map(|(k, v)| json!({"key": k, "values": [v], "operator": "any_of", "type": "label"}))
-            .collect();
-        let q = [("_include", DEPLOYMENT_FIELDS.to_owned())];
-        self.list_all(
-            "POST /searches/deployments",
-            Method::POST,
-            "/searches/deployments",
-            &q,
-            Some(json!({ "filter_rules": rules })),
-            None,
-        )
-        .await
-    }
-
-    async fn nodes(&self, deployment_ids: &[String]) -> Result<Vec<Node>, CloudifyError> {
-        if deployment_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = repeated("deployment_id", deployment_ids);
-        q.push(("_include", NODE_FIELDS.into()));
-        self.list_all("GET /nodes", Method::GET, "/nodes", &q, None, None)
-            .await
-    }
-
-    async fn node_instances(
-        &self,
-        deployment_ids: &[String],
-        node_ids: &[String],
-    ) -> Result<Vec<NodeInstance>, CloudifyError> {
-        if deployment_ids.is_empty() || node_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut q = repeated("deployment_id", deployment_ids);
-        q.extend(repeated("node_id", node_ids));
-        q.push(("_include", INSTANCE_FIELDS.into()));
-        self.list_all(
-            "GET /node-instances",
-            Method::GET,
-            "/node-instances",
-            &q,
-            None,
-            None,
-        )
-        .await
-    }
-
-    async fn scale_executions(
-        &self,
-        deployment_ids: &[String],
-        statuses: &[&str],
-        limit: Option<usize>,
-    ) -> Result<Vec<Execution>, CloudifyError> {
-        // An empty deployment list means "every deployment of the tenant": the refresh asks for
-        // executions before it knows which deployments discovery will find.
-        let mut q = repeated("deployment_id", deployment_ids);
-        q.extend(statuses.iter().map(|s| ("status", (*s).to_owned())));
-        q.push(("workflow_id", "scale".into()));
-        q.push(("_sort", "-created_at".into()));
-        q.push(("_include", EXECUTION_FIELDS.into()));
-        self.list_all(
-            "GET /executions",
-            Method::GET,
-            "/executions",
-            &q,
-            None,
-            limit,
-        )
-        .await
-    }
-
-    async fn start_scale(&self, request: &ScaleRequest) -> Result<Execution, CloudifyError> {
-        let mut parameters = json!({
-            "scalable_entity_name": request.group,
-            "delta": request.delta,
-            "scale_compute": false,
-        });
-        if !request.include_instances.is_empty() {
-            parameters["include_instances"] = json!(request.include_instances);
-        }
-        let body = json!({
-            "deployment_id": request.deployment_id,
-            "workflow_id": "scale",
-            "parameters": parameters,
-            // queue: a second workflow on the deployment waits instead of failing with
-            // existing_running_execution_error. Never `force`: parallel scales corrupt the
-            // deployment modification.
-            "queue": true,
-        });
-        self.send(
-            "POST /executions",
-            || self.request(Method::POST, "/executions").json(&body),
-            false,
-        )
-        .await
-    }
-
-    async fn execution(&self, id: &str) -> Result<Execution, CloudifyError> {
-        let path = format!("/executions/{}", urlencode(id));
-        self.send(
-            "GET /executions/{id}",
-            || self.request(Method::GET, &path),
-            true,
-        )
-        .await
-    }
-
-    async fn cancel_execution(&self, id: &str) -> Result<Execution, CloudifyError> {
-        let path = format!("/executions/{}", urlencode(id));
-        let body = json!({"action": "cancel"});
-        self.send(
-            "POST /executions/{id}",
-            || self.request(Method::POST, &path).json(&body),
-            false,
-        )
-        .await
-    }
-}
-
-fn urlencode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

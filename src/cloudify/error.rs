@@ -2,11 +2,28 @@
 
 use std::time::Duration;
 
+/// The error and its causes on one line. reqwest's own text ("error sending request for url
+/// ...") hides the reason an operator needs, e.g. `invalid peer certificate: UnknownIssuer` when
+/// the configured CA does not match the manager's certificate, or `Connection refused`.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// A failed Cloudify REST call.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudifyError {
     /// No answer: connection refused, reset, DNS, TLS handshake.
-    #[error("{route}: cannot reach Cloudify: {source}")]
+    #[error("{route}: cannot reach Cloudify: {}", causes(.source))]
     Transport {
         /// Method and templated path.
         route: String,

@@ -1,6 +1,7 @@
 //! Cloudify Manager REST client: the [`Cloudify`] trait the upper layers talk to, its reqwest
 //! implementation [`CloudifyClient`], the serde models and the typed [`CloudifyError`].
 
+mod api;
 mod client;
 mod error;
 pub mod models;

@@ -39,13 +39,33 @@ pub fn value_as_i64(v: &Value) -> Option<i64> {
 /// A page of a list endpoint.
 #[derive(Debug, Deserialize)]
 pub struct ListPage<T> {
-    /// The items of this page.
-    #[serde(default = "Vec::new")]
+    /// The items of this page. Required: Cloudify always sends it, and a 200 answer without it
+    /// (`{}`, `[]`, a proxy's placeholder) must fail the refresh instead of reading as an empty
+    /// manager, which would tell CA that every node vanished (issue #7).
     pub items: Vec<T>,
     /// Pagination metadata.
     #[serde(default, deserialize_with = "lenient")]
     pub metadata: ListMetadata,
 }
+
+/// A list item that carries an id. An item without one (missing, `null`, a number) means the
+/// answer is not what we think it is: the whole page is rejected rather than silently dropping
+/// the item, because a dropped deployment or VM looks to CA like a deleted node pool or node.
+pub trait Identified {
+    /// The id (`""` when the answer had none).
+    fn id(&self) -> &str;
+}
+
+macro_rules! identified {
+    ($($t:ty),*) => {$(
+        impl Identified for $t {
+            fn id(&self) -> &str {
+                &self.id
+            }
+        }
+    )*};
+}
+identified!(Deployment, Node, NodeInstance, Execution);
 
 /// `metadata` of a list answer.
 #[derive(Debug, Default, Deserialize)]

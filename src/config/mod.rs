@@ -6,8 +6,11 @@
 //! Every validation error names the key and says what is wrong, e.g.
 //! `node_groups.groups."a/b".options.scale_down_unneeded_time: invalid duration "2x"`.
 
+mod groups;
 mod provider_id;
 mod raw;
+#[cfg(test)]
+mod tests;
 mod validate;
 
 use std::collections::BTreeMap;

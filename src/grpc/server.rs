@@ -20,6 +20,13 @@ pub enum ServeError {
          or pass --insecure"
     )]
     PlaintextRefused(SocketAddr),
+    /// TLS without a client CA (no client authentication) on a non-loopback address without
+    /// `--insecure`: anyone who can reach the port could scale node groups.
+    #[error(
+        "refusing gRPC without client authentication on {0}: set grpc.tls.client_ca_file \
+         (--tls-client-ca) for mTLS, or pass --insecure"
+    )]
+    ClientAuthMissing(SocketAddr),
     /// A TLS file could not be read.
     #[error("cannot read {path}: {source}")]
     TlsFile {
@@ -93,10 +100,19 @@ pub async fn serve(
                 read(&files.cert_file)?,
                 read(&files.key_file)?,
             ));
-            if let Some(ca) = &files.client_ca_file {
+            match &files.client_ca_file {
                 // CA's externalgrpc client presents its certificate when `cert` is configured:
                 // require and verify it against this CA (mTLS).
-                cfg = cfg.client_ca_root(Certificate::from_pem(read(ca)?));
+                Some(ca) => cfg = cfg.client_ca_root(Certificate::from_pem(read(ca)?)),
+                // Server-only TLS encrypts but lets any client scale: the same rule as
+                // plaintext (issue #7: mTLS required by default).
+                None if listen.ip().is_loopback() => {}
+                None if insecure => tracing::warn!(
+                    %listen,
+                    "gRPC TLS without a client CA on a non-loopback address (--insecure): any \
+                     client that can reach this port can scale node groups"
+                ),
+                None => return Err(ServeError::ClientAuthMissing(listen)),
             }
             builder = builder.tls_config(cfg)?;
         }

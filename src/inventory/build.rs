@@ -238,6 +238,7 @@ fn build_source(
                 instances: Vec::new(),
                 failed: Vec::new(),
                 vm_nodes,
+                seen_executions: Vec::new(),
                 debug: String::new(),
             },
         );
@@ -252,6 +253,7 @@ fn build_source(
         let Some(g) = by_group.get_mut(&(e.deployment_id.as_str(), gname)) else {
             continue;
         };
+        g.seen_executions.push(e.id.clone());
         let delta = e.delta();
         if e.is_waiting() && delta != 0 {
             g.waiting.push(WaitingExecution {
@@ -269,13 +271,14 @@ fn build_source(
         let Some(gname) = e.scaled_group() else {
             continue;
         };
+        let Some(g) = by_group.get_mut(&(e.deployment_id.as_str(), gname)) else {
+            continue;
+        };
+        g.seen_executions.push(e.id.clone());
         let delta = e.delta();
         if delta <= 0 {
             continue;
         }
-        let Some(g) = by_group.get_mut(&(e.deployment_id.as_str(), gname)) else {
-            continue;
-        };
         let n = usize::try_from(delta).unwrap_or(0).min(1000);
         g.failed.push(FailedScale {
             execution_id: e.id.clone(),

@@ -99,6 +99,10 @@ pub struct NodeGroup {
     pub failed: Vec<FailedScale>,
     /// Compute node ids of the group (for verification queries).
     pub vm_nodes: Vec<String>,
+    /// Ids of this group's scale executions the refresh saw (active or recently failed). A
+    /// local change whose execution is listed here is already counted by the snapshot: the
+    /// overlay must not add it a second time.
+    pub seen_executions: Vec<String>,
     /// Human summary for CA's `debug` field, built once per snapshot so lookups do not format.
     pub debug: String,
 }

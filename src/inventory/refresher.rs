@@ -158,7 +158,8 @@ impl Inventory {
         match result {
             Ok(snap) => {
                 let snap = Arc::new(snap);
-                self.current.store(snap.clone());
+                let previous = self.current.swap(snap.clone());
+                log_new_failures(&previous, &snap);
                 self.metrics.refreshes.get_or_create(&label("ok")).inc();
                 self.publish_gauges(&snap);
                 if let Ok(mut e) = self.last_error.lock()
@@ -211,6 +212,7 @@ impl Inventory {
         m.groups
             .set(i64::try_from(snap.groups.len()).unwrap_or(i64::MAX));
         m.snapshot_age.set(0.0);
+        m.ready.set(1);
         for g in &snap.groups {
             m.target_size
                 .get_or_create(&GroupLabels {
@@ -308,4 +310,29 @@ async fn fetch_source(
         active,
         failed,
     })
+}
+
+/// Logs each failed scale-out once, with Cloudify's whole error text (often a Python traceback);
+/// CA only gets its last line (see the node-group domain).
+fn log_new_failures(previous: &Snapshot, current: &Snapshot) {
+    let seen: HashSet<&str> = previous
+        .groups
+        .iter()
+        .flat_map(|g| g.failed.iter().map(|f| f.execution_id.as_str()))
+        .collect();
+    for g in &current.groups {
+        for f in g
+            .failed
+            .iter()
+            .filter(|f| !seen.contains(f.execution_id.as_str()))
+        {
+            tracing::warn!(
+                group = %g.id,
+                execution = %f.execution_id,
+                missing = f.synthetic_ids.len(),
+                error = %f.error,
+                "Cloudify scale execution failed"
+            );
+        }
+    }
 }

@@ -12,6 +12,7 @@ mod scale;
 pub mod template;
 #[cfg(test)]
 mod tests;
+mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -25,7 +25,8 @@ pub(super) struct LocalChange {
     pub accepted_at: Instant,
     /// Net change of the target size.
     pub delta: i32,
-    /// A scale-out execution it started (id, delta), cancellable by DecreaseTargetSize.
+    /// The scale execution it started (id, delta); scale-outs are cancellable by
+    /// DecreaseTargetSize.
     pub started: Option<(String, i32)>,
     /// Provider ids it asked Cloudify to remove.
     pub deleting: Vec<String>,
@@ -60,8 +61,33 @@ impl Overlay {
             .retain(|_, at| at.elapsed() < ACK_RETENTION);
     }
 
-    pub fn local_delta(&self) -> i32 {
-        self.changes.iter().map(|c| c.delta).sum()
+    /// The net change of the local changes the snapshot does not show yet. A change accepted
+    /// while the refresh was fetching may already be in it: a scale whose execution the snapshot
+    /// lists, or a cancel whose execution it no longer lists as waiting, is not added twice
+    /// (issue #7: TargetSize read 11 on a group of max 10 during concurrent IncreaseSize+Refresh).
+    pub fn local_delta(&self, g: &NodeGroup) -> i32 {
+        let counted_here = |e: &str| {
+            self.changes.iter().any(|c| {
+                c.started.as_ref().is_some_and(|(s, _)| s == e)
+                    && !g.seen_executions.iter().any(|s| s == e)
+            })
+        };
+        self.changes
+            .iter()
+            .filter(|c| {
+                !c.started
+                    .as_ref()
+                    .is_some_and(|(e, _)| g.seen_executions.contains(e))
+            })
+            // A cancel offsets an execution only while something still counts it.
+            .filter(|c| {
+                c.cancelled.is_empty()
+                    || c.cancelled
+                        .iter()
+                        .any(|e| g.waiting.iter().any(|w| w.id == *e) || counted_here(e))
+            })
+            .map(|c| c.delta)
+            .sum()
     }
 
     pub fn is_deleting(&self, provider_id: &str) -> bool {
@@ -101,10 +127,20 @@ impl Overlay {
 
     /// Target size of `g` under this overlay.
     pub fn target(&self, g: &NodeGroup) -> i32 {
-        g.cloudify_target()
-            .saturating_add(self.local_delta())
+        let target = g
+            .cloudify_target()
+            .saturating_add(self.local_delta(g))
             .saturating_sub(self.acked_in(g))
-            .max(0)
+            .max(0);
+        // Every increase is checked against max before it is sent, so a target above max that
+        // `planned_instances` does not explain is a counting artifact: an execution that starts
+        // between the executions read and the deployments read is counted as waiting and in
+        // planned for one refresh (the refresher prefers that to counting it zero times).
+        if target > g.max && g.planned <= g.max {
+            g.max
+        } else {
+            target
+        }
     }
 }
 
@@ -166,15 +202,7 @@ impl GroupRuntime {
                         state: InstanceState::Creating,
                         error: Some(InstanceError {
                             code: code.to_owned(),
-                            message: format!(
-                                "Cloudify scale execution {} failed: {}",
-                                f.execution_id,
-                                if f.error.is_empty() {
-                                    "no error text"
-                                } else {
-                                    &f.error
-                                }
-                            ),
+                            message: failure_message(&f.execution_id, &f.error),
                             class,
                         }),
                     });
@@ -183,4 +211,29 @@ impl GroupRuntime {
             out
         })
     }
+}
+
+/// Longest error text sent to CA; CA copies it into events and logs, where a whole Python
+/// traceback is noise.
+const MAX_FAILURE_TEXT: usize = 512;
+
+/// The errorMessage CA gets for a failed scale-out: the execution id and the last non-empty line
+/// of Cloudify's `error` (for a Python traceback, the exception itself), at most
+/// [`MAX_FAILURE_TEXT`] bytes. The whole text is logged by the inventory when it first sees the
+/// failure.
+pub(super) fn failure_message(execution_id: &str, error: &str) -> String {
+    let line = error
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("no error text");
+    let mut end = line.len().min(MAX_FAILURE_TEXT);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let ellipsis = if end < line.len() { "…" } else { "" };
+    format!(
+        "Cloudify scale execution {execution_id} failed: {}{ellipsis}",
+        &line[..end]
+    )
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -135,7 +135,8 @@ impl NodeGroupService {
                 .iter()
                 .rev()
                 .filter_map(|ch| ch.started.clone())
-                .filter(|(e, d)| *d > 0 && !o.is_cancelled(e))
+                // Listed by the snapshot too (as waiting, below): offer it once.
+                .filter(|(e, d)| *d > 0 && !o.is_cancelled(e) && !g.seen_executions.contains(e))
                 .collect();
             c.extend(
                 g.waiting
@@ -355,7 +356,11 @@ impl NodeGroupService {
                     o.changes.push(LocalChange {
                         accepted_at: Instant::now(),
                         delta: -i32::try_from(batch.instances.len()).unwrap_or(i32::MAX),
-                        started: None,
+                        // The execution id lets the overlay see when the snapshot counts it.
+                        started: Some((
+                            exec_id.clone(),
+                            -i32::try_from(batch.instances.len()).unwrap_or(i32::MAX),
+                        )),
                         deleting: batch.instances.iter().map(|(p, _)| p.clone()).collect(),
                         cancelled: Vec::new(),
                     });
@@ -400,103 +405,5 @@ impl NodeGroupService {
         };
         let execution = cloudify.start_scale(&request).await?;
         Ok((execution.id, g.clone()))
-    }
-
-    /// Waits for the scale-in to end, then checks that exactly the named VM instances are gone.
-    async fn verify_scale_in(
-        &self,
-        id: &str,
-        exec_id: &str,
-        before: NodeGroup,
-        named: Vec<String>,
-    ) {
-        let Some(cloudify) = self.inventory.sources().get(before.source).cloned() else {
-            return;
-        };
-        if before.vm_nodes.is_empty() {
-            tracing::warn!(
-                group = id,
-                execution = exec_id,
-                "cannot verify scale-in: no VM node known"
-            );
-            return;
-        }
-        let deadline = Instant::now() + self.settings.verify_timeout;
-        let mut poll = self.settings.verify_poll;
-        let status = loop {
-            tokio::time::sleep(poll).await;
-            match cloudify.execution(exec_id).await {
-                Ok(e) if e.is_ended() => break e.status,
-                Ok(_) => {}
-                Err(e) => tracing::debug!(execution = exec_id, error = %e, "cannot poll scale-in"),
-            }
-            if Instant::now() > deadline {
-                tracing::warn!(
-                    group = id,
-                    execution = exec_id,
-                    "gave up waiting for scale-in to end"
-                );
-                return;
-            }
-            poll = (poll * 2).min(Duration::from_secs(15));
-        };
-        if status != "terminated" {
-            self.metrics.scale("down", &status);
-            tracing::warn!(group = id, execution = exec_id, %status, "scale-in did not complete");
-            return;
-        }
-        let after = match cloudify
-            .node_instances(std::slice::from_ref(&before.deployment), &before.vm_nodes)
-            .await
-        {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(group = id, error = %e, "cannot verify scale-in");
-                return;
-            }
-        };
-        let after: BTreeSet<&str> = after.iter().map(|i| i.id.as_str()).collect();
-        let removed: BTreeSet<&str> = before
-            .instances
-            .iter()
-            .map(|i| i.vm_instance.as_str())
-            .filter(|v| !after.contains(v))
-            .collect();
-        let named_set: BTreeSet<&str> = named.iter().map(String::as_str).collect();
-        let rt = self.runtime(id);
-        let snap = self.inventory.snapshot();
-        // Other scale-ins (ours, or instances already leaving) may have removed further instances
-        // meanwhile; those are expected. What must never happen: a named instance survives, or an
-        // instance nobody named disappears.
-        let unexpected: Vec<&str> = rt.with_overlay(&snap, |o| {
-            let unexpected = removed
-                .iter()
-                .filter(|v| !named_set.contains(*v) && !o.requested_removals.contains(**v))
-                .filter(|v| {
-                    !before
-                        .instances
-                        .iter()
-                        .any(|i| i.vm_instance == **v && i.state == InstanceState::Deleting)
-                })
-                .copied()
-                .collect();
-            for n in &named {
-                o.requested_removals.remove(n);
-            }
-            unexpected
-        });
-        let survivors: Vec<&str> = named_set.difference(&removed).copied().collect();
-        if survivors.is_empty() && unexpected.is_empty() {
-            self.metrics.scale("down", "terminated");
-            tracing::info!(group = id, execution = exec_id, removed = ?named_set, "scale-in removed exactly the named instances");
-        } else {
-            self.metrics.scale("down", "mismatch");
-            self.metrics.scale_down_mismatches.inc();
-            tracing::error!(
-                group = id, execution = exec_id, named = ?named_set, survivors = ?survivors,
-                unexpected = ?unexpected,
-                "scale-in removed other instances than the ones named"
-            );
-        }
     }
 }

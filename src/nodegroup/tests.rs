@@ -444,3 +444,22 @@ async fn optional_features_are_unimplemented_unless_configured() {
     ));
     assert!(svc.gpu_types().is_empty());
 }
+
+#[test]
+fn failure_message_is_the_last_line_of_the_traceback() {
+    use super::overlay::failure_message;
+    let traceback = "Traceback (most recent call last):\n  File \"/opt/mgmtworker/env/lib/python3.11/site-packages/cloudify/dispatch.py\", line 1125, in main\n    payload = handler.handle()\nNonRecoverableError: Quota exceeded for cores: Requested 4, but already used 20 of 20 cores\n\n";
+    assert_eq!(
+        failure_message("ef", traceback),
+        "Cloudify scale execution ef failed: NonRecoverableError: Quota exceeded for cores: \
+         Requested 4, but already used 20 of 20 cores"
+    );
+    assert_eq!(
+        failure_message("e2", "  \n"),
+        "Cloudify scale execution e2 failed: no error text"
+    );
+    let long = format!("x\n{}", "é".repeat(600));
+    let m = failure_message("e3", &long);
+    assert!(m.ends_with('…'), "{m}");
+    assert!(m.len() <= "Cloudify scale execution e3 failed: ".len() + 512 + '…'.len_utf8());
+}

@@ -60,6 +60,13 @@ pub struct ScaleLabels {
     pub result: String,
 }
 
+/// Labels of the build information gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// Crate version.
+    pub version: String,
+}
+
 /// Labels of refresh counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -74,6 +81,11 @@ fn latency_histogram() -> Histogram {
 /// All metrics of the process. Cheap to clone through `Arc`.
 pub struct Metrics {
     registry: Registry,
+    /// Always 1, labelled with the running version (join target for dashboards).
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// 1 once the first complete snapshot is loaded (the same condition as `/readyz`'s
+    /// `snapshot_loaded`), else 0.
+    pub ready: Gauge,
     /// gRPC requests by method and code.
     pub grpc_requests: Family<GrpcLabels, Counter>,
     /// gRPC request durations by method.
@@ -107,6 +119,8 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("autoscaler_cloudify");
         let m = Metrics {
+            build_info: Family::default(),
+            ready: Gauge::default(),
             grpc_requests: Family::default(),
             grpc_duration: Family::new_with_constructor(latency_histogram),
             cloudify_requests: Family::default(),
@@ -122,6 +136,21 @@ impl Metrics {
             scale_down_mismatches: Counter::default(),
             registry: Registry::default(),
         };
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Running version (always 1)",
+            m.build_info.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 once the first complete inventory snapshot is loaded",
+            m.ready.clone(),
+        );
         registry.register(
             "grpc_requests",
             "gRPC requests by method and code",

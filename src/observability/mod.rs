@@ -4,6 +4,8 @@
 pub mod http;
 pub mod metrics;
 
+use std::io::IsTerminal;
+
 use crate::config::LogFormat;
 
 /// Installs the global tracing subscriber (`RUST_LOG` overrides `level`). Safe to call twice.
@@ -17,6 +19,10 @@ pub fn init_tracing(format: LogFormat, level: &str) {
             .flatten_event(true)
             .with_current_span(true)
             .try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        // Colour codes only for a person at a terminal, not in files, pipes or `kubectl logs`.
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
     };
 }

@@ -107,7 +107,7 @@ fn basic_user(model: &mut Model, auth: &str) -> Result<(String, String), SimErro
         && user.failed_logins > policy.failed_logins_before_account_lock
         && user.last_failed_login.is_some_and(|t| {
             let period = u64::try_from(policy.account_lock_period_minutes).unwrap_or(0);
-            t.elapsed() < Duration::from_secs(period * 60)
+            t.elapsed() < Duration::from_secs(period.saturating_mul(60))
         });
     if locked || user.password != password {
         user.failed_logins += 1;
@@ -153,15 +153,20 @@ pub(crate) fn parse_expiration(text: &str) -> Result<DateTime<Utc>, SimError> {
         let digits: String = rel.chars().take_while(char::is_ascii_digit).collect();
         let n: i64 = digits.parse().map_err(|_| bad())?;
         let unit = rel[digits.len()..].trim().to_lowercase();
-        let seconds = match unit.as_str() {
-            "s" | "sec" | "second" | "seconds" => n,
-            "m" | "min" | "minute" | "minutes" => n * 60,
-            "h" | "hour" | "hours" => n * 3600,
-            "d" | "day" | "days" => n * 86400,
-            "w" | "week" | "weeks" => n * 7 * 86400,
+        let unit_seconds: i64 = match unit.as_str() {
+            "s" | "sec" | "second" | "seconds" => 1,
+            "m" | "min" | "minute" | "minutes" => 60,
+            "h" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86400,
+            "w" | "week" | "weeks" => 7 * 86400,
             _ => return Err(bad()),
         };
-        return Ok(Utc::now() + chrono::Duration::seconds(seconds));
+        // Checked all the way: absurd expirations are a 400, not an overflow.
+        return n
+            .checked_mul(unit_seconds)
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .ok_or_else(bad);
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
@@ -238,5 +243,6 @@ mod tests {
         assert!(parse_expiration("+1 day").is_ok());
         assert!(parse_expiration("2030-01-02 03:04").is_ok());
         assert!(parse_expiration("soon").is_err());
+        assert!(parse_expiration("+999999999999999999 weeks").is_err());
     }
 }

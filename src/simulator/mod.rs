@@ -27,6 +27,7 @@ mod auth;
 mod error;
 mod executions;
 mod faults;
+mod instance_json;
 mod query;
 mod resources;
 mod routes;

@@ -172,6 +172,13 @@ impl ListQuery {
                     q.sort.push((field, desc));
                 }
                 "_search" => q.search = Some(v),
+                // The simulator stores no saved filters, so any id is unknown (as a manager
+                // answers for a filter that does not exist).
+                "_filter_id" => {
+                    return Err(SimError::NotFound(format!(
+                        "Requested `DeploymentsFilter` with ID `{v}` was not found"
+                    )));
+                }
                 // Reserved parameters this simulator accepts and ignores (they change nothing
                 // for the resources it serves).
                 k if k.starts_with('_') => {}
@@ -252,8 +259,23 @@ where
     T: Listable + 'm,
     I: Iterator<Item = &'m T>,
 {
+    let (total, page) = select_page(model, tenant, items, q);
+    envelope(model, page, total, q)
+}
+
+/// Applies tenant, filters, `_search` and `_sort`, then cuts the page: `(total, page)`.
+pub(crate) fn select_page<'m, T, I>(
+    model: &'m Model,
+    tenant: &str,
+    items: I,
+    q: &ListQuery,
+) -> (usize, Vec<&'m T>)
+where
+    T: Listable + 'm,
+    I: Iterator<Item = &'m T>,
+{
     let matching = items.filter(|i| i.tenant() == tenant && q.accepts(*i, model));
-    let (total, page): (usize, Vec<&T>) = if q.sort.is_empty() {
+    if q.sort.is_empty() {
         // Storage order: count everything, keep only the page (no O(n) copy of 100k rows).
         let mut total = 0usize;
         let mut page = Vec::new();
@@ -283,17 +305,11 @@ where
             all.into_iter().skip(q.offset).take(q.size).collect()
         };
         (total, page)
-    };
-    envelope(model, page, total, q)
+    }
 }
 
 /// Renders a list answer from one page of items and the total count.
-pub(crate) fn envelope<T: Listable>(
-    model: &Model,
-    page: Vec<&T>,
-    total: usize,
-    q: &ListQuery,
-) -> Value {
+fn envelope<T: Listable>(model: &Model, page: Vec<&T>, total: usize, q: &ListQuery) -> Value {
     let rendered: Vec<Value> = page
         .into_iter()
         .map(|i| project(i.render(model), q.include.as_deref()))

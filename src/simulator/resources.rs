@@ -5,8 +5,9 @@
 use serde_json::{Map, Value, json};
 
 use super::executions::scale_workflow_parameters;
+use super::instance_json::InstanceJson;
 use super::query::{FieldVal, Listable};
-use super::state::{Deployment, ExecStatus, Execution, Model, Node, NodeInstance, Runtime, Token};
+use super::state::{Deployment, ExecStatus, Execution, Model, Node, NodeInstance, Token};
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -304,30 +305,6 @@ impl Listable for Node {
     }
 }
 
-fn runtime_properties(runtime: &Runtime) -> Value {
-    match runtime {
-        Runtime::Empty => json!({}),
-        Runtime::Vm {
-            external_id,
-            ip,
-            hostname,
-        } => json!({
-            "external_id": external_id,
-            "external_name": hostname,
-            "external_type": "server",
-            "ip": ip.to_string(),
-            "ipv4_address": ip.to_string(),
-            "networks": {"private": [ip.to_string()]},
-            "hostname": hostname,
-        }),
-        Runtime::Port { external_id, ip } => json!({
-            "external_id": external_id,
-            "external_type": "port",
-            "fixed_ip_address": ip.to_string(),
-        }),
-    }
-}
-
 impl Listable for NodeInstance {
     const KIND: &'static str = "NodeInstance";
     const FIELDS: &'static [&'static str] = &[
@@ -377,38 +354,14 @@ impl Listable for NodeInstance {
     }
 
     fn render(&self, _model: &Model) -> Map<String, Value> {
-        let scaling_groups: Vec<Value> = self
-            .group
-            .iter()
-            .map(|(name, id)| json!({"name": &**name, "id": id}))
-            .collect();
-        let relationships: Vec<Value> = self
-            .relationships
-            .iter()
-            .map(|(kind, target_name, target_id)| {
-                json!({"type": kind, "target_name": target_name, "target_id": target_id})
+        // One definition of the shape: the streaming serializer.
+        object(
+            serde_json::to_value(InstanceJson {
+                inst: self,
+                include: None,
             })
-            .collect();
-        object(json!({
-            "id": self.id,
-            "node_id": &*self.node_id,
-            "deployment_id": &*self.deployment_id,
-            "host_id": self.host_id,
-            "state": self.state,
-            "runtime_properties": runtime_properties(&self.runtime),
-            "system_properties": {},
-            "relationships": relationships,
-            "scaling_groups": scaling_groups,
-            "version": self.version,
-            "index": self.index,
-            "has_configuration_drift": false,
-            "is_status_check_ok": self.state == "started",
-            "tenant_name": &*self.tenant,
-            "created_by": &*self.created_by,
-            "visibility": "tenant",
-            "private_resource": false,
-            "resource_availability": "tenant",
-        }))
+            .unwrap_or(Value::Null),
+        )
     }
 }
 

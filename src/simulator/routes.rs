@@ -9,7 +9,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,7 +19,8 @@ use super::auth::{Caller, authenticate, create_token, parse_expiration};
 use super::error::SimError;
 use super::executions::{apply_action, create_execution, execution_owner, parse_new_execution};
 use super::faults::{Faults, FaultsPatch, RequestLog};
-use super::query::{ListQuery, Listable, envelope, list_page, parse_include, project};
+use super::instance_json::instance_page;
+use super::query::{ListQuery, Listable, list_page, parse_include, project, select_page};
 use super::resources::token_json;
 use super::search::parse_rules;
 use super::server::{Shared, observe};
@@ -50,6 +51,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v3.1", api)
+        // `manager.get_version()` asks the unversioned URL.
+        .route("/api/version", get(version))
         .route(
             "/_sim/faults",
             get(faults_get).post(faults_post).delete(faults_delete),
@@ -278,24 +281,27 @@ async fn instances_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQu
     // Served from the per-deployment index: a page of a 200k-instance manager costs the page,
     // not a walk over every row.
     let deployments = query.take_filter("deployment_id");
-    let (total, keys) = model.instance_candidates(who.tenant(), deployments.as_deref());
-    let row = |k: u64| model.instances.get(&k);
-    if query.only_paging() {
-        // Skip on the index, look up only the page.
-        let (skip, take) = if query.get_all {
+    let keys = model.instance_candidates(who.tenant(), deployments.as_deref());
+    let row = |k: &u64| model.instances.get(k);
+    let (total, page) = if query.only_paging() {
+        // The index is exact and in storage order: the page is a slice of it.
+        let total = keys.len();
+        let (start, end) = if query.get_all {
             (0, total)
         } else {
-            (query.offset, query.size)
+            let start = query.offset.min(total);
+            (start, start.saturating_add(query.size).min(total))
         };
-        let page: Vec<&NodeInstance> = keys.skip(skip).take(take).filter_map(row).collect();
-        return ok_json(envelope(&model, page, total, &query));
-    }
-    ok_json(list_page(
-        &model,
-        who.tenant(),
-        keys.filter_map(row),
-        &query,
-    ))
+        (total, keys[start..end].iter().filter_map(row).collect())
+    } else if deployments.is_some() {
+        select_page(&model, who.tenant(), keys.iter().filter_map(row), &query)
+    } else {
+        // Walking the rows in order beats a lookup per key when everything is a candidate.
+        select_page(&model, who.tenant(), model.instances.values(), &query)
+    };
+    let body = instance_page(&page, total, &query)
+        .map_err(|e| SimError::Internal(format!("serializing node instances: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn instance_get(

@@ -5,6 +5,7 @@
 //! (storage order, like the manager's primary key) and removal is O(log n); an id index and a
 //! per-group-instance member list keep every lookup the workflow needs away from full scans.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -13,9 +14,9 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use serde_json::Value;
 
-use super::error::SimError;
 use super::scenario::AuthPolicy;
 
+mod groups;
 mod populate;
 
 /// Type hierarchy of the VM node of every group (an OpenStack v2 plugin server).
@@ -257,14 +258,16 @@ pub(crate) struct Model {
     pub users: BTreeMap<String, User>,
     pub tokens: Vec<Token>,
     pub deployments: Vec<Deployment>,
+    /// tenant → deployment id → index in `deployments` (deployments are never removed).
+    pub deployment_lookup: HashMap<String, HashMap<String, usize>>,
     pub nodes: Vec<Node>,
     pub instances: BTreeMap<u64, NodeInstance>,
     pub instance_keys: HashMap<String, u64>,
     /// Instance keys per deployment `(tenant, id)`, in storage order: list calls filtered by
     /// deployment (the provider's refresh) never walk other deployments' rows.
-    pub instances_by_deployment: HashMap<(Arc<str>, Arc<str>), BTreeSet<u64>>,
+    pub instances_by_deployment: HashMap<(Arc<str>, Arc<str>), Vec<u64>>,
     /// Instance keys per tenant, in storage order (unfiltered list calls).
-    pub instances_by_tenant: HashMap<Arc<str>, BTreeSet<u64>>,
+    pub instances_by_tenant: HashMap<Arc<str>, Vec<u64>>,
     next_key: u64,
     pub executions: Vec<Execution>,
     pub execution_index: HashMap<String, usize>,
@@ -277,9 +280,10 @@ pub(crate) struct Model {
 impl Model {
     /// Index of deployment `id` in `tenant`.
     pub fn deployment_index(&self, tenant: &str, id: &str) -> Option<usize> {
-        self.deployments
-            .iter()
-            .position(|d| &*d.tenant == tenant && &*d.id == id)
+        self.deployment_lookup
+            .get(tenant)
+            .and_then(|ids| ids.get(id))
+            .copied()
     }
 
     /// A fresh `<prefix>_<6 [a-z0-9]>` id that no node instance or group instance has.
@@ -315,59 +319,66 @@ impl Model {
         self.instances_by_deployment
             .entry((instance.tenant.clone(), instance.deployment_id.clone()))
             .or_default()
-            .insert(key);
+            .push(key);
         self.instances_by_tenant
             .entry(instance.tenant.clone())
             .or_default()
-            .insert(key);
+            .push(key);
         self.instances.insert(key, instance);
         key
     }
 
-    /// Removes a node instance row.
-    pub fn remove_instance(&mut self, key: u64) {
-        if let Some(inst) = self.instances.remove(&key) {
-            self.instance_keys.remove(&inst.id);
-            if let Some(keys) = self
-                .instances_by_deployment
-                .get_mut(&(inst.tenant.clone(), inst.deployment_id.clone()))
-            {
-                keys.remove(&key);
+    /// Removes node instance rows and their index entries (one pass per touched index, so
+    /// a big scale-in stays linear).
+    pub fn remove_instances(&mut self, keys: &[u64]) {
+        let gone: HashSet<u64> = keys.iter().copied().collect();
+        let mut deployments: HashSet<(Arc<str>, Arc<str>)> = HashSet::new();
+        for key in keys {
+            if let Some(inst) = self.instances.remove(key) {
+                self.instance_keys.remove(&inst.id);
+                deployments.insert((inst.tenant.clone(), inst.deployment_id.clone()));
             }
-            if let Some(keys) = self.instances_by_tenant.get_mut(&inst.tenant) {
-                keys.remove(&key);
+        }
+        let tenants: HashSet<Arc<str>> = deployments.iter().map(|(t, _)| t.clone()).collect();
+        for d in &deployments {
+            if let Some(index) = self.instances_by_deployment.get_mut(d) {
+                index.retain(|k| !gone.contains(k));
+            }
+        }
+        for t in &tenants {
+            if let Some(index) = self.instances_by_tenant.get_mut(t) {
+                index.retain(|k| !gone.contains(k));
             }
         }
     }
 
-    /// Keys of the node instances a list call can match, in storage order, and how many:
+    /// Keys of the node instances a list call can match, in storage order:
     /// those of the named deployments, or of every deployment of the tenant. Served from the
     /// indexes, so a page of a 200k-instance manager never walks the rows themselves.
     pub fn instance_candidates<'a>(
         &'a self,
         tenant: &str,
         deployments: Option<&[String]>,
-    ) -> (usize, Box<dyn Iterator<Item = u64> + 'a>) {
-        let set = match deployments {
+    ) -> Cow<'a, [u64]> {
+        let index = match deployments {
             None => self.instances_by_tenant.get(tenant),
             Some([one]) => self
                 .instances_by_deployment
                 .get(&(Arc::from(tenant), Arc::from(one.as_str()))),
             Some(many) => {
                 let mut keys: Vec<u64> = Vec::new();
-                for ((t, d), set) in &self.instances_by_deployment {
+                for ((t, d), index) in &self.instances_by_deployment {
                     if &**t == tenant && many.iter().any(|w| w.as_str() == &**d) {
-                        keys.extend(set.iter().copied());
+                        keys.extend_from_slice(index);
                     }
                 }
                 keys.sort_unstable();
-                return (keys.len(), Box::new(keys.into_iter()));
+                return Cow::Owned(keys);
             }
         };
-        match set {
-            Some(set) => (set.len(), Box::new(set.iter().copied())),
-            None => (0, Box::new(std::iter::empty())),
-        }
+        index.map_or(Cow::Borrowed(&[][..]), |keys| {
+            Cow::Borrowed(keys.as_slice())
+        })
     }
 
     /// The node instance with this id, if any.
@@ -375,175 +386,6 @@ impl Model {
         self.instance_keys
             .get(id)
             .and_then(|k| self.instances.get(k))
-    }
-
-    /// Recomputes the highest indexes of a group (after removals took the top one).
-    fn refresh_max_index(&mut self, di: usize, group: &str) {
-        let Some(g) = self.deployments[di].group(group) else {
-            return;
-        };
-        let mut max = [0u32; 2];
-        for keys in g.instances.values() {
-            for (slot, key) in keys.iter().take(2).enumerate() {
-                if let Some(inst) = self.instances.get(key) {
-                    max[slot] = max[slot].max(inst.index);
-                }
-            }
-        }
-        if let Some(g) = self.deployments[di].group_mut(group) {
-            g.max_index = max;
-        }
-    }
-
-    /// Inserts one group instance (a port and a VM connected to it) in `state`, with empty
-    /// runtime properties; returns the group-instance id.
-    pub fn add_group_instance(
-        &mut self,
-        di: usize,
-        group: &str,
-        creator: &Arc<str>,
-        state: &'static str,
-    ) -> Result<String, SimError> {
-        let (tenant, dep_id) = {
-            let d = &self.deployments[di];
-            (d.tenant.clone(), d.id.clone())
-        };
-        // Group-instance ids are `<group>_<6>`: unique within the group (node-instance ids carry
-        // the longer `<group>_host_` / `<group>_port_` prefixes, so they cannot clash).
-        let gid = loop {
-            let candidate = self.fresh_instance_id(group);
-            let taken = self.deployments[di]
-                .group(group)
-                .is_some_and(|g| g.instances.contains_key(&candidate));
-            if !taken {
-                break candidate;
-            }
-        };
-        let host_node = format!("{group}_host");
-        let port_node = format!("{group}_port");
-        let vm_id = self.fresh_instance_id(&host_node);
-        let port_id = self.fresh_instance_id(&port_node);
-        // A new instance gets max(existing indexes) + 1, as the manager does.
-        let [vm_index, port_index] = self.deployments[di]
-            .group(group)
-            .map_or([1, 1], |g| [g.max_index[0] + 1, g.max_index[1] + 1]);
-        let group_name: Arc<str> = Arc::from(group);
-        let ip = self.next_ip();
-        let vm_key = self.insert_instance(NodeInstance {
-            id: vm_id.clone(),
-            node_id: Arc::from(host_node.as_str()),
-            deployment_id: dep_id.clone(),
-            tenant: tenant.clone(),
-            host_id: Some(vm_id),
-            state,
-            runtime: Runtime::Empty,
-            group: Some((group_name.clone(), gid.clone())),
-            index: vm_index,
-            version: 1,
-            relationships: vec![(
-                "cloudify.openstack.server_connected_to_port",
-                port_node.clone(),
-                port_id.clone(),
-            )],
-            created_by: creator.clone(),
-            ip,
-        });
-        let port_key = self.insert_instance(NodeInstance {
-            id: port_id,
-            node_id: Arc::from(port_node.as_str()),
-            deployment_id: dep_id,
-            tenant,
-            host_id: None,
-            state,
-            runtime: Runtime::Empty,
-            group: Some((group_name, gid.clone())),
-            index: port_index,
-            version: 1,
-            relationships: Vec::new(),
-            created_by: creator.clone(),
-            ip,
-        });
-        let g = self.deployments[di]
-            .group_mut(group)
-            .ok_or_else(|| SimError::Internal(format!("group {group} vanished")))?;
-        g.instances.insert(gid.clone(), vec![vm_key, port_key]);
-        g.max_index = [vm_index, port_index];
-        Ok(gid)
-    }
-
-    /// Fills the runtime properties a `started` VM and port have (cloud id, ip, hostname).
-    pub fn set_started_runtime(&mut self, di: usize, group: &str, gid: &str) {
-        let dep_id = self.deployments[di].id.clone();
-        let keys = self.deployments[di]
-            .group(group)
-            .and_then(|g| g.instances.get(gid))
-            .cloned()
-            .unwrap_or_default();
-        for key in keys {
-            if let Some(inst) = self.instances.get_mut(&key) {
-                let external_id = uuid::Uuid::new_v4().to_string();
-                inst.runtime = if inst.host_id.as_deref() == Some(inst.id.as_str()) {
-                    Runtime::Vm {
-                        external_id,
-                        ip: inst.ip,
-                        hostname: hostname_for(&dep_id, &inst.id),
-                    }
-                } else {
-                    Runtime::Port {
-                        external_id,
-                        ip: inst.ip,
-                    }
-                };
-            }
-        }
-    }
-
-    /// Sets the state of every member of the given group instances (bumping `version`).
-    pub fn set_group_instances_state(
-        &mut self,
-        di: usize,
-        group: &str,
-        gids: &[String],
-        state: &'static str,
-    ) {
-        let Some(g) = self.deployments[di].group(group) else {
-            return;
-        };
-        let keys: Vec<u64> = gids
-            .iter()
-            .filter_map(|gid| g.instances.get(gid))
-            .flatten()
-            .copied()
-            .collect();
-        for key in keys {
-            if let Some(inst) = self.instances.get_mut(&key) {
-                inst.state = state;
-                inst.version += 1;
-            }
-        }
-    }
-
-    /// Deletes the rows of the given group instances.
-    pub fn remove_group_instances(&mut self, di: usize, group: &str, gids: &[String]) {
-        let mut keys = Vec::new();
-        if let Some(g) = self.deployments[di].group_mut(group) {
-            for gid in gids {
-                if let Some(members) = g.instances.remove(gid) {
-                    keys.extend(members);
-                }
-            }
-        }
-        let mut top_removed = false;
-        let max = self.deployments[di].group(group).map(|g| g.max_index);
-        for key in keys {
-            if let (Some(inst), Some(max)) = (self.instances.get(&key), max) {
-                top_removed |= max.contains(&inst.index);
-            }
-            self.remove_instance(key);
-        }
-        if top_removed {
-            self.refresh_max_index(di, group);
-        }
     }
 
     /// Adds an execution and indexes it.

@@ -22,6 +22,10 @@ const SCALE_OUT_STATES: &[&str] = &[
 ];
 const SCALE_IN_STATES: &[&str] = &["stopping", "stopped", "deleting", "deleted"];
 
+/// Largest group the simulator will build (a manager would run out of memory or of its 36^6
+/// instance-id space long before a delta of i64::MAX; the simulator refuses instead).
+const MAX_GROUP_INSTANCES: i64 = 10_000_000;
+
 /// Starts the FIFO runner of a deployment unless it is already running. Called with the model
 /// locked, right after an execution was stored.
 pub(crate) fn ensure_runner(
@@ -283,7 +287,15 @@ fn plan_scale(model: &mut Model, exec_id: &str, p: &ScaleParams) -> Result<Plan,
             "Instances {both:?} cannot be both included and excluded"
         )));
     }
-    let target = group.current + p.delta;
+    // Saturating: a delta near i64::MAX/MIN must fail the execution, not overflow.
+    let target = group.current.saturating_add(p.delta);
+    if target > MAX_GROUP_INSTANCES {
+        return Err(Failure::runtime(format!(
+            "Provided delta: {} would make {} group instances; the simulator caps a group at \
+             {MAX_GROUP_INSTANCES}",
+            p.delta, target
+        )));
+    }
     if target >= 0 && i64::try_from(exclude.len()).unwrap_or(i64::MAX) > target {
         return Err(Failure::runtime(format!(
             "Cannot exclude {} group instances: only {target} will remain",
@@ -331,7 +343,7 @@ fn plan_scale(model: &mut Model, exec_id: &str, p: &ScaleParams) -> Result<Plan,
             gids,
         }
     } else {
-        let wanted = usize::try_from(-p.delta).unwrap_or(usize::MAX);
+        let wanted = usize::try_from(p.delta.unsigned_abs()).unwrap_or(usize::MAX);
         let mut victims: Vec<String> = include.into_iter().take(wanted).collect();
         // Without hints the manager picks from a Python set: arbitrary. Random here, so a
         // client that forgets include_instances is caught.

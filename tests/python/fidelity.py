@@ -92,6 +92,8 @@ class Ctx:
 @check
 def list_deployments_with_scaling_groups(ctx):
     c = ctx.client()
+    version = c.manager.get_version()
+    expect(version["version"].startswith("7."), version)
     deps = c.deployments.list(_include=["id", "scaling_groups", "labels"])
     ids = [d.id for d in deps]
     expect(ids == ["k8s-pool-a", "k8s-pool-b", "k8s-control-plane"], ids)

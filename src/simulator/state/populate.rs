@@ -27,6 +27,7 @@ impl Model {
             users: BTreeMap::new(),
             tokens: Vec::new(),
             deployments: Vec::new(),
+            deployment_lookup: HashMap::new(),
             nodes: Vec::new(),
             instances: BTreeMap::new(),
             instance_keys: HashMap::with_capacity(
@@ -147,6 +148,11 @@ impl Model {
                 executions: Vec::new(),
             });
             let di = model.deployments.len() - 1;
+            model
+                .deployment_lookup
+                .entry(tenant.to_string())
+                .or_default()
+                .insert(spec.id.clone(), di);
             let creator: Arc<str> = Arc::from(creator.as_str());
             for gi in 0..model.deployments[di].groups.len() {
                 let count = model.deployments[di].groups[gi].current;

@@ -1,0 +1,117 @@
+//! Configuration validation tests.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+
+fn env() -> BTreeMap<String, String> {
+    BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "admin".to_owned())])
+}
+
+fn load(yaml: &str) -> Result<Config, ConfigError> {
+    Config::from_yaml(yaml, &Overrides::default(), &env())
+}
+
+#[test]
+fn full_example_loads() {
+    let c = load(
+            r#"
+cloudify: [{url: "http://127.0.0.1:8100"}]
+node_groups:
+  static: ["1:10:k8s-pool-a/workers"]
+  auto_discovery: ["cloudify:label=k8s-cluster=demo,label=pool=gpu"]
+  groups:
+    "k8s-pool-a/workers":
+      price_per_hour: 0.12
+      template: {capacity: {cpu: "4", memory: 16Gi, pods: 110}, taints: [{key: a, value: b, effect: NoSchedule}]}
+      options: {scale_down_unneeded_time: 20s, scale_down_utilization_threshold: 0.4}
+"#,
+        )
+        .expect("valid");
+    assert_eq!(c.node_groups.static_groups[0].max, 10);
+    assert_eq!(c.node_groups.discovery[0].labels.len(), 2);
+    let g = c.node_groups.settings_for("k8s-pool-a/workers");
+    assert_eq!(
+        g.options.and_then(|o| o.scale_down_unneeded_time),
+        Some(Duration::from_secs(20))
+    );
+    assert_eq!(c.cloudify[0].name, "main");
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = load(
+            "cloudify: [{url: \"http://x\"}]\nnode_groups: {groups: {\"a/b\": {options: {scale_down_unneeded_time: 2x}}}}",
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "node_groups.groups.\"a/b\".options.scale_down_unneeded_time: invalid duration \"2x\""
+    );
+    let e = load("refresh: {interval: soon}").unwrap_err().to_string();
+    assert_eq!(e, "refresh.interval: invalid duration \"soon\"");
+    let e = load("grpc: {listne: x}").unwrap_err().to_string();
+    assert!(e.contains("listne"), "{e}");
+    let e = load("node_groups: {static: [\"a:1:x/y\"]}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("node_groups.static[0]"), "{e}");
+    let e = Config::from_yaml(
+        "cloudify: [{url: \"http://x\"}]",
+        &Overrides::default(),
+        &BTreeMap::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("CLOUDIFY_PASSWORD"), "{e}");
+}
+
+#[test]
+fn several_managers_need_prefixed_ids() {
+    let y = "cloudify: [{name: a, url: \"http://x\"}, {name: b, url: \"http://y\"}]\nnode_groups: {static: [\"0:3:d/g\"]}";
+    assert!(load(y).unwrap_err().to_string().contains("<name>:"));
+    let y = "cloudify: [{name: a, url: \"http://x\"}, {name: b, url: \"http://y\"}]\nnode_groups: {static: [\"0:3:b:d/g\"]}";
+    assert_eq!(
+        load(y).expect("valid").node_groups.static_groups[0].source,
+        1
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "cloudify:\n  - url: http://x\nnode_groups:\n  static: [\"1:3:a/b\"\n  groups: {}\n",
+    )
+    .expect("write");
+    let e = Config::load(Some(&path), &Overrides::default(), &env())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&path.display().to_string()), "{e}");
+    assert!(e.contains("line 5"), "{e}");
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let e = load("cloudify: [{url: \"http://x\", pasword_env: X}]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cloudify[0]") && e.contains("pasword_env"),
+        "{e}"
+    );
+}
+
+#[test]
+fn log_level_is_a_tracing_filter() {
+    let c = load("log: {level: \"info,autoscaler_cloudify=debug\"}").expect("valid filter");
+    assert_eq!(c.log_level, "info,autoscaler_cloudify=debug");
+    let e = load("log: {level: \"info,autoscaler_cloudify=loud\"}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("log.level: invalid filter"), "{e}");
+}
