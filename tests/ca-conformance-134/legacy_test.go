@@ -21,7 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ca "autoscaler-cloudify/tests/ca-conformance-134/internal/caclient"
-	"autoscaler-cloudify/tests/ca-conformance-134/internal/harness"
+	"autoscaler-cloudify/tests/ca-harness"
 )
 
 const (

@@ -20,7 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ca "autoscaler-cloudify/tests/ca-conformance/internal/caclient"
-	"autoscaler-cloudify/tests/ca-conformance/internal/harness"
+	"autoscaler-cloudify/tests/ca-harness"
 )
 
 const (

@@ -11,6 +11,7 @@ require (
 )
 
 require (
+	autoscaler-cloudify/tests/ca-harness v0.0.0
 	github.com/fxamacker/cbor/v2 v2.9.0 // indirect
 	github.com/go-logr/logr v1.4.3 // indirect
 	github.com/json-iterator/go v1.1.12 // indirect
@@ -31,3 +32,5 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.3.2 // indirect
 )
+
+replace autoscaler-cloudify/tests/ca-harness => ../ca-harness

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	ca "autoscaler-cloudify/tests/ca-conformance/internal/caclient"
-	"autoscaler-cloudify/tests/ca-conformance/internal/harness"
+	"autoscaler-cloudify/tests/ca-harness"
 )
 
 // TestMTLS: serve with --tls-cert/--tls-key/--tls-client-ca; CA's client configured with

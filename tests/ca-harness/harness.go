@@ -1,6 +1,7 @@
 // Package harness starts the autoscaler-cloudify binary twice (`simulator` and `serve`) on free
 // loopback ports, waits until both answer, and stops them (and dumps their logs on failure) when
-// the test ends. The same file lives in tests/ca-conformance-134 (one Go module per CA version).
+// the test ends. Shared by tests/ca-conformance (CA 1.36.1) and tests/ca-conformance-134 (CA 1.34.1),
+// one Go module per CA version; this module uses the standard library only.
 package harness
 
 import (
@@ -28,8 +29,8 @@ func Binary(t testing.TB) string {
 	bin := os.Getenv("AUTOSCALER_CLOUDIFY_BIN")
 	if bin == "" {
 		_, file, _, _ := runtime.Caller(0)
-		// file = <repo>/tests/<module>/internal/harness/harness.go
-		repo := filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", "..", ".."))
+		// file = <repo>/tests/ca-harness/harness.go
+		repo := filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 		bin = filepath.Join(repo, "target", "release", "autoscaler-cloudify")
 	}
 	if _, err := os.Stat(bin); err != nil {

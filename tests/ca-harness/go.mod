@@ -1,0 +1,3 @@
+module autoscaler-cloudify/tests/ca-harness
+
+go 1.24
