@@ -6,7 +6,10 @@
 //! Dependencies point downwards only:
 //!
 //! - [`cli`]: the `autoscaler-cloudify` command (`serve`, `demo`, `simulator`, `check`,
-//!   `inspect`); wires everything together. `main.rs` only calls [`cli::main`].
+//!   `inspect`): parses flags and dispatches. `main.rs` only calls [`cli::main`].
+//! - [`app`]: the composition root: from a validated configuration to a running provider
+//!   (inventory and its refresh loop, domain, gRPC and HTTP servers, the Kubernetes side).
+//! - [`kube`]: the Kubernetes side, on when credentials are present (kube-rs client).
 //! - [`grpc`]: the tonic facade for CA's `CloudProvider` service: decode, call the domain, map
 //!   the domain error to a `tonic::Status` in one function. Also the server setup (mTLS, health,
 //!   reflection).
@@ -23,11 +26,13 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cli;
 pub mod cloudify;
 pub mod config;
 pub mod grpc;
 pub mod inventory;
+pub mod kube;
 pub mod nodegroup;
 pub mod observability;
 pub mod proto;

@@ -236,7 +236,7 @@ async fn a_restarted_provider_agrees_on_target_size() {
     assert_eq!(env.target(WORKERS).await, 5);
     // A second replica (or a restart) derives the same target from Cloudify alone.
     let cfg = config(&env.sim.url(), TEST_CONFIG);
-    let second = autoscaler_cloudify::cli::start(&cfg, settings())
+    let second = autoscaler_cloudify::app::start(&cfg, settings())
         .await
         .expect("second");
     second.inventory.wait_ready().await;

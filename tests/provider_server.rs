@@ -261,7 +261,7 @@ async fn wrong_credentials_show_in_readiness_and_stop_login_attempts() {
         &env,
     )
     .expect("config");
-    let app = autoscaler_cloudify::cli::start(&cfg, settings())
+    let app = autoscaler_cloudify::app::start(&cfg, settings())
         .await
         .expect("starts");
     let http = reqwest::Client::new();

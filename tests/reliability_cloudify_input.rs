@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use autoscaler_cloudify::cli::start;
+use autoscaler_cloudify::app::start;
 use autoscaler_cloudify::cloudify::models::ListPage;
 use autoscaler_cloudify::cloudify::{CloudifyError, Deployment, Execution, Node, NodeInstance};
 use autoscaler_cloudify::config::{Config, Overrides};

@@ -1,4 +1,4 @@
-//! Reliability suite, part 2 (issue #7): the provider in-process (the same `cli::start` wiring the
+//! Reliability suite, part 2 (issue #7): the provider in-process (the same `app::start` wiring the
 //! binary uses, real gRPC and HTTP sockets) against the simulator, for the high-count cases:
 //! concurrency on one group, failed executions, bad input from CA, and a property-based fuzz of
 //! the gRPC requests.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use autoscaler_cloudify::cli::{App, start};
+use autoscaler_cloudify::app::{App, start};
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;

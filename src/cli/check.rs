@@ -16,7 +16,7 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), Box<dyn std::error::Error
         config.cloudify.len()
     );
     let metrics = Metrics::new();
-    let sources: Vec<Arc<dyn Cloudify>> = super::clients(&config, &metrics)?
+    let sources: Vec<Arc<dyn Cloudify>> = crate::app::clients(&config, &metrics)?
         .into_iter()
         .map(|c| c as Arc<dyn Cloudify>)
         .collect();

@@ -114,8 +114,8 @@ pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error 
         None => None,
     };
     let config = demo_config(&sim.url(), file.as_deref(), args.listen, args.http_listen)?;
-    let app = super::start(&config, super::service_settings(&config)).await?;
-    if !super::app::wait_ready(&app.inventory, Duration::from_secs(30)).await {
+    let app = crate::app::start(&config, crate::app::service_settings(&config)).await?;
+    if !crate::app::wait_ready(&app.inventory, Duration::from_secs(30)).await {
         return Err("the first inventory refresh did not complete within 30 s".into());
     }
     tracing::info!(grpc = %app.grpc.addr, http = %app.http_addr, "demo ready");
@@ -134,7 +134,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error 
 
 /// What a person who just typed `demo` needs: what runs where, and what to try next. Plain
 /// stdout lines, so they read the same with `--log-format json`.
-fn print_banner(sim_url: &str, app: &super::App, requested: SocketAddr) {
+fn print_banner(sim_url: &str, app: &crate::app::App, requested: SocketAddr) {
     let grpc = app.grpc.addr;
     // `inspect` defaults to 127.0.0.1:8086; name the address only when it differs.
     let inspect = if grpc == requested && requested.to_string() == "127.0.0.1:8086" {

@@ -1,6 +1,5 @@
 //! The `autoscaler-cloudify` command line.
 
-mod app;
 mod check;
 mod demo;
 mod inspect;
@@ -10,7 +9,6 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use app::{App, AppError, clients, service_settings, start};
 pub use demo::{DEMO_CONFIG, demo_config};
 
 use crate::config::{Config, Env, LogFormat, Overrides, ProcessEnv};
@@ -187,7 +185,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
         discovery_rules = config.node_groups.discovery.len(),
         "starting autoscaler-cloudify"
     );
-    let app = start(&config, service_settings(&config)).await?;
+    let app = crate::app::start(&config, crate::app::service_settings(&config)).await?;
     shutdown_signal().await?;
     tracing::info!("shutting down");
     app.shutdown().await;

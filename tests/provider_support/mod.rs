@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use autoscaler_cloudify::cli::{App, start};
+use autoscaler_cloudify::app::{App, start};
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;

@@ -1,5 +1,6 @@
-//! Wiring: from a validated [`Config`] to a running provider (inventory + refresh loop, domain,
-//! gRPC server, HTTP port). Used by `serve`, `demo` and the integration tests.
+//! The composition root: from a validated [`Config`] to a running provider (inventory + refresh
+//! loop, domain, gRPC server, HTTP port). Used by `serve`, `demo` and the integration tests; the
+//! CLI only parses flags and calls [`start`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
