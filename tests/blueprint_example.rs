@@ -8,9 +8,12 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_yaml::{Mapping, Value};
+use serde_json::{Map, Value};
 
-/// The provider's default provider-id template (PLAN Contract 2; `provider_id_template` default).
+/// A YAML mapping read into JSON values (the blueprint's keys are all strings).
+type Mapping = Map<String, Value>;
+
+/// The provider's default provider-id template (docs/configuration.md, `provider_id_template` default).
 /// Kept as a literal so this test does not depend on crate internals; it must equal the crate's
 /// default template constant.
 const DEFAULT_PROVIDER_ID_TEMPLATE: &str = "cloudify://{tenant}/{deployment}/{vm_instance}";
@@ -24,13 +27,13 @@ fn read(rel: &str) -> String {
 }
 
 fn blueprint() -> Value {
-    serde_yaml::from_str(&read("deploy/cloudify/blueprint.yaml"))
+    serde_saphyr::from_str(&read("deploy/cloudify/blueprint.yaml"))
         .expect("blueprint.yaml is valid YAML")
 }
 
 fn map<'a>(v: &'a Value, key: &str) -> &'a Mapping {
     v.get(key)
-        .and_then(Value::as_mapping)
+        .and_then(Value::as_object)
         .unwrap_or_else(|| panic!("`{key}` is a mapping"))
 }
 
@@ -44,7 +47,7 @@ fn string<'a>(v: &'a Value, key: &str) -> &'a str {
 fn node_templates(bp: &Value) -> Vec<(String, &Value)> {
     map(bp, "node_templates")
         .iter()
-        .map(|(k, v)| (k.as_str().expect("node name").to_owned(), v))
+        .map(|(k, v)| (k.clone(), v))
         .collect()
 }
 
@@ -76,7 +79,7 @@ fn the_group(bp: &Value) -> (String, Vec<String>) {
     let (name, group) = groups.iter().next().expect("one group");
     let members = group
         .get("members")
-        .and_then(Value::as_sequence)
+        .and_then(Value::as_array)
         .expect("group has members")
         .iter()
         .map(|m| m.as_str().expect("member name").to_owned())
@@ -113,18 +116,18 @@ fn lifecycle_op<'a>(bp: &'a Value, node: &str, op: &str) -> &'a Value {
 fn as_template(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Mapping(m) if m.len() == 1 => {
+        Value::Object(m) if m.len() == 1 => {
             let (k, arg) = m.iter().next().expect("one key");
-            match k.as_str() {
+            match Some(k.as_str()) {
                 Some("concat") => arg
-                    .as_sequence()
+                    .as_array()
                     .expect("concat takes a list")
                     .iter()
                     .map(as_template)
                     .collect(),
                 Some("get_sys") => {
                     let path: Vec<&str> = arg
-                        .as_sequence()
+                        .as_array()
                         .expect("get_sys takes a list")
                         .iter()
                         .map(|p| p.as_str().expect("get_sys path element"))
@@ -158,10 +161,8 @@ fn resolve_input(bp: &Value, v: &Value) -> String {
         .unwrap_or_else(|| panic!("input {input} has a default"));
     match default {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other)
-            .expect("scalar")
-            .trim()
-            .to_owned(),
+        // Numbers and booleans as YAML writes them (JSON's scalars are spelled the same).
+        other => other.to_string(),
     }
 }
 
@@ -194,7 +195,7 @@ fn scaling_policy_targets_the_group() {
     assert_eq!(policies.len(), 1, "one cloudify.policies.scaling policy");
     let targets: Vec<&str> = policies[0]
         .get("targets")
-        .and_then(Value::as_sequence)
+        .and_then(Value::as_array)
         .expect("policy targets")
         .iter()
         .filter_map(Value::as_str)
@@ -299,7 +300,7 @@ fn deployment_label_matches_documented_discovery() {
         .unwrap_or_else(|| panic!("blueprint sets deployment label {key}"));
     let values: Vec<String> = label
         .get("values")
-        .and_then(Value::as_sequence)
+        .and_then(Value::as_array)
         .expect("label values")
         .iter()
         .map(|v| resolve_input(&bp, v))

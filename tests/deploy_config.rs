@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use autoscaler_cloudify::cli::{Cli, Command};
 use clap::Parser;
-use serde_yaml::Value;
+use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -19,11 +19,9 @@ fn read(rel: &str) -> String {
 
 /// Every document of a multi-document YAML stream (empty documents skipped).
 fn documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| {
-            use serde::Deserialize;
-            Value::deserialize(d).expect("valid YAML document")
-        })
+    serde_saphyr::from_str_multiple::<Value>(text)
+        .expect("valid YAML documents")
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
@@ -35,7 +33,7 @@ fn object<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_sequence()
+    v.as_array()
         .map(|s| {
             s.iter()
                 .map(|x| x.as_str().expect("string").to_owned())
@@ -73,7 +71,7 @@ fn load_as_serve(
 /// Secrets as the Deployment supplies them: one dummy value per env var it sets.
 fn container_env(container: &Value) -> BTreeMap<String, String> {
     container["env"]
-        .as_sequence()
+        .as_array()
         .into_iter()
         .flatten()
         .filter_map(|e| e["name"].as_str())
@@ -94,7 +92,7 @@ fn rendered_manifests_load_with_the_real_config_loader() {
     let deployment = object(&docs, "Deployment", "autoscaler-cloudify");
     let containers = &deployment["spec"]["template"]["spec"]["containers"];
     let provider = containers
-        .as_sequence()
+        .as_array()
         .and_then(|c| c.iter().find(|c| c["name"].as_str() == Some("provider")))
         .expect("provider container");
     let config = load_as_serve(&strings(&provider["args"]), &file, &container_env(provider));
@@ -106,7 +104,7 @@ fn rendered_manifests_load_with_the_real_config_loader() {
     assert!(tls.client_ca_file.is_some(), "client certificates required");
     assert!(!config.insecure);
     let ports: Vec<i64> = provider["ports"]
-        .as_sequence()
+        .as_array()
         .into_iter()
         .flatten()
         .filter_map(|p| p["containerPort"].as_i64())
@@ -114,7 +112,7 @@ fn rendered_manifests_load_with_the_real_config_loader() {
     assert_eq!(ports, [8086, 8087]);
     // The TLS files the config names are where the Deployment mounts the server Secret.
     let mounts: Vec<&str> = provider["volumeMounts"]
-        .as_sequence()
+        .as_array()
         .into_iter()
         .flatten()
         .filter_map(|m| m["mountPath"].as_str())
@@ -135,7 +133,7 @@ fn cloud_config_has_what_cas_externalgrpc_client_needs() {
         object(&docs, "ConfigMap", "autoscaler-cloudify-cloud-config")["data"]["cloud-config"]
             .as_str()
             .expect("data.cloud-config");
-    let cc: Value = serde_yaml::from_str(text).expect("cloud-config is YAML");
+    let cc: Value = serde_saphyr::from_str(text).expect("cloud-config is YAML");
     for key in ["address", "cert", "key", "cacert"] {
         assert!(
             cc[key].as_str().is_some_and(|v| !v.is_empty()),
@@ -162,7 +160,7 @@ fn helm_test_pod_runs_a_command_that_exists() {
         .map(str::trim)
         .find_map(|l| l.strip_prefix("args:"))
         .expect("args line in the helm test pod");
-    let args: Vec<String> = serde_yaml::from_str(line).expect("args are a plain YAML list");
+    let args: Vec<String> = serde_saphyr::from_str(line).expect("args are a plain YAML list");
     let argv = std::iter::once("autoscaler-cloudify".to_owned()).chain(args.iter().cloned());
     let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(matches!(cli.command, Command::Inspect(_)), "{args:?}");
@@ -174,7 +172,7 @@ fn helm_test_pod_runs_a_command_that_exists() {
 #[test]
 fn ci_values_config_loads_with_the_real_config_loader() {
     let values: Value =
-        serde_yaml::from_str(&read("tests/helm/values-ci.yaml")).expect("values-ci.yaml");
+        serde_saphyr::from_str(&read("tests/helm/values-ci.yaml")).expect("values-ci.yaml");
     let mut config = values["config"].clone();
     let dir = tempfile::tempdir().expect("tmp");
     // ca_cert_file is read at load time: point it at a file that exists here.
@@ -184,19 +182,19 @@ fn ci_values_config_loads_with_the_real_config_loader() {
         "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
     )
     .expect("write");
-    for entry in config["cloudify"].as_sequence_mut().into_iter().flatten() {
+    for entry in config["cloudify"].as_array_mut().into_iter().flatten() {
         if entry.get("ca_cert_file").is_some() {
             entry["ca_cert_file"] = Value::String(ca.display().to_string());
         }
     }
     let file: PathBuf = dir.path().join("config.yaml");
-    std::fs::write(&file, serde_yaml::to_string(&config).expect("yaml")).expect("write");
+    // JSON is YAML: the loader reads it like the chart's rendered file.
+    std::fs::write(&file, serde_json::to_string(&config).expect("json")).expect("write");
     let env: BTreeMap<String, String> = values["credentials"]["env"]
-        .as_mapping()
+        .as_object()
         .into_iter()
         .flatten()
-        .filter_map(|(k, _)| k.as_str())
-        .map(|k| (k.to_owned(), "secret".to_owned()))
+        .map(|(k, _)| (k.clone(), "secret".to_owned()))
         .collect();
     let mut args = vec!["--config=/etc/autoscaler-cloudify/config/config.yaml".to_owned()];
     args.extend(strings(&values["extraArgs"]));

@@ -102,7 +102,7 @@ pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Err
     let (mut cert, mut key, mut cacert) =
         (args.cert.clone(), args.key.clone(), args.cacert.clone());
     if let Some(path) = &args.cloud_config {
-        let cc: CloudConfig = serde_yaml::from_str(&std::fs::read_to_string(path)?)?;
+        let cc: CloudConfig = serde_saphyr::from_str(&std::fs::read_to_string(path)?)?;
         address = cc.address.unwrap_or(address);
         cert = cc.cert.or(cert);
         key = cc.key.or(key);

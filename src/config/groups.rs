@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use super::fields::{duration, key_path, quantity};
 use super::raw::{RawConfig, RawGroup, RawOptions, RawTemplate};
-use super::validate::{duration, key_path};
 use super::*;
 use crate::cloudify::ClientSettings;
 
@@ -203,34 +203,6 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
         template,
         options,
     })
-}
-
-fn quantity(key: &str, v: &serde_yaml::Value) -> Result<String, ConfigError> {
-    let text = match v {
-        serde_yaml::Value::String(s) => s.clone(),
-        serde_yaml::Value::Number(n) => n.to_string(),
-        _ => {
-            return Err(ConfigError::invalid(
-                key,
-                "expected a quantity such as \"4\", \"3800m\" or \"16Gi\"",
-            ));
-        }
-    };
-    let t = text.trim();
-    let digits_end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits_end);
-    const SUFFIXES: [&str; 15] = [
-        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n",
-    ];
-    if num.is_empty() || num.parse::<f64>().is_err() || !SUFFIXES.contains(&suffix) {
-        return Err(ConfigError::invalid(
-            key,
-            format!("invalid quantity {text:?}"),
-        ));
-    }
-    Ok(t.to_owned())
 }
 
 fn template(key: &dyn Fn(&[&str]) -> String, t: &RawTemplate) -> Result<TemplateSpec, ConfigError> {

@@ -1,11 +1,13 @@
-//! Configuration: a YAML file (PLAN.md Contract 2), overridden by command-line flags (which fall
-//! back to `AUTOSCALER_CLOUDIFY_*` environment variables through clap), validated once at start.
+//! Configuration: a YAML file (docs/configuration.md), overridden by command-line flags (which
+//! fall back to `AUTOSCALER_CLOUDIFY_*` environment variables through clap), validated once at
+//! start.
 //! Secrets come only from environment variables or files, read through the [`Env`] trait so tests
 //! feed a map instead of mutating the process environment.
 //!
 //! Every validation error names the key and says what is wrong, e.g.
 //! `node_groups.groups."a/b".options.scale_down_unneeded_time: invalid duration "2x"`.
 
+mod fields;
 mod groups;
 mod provider_id;
 mod raw;
@@ -18,8 +20,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use fields::key_path;
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
-pub use validate::key_path;
+
+/// Re-exported: the format belongs to the logging, the configuration only chooses it.
+pub use crate::observability::LogFormat;
 
 use crate::cloudify::ClientSettings;
 
@@ -83,16 +88,6 @@ impl Env for BTreeMap<String, String> {
     fn var(&self, key: &str) -> Option<String> {
         self.get(key).cloned()
     }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Files for mTLS on the gRPC port.

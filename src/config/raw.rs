@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use super::fields::RawQuantity;
+
 /// The whole file.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -98,8 +100,8 @@ pub struct RawGroup {
 pub struct RawTemplate {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<RawTaint>,
-    pub capacity: BTreeMap<String, serde_yaml::Value>,
-    pub allocatable: BTreeMap<String, serde_yaml::Value>,
+    pub capacity: BTreeMap<String, RawQuantity>,
+    pub allocatable: BTreeMap<String, RawQuantity>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

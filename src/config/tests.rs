@@ -115,3 +115,27 @@ fn log_level_is_a_tracing_filter() {
         .to_string();
     assert!(e.starts_with("log.level: invalid filter"), "{e}");
 }
+
+#[test]
+fn yaml_type_errors_name_the_file_key_and_line() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.yaml");
+    // YAML 1.1's `yes` is not a boolean (as with the YAML crate used before).
+    std::fs::write(&path, "grpc:\n  insecure: yes\n").expect("write");
+    let e = Config::load(Some(&path), &Overrides::default(), &env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("{}: grpc.insecure: ", path.display())),
+        "{e}"
+    );
+    assert!(e.contains("line 2"), "{e}");
+    let e = load("node_groups: {defaults: {template: {capacity: {cpu: [4]}}}}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("node_groups.defaults.template.capacity.cpu")
+            && e.contains("expected a quantity such as"),
+        "{e}"
+    );
+}

@@ -1,59 +1,39 @@
-//! Turning [`RawConfig`] plus [`Overrides`] into a validated [`Config`].
+//! Turning [`RawConfig`] plus [`Overrides`] into a validated [`Config`], one named step per part
+//! of the file. Node groups are validated in [`super::groups`], single values in
+//! [`super::fields`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::fields::{duration, read_secret_file, socket_addr};
 use super::raw::{RawCloudify, RawConfig};
 use super::*;
 use crate::cloudify::{Auth, ClientSettings};
-
-/// Formats a key path, quoting segments that are not plain identifiers:
-/// `key_path(&["node_groups", "groups", "a/b", "min"])` = `node_groups.groups."a/b".min`.
-pub fn key_path(segments: &[&str]) -> String {
-    segments
-        .iter()
-        .map(|s| {
-            if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                (*s).to_owned()
-            } else {
-                format!("{s:?}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(".")
-}
 
 pub(super) fn parse_yaml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     if text.trim().is_empty() {
         return Ok(RawConfig::default());
     }
-    let de = serde_yaml::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Parse {
+    // YAML 1.2 booleans only (`insecure: yes` is an error, as it was with serde_yaml), and a one-line
+    // message: it ends up in a log line, where a rendered snippet would be split apart.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+    };
+    let mut key = String::new();
+    serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            key = e.path().to_string();
+            // The inner error, not a new one: the YAML crate adds the line and column to it.
+            e.into_inner()
+        })
+    })
+    .map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        key: e.path().to_string(),
-        message: e.into_inner().to_string(),
+        key,
+        message: e.to_string(),
     })
-}
-
-pub(super) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| ConfigError::invalid(key, format!("invalid duration {text:?}")))
-}
-
-fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse().map_err(|_| {
-        ConfigError::invalid(
-            key,
-            format!("invalid address {text:?} (expected host:port, e.g. 0.0.0.0:8086)"),
-        )
-    })
-}
-
-fn read_secret_file(key: &str, path: &str) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-        .map_err(|e| ConfigError::invalid(key, format!("cannot read {path:?}: {e}")))
 }
 
 pub(super) fn build(
@@ -62,6 +42,34 @@ pub(super) fn build(
     env: &dyn Env,
 ) -> Result<Config, ConfigError> {
     // Flags first, so validation reports the value actually used.
+    apply_overrides(&mut raw, ov);
+    let (grpc_listen, http_listen) = listen_addresses(&raw, ov)?;
+    let tls = tls_files(&raw, ov)?;
+    let (log_format, log_level) = logging(&raw, ov)?;
+    let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
+    let cloudify = cloudify_entries(&raw, env)?;
+    let node_groups = super::groups::node_groups(&raw, &cloudify)?;
+    Ok(Config {
+        grpc_listen,
+        tls,
+        insecure: ov.insecure || raw.grpc.insecure.unwrap_or(false),
+        http_listen,
+        log_format,
+        log_level,
+        refresh_interval,
+        refresh_max_age,
+        cloudify,
+        node_groups,
+        gpu_label: raw
+            .gpu_label
+            .unwrap_or_else(|| "cloudify.co/gpu-type".into()),
+    })
+}
+
+/// Writes the flags that stand for file keys into the raw file: `--cloudify-*` into the first
+/// `cloudify` entry (created when the file has none), `--nodes` and
+/// `--node-group-auto-discovery` in place of the file's lists.
+fn apply_overrides(raw: &mut RawConfig, ov: &Overrides) {
     if ov.cloudify_url.is_some() || ov.cloudify_tenant.is_some() || ov.cloudify_username.is_some() {
         if raw.cloudify.is_empty() {
             raw.cloudify.push(RawCloudify::default());
@@ -83,133 +91,132 @@ pub(super) fn build(
     if !ov.auto_discovery.is_empty() {
         raw.node_groups.auto_discovery = ov.auto_discovery.clone();
     }
+}
 
-    let grpc_listen = socket_addr(
-        if ov.listen.is_some() {
-            "--listen"
-        } else {
-            "grpc.listen"
-        },
-        ov.listen
-            .as_deref()
-            .or(raw.grpc.listen.as_deref())
-            .unwrap_or("0.0.0.0:8086"),
-    )?;
-    let http_listen = socket_addr(
-        if ov.http_listen.is_some() {
-            "--http-listen"
-        } else {
-            "http.listen"
-        },
-        ov.http_listen
-            .as_deref()
-            .or(raw.http.listen.as_deref())
-            .unwrap_or("0.0.0.0:8087"),
-    )?;
+/// The gRPC and HTTP listen addresses; an error names the flag when the flag gave the value.
+fn listen_addresses(
+    raw: &RawConfig,
+    ov: &Overrides,
+) -> Result<(SocketAddr, SocketAddr), ConfigError> {
+    let address = |flag: &str,
+                   flag_value: &Option<String>,
+                   key: &str,
+                   file_value: &Option<String>,
+                   default: &str| {
+        match (flag_value, file_value) {
+            (Some(v), _) => socket_addr(flag, v),
+            (None, Some(v)) => socket_addr(key, v),
+            (None, None) => socket_addr(key, default),
+        }
+    };
+    Ok((
+        address(
+            "--listen",
+            &ov.listen,
+            "grpc.listen",
+            &raw.grpc.listen,
+            "0.0.0.0:8086",
+        )?,
+        address(
+            "--http-listen",
+            &ov.http_listen,
+            "http.listen",
+            &raw.http.listen,
+            "0.0.0.0:8087",
+        )?,
+    ))
+}
 
-    let tls_raw = raw.grpc.tls.clone().unwrap_or_default();
-    let cert = ov.tls_cert.clone().or(tls_raw.cert_file);
-    let key = ov.tls_key.clone().or(tls_raw.key_file);
-    let client_ca = ov.tls_client_ca.clone().or(tls_raw.client_ca_file);
-    let tls = match (cert, key) {
-        (Some(c), Some(k)) => Some(TlsFiles {
+/// The gRPC port's certificate files: none, server TLS (certificate and key), or mTLS (plus the
+/// client CA). A key or client CA without a certificate is an error, not plaintext.
+fn tls_files(raw: &RawConfig, ov: &Overrides) -> Result<Option<TlsFiles>, ConfigError> {
+    let file = raw.grpc.tls.clone().unwrap_or_default();
+    let cert = ov.tls_cert.clone().or(file.cert_file);
+    let key = ov.tls_key.clone().or(file.key_file);
+    let client_ca = ov.tls_client_ca.clone().or(file.client_ca_file);
+    match (cert, key) {
+        (Some(c), Some(k)) => Ok(Some(TlsFiles {
             cert_file: PathBuf::from(c),
             key_file: PathBuf::from(k),
             client_ca_file: client_ca.map(PathBuf::from),
-        }),
-        (None, None) if client_ca.is_none() => None,
-        (None, _) => {
-            return Err(ConfigError::invalid(
-                "grpc.tls.cert_file",
-                "missing (key_file/client_ca_file need a server certificate)",
-            ));
-        }
-        (Some(_), None) => return Err(ConfigError::invalid("grpc.tls.key_file", "missing")),
-    };
-    let insecure = ov.insecure || raw.grpc.insecure.unwrap_or(false);
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, _) => Err(ConfigError::invalid(
+            "grpc.tls.cert_file",
+            "missing (key_file/client_ca_file need a server certificate)",
+        )),
+        (Some(_), None) => Err(ConfigError::invalid("grpc.tls.key_file", "missing")),
+    }
+}
 
-    let log_format = match ov
+/// Log format and level. The level is checked here because tracing would drop a bad directive
+/// silently and log less than asked for.
+fn logging(raw: &RawConfig, ov: &Overrides) -> Result<(LogFormat, String), ConfigError> {
+    let format = ov
         .log_format
         .as_deref()
         .or(raw.log.format.as_deref())
-        .unwrap_or("text")
-    {
-        "text" => LogFormat::Text,
-        "json" => LogFormat::Json,
-        other => {
-            return Err(ConfigError::invalid(
-                "log.format",
-                format!("unknown format {other:?} (text or json)"),
-            ));
-        }
-    };
-    let log_level = ov
+        .unwrap_or("text");
+    let format: LogFormat = format
+        .parse()
+        .map_err(|problem: String| ConfigError::invalid("log.format", problem))?;
+    let level = ov
         .log_level
         .clone()
         .or(raw.log.level.clone())
         .unwrap_or_else(|| "info".into());
-    // tracing would drop a bad directive silently and log less than asked for.
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
         return Err(ConfigError::invalid(
             if ov.log_level.is_some() {
                 "--log-level"
             } else {
                 "log.level"
             },
-            format!("invalid filter {log_level:?}: {e} (e.g. \"info,autoscaler_cloudify=debug\")"),
+            format!("invalid filter {level:?}: {e} (e.g. \"info,autoscaler_cloudify=debug\")"),
         ));
     }
+    Ok((format, level))
+}
 
-    let refresh_interval = match (&ov.refresh_interval, &raw.refresh.interval) {
+/// The background refresh period (at least 100 ms, so a typo cannot hammer Cloudify) and the
+/// snapshot age above which CA's `Refresh` RPC refreshes.
+fn refresh_periods(raw: &RawConfig, ov: &Overrides) -> Result<(Duration, Duration), ConfigError> {
+    let interval = match (&ov.refresh_interval, &raw.refresh.interval) {
         (Some(v), _) => duration("--refresh-interval", v)?,
         (None, Some(v)) => duration("refresh.interval", v)?,
         (None, None) => Duration::from_secs(10),
     };
-    if refresh_interval < Duration::from_millis(100) {
+    if interval < Duration::from_millis(100) {
         return Err(ConfigError::invalid(
             "refresh.interval",
             "must be at least 100ms",
         ));
     }
-    let refresh_max_age = match &raw.refresh.max_age {
+    let max_age = match &raw.refresh.max_age {
         Some(v) => duration("refresh.max_age", v)?,
         None => Duration::from_secs(5),
     };
-
-    let mut cloudify = Vec::new();
-    for (i, c) in raw.cloudify.iter().enumerate() {
-        cloudify.push(cloudify_entry(i, c, env)?);
-    }
-    for i in 0..cloudify.len() {
-        if cloudify[..i].iter().any(|c| c.name == cloudify[i].name) {
-            return Err(ConfigError::invalid(
-                format!("cloudify[{i}].name"),
-                format!("duplicate name {:?}", cloudify[i].name),
-            ));
-        }
-    }
-
-    let node_groups = super::groups::node_groups(&raw, &cloudify)?;
-    let gpu_label = raw
-        .gpu_label
-        .clone()
-        .unwrap_or_else(|| "cloudify.co/gpu-type".into());
-
-    Ok(Config {
-        grpc_listen,
-        tls,
-        insecure,
-        http_listen,
-        log_format,
-        log_level,
-        refresh_interval,
-        refresh_max_age,
-        cloudify,
-        node_groups,
-        gpu_label,
-    })
+    Ok((interval, max_age))
 }
 
+/// Every `cloudify` entry, validated; names must be unique because group ids are prefixed with
+/// them when there are several.
+fn cloudify_entries(raw: &RawConfig, env: &dyn Env) -> Result<Vec<ClientSettings>, ConfigError> {
+    let mut entries: Vec<ClientSettings> = Vec::new();
+    for (i, c) in raw.cloudify.iter().enumerate() {
+        let entry = cloudify_entry(i, c, env)?;
+        if entries.iter().any(|e| e.name == entry.name) {
+            return Err(ConfigError::invalid(
+                format!("cloudify[{i}].name"),
+                format!("duplicate name {:?}", entry.name),
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// One `cloudify` entry: its URL, credentials, CA certificate and request timeout.
 fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSettings, ConfigError> {
     let k = |f: &str| format!("cloudify[{i}].{f}");
     let url = c.url.clone().ok_or_else(|| {
@@ -227,49 +234,7 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
             ));
         }
     }
-    let token = match (&c.token_env, &c.token_file) {
-        (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                k("token_env"),
-                "set token_env or token_file, not both",
-            ));
-        }
-        (Some(var), None) => Some(env.var(var).filter(|v| !v.is_empty()).ok_or_else(|| {
-            ConfigError::invalid(
-                k("token_env"),
-                format!("environment variable {var} is not set"),
-            )
-        })?),
-        (None, Some(path)) => Some(read_secret_file(&k("token_file"), path)?),
-        (None, None) => None,
-    };
-    let auth = match token {
-        Some(t) => Auth::Token(t),
-        None => {
-            let password = match (&c.password_env, &c.password_file) {
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::invalid(
-                        k("password_env"),
-                        "set password_env or password_file, not both",
-                    ));
-                }
-                (None, Some(path)) => read_secret_file(&k("password_file"), path)?,
-                (var, None) => {
-                    let var = var.clone().unwrap_or_else(|| "CLOUDIFY_PASSWORD".into());
-                    env.var(&var).ok_or_else(|| {
-                        ConfigError::invalid(
-                            k("password_env"),
-                            format!("environment variable {var} is not set (or use password_file / token_env)"),
-                        )
-                    })?
-                }
-            };
-            Auth::Basic {
-                username: c.username.clone().unwrap_or_else(|| "admin".into()),
-                password,
-            }
-        }
-    };
+    let auth = auth(i, c, env)?;
     let ca_cert_pem = match &c.ca_cert_file {
         Some(p) => Some(std::fs::read(p).map_err(|e| {
             ConfigError::invalid(k("ca_cert_file"), format!("cannot read {p:?}: {e}"))
@@ -301,4 +266,230 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
         insecure_skip_verify: c.insecure_skip_verify.unwrap_or(false),
         request_timeout,
     })
+}
+
+/// The credentials of entry `i`: a token (from `token_env` or `token_file`) wins; otherwise basic
+/// auth with the password from `password_file`, `password_env` or `CLOUDIFY_PASSWORD`. Naming two
+/// sources of one secret is an error rather than a silent pick.
+fn auth(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<Auth, ConfigError> {
+    let k = |f: &str| format!("cloudify[{i}].{f}");
+    let token = match (&c.token_env, &c.token_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                k("token_env"),
+                "set token_env or token_file, not both",
+            ));
+        }
+        (Some(var), None) => Some(env.var(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+            ConfigError::invalid(
+                k("token_env"),
+                format!("environment variable {var} is not set"),
+            )
+        })?),
+        (None, Some(path)) => Some(read_secret_file(&k("token_file"), path)?),
+        (None, None) => None,
+    };
+    if let Some(t) = token {
+        return Ok(Auth::Token(t));
+    }
+    let password = match (&c.password_env, &c.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                k("password_env"),
+                "set password_env or password_file, not both",
+            ));
+        }
+        (None, Some(path)) => read_secret_file(&k("password_file"), path)?,
+        (var, None) => {
+            let var = var.clone().unwrap_or_else(|| "CLOUDIFY_PASSWORD".into());
+            env.var(&var).ok_or_else(|| {
+                ConfigError::invalid(
+                    k("password_env"),
+                    format!(
+                        "environment variable {var} is not set (or use password_file / token_env)"
+                    ),
+                )
+            })?
+        }
+    };
+    Ok(Auth::Basic {
+        username: c.username.clone().unwrap_or_else(|| "admin".into()),
+        password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::raw::{RawGrpc, RawLog, RawRefresh, RawTls};
+
+    fn flags() -> Overrides {
+        Overrides::default()
+    }
+
+    fn err(r: Result<impl std::fmt::Debug, ConfigError>) -> String {
+        r.expect_err("an error").to_string()
+    }
+
+    #[test]
+    fn cloudify_flags_fill_the_first_entry_and_list_flags_replace_the_file() {
+        let mut raw = RawConfig::default();
+        raw.node_groups.static_groups = vec!["0:1:a/b".into()];
+        let ov = Overrides {
+            cloudify_url: Some("http://cfy".into()),
+            nodes: vec!["1:2:c/d".into()],
+            ..flags()
+        };
+        apply_overrides(&mut raw, &ov);
+        assert_eq!(raw.cloudify.len(), 1, "an entry is created for the flag");
+        assert_eq!(raw.cloudify[0].url.as_deref(), Some("http://cfy"));
+        assert_eq!(raw.node_groups.static_groups, vec!["1:2:c/d".to_owned()]);
+
+        let mut raw = RawConfig::default();
+        apply_overrides(&mut raw, &flags());
+        assert!(raw.cloudify.is_empty(), "no flag, no entry");
+    }
+
+    #[test]
+    fn listen_errors_name_the_flag_or_the_key_that_gave_the_value() {
+        let mut raw = RawConfig::default();
+        let (grpc, http) = listen_addresses(&raw, &flags()).expect("defaults");
+        assert_eq!((grpc.port(), http.port()), (8086, 8087));
+        raw.grpc = RawGrpc {
+            listen: Some("nowhere".into()),
+            ..RawGrpc::default()
+        };
+        assert!(err(listen_addresses(&raw, &flags())).starts_with("grpc.listen: "));
+        let ov = Overrides {
+            http_listen: Some("8087".into()),
+            ..flags()
+        };
+        raw.grpc.listen = None;
+        assert!(err(listen_addresses(&raw, &ov)).starts_with("--http-listen: "));
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_for_a_key_or_a_client_ca() {
+        let mut raw = RawConfig::default();
+        assert!(tls_files(&raw, &flags()).expect("plaintext").is_none());
+        raw.grpc.tls = Some(RawTls {
+            client_ca_file: Some("ca.pem".into()),
+            ..RawTls::default()
+        });
+        assert_eq!(
+            err(tls_files(&raw, &flags())),
+            "grpc.tls.cert_file: missing (key_file/client_ca_file need a server certificate)"
+        );
+        let ov = Overrides {
+            tls_cert: Some("c.pem".into()),
+            ..flags()
+        };
+        assert_eq!(err(tls_files(&raw, &ov)), "grpc.tls.key_file: missing");
+        let ov = Overrides {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..flags()
+        };
+        let tls = tls_files(&raw, &ov).expect("mTLS").expect("some");
+        assert_eq!(tls.client_ca_file, Some(PathBuf::from("ca.pem")));
+    }
+
+    #[test]
+    fn log_format_and_level_are_checked() {
+        let mut raw = RawConfig::default();
+        assert_eq!(
+            logging(&raw, &flags()).expect("defaults"),
+            (LogFormat::Text, "info".to_owned())
+        );
+        raw.log = RawLog {
+            format: Some("yaml".into()),
+            level: None,
+        };
+        assert_eq!(
+            err(logging(&raw, &flags())),
+            "log.format: unknown format \"yaml\" (text or json)"
+        );
+        let ov = Overrides {
+            log_format: Some("json".into()),
+            log_level: Some("info,x=loud".into()),
+            ..flags()
+        };
+        assert!(err(logging(&raw, &ov)).starts_with("--log-level: invalid filter"));
+    }
+
+    #[test]
+    fn refresh_interval_has_a_floor_and_the_flag_wins() {
+        let mut raw = RawConfig::default();
+        raw.refresh = RawRefresh {
+            interval: Some("10ms".into()),
+            max_age: Some("2s".into()),
+        };
+        assert_eq!(
+            err(refresh_periods(&raw, &flags())),
+            "refresh.interval: must be at least 100ms"
+        );
+        let ov = Overrides {
+            refresh_interval: Some("30s".into()),
+            ..flags()
+        };
+        assert_eq!(
+            refresh_periods(&raw, &ov).expect("valid"),
+            (Duration::from_secs(30), Duration::from_secs(2))
+        );
+    }
+
+    fn entry(name: Option<&str>) -> RawCloudify {
+        RawCloudify {
+            name: name.map(str::to_owned),
+            url: Some("http://cfy".into()),
+            ..RawCloudify::default()
+        }
+    }
+
+    fn password() -> BTreeMap<String, String> {
+        BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "pw".to_owned())])
+    }
+
+    #[test]
+    fn entries_get_default_names_which_must_be_unique() {
+        let mut raw = RawConfig::default();
+        raw.cloudify = vec![entry(None), entry(None)];
+        let names: Vec<String> = cloudify_entries(&raw, &password())
+            .expect("valid")
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["main", "cloudify1"]);
+        raw.cloudify = vec![entry(Some("a")), entry(Some("b")), entry(Some("a"))];
+        assert_eq!(
+            err(cloudify_entries(&raw, &password())),
+            "cloudify[2].name: duplicate name \"a\""
+        );
+    }
+
+    #[test]
+    fn a_token_wins_over_the_password_and_two_sources_of_one_secret_are_refused() {
+        let env = BTreeMap::from([("TOKEN".to_owned(), "t0k".to_owned())]);
+        let c = RawCloudify {
+            token_env: Some("TOKEN".into()),
+            ..entry(None)
+        };
+        assert!(matches!(auth(0, &c, &env), Ok(Auth::Token(t)) if t == "t0k"));
+        let c = RawCloudify {
+            password_env: Some("P".into()),
+            password_file: Some("/p".into()),
+            ..entry(None)
+        };
+        assert_eq!(
+            err(auth(1, &c, &env)),
+            "cloudify[1].password_env: set password_env or password_file, not both"
+        );
+        assert!(matches!(
+            auth(0, &entry(None), &password()),
+            Ok(Auth::Basic { username, password }) if username == "admin" && password == "pw"
+        ));
+        assert!(err(auth(0, &entry(None), &env)).contains("CLOUDIFY_PASSWORD is not set"));
+    }
 }

@@ -6,7 +6,28 @@ pub mod metrics;
 
 use std::io::IsTerminal;
 
-use crate::config::LogFormat;
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines, coloured only on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    /// `text` or `json`; the error says which values exist.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown format {other:?} (text or json)")),
+        }
+    }
+}
 
 /// Installs the global tracing subscriber (`RUST_LOG` overrides `level`). Safe to call twice.
 pub fn init_tracing(format: LogFormat, level: &str) {

@@ -67,7 +67,7 @@ pub enum SimError {
     },
     /// The scenario YAML did not parse.
     #[error("invalid scenario YAML")]
-    ScenarioParse(#[source] serde_yaml::Error),
+    ScenarioParse(#[source] serde_saphyr::Error),
     /// The scenario parsed but makes no sense (unknown tenant, duplicate ids, min > max, ...).
     #[error("invalid scenario: {0}")]
     ScenarioInvalid(String),

@@ -208,7 +208,7 @@ const DEMO_DEPLOYMENT: &str = "k8s-pool-a";
 const DEMO_GROUP: &str = "workers";
 
 impl Scenario {
-    /// The built-in default (see PLAN.md): two worker pools and a control plane, all labelled
+    /// The built-in default (docs/simulator.md): two worker pools and a control plane, all labelled
     /// `k8s-cluster=demo`, user `admin`/`admin` in `default_tenant`, demo timing.
     pub fn default_demo() -> Scenario {
         let demo_labels = || {
@@ -249,7 +249,7 @@ impl Scenario {
 
     /// Parses a scenario from YAML text and validates it.
     pub fn from_yaml_str(text: &str) -> Result<Scenario, SimError> {
-        let scenario: Scenario = serde_yaml::from_str(text).map_err(SimError::ScenarioParse)?;
+        let scenario: Scenario = serde_saphyr::from_str(text).map_err(SimError::ScenarioParse)?;
         scenario.validate()?;
         Ok(scenario)
     }

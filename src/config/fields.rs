@@ -1,0 +1,159 @@
+//! Parsers of single field values (key paths, durations, addresses, secret files, quantities),
+//! shared by the top-level validation ([`super::validate`]) and the node-group validation
+//! ([`super::groups`]). They know nothing of the file's shape, so neither of those modules has to
+//! import the other.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// Formats a key path, quoting segments that are not plain identifiers:
+/// `key_path(&["node_groups", "groups", "a/b", "min"])` = `node_groups.groups."a/b".min`.
+pub fn key_path(segments: &[&str]) -> String {
+    segments
+        .iter()
+        .map(|s| {
+            if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                (*s).to_owned()
+            } else {
+                format!("{s:?}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A humantime duration (`10s`, `1m30s`, `250ms`).
+pub(super) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| ConfigError::invalid(key, format!("invalid duration {text:?}")))
+}
+
+/// A `host:port` listen address.
+pub(super) fn socket_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("invalid address {text:?} (expected host:port, e.g. 0.0.0.0:8086)"),
+        )
+    })
+}
+
+/// A secret kept in a file (a mounted Kubernetes Secret): its text without the trailing newline
+/// that `echo` and most editors add.
+pub(super) fn read_secret_file(key: &str, path: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+        .map_err(|e| ConfigError::invalid(key, format!("cannot read {path:?}: {e}")))
+}
+
+/// A Kubernetes quantity as written in the file: YAML reads `cpu: 4` as a number and
+/// `memory: 16Gi` as a string, and both are meant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawQuantity {
+    /// Written as text (`"3800m"`, `16Gi`).
+    Text(String),
+    /// Written as a whole number (`4`, `110`).
+    Integer(i64),
+    /// Written as a decimal number (`0.5`).
+    Decimal(f64),
+}
+
+impl<'de> Deserialize<'de> for RawQuantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawQuantity;
+            // Serde's message for anything else: "invalid type: boolean `true`, expected …".
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quantity such as \"4\", \"3800m\" or \"16Gi\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawQuantity, E> {
+                Ok(RawQuantity::Text(v.to_owned()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawQuantity, E> {
+                Ok(RawQuantity::Integer(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawQuantity, E> {
+                i64::try_from(v)
+                    .map(RawQuantity::Integer)
+                    .map_err(|_| E::custom(format!("quantity {v} is too large")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawQuantity, E> {
+                Ok(RawQuantity::Decimal(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Checks a quantity's shape (a number, then one of Kubernetes' suffixes) and returns its text.
+pub(super) fn quantity(key: &str, v: &RawQuantity) -> Result<String, ConfigError> {
+    let text = match v {
+        RawQuantity::Text(s) => s.clone(),
+        RawQuantity::Integer(n) => n.to_string(),
+        RawQuantity::Decimal(x) => x.to_string(),
+    };
+    let t = text.trim();
+    let digits_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    const SUFFIXES: [&str; 15] = [
+        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n",
+    ];
+    if num.is_empty() || num.parse::<f64>().is_err() || !SUFFIXES.contains(&suffix) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("invalid quantity {text:?}"),
+        ));
+    }
+    Ok(t.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_quote_what_is_not_an_identifier() {
+        assert_eq!(
+            key_path(&["node_groups", "groups", "a/b", "min"]),
+            "node_groups.groups.\"a/b\".min"
+        );
+        assert_eq!(key_path(&["refresh", ""]), "refresh.\"\"");
+    }
+
+    #[test]
+    fn quantities_accept_numbers_and_suffixed_text_only() {
+        let ok = |q: RawQuantity| quantity("k", &q).expect("valid");
+        assert_eq!(ok(RawQuantity::Integer(4)), "4");
+        assert_eq!(ok(RawQuantity::Decimal(0.5)), "0.5");
+        assert_eq!(ok(RawQuantity::Text(" 16Gi ".into())), "16Gi");
+        assert_eq!(ok(RawQuantity::Text("3800m".into())), "3800m");
+        let e = quantity("t.capacity.cpu", &RawQuantity::Text("4 cores".into()))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.capacity.cpu: invalid quantity \"4 cores\"");
+        assert!(quantity("k", &RawQuantity::Text("Gi".into())).is_err());
+    }
+
+    #[test]
+    fn secret_files_lose_only_the_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "s3cret \n").expect("write");
+        let path = path.display().to_string();
+        assert_eq!(read_secret_file("k", &path).expect("read"), "s3cret ");
+        let e = read_secret_file("cloudify[0].token_file", "/nonexistent/token")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cloudify[0].token_file: cannot read \"/nonexistent/token\""),
+            "{e}"
+        );
+    }
+}
