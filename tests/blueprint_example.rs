@@ -84,7 +84,7 @@ fn the_group(bp: &Value) -> (String, Vec<String>) {
         .iter()
         .map(|m| m.as_str().expect("member name").to_owned())
         .collect();
-    (name.as_str().expect("group name").to_owned(), members)
+    (name.clone(), members)
 }
 
 /// The compute member of the group (the node that runs the join script).

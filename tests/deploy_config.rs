@@ -19,7 +19,7 @@ fn read(rel: &str) -> String {
 
 /// Every document of a multi-document YAML stream (empty documents skipped).
 fn documents(text: &str) -> Vec<Value> {
-    serde_saphyr::from_str_multiple::<Value>(text)
+    serde_saphyr::from_str_multiple::<Value, Vec<Value>>(text)
         .expect("valid YAML documents")
         .into_iter()
         .filter(|v| !v.is_null())

@@ -1,28 +1,31 @@
-//! Runs `loadtest --quick` (CA's call mix against the real binary and the simulator) and checks
-//! the invariants of issue #8 that do not depend on timing: lookups and other reads cost zero
-//! Cloudify REST calls, and a refresh costs the same REST calls whatever the number of CA calls
-//! and nodes (below one page of 1,000 instances). Timings are reported, never asserted.
+//! Runs the load test (benches/loadtest) with `--quick`, in this process, against the real
+//! binary and the simulator, and checks the invariants of issue #8 that do not depend on timing:
+//! lookups and other reads cost zero Cloudify REST calls, and a refresh costs the same REST calls
+//! whatever the number of CA calls and nodes (below one page of 1,000 instances). Timings are
+//! reported, never asserted.
 
-use std::process::Command;
+#[path = "kit/procfs.rs"]
+mod procfs;
+#[path = "../benches/loadtest/run.rs"]
+mod loadtest;
 
-#[test]
-fn ca_loop_reads_never_call_cloudify_and_refresh_cost_is_constant() {
+use std::ffi::OsStr;
+
+use clap::Parser;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_loop_reads_never_call_cloudify_and_refresh_cost_is_constant() {
     let dir = tempfile::tempdir().expect("temp dir");
     let json = dir.path().join("loadtest.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .arg("--quick")
-        .arg("--server-bin")
-        .arg(env!("CARGO_BIN_EXE_autoscaler-cloudify"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run loadtest");
-    assert!(
-        out.status.success(),
-        "loadtest failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = loadtest::Args::parse_from([
+        OsStr::new("loadtest"),
+        OsStr::new("--quick"),
+        OsStr::new("--json"),
+        json.as_os_str(),
+    ]);
+    if let Err(e) = loadtest::run(args).await {
+        panic!("loadtest failed: {e}");
+    }
     let text = std::fs::read_to_string(&json).expect("loadtest JSON");
     let reports: Vec<serde_json::Value> = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(reports.len(), 2, "one report per node count");

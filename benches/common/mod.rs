@@ -1,7 +1,8 @@
 //! Shared fixtures of the benchmarks: Cloudify answers shaped like a manager's (and the
-//! simulator's) JSON pages, a fake [`Cloudify`] serving them, and a provider built on it.
+//! simulator's) JSON pages, the library's in-memory `FakeCloudify` serving them, and a provider
+//! built on it.
 //!
-//! Ids follow the simulator's naming (PLAN.md contract 1) so the provider ids, aliases and node
+//! Ids follow the simulator's naming (docs/simulator.md) so the provider ids, aliases and node
 //! names hash like real ones: deployment `pool-007`, group `workers`, VM node `workers_host`,
 //! VM instance `workers_host_<6 chars>`, hostname `pool-007-workers-host-<6 chars>`.
 
@@ -11,11 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use async_trait::async_trait;
+use autoscaler_cloudify::cloudify::fake::FakeCloudify;
 use autoscaler_cloudify::cloudify::models::ListPage;
-use autoscaler_cloudify::cloudify::{
-    Cloudify, CloudifyError, Deployment, Execution, Node, NodeInstance, ScaleRequest,
-};
+use autoscaler_cloudify::cloudify::{Deployment, Node, NodeInstance};
 use autoscaler_cloudify::config::{Discovery, GroupSettings, NodeGroupsConfig, TemplateSpec};
 use autoscaler_cloudify::grpc::Provider;
 use autoscaler_cloudify::inventory::{Inventory, Snapshot, SourceData, build_snapshot};
@@ -252,66 +251,6 @@ pub fn snapshot(n: usize) -> Snapshot {
     build_from_pages(&pages(n), &config())
 }
 
-/// A Cloudify that answers every read from fixed data, with no I/O.
-pub struct FakeCloudify {
-    data: SourceData,
-}
-
-fn refused() -> CloudifyError {
-    CloudifyError::Api {
-        route: "fake".into(),
-        status: 400,
-        code: "bench".into(),
-        message: "mutations are not benchmarked".into(),
-    }
-}
-
-#[async_trait]
-impl Cloudify for FakeCloudify {
-    fn name(&self) -> &str {
-        "main"
-    }
-    fn tenant(&self) -> &str {
-        "default_tenant"
-    }
-    async fn deployments_by_id(&self, _ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
-        Ok(Vec::new())
-    }
-    async fn search_deployments(
-        &self,
-        _labels: &[(String, String)],
-    ) -> Result<Vec<Deployment>, CloudifyError> {
-        Ok(self.data.discovered.clone())
-    }
-    async fn nodes(&self, _ids: &[String]) -> Result<Vec<Node>, CloudifyError> {
-        Ok(self.data.nodes.clone())
-    }
-    async fn node_instances(
-        &self,
-        _deployments: &[String],
-        _nodes: &[String],
-    ) -> Result<Vec<NodeInstance>, CloudifyError> {
-        Ok(self.data.instances.clone())
-    }
-    async fn scale_executions(
-        &self,
-        _deployments: &[String],
-        _statuses: &[&str],
-        _limit: Option<usize>,
-    ) -> Result<Vec<Execution>, CloudifyError> {
-        Ok(Vec::new())
-    }
-    async fn start_scale(&self, _r: &ScaleRequest) -> Result<Execution, CloudifyError> {
-        Err(refused())
-    }
-    async fn execution(&self, _id: &str) -> Result<Execution, CloudifyError> {
-        Err(refused())
-    }
-    async fn cancel_execution(&self, _id: &str) -> Result<Execution, CloudifyError> {
-        Err(refused())
-    }
-}
-
 /// Our real provider (metrics, domain, inventory) over a fake Cloudify of `n` instances in
 /// [`GROUPS`] groups, with its first snapshot loaded.
 pub async fn provider(n: usize) -> (Provider, Arc<NodeGroupService>) {
@@ -321,9 +260,11 @@ pub async fn provider(n: usize) -> (Provider, Arc<NodeGroupService>) {
 /// Like [`provider`], with `groups` groups.
 pub async fn provider_in(n: usize, groups: usize) -> (Provider, Arc<NodeGroupService>) {
     let metrics = Metrics::new();
-    let fake = FakeCloudify {
-        data: decode_pages(&pages_in(n, groups)),
-    };
+    let data = decode_pages(&pages_in(n, groups));
+    let fake = FakeCloudify::new(&data.name, &data.tenant)
+        .with_deployments(data.discovered)
+        .with_nodes(data.nodes)
+        .with_instances(data.instances);
     let inventory = Inventory::new(
         vec![Arc::new(fake)],
         Arc::new(config()),

@@ -4,6 +4,7 @@
 mod api;
 mod client;
 mod error;
+pub mod fake;
 pub mod models;
 
 pub use client::{Auth, ClientSettings, CloudifyClient};
@@ -26,7 +27,7 @@ pub struct ScaleRequest {
 }
 
 /// The slice of the Cloudify REST API this service uses. Implemented by [`CloudifyClient`] over
-/// HTTP and by fakes in unit tests.
+/// HTTP and by [`fake::FakeCloudify`] in memory (unit tests, benchmarks).
 #[async_trait]
 pub trait Cloudify: Send + Sync {
     /// Name of the configured manager/tenant entry.

@@ -18,6 +18,11 @@ use autoscaler_cloudify::simulator::{Scenario, Simulator, SimulatorHandle, Timin
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+#[path = "../kit/procfs.rs"]
+mod procfs;
+/// Resident memory, OS threads and open file descriptors of a child (Linux `/proc`).
+pub use procfs::ProcStats;
+
 pub const WORKERS: &str = "k8s-pool-a/workers";
 pub const GPU: &str = "k8s-pool-b/gpu-workers";
 /// CA's default `grpc_timeout` in the cloud-config.
@@ -375,36 +380,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Resident memory, OS threads and open file descriptors of a process (Linux `/proc`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcStats {
-    pub rss_kib: u64,
-    pub threads: u64,
-    pub fds: u64,
-}
-
-impl ProcStats {
-    pub fn of(pid: u32) -> ProcStats {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|d| d.count() as u64)
-            .unwrap_or(0);
-        ProcStats {
-            rss_kib: field("VmRSS:"),
-            threads: field("Threads:"),
-            fds,
-        }
     }
 }
 

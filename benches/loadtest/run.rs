@@ -1,4 +1,4 @@
-//! `loadtest`: plays Cluster Autoscaler's call mix for one loop against the real
+//! The load test: plays Cluster Autoscaler's call mix for one loop against the real
 //! `autoscaler-cloudify serve` binary and the in-process Cloudify simulator, and reports latency
 //! per RPC, throughput, server CPU per loop and the simulator's REST calls per loop (issue #8).
 //!
@@ -13,10 +13,12 @@
 //! (`GET /_sim/requests`). `--throughput-secs` adds a saturation run comparing `NodeGroupForNode`
 //! with the no-op `GPULabel` on the same server.
 //!
+//! This file is the bench target `loadtest` (`benches/loadtest/main.rs` parses the flags) and is
+//! included by `tests/loadtest_smoke.rs`, which runs `--quick` in-process:
+//!
 //! ```text
-//! cargo build --release --bins
-//! target/release/loadtest --nodes 1000,5000,20000 --loops 10 --throughput-secs 6
-//! target/release/loadtest --quick --json out.json      # tests/loadtest_smoke.rs
+//! cargo bench --bench loadtest -- --nodes 1000,5000,20000 --loops 10 --throughput-secs 6
+//! cargo test --test loadtest_smoke
 //! ```
 
 use std::collections::BTreeMap;
@@ -32,19 +34,21 @@ use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use autoscaler_cloudify::simulator::{
     DeploymentSpec, GroupSpec, LabelValues, Scenario, Simulator, SimulatorHandle, Timing,
 };
-use clap::Parser;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::procfs::{ProcStats, cpu_ms};
+
+/// What the load test's steps fail with (any error ends the run).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Command-line flags.
-#[derive(Debug, Clone, Parser)]
+#[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "loadtest",
     about = "Plays CA's call mix against autoscaler-cloudify"
 )]
-struct Args {
+pub struct Args {
     /// Node counts to test (comma-separated); the nodes are spread over `--groups` groups.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,20000")]
     nodes: Vec<usize>,
@@ -76,7 +80,7 @@ struct Args {
     /// Node counts for an extra throughput-only run (no CA loops), e.g. 100000.
     #[arg(long, value_delimiter = ',')]
     throughput_only_nodes: Vec<usize>,
-    /// The provider binary (default: `autoscaler-cloudify` next to this one).
+    /// The provider binary (default: the one Cargo built with this target).
     #[arg(long)]
     server_bin: Option<PathBuf>,
     /// Small and fast: 200 and 800 nodes in 10 groups, 3 loops (used by tests/loadtest_smoke.rs).
@@ -85,6 +89,10 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Set by `cargo bench`; without it (`cargo test --benches`) the run is skipped.
+    #[arg(long, hide = true)]
+    #[allow(dead_code)] // read by main.rs; the smoke test includes this file without it
+    pub bench: bool,
 }
 
 /// Latency summary of one RPC.
@@ -141,43 +149,27 @@ struct Throughput {
     gpu_label_server_cpu_us: f64,
 }
 
-fn main() -> std::process::ExitCode {
-    let mut args = Args::parse();
-    if args.quick {
-        args.nodes = vec![200, 800];
-        args.groups = 10;
-        args.loops = 3;
-        args.connections = 2;
-        args.in_flight = 2;
-    }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+impl Args {
+    /// `--quick` replaces the sizes with small ones (what the smoke test runs).
+    pub fn resolved(mut self) -> Args {
+        if self.quick {
+            self.nodes = vec![200, 800];
+            self.groups = 10;
+            self.loops = 3;
+            self.connections = 2;
+            self.in_flight = 2;
         }
-    };
-    match rt.block_on(run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("loadtest failed: {e}");
-            std::process::ExitCode::FAILURE
-        }
+        self
     }
 }
 
-async fn run(args: Args) -> Result<(), BoxError> {
-    let server_bin = match &args.server_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .ok_or("no directory for the current executable")?
-            .join("autoscaler-cloudify"),
-    };
+/// Runs every configured node count and prints (and optionally writes) the reports.
+pub async fn run(args: Args) -> Result<(), BoxError> {
+    let args = args.resolved();
+    let server_bin = args
+        .server_bin
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_autoscaler-cloudify")));
     let mut reports = Vec::new();
     for &n in &args.nodes {
         let report = run_one(&args, &server_bin, n, true).await?;
@@ -265,7 +257,7 @@ node_groups:
 struct Server {
     child: Child,
     addr: SocketAddr,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -275,21 +267,11 @@ impl Drop for Server {
     }
 }
 
-/// A directory removed when dropped (std only; the binary has no dev-dependencies).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn start_server(bin: &PathBuf, sim: &SimulatorHandle) -> Result<Server, BoxError> {
     let grpc = free_port()?;
     let http = free_port()?;
-    let dir = std::env::temp_dir().join(format!("loadtest-{}-{}", std::process::id(), grpc.port()));
-    std::fs::create_dir_all(&dir)?;
-    let config = dir.join("config.yaml");
+    let dir = tempfile::Builder::new().prefix("loadtest-").tempdir()?;
+    let config = dir.path().join("config.yaml");
     std::fs::write(&config, provider_config(&sim.url(), grpc, http))?;
     let child = Command::new(bin)
         .arg("serve")
@@ -304,7 +286,7 @@ fn start_server(bin: &PathBuf, sim: &SimulatorHandle) -> Result<Server, BoxError
     Ok(Server {
         child,
         addr: grpc,
-        _dir: TempDir(dir),
+        _dir: dir,
     })
 }
 
@@ -320,40 +302,6 @@ async fn connect(addr: SocketAddr, deadline: Duration) -> Result<Channel, BoxErr
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-}
-
-/// Server CPU time (user + system) in milliseconds, from `/proc/<pid>/stat`.
-fn cpu_ms(pid: u32) -> Result<f64, BoxError> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).ok_or("bad stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).ok_or("no utime")?.parse::<u64>()?
-        + f.get(12).ok_or("no stime")?.parse::<u64>()?;
-    Ok(ticks as f64 * 1000.0 / clock_ticks() as f64)
-}
-
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
-/// `VmRSS` and `VmHWM` of a process, in KiB.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
 
 /// The simulator's request counts (`/_sim/*` is never counted).
@@ -568,9 +516,9 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
     if args.throughput_secs > 0.0 {
         report.throughput = Some(throughput(args, &channels, &nodes, pid).await?);
     }
-    let (rss, hwm) = memory_kib(pid);
-    report.server_rss_kib = rss;
-    report.server_hwm_kib = hwm;
+    let memory = ProcStats::of(pid);
+    report.server_rss_kib = memory.rss_kib;
+    report.server_hwm_kib = memory.hwm_kib;
     drop(server);
     sim.shutdown().await;
     Ok(report)
