@@ -4,10 +4,10 @@
 //! whatever the number of CA calls and nodes (below one page of 1,000 instances). Timings are
 //! reported, never asserted.
 
-#[path = "kit/procfs.rs"]
-mod procfs;
 #[path = "../benches/loadtest/run.rs"]
 mod loadtest;
+#[path = "kit/procfs.rs"]
+mod procfs;
 
 use std::ffi::OsStr;
 

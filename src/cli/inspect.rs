@@ -32,7 +32,7 @@ pub struct InspectArgs {
     pub query: Query,
 }
 
-/// Queries.
+/// What `inspect` asks the provider (one RPC each, as CA would ask).
 #[derive(Debug, Clone, Subcommand)]
 pub enum Query {
     /// List node groups with target sizes.
@@ -48,7 +48,7 @@ pub enum Query {
     },
     /// Instances of a group.
     Nodes {
-        /// Group id.
+        /// Group id as `groups` prints it (`[<name>:]<deployment>/<group>`).
         group: String,
     },
 }

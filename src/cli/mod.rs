@@ -23,7 +23,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands.
+/// The subcommands; [`run`] dispatches each to its module (`serve` to [`crate::app`]).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve CA's CloudProvider gRPC service.

@@ -272,10 +272,7 @@ mod tests {
         assert_eq!(ids, ["e1", "e0"]);
         assert_eq!(queued[0].parameters["delta"], 2);
         fake.cancel_execution("e1").await.expect("cancel");
-        assert_eq!(
-            fake.execution("e1").await.expect("get").status,
-            "cancelled"
-        );
+        assert_eq!(fake.execution("e1").await.expect("get").status, "cancelled");
         assert!(fake.cancel_execution("nope").await.is_err());
         assert_eq!(fake.cancels(), ["e1", "nope"]);
         fake.fail_scales(true);

@@ -1,14 +1,13 @@
 //! Parsers of single field values (key paths, durations, addresses, secret files, quantities),
-//! shared by the top-level validation ([`super::validate`]) and the node-group validation
-//! ([`super::groups`]). They know nothing of the file's shape, so neither of those modules has to
-//! import the other.
+//! shared by the top-level validation (`validate.rs`) and the node-group validation
+//! (`groups.rs`). They know nothing of the file's shape, so `groups` need not import `validate`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// Formats a key path, quoting segments that are not plain identifiers:
 /// `key_path(&["node_groups", "groups", "a/b", "min"])` = `node_groups.groups."a/b".min`.

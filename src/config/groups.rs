@@ -2,10 +2,15 @@
 //! templates and options.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use super::error::ConfigError;
 use super::fields::{duration, key_path, quantity};
+use super::model::{
+    Discovery, GroupSettings, NodeGroupsConfig, OptionsSpec, StaticGroup, TaintSpec, TemplateSpec,
+};
+use super::provider_id::ProviderIdTemplate;
 use super::raw::{RawConfig, RawGroup, RawOptions, RawTemplate};
-use super::*;
 use crate::cloudify::ClientSettings;
 
 /// Splits `[<name>:]<deployment>/<group>` into (source index, deployment, group).

@@ -6,286 +6,35 @@
 //!
 //! Every validation error names the key and says what is wrong, e.g.
 //! `node_groups.groups."a/b".options.scale_down_unneeded_time: invalid duration "2x"`.
+//!
+//! Inside, imports point one way: `validate` (the whole file, one step per part) uses `groups`
+//! (node groups), both use `fields` (single values), and everything uses `model`, `error` and
+//! `raw` (the file as written), which use nothing of the module.
 
+mod env;
+mod error;
 mod fields;
 mod groups;
+mod model;
 mod provider_id;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
+pub use env::{Env, ProcessEnv};
+pub use error::ConfigError;
 pub use fields::key_path;
+pub use model::{
+    Config, Discovery, GroupSettings, NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup,
+    TaintSpec, TemplateSpec, TlsFiles,
+};
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
 
 /// Re-exported: the format belongs to the logging, the configuration only chooses it.
 pub use crate::observability::LogFormat;
-
-use crate::cloudify::ClientSettings;
-
-/// A configuration problem.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid YAML of the expected shape.
-    #[error("{path}: {key}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// Where in the document.
-        key: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// A value is not acceptable.
-    #[error("{key}: {problem}")]
-    Invalid {
-        /// Dotted key, e.g. `refresh.interval`.
-        key: String,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            problem: problem.into(),
-        }
-    }
-}
-
-/// Source of environment variables (the process environment, or a map in tests).
-pub trait Env {
-    /// The value of `key`, if set.
-    fn var(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
-impl Env for BTreeMap<String, String> {
-    fn var(&self, key: &str) -> Option<String> {
-        self.get(key).cloned()
-    }
-}
-
-/// Files for mTLS on the gRPC port.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// Server certificate chain (PEM).
-    pub cert_file: PathBuf,
-    /// Server key (PEM).
-    pub key_file: PathBuf,
-    /// CA that client certificates must chain to (mTLS); `None` = server TLS only.
-    pub client_ca_file: Option<PathBuf>,
-}
-
-/// The validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// gRPC listen address.
-    pub grpc_listen: SocketAddr,
-    /// mTLS files; `None` = plaintext (loopback or `insecure` only).
-    pub tls: Option<TlsFiles>,
-    /// Allow plaintext on a non-loopback address.
-    pub insecure: bool,
-    /// Plain HTTP listen address for /healthz, /readyz, /metrics.
-    pub http_listen: SocketAddr,
-    /// Log format.
-    pub log_format: LogFormat,
-    /// Log level / filter directive.
-    pub log_level: String,
-    /// Background refresh period.
-    pub refresh_interval: Duration,
-    /// The Refresh RPC refreshes when the snapshot is older than this.
-    pub refresh_max_age: Duration,
-    /// One entry per manager/tenant.
-    pub cloudify: Vec<ClientSettings>,
-    /// Node group selection and per-group settings.
-    pub node_groups: NodeGroupsConfig,
-    /// Label whose value names a node's GPU type.
-    pub gpu_label: String,
-}
-
-/// A statically configured group (`--nodes=<min>:<max>:<id>`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticGroup {
-    /// Index of the cloudify entry.
-    pub source: usize,
-    /// Deployment id.
-    pub deployment: String,
-    /// Scaling group name.
-    pub group: String,
-    /// Minimum size.
-    pub min: i32,
-    /// Maximum size.
-    pub max: i32,
-}
-
-/// An auto-discovery rule: deployments carrying all these labels.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovery {
-    /// `(key, value)` pairs, all required.
-    pub labels: Vec<(String, String)>,
-}
-
-/// Node group selection and settings.
-#[derive(Debug, Clone)]
-pub struct NodeGroupsConfig {
-    /// Statically configured groups.
-    pub static_groups: Vec<StaticGroup>,
-    /// Label discovery rules (applied to every cloudify entry).
-    pub discovery: Vec<Discovery>,
-    /// Max used when Cloudify says `max_instances: -1`.
-    pub unbounded_max: i32,
-    /// Settings applied to every group.
-    pub defaults: GroupSettings,
-    /// Per-group settings by group id.
-    pub groups: BTreeMap<String, GroupSettings>,
-}
-
-impl NodeGroupsConfig {
-    /// The effective settings of a group: its own fields, else the defaults'.
-    pub fn settings_for(&self, group_id: &str) -> GroupSettings {
-        match self.groups.get(group_id) {
-            None => self.defaults.clone(),
-            Some(g) => GroupSettings {
-                min: g.min.or(self.defaults.min),
-                max: g.max.or(self.defaults.max),
-                provider_id_template: g
-                    .provider_id_template
-                    .clone()
-                    .or_else(|| self.defaults.provider_id_template.clone()),
-                node_name_property: g
-                    .node_name_property
-                    .clone()
-                    .or_else(|| self.defaults.node_name_property.clone()),
-                price_per_hour: g.price_per_hour.or(self.defaults.price_per_hour),
-                template: g
-                    .template
-                    .clone()
-                    .or_else(|| self.defaults.template.clone()),
-                options: g.options.clone().or_else(|| self.defaults.options.clone()),
-            },
-        }
-    }
-}
-
-/// Per-group settings (every field optional; `defaults` fill the gaps).
-#[derive(Debug, Clone, Default)]
-pub struct GroupSettings {
-    /// Minimum size override.
-    pub min: Option<i32>,
-    /// Maximum size override.
-    pub max: Option<i32>,
-    /// Provider-id template.
-    pub provider_id_template: Option<ProviderIdTemplate>,
-    /// Runtime property holding the Kubernetes node name.
-    pub node_name_property: Option<String>,
-    /// Hourly price of one node.
-    pub price_per_hour: Option<f64>,
-    /// Template node for scale-from-zero.
-    pub template: Option<TemplateSpec>,
-    /// Autoscaling options overrides.
-    pub options: Option<OptionsSpec>,
-}
-
-/// A taint of the template node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaintSpec {
-    /// Key.
-    pub key: String,
-    /// Value.
-    pub value: String,
-    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
-    pub effect: String,
-}
-
-/// The template node of a group.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TemplateSpec {
-    /// Extra labels.
-    pub labels: BTreeMap<String, String>,
-    /// Taints.
-    pub taints: Vec<TaintSpec>,
-    /// Capacity (Kubernetes quantities as text).
-    pub capacity: BTreeMap<String, String>,
-    /// Allocatable; missing keys default to capacity.
-    pub allocatable: BTreeMap<String, String>,
-}
-
-/// Autoscaling option overrides; unset fields keep CA's defaults from the request.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct OptionsSpec {
-    /// Scale-down utilization threshold.
-    pub scale_down_utilization_threshold: Option<f64>,
-    /// Scale-down GPU utilization threshold.
-    pub scale_down_gpu_utilization_threshold: Option<f64>,
-    /// Scale-down unneeded time.
-    pub scale_down_unneeded_time: Option<Duration>,
-    /// Scale-down unready time.
-    pub scale_down_unready_time: Option<Duration>,
-    /// Max node provision time.
-    pub max_node_provision_time: Option<Duration>,
-    /// Zero-or-max scaling.
-    pub zero_or_max_node_scaling: Option<bool>,
-    /// Ignore DaemonSet utilization.
-    pub ignore_daemonsets_utilization: Option<bool>,
-}
-
-/// Values given on the command line (or their env fallbacks); they override the file.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    /// `--listen`.
-    pub listen: Option<String>,
-    /// `--http-listen`.
-    pub http_listen: Option<String>,
-    /// `--tls-cert`.
-    pub tls_cert: Option<String>,
-    /// `--tls-key`.
-    pub tls_key: Option<String>,
-    /// `--tls-client-ca`.
-    pub tls_client_ca: Option<String>,
-    /// `--insecure`.
-    pub insecure: bool,
-    /// `--log-format`.
-    pub log_format: Option<String>,
-    /// `--log-level`.
-    pub log_level: Option<String>,
-    /// `--refresh-interval`.
-    pub refresh_interval: Option<String>,
-    /// `--cloudify-url` (first entry).
-    pub cloudify_url: Option<String>,
-    /// `--cloudify-tenant` (first entry).
-    pub cloudify_tenant: Option<String>,
-    /// `--cloudify-username` (first entry).
-    pub cloudify_username: Option<String>,
-    /// `--nodes` (replace the file's list when given).
-    pub nodes: Vec<String>,
-    /// `--node-group-auto-discovery` (replace the file's list when given).
-    pub auto_discovery: Vec<String>,
-}
 
 impl Config {
     /// Reads the optional file, applies the overrides and validates everything.
@@ -315,10 +64,5 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let raw = validate::parse_yaml(text, Path::new("<inline>"))?;
         validate::build(raw, overrides, env)
-    }
-
-    /// True when group ids carry the `<name>:` prefix (several managers/tenants configured).
-    pub fn prefixed_ids(&self) -> bool {
-        self.cloudify.len() > 1
     }
 }

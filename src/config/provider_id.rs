@@ -31,15 +31,15 @@ pub struct ProviderIdTemplate {
 
 /// The values a template is rendered from.
 pub struct ProviderIdParts<'a> {
-    /// Tenant.
+    /// `{tenant}`: the Cloudify tenant the entry talks to.
     pub tenant: &'a str,
-    /// Deployment id.
+    /// `{deployment}`: the deployment holding the scaling group.
     pub deployment: &'a str,
-    /// Scaling group name.
+    /// `{group}`: the scaling group name.
     pub group: &'a str,
-    /// Group instance id.
+    /// `{group_instance}`: the scaling-group instance (the unit Cloudify adds and removes).
     pub group_instance: &'a str,
-    /// VM node-instance id.
+    /// `{vm_instance}`: the VM's node-instance id inside that group instance.
     pub vm_instance: &'a str,
 }
 

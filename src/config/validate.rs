@@ -1,15 +1,17 @@
 //! Turning [`RawConfig`] plus [`Overrides`] into a validated [`Config`], one named step per part
-//! of the file. Node groups are validated in [`super::groups`], single values in
-//! [`super::fields`].
+//! of the file. Node groups are validated in `groups.rs`, single values in `fields.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::env::Env;
+use super::error::ConfigError;
 use super::fields::{duration, read_secret_file, socket_addr};
+use super::model::{Config, Overrides, TlsFiles};
 use super::raw::{RawCloudify, RawConfig};
-use super::*;
 use crate::cloudify::{Auth, ClientSettings};
+use crate::observability::LogFormat;
 
 pub(super) fn parse_yaml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     if text.trim().is_empty() {
@@ -322,8 +324,8 @@ fn auth(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<Auth, ConfigError> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use super::super::raw::{RawGrpc, RawLog, RawRefresh, RawTls};
     use super::*;
-    use crate::config::raw::{RawGrpc, RawLog, RawRefresh, RawTls};
 
     fn flags() -> Overrides {
         Overrides::default()

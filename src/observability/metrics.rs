@@ -63,7 +63,7 @@ pub struct ScaleLabels {
 /// Labels of the build information gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
-    /// Crate version.
+    /// The provider's version (`CARGO_PKG_VERSION`), to tell replicas of different releases apart.
     pub version: String,
 }
 

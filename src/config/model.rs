@@ -1,0 +1,219 @@
+//! The validated configuration as the rest of the provider reads it, and the flag values that
+//! override the file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::provider_id::ProviderIdTemplate;
+use crate::cloudify::ClientSettings;
+use crate::observability::LogFormat;
+
+/// Files for mTLS on the gRPC port.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Server key (PEM).
+    pub key_file: PathBuf,
+    /// CA that client certificates must chain to (mTLS); `None` = server TLS only.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// gRPC listen address.
+    pub grpc_listen: SocketAddr,
+    /// mTLS files; `None` = plaintext (loopback or `insecure` only).
+    pub tls: Option<TlsFiles>,
+    /// Allow plaintext on a non-loopback address.
+    pub insecure: bool,
+    /// Plain HTTP listen address for /healthz, /readyz, /metrics.
+    pub http_listen: SocketAddr,
+    /// Text for people, JSON for log collectors.
+    pub log_format: LogFormat,
+    /// A tracing filter directive (`info,autoscaler_cloudify=debug`), already checked to parse.
+    pub log_level: String,
+    /// Background refresh period.
+    pub refresh_interval: Duration,
+    /// The Refresh RPC refreshes when the snapshot is older than this.
+    pub refresh_max_age: Duration,
+    /// One entry per manager/tenant.
+    pub cloudify: Vec<ClientSettings>,
+    /// Node group selection and per-group settings.
+    pub node_groups: NodeGroupsConfig,
+    /// Label whose value names a node's GPU type.
+    pub gpu_label: String,
+}
+
+/// A statically configured group (`--nodes=<min>:<max>:<id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticGroup {
+    /// Index into [`Config::cloudify`]: the manager/tenant holding the deployment.
+    pub source: usize,
+    /// Cloudify deployment id.
+    pub deployment: String,
+    /// Scaling group name inside the deployment.
+    pub group: String,
+    /// Bounds from the flag; they replace the group policy's `min_instances`/`max_instances`
+    /// (`0 <= min <= max`, checked).
+    pub min: i32,
+    /// See `min`.
+    pub max: i32,
+}
+
+/// An auto-discovery rule: deployments carrying all these labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// `(key, value)` pairs, all required.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Node group selection and settings.
+#[derive(Debug, Clone)]
+pub struct NodeGroupsConfig {
+    /// Statically configured groups.
+    pub static_groups: Vec<StaticGroup>,
+    /// Label discovery rules (applied to every cloudify entry).
+    pub discovery: Vec<Discovery>,
+    /// Max used when Cloudify says `max_instances: -1`.
+    pub unbounded_max: i32,
+    /// Settings applied to every group.
+    pub defaults: GroupSettings,
+    /// Per-group settings by group id.
+    pub groups: BTreeMap<String, GroupSettings>,
+}
+
+impl NodeGroupsConfig {
+    /// The effective settings of a group: its own fields, else the defaults'.
+    pub fn settings_for(&self, group_id: &str) -> GroupSettings {
+        match self.groups.get(group_id) {
+            None => self.defaults.clone(),
+            Some(g) => GroupSettings {
+                min: g.min.or(self.defaults.min),
+                max: g.max.or(self.defaults.max),
+                provider_id_template: g
+                    .provider_id_template
+                    .clone()
+                    .or_else(|| self.defaults.provider_id_template.clone()),
+                node_name_property: g
+                    .node_name_property
+                    .clone()
+                    .or_else(|| self.defaults.node_name_property.clone()),
+                price_per_hour: g.price_per_hour.or(self.defaults.price_per_hour),
+                template: g
+                    .template
+                    .clone()
+                    .or_else(|| self.defaults.template.clone()),
+                options: g.options.clone().or_else(|| self.defaults.options.clone()),
+            },
+        }
+    }
+}
+
+/// Per-group settings (every field optional; `defaults` fill the gaps).
+#[derive(Debug, Clone, Default)]
+pub struct GroupSettings {
+    /// Replaces the scaling policy's `min_instances` (Cloudify does not enforce it; we do).
+    pub min: Option<i32>,
+    /// Replaces the scaling policy's `max_instances`.
+    pub max: Option<i32>,
+    /// How an instance's id is rendered; must match the kubelet's `--provider-id`. Unset:
+    /// [`DEFAULT_PROVIDER_ID_TEMPLATE`].
+    pub provider_id_template: Option<ProviderIdTemplate>,
+    /// Runtime property holding the Kubernetes node name.
+    pub node_name_property: Option<String>,
+    /// Hourly price of one node.
+    pub price_per_hour: Option<f64>,
+    /// Template node for scale-from-zero.
+    pub template: Option<TemplateSpec>,
+    /// Autoscaling options overrides.
+    pub options: Option<OptionsSpec>,
+}
+
+/// A taint of the template node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaintSpec {
+    /// Taint key (not empty, checked).
+    pub key: String,
+    /// Taint value; may be empty.
+    pub value: String,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute` (checked).
+    pub effect: String,
+}
+
+/// The template node of a group.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TemplateSpec {
+    /// Labels added to the ones every template node gets (group id, instance type, ...), so
+    /// scale-from-zero matches pods' node selectors.
+    pub labels: BTreeMap<String, String>,
+    /// Taints a new node will carry, so CA does not scale up for pods that would not tolerate it.
+    pub taints: Vec<TaintSpec>,
+    /// Capacity (Kubernetes quantities as text).
+    pub capacity: BTreeMap<String, String>,
+    /// Allocatable; missing keys default to capacity.
+    pub allocatable: BTreeMap<String, String>,
+}
+
+/// Autoscaling option overrides; unset fields keep CA's defaults from the request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OptionsSpec {
+    /// CA's `--scale-down-utilization-threshold` for this group, between 0 and 1 (checked).
+    pub scale_down_utilization_threshold: Option<f64>,
+    /// CA's `--scale-down-gpu-utilization-threshold`, between 0 and 1 (checked).
+    pub scale_down_gpu_utilization_threshold: Option<f64>,
+    /// CA's `--scale-down-unneeded-time`: how long a node must be unneeded before removal.
+    pub scale_down_unneeded_time: Option<Duration>,
+    /// CA's `--scale-down-unready-time`: how long an unready node is kept.
+    pub scale_down_unready_time: Option<Duration>,
+    /// CA's `--max-node-provision-time`: how long CA waits for a new node to register before it
+    /// gives up on it (a Cloudify scale-out includes the agent install and the kubelet join).
+    pub max_node_provision_time: Option<Duration>,
+    /// Scale the group to 0 or to max only (CA's `--zero-or-max-node-scaling`).
+    pub zero_or_max_node_scaling: Option<bool>,
+    /// CA's `--ignore-daemonsets-utilization` for this group.
+    pub ignore_daemonsets_utilization: Option<bool>,
+}
+
+/// Values given on the command line (or their env fallbacks); they override the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--http-listen`.
+    pub http_listen: Option<String>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<String>,
+    /// `--tls-key`.
+    pub tls_key: Option<String>,
+    /// `--tls-client-ca`.
+    pub tls_client_ca: Option<String>,
+    /// `--insecure`.
+    pub insecure: bool,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--refresh-interval`.
+    pub refresh_interval: Option<String>,
+    /// `--cloudify-url` (first entry).
+    pub cloudify_url: Option<String>,
+    /// `--cloudify-tenant` (first entry).
+    pub cloudify_tenant: Option<String>,
+    /// `--cloudify-username` (first entry).
+    pub cloudify_username: Option<String>,
+    /// `--nodes` (replace the file's list when given).
+    pub nodes: Vec<String>,
+    /// `--node-group-auto-discovery` (replace the file's list when given).
+    pub auto_discovery: Vec<String>,
+}
+
+impl Config {
+    /// True when group ids carry the `<name>:` prefix (several managers/tenants configured).
+    pub fn prefixed_ids(&self) -> bool {
+        self.cloudify.len() > 1
+    }
+}
