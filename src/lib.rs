@@ -18,9 +18,11 @@
 //!   the [`cloudify::Cloudify`] trait, so it is unit-tested with a fake.
 //! - [`inventory`]: the immutable snapshot of groups and instances with its lookup indexes,
 //!   rebuilt aside by a background refresh and swapped in whole (arc-swap).
-//! - [`cloudify`]: the Cloudify REST client (reqwest), its models and typed errors.
 //! - [`config`]: the configuration file, flags and secrets, validated at start.
-//! - [`observability`]: Prometheus metrics, the health/metrics HTTP port, tracing setup.
+//! - [`cloudify`]: the Cloudify REST client (reqwest), its models and typed errors, and the
+//!   in-memory [`cloudify::fake::FakeCloudify`] that unit tests and benchmarks share.
+//! - [`observability`]: Prometheus metrics, the health/metrics HTTP port, tracing setup and the
+//!   log format.
 //! - [`proto`]: the generated externalgrpc protocol (with the CA 1.29–1.36 compatibility fields).
 //! - [`simulator`]: an in-process Cloudify Manager simulator (tests, benches, `demo`).
 #![deny(missing_docs)]
