@@ -423,10 +423,12 @@ mod tests {
 
     #[test]
     fn refresh_interval_has_a_floor_and_the_flag_wins() {
-        let mut raw = RawConfig::default();
-        raw.refresh = RawRefresh {
-            interval: Some("10ms".into()),
-            max_age: Some("2s".into()),
+        let raw = RawConfig {
+            refresh: RawRefresh {
+                interval: Some("10ms".into()),
+                max_age: Some("2s".into()),
+            },
+            ..RawConfig::default()
         };
         assert_eq!(
             err(refresh_periods(&raw, &flags())),
@@ -456,8 +458,10 @@ mod tests {
 
     #[test]
     fn entries_get_default_names_which_must_be_unique() {
-        let mut raw = RawConfig::default();
-        raw.cloudify = vec![entry(None), entry(None)];
+        let mut raw = RawConfig {
+            cloudify: vec![entry(None), entry(None)],
+            ..RawConfig::default()
+        };
         let names: Vec<String> = cloudify_entries(&raw, &password())
             .expect("valid")
             .into_iter()
