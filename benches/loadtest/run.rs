@@ -349,17 +349,22 @@ impl Call {
     }
 }
 
+/// CA's question for one node, as its externalgrpc client sends it.
+fn for_node_request(provider_id: &str, name: &str) -> proto::NodeGroupForNodeRequest {
+    proto::NodeGroupForNodeRequest {
+        node: Some(proto::ExternalGrpcNode {
+            provider_id: provider_id.to_owned(),
+            name: name.to_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
 async fn invoke(client: &mut CloudProviderClient<Channel>, call: &Call) -> Result<(), BoxError> {
     match call {
         Call::ForNode { provider_id, name } => {
             client
-                .node_group_for_node(proto::NodeGroupForNodeRequest {
-                    node: Some(proto::ExternalGrpcNode {
-                        provider_id: provider_id.clone(),
-                        name: name.clone(),
-                        ..Default::default()
-                    }),
-                })
+                .node_group_for_node(for_node_request(provider_id, name))
                 .await?;
         }
         Call::TargetSize(id) => {
@@ -670,13 +675,7 @@ async fn saturate(
                         let (provider_id, name) = &nodes[i % nodes.len()];
                         i = i.wrapping_add(7);
                         client
-                            .node_group_for_node(proto::NodeGroupForNodeRequest {
-                                node: Some(proto::ExternalGrpcNode {
-                                    provider_id: provider_id.clone(),
-                                    name: name.clone(),
-                                    ..Default::default()
-                                }),
-                            })
+                            .node_group_for_node(for_node_request(provider_id, name))
                             .await?;
                     } else {
                         client.gpu_label(proto::GpuLabelRequest {}).await?;

@@ -2,10 +2,9 @@
 //! the reliability tests and the load test (`#[path]`-included, std only), so neither parses
 //! `/proc` on its own.
 
-#![allow(dead_code)] // each includer reads different fields
-
 /// A snapshot of one process.
 #[derive(Debug, Clone, Copy, Default)]
+#[allow(dead_code)] // the reliability suite reads threads and fds, the load test the memory
 pub struct ProcStats {
     /// Resident memory now (`VmRSS`), KiB.
     pub rss_kib: u64,
@@ -42,6 +41,7 @@ impl ProcStats {
 }
 
 /// CPU time (user + system) the process has used, in milliseconds (`/proc/<pid>/stat`).
+#[allow(dead_code)] // only the load test measures CPU
 pub fn cpu_ms(pid: u32) -> Result<f64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
