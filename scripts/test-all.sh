@@ -32,10 +32,10 @@ tier() {
 
 rust_tier() {
   cargo fmt --all -- --check || return 1
-  cargo clippy --all-targets --locked -- -D warnings || return 1
-  cargo test --locked --all-targets || return 1
+  cargo clippy --workspace --all-targets --locked -- -D warnings || return 1
+  cargo test --locked --workspace --all-targets || return 1
   # Doc tests are not part of --all-targets.
-  cargo test --locked --doc || return 1
+  cargo test --locked --workspace --doc || return 1
 }
 
 for t in $TIERS; do

@@ -24,7 +24,8 @@
 //! - [`observability`]: Prometheus metrics, the health/metrics HTTP port, tracing setup and the
 //!   log format.
 //! - [`proto`]: the generated externalgrpc protocol (with the CA 1.29–1.36 compatibility fields).
-//! - [`simulator`]: an in-process Cloudify Manager simulator (tests, benches, `demo`).
+//! - The Cloudify Manager simulator behind `demo`, the tests and the benches is its own crate,
+//!   `crates/cloudify-sim` (feature `simulator`, on by default); it depends on nothing here.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -38,4 +39,3 @@ pub mod kube;
 pub mod nodegroup;
 pub mod observability;
 pub mod proto;
-pub mod simulator;

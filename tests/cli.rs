@@ -1,9 +1,10 @@
-//! The binary: `check`, `serve` + `inspect`, `demo --walkthrough`, config errors.
+//! The binary: `check`, `serve` + `inspect`, `demo --walkthrough`, `simulator`, config errors.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
+use cloudify_sim::{Scenario, Simulator, Timing};
 
 const BIN: &str = env!("CARGO_BIN_EXE_autoscaler-cloudify");
 
@@ -280,4 +281,61 @@ fn demo_prints_a_banner_whose_inspect_command_works() {
         "{inspect_line}: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Kills the child on drop so a failing assertion does not leak the process.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn simulator_command_prints_its_url_and_serves() {
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_autoscaler-cloudify"))
+            .args(["simulator", "--listen", "127.0.0.1:0", "--instances", "7"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("binary starts"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .expect("join")
+    .expect("a line");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("URL printed")
+        .to_string();
+    let http = reqwest::Client::new();
+    let ok = http
+        .get(format!("{url}/api/v3.1/ok"))
+        .send()
+        .await
+        .expect("GET /ok");
+    assert_eq!(ok.status(), reqwest::StatusCode::OK);
+    let deployment: serde_json::Value = http
+        .get(format!(
+            "{url}/api/v3.1/deployments/k8s-pool-a?_include=scaling_groups"
+        ))
+        .basic_auth("admin", Some("admin"))
+        .header("Tenant", "default_tenant")
+        .send()
+        .await
+        .expect("GET deployment")
+        .json()
+        .await
+        .expect("JSON");
+    let props = &deployment["scaling_groups"]["workers"]["properties"];
+    assert_eq!(props["current_instances"], 7);
+    assert_eq!(props["max_instances"], 10);
 }

@@ -8,10 +8,10 @@ use std::time::Duration;
 use autoscaler_cloudify::cloudify::{
     Auth, ClientSettings, Cloudify, CloudifyClient, CloudifyError, ScaleRequest,
 };
-use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
 use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::routing::any;
+use cloudify_sim::{Scenario, Simulator, Timing};
 
 fn settings(url: &str, password: &str) -> ClientSettings {
     ClientSettings {

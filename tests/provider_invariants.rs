@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use autoscaler_cloudify::proto;
-use autoscaler_cloudify::simulator::{Scenario, Timing};
+use cloudify_sim::{Scenario, Timing};
 use provider_support::*;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};

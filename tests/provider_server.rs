@@ -241,7 +241,7 @@ async fn http_port_serves_health_readiness_and_metrics() {
 
 #[tokio::test]
 async fn wrong_credentials_show_in_readiness_and_stop_login_attempts() {
-    use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
+    use cloudify_sim::{Scenario, Simulator, Timing};
     let sim = Simulator::start(
         Scenario::default_demo().with_timing(Timing::instant()),
         "127.0.0.1:0".parse().expect("addr"),

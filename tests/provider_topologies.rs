@@ -5,7 +5,7 @@ mod provider_support;
 use std::time::{Duration, Instant};
 
 use autoscaler_cloudify::proto;
-use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
+use cloudify_sim::{Scenario, Simulator, Timing};
 use provider_support::*;
 
 #[tokio::test]

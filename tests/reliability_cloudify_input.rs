@@ -17,10 +17,10 @@ use autoscaler_cloudify::cloudify::{CloudifyError, Deployment, Execution, Node, 
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::inventory::{SourceData, build_snapshot};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
-use autoscaler_cloudify::simulator::Timing;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use cloudify_sim::Timing;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 use reliability_support::*;

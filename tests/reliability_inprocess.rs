@@ -15,7 +15,7 @@ use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
-use autoscaler_cloudify::simulator::{Scenario, SimulatorHandle, Timing};
+use cloudify_sim::{Scenario, SimulatorHandle, Timing};
 use prost::Message;
 use reliability_support::*;
 use serde_json::json;

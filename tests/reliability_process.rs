@@ -9,7 +9,7 @@ mod reliability_support;
 use std::time::{Duration, Instant};
 
 use autoscaler_cloudify::proto;
-use autoscaler_cloudify::simulator::Timing;
+use cloudify_sim::Timing;
 use reliability_support::*;
 use serde_json::json;
 use tonic::Code;

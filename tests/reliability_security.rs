@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
-use autoscaler_cloudify::simulator::Timing;
+use cloudify_sim::Timing;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
-use autoscaler_cloudify::simulator::{
+use cloudify_sim::{
     DeploymentSpec, GroupSpec, LabelValues, Scenario, Simulator, SimulatorHandle, Timing,
 };
 use serde::Serialize;

@@ -14,7 +14,7 @@ use crate::config::{Config, LogFormat, Overrides};
 use crate::observability::init_tracing;
 use crate::proto;
 use crate::proto::instance_status::InstanceState;
-use crate::simulator::{Scenario, Simulator};
+use cloudify_sim::{Scenario, Simulator};
 
 /// The demo's configuration; `{url}` is replaced by the simulator URL.
 pub const DEMO_CONFIG: &str = r#"

@@ -1,6 +1,7 @@
 //! The `autoscaler-cloudify` command line.
 
 mod check;
+#[cfg(feature = "simulator")]
 mod demo;
 mod inspect;
 
@@ -9,9 +10,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+#[cfg(feature = "simulator")]
 pub use demo::{DEMO_CONFIG, demo_config};
 
-use crate::config::{Config, Env, LogFormat, Overrides, ProcessEnv};
+use crate::config::{Config, Env, Overrides, ProcessEnv};
 use crate::observability::init_tracing;
 
 /// Kubernetes Cluster Autoscaler externalgrpc provider for Cloudify scaling groups.
@@ -29,9 +31,11 @@ pub enum Command {
     /// Serve CA's CloudProvider gRPC service.
     Serve(ServeArgs),
     /// Run against the embedded simulator on loopback (optionally drive a scale-up/down).
+    #[cfg(feature = "simulator")]
     Demo(demo::DemoArgs),
     /// Run the Cloudify Manager simulator alone.
-    Simulator(crate::simulator::SimulatorArgs),
+    #[cfg(feature = "simulator")]
+    Simulator(cloudify_sim::SimulatorArgs),
     /// Load the configuration, connect to Cloudify, print the node groups.
     Check(CheckArgs),
     /// Query a running provider over gRPC.
@@ -166,10 +170,12 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        #[cfg(feature = "simulator")]
         Command::Demo(args) => demo::run(args).await,
+        #[cfg(feature = "simulator")]
         Command::Simulator(args) => {
-            init_tracing(LogFormat::Text, "info");
-            crate::simulator::run(args).await.map_err(Into::into)
+            init_tracing(crate::observability::LogFormat::Text, "info");
+            cloudify_sim::run(args).await.map_err(Into::into)
         }
         Command::Check(args) => check::run(args).await,
         Command::Inspect(args) => inspect::run(args).await,

@@ -11,7 +11,7 @@ use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
-use autoscaler_cloudify::simulator::{Scenario, Simulator, SimulatorHandle, Timing};
+use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 

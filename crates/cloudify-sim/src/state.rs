@@ -438,7 +438,7 @@ pub(crate) fn hostname_for(deployment: &str, vm_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::scenario::Scenario;
+    use crate::scenario::Scenario;
 
     #[test]
     fn default_scenario_builds_named_instances() {

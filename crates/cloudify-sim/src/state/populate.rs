@@ -10,8 +10,8 @@ use super::{
     Deployment, Model, Node, NodeInstance, PORT_HIERARCHY, PORT_TYPE, Runtime, SERVER_HIERARCHY,
     SERVER_TYPE, ScalingGroup, User, hostname_for, now_stamp,
 };
-use crate::simulator::error::SimError;
-use crate::simulator::scenario::Scenario;
+use crate::error::SimError;
+use crate::scenario::Scenario;
 
 impl Model {
     /// Builds the initial state of a scenario (already validated).

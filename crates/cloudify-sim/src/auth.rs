@@ -207,7 +207,7 @@ pub(crate) fn create_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulator::scenario::Scenario;
+    use crate::scenario::Scenario;
     use axum::http::HeaderValue;
 
     fn basic(user: &str, pass: &str) -> HeaderMap {
@@ -223,8 +223,8 @@ mod tests {
 
     #[test]
     fn fifth_bad_password_locks_the_account() {
-        let mut model = crate::simulator::state::Model::from_scenario(&Scenario::default_demo())
-            .expect("model");
+        let mut model =
+            crate::state::Model::from_scenario(&Scenario::default_demo()).expect("model");
         for _ in 0..4 {
             assert!(authenticate(&mut model, &basic("admin", "nope"), true).is_err());
         }

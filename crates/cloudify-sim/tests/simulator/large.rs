@@ -2,13 +2,11 @@
 //! paging must stay fast (no O(n^2)); the bounds here are loose enough for a debug build on a
 //! busy 2-core machine and only catch algorithmic regressions.
 
-mod simulator_support;
-
 use std::time::{Duration, Instant};
 
-use autoscaler_cloudify::simulator::{Scenario, Timing};
+use crate::support::start;
+use cloudify_sim::{Scenario, Timing};
 use serde_json::json;
-use simulator_support::start;
 
 #[tokio::test]
 async fn hundred_thousand_instances_start_and_page_quickly() {

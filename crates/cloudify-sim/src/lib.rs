@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use autoscaler_cloudify::simulator::{Scenario, Simulator, Timing};
+//! use cloudify_sim::{Scenario, Simulator, Timing};
 //! let scenario = Scenario::default_demo().with_instances(50).with_timing(Timing::instant());
 //! let sim = Simulator::start(scenario, "127.0.0.1:0".parse()?).await?;
 //! println!("manager at {}/api/v3.1", sim.url());

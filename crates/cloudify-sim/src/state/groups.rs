@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Model, NodeInstance, Runtime, hostname_for};
-use crate::simulator::error::SimError;
+use crate::error::SimError;
 
 impl Model {
     /// Recomputes the highest indexes of a group (after removals took the top one).

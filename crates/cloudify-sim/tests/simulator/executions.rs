@@ -1,14 +1,12 @@
 //! Executions over real HTTP: POST validation and its error codes, per-deployment locking,
 //! `queue=true` and FIFO start, `hold_executions`, cancellation, listing with filters.
 
-mod simulator_support;
-
 use std::time::{Duration, Instant};
 
-use autoscaler_cloudify::simulator::{Scenario, Timing};
+use crate::support::{Api, assert_error, start, start_default};
+use cloudify_sim::{Scenario, Timing};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use simulator_support::{Api, assert_error, start, start_default};
 
 fn workers(delta: i64) -> Value {
     json!({"scalable_entity_name": "workers", "delta": delta})

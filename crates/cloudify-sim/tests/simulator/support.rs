@@ -1,11 +1,9 @@
 //! Helpers shared by the simulator integration tests: start a simulator on 127.0.0.1:0 and
 //! talk to it over real HTTP with reqwest, the way any manager client would.
 
-#![allow(dead_code)] // each test crate uses a different subset
-
 use std::time::{Duration, Instant};
 
-use autoscaler_cloudify::simulator::{Scenario, Simulator, SimulatorHandle, Timing};
+use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -1,12 +1,10 @@
 //! The simulator's REST surface over real HTTP: health, auth, tenants, resource shapes and the
 //! list conventions (filters, `_include`, paging, `_sort`, `_get_all_results`), searches.
 
-mod simulator_support;
-
-use autoscaler_cloudify::simulator::{Scenario, Timing};
+use crate::support::{assert_error, start, start_default};
+use cloudify_sim::{Scenario, Timing};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use simulator_support::{assert_error, start, start_default};
 
 #[tokio::test]
 async fn ok_needs_no_auth() {

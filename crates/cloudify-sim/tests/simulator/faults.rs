@@ -1,14 +1,10 @@
-//! `/_sim/faults` and `/_sim/requests` over real HTTP, and the `simulator` command line.
+//! `/_sim/faults` and `/_sim/requests` over real HTTP.
 
-mod simulator_support;
-
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::{assert_error, start_default};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use simulator_support::{Api, assert_error, start_default};
 
 #[tokio::test]
 async fn down_answers_maintenance_mode_until_cleared() {
@@ -86,45 +82,4 @@ async fn requests_are_counted_per_templated_route() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, log) = api.call(Method::GET, "/_sim/requests", None).await;
     assert_eq!(log["total"], 0);
-}
-
-/// Kills the child on drop so a failing assertion does not leak the process.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[tokio::test]
-async fn simulator_command_prints_its_url_and_serves() {
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_autoscaler-cloudify"))
-            .args(["simulator", "--listen", "127.0.0.1:0", "--instances", "7"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("binary starts"),
-    );
-    let stdout = child.0.stdout.take().expect("stdout");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .expect("join")
-    .expect("a line");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("URL printed")
-        .to_string();
-    let api = Api::new(&url);
-    let (status, _) = api.anonymous().get("/ok").await;
-    assert_eq!(status, StatusCode::OK);
-    let props = api.group("k8s-pool-a", "workers").await;
-    assert_eq!(props["current_instances"], 7);
-    assert_eq!(props["max_instances"], 10);
 }

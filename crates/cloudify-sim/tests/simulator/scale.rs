@@ -1,14 +1,12 @@
 //! The `scale` workflow's semantics over real HTTP: lifecycle walk, planned/current timing,
 //! victim choice with and without hints, no min/max enforcement, failures and rollback.
 
-mod simulator_support;
-
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use autoscaler_cloudify::simulator::{Scenario, Timing};
+use crate::support::{Api, start, start_default};
+use cloudify_sim::{Scenario, Timing};
 use serde_json::{Value, json};
-use simulator_support::{Api, start, start_default};
 
 const OUT_ORDER: &[&str] = &[
     "uninitialized",
