@@ -195,6 +195,8 @@ pub(super) fn build(
         .clone()
         .unwrap_or_else(|| "cloudify.co/gpu-type".into());
 
+    let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
+
     Ok(Config {
         grpc_listen,
         tls,
@@ -207,6 +209,7 @@ pub(super) fn build(
         cloudify,
         node_groups,
         gpu_label,
+        node_controller,
     })
 }
 
@@ -300,5 +303,41 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
         ca_cert_pem,
         insecure_skip_verify: c.insecure_skip_verify.unwrap_or(false),
         request_timeout,
+    })
+}
+
+fn node_controller(
+    raw: &super::raw::RawNodeController,
+    flag: Option<bool>,
+) -> Result<NodeControllerConfig, ConfigError> {
+    let d = NodeControllerConfig::default();
+    let max_deletions_per_refresh = match raw.max_deletions_per_refresh {
+        None => d.max_deletions_per_refresh,
+        Some(n) if (0..=10_000).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ConfigError::invalid(
+                "node_controller.max_deletions_per_refresh",
+                format!("{n} is not between 0 and 10000"),
+            ));
+        }
+    };
+    let min_node_age = match &raw.min_node_age {
+        Some(v) => duration("node_controller.min_node_age", v)?,
+        None => d.min_node_age,
+    };
+    for (i, p) in raw.managed_provider_id_prefixes.iter().enumerate() {
+        // A prefix without a path after the scheme would claim every Node of that cloud.
+        if p.trim().is_empty() || p.ends_with("://") {
+            return Err(ConfigError::invalid(
+                format!("node_controller.managed_provider_id_prefixes[{i}]"),
+                format!("{p:?} is too broad (give at least <scheme>://<something>)"),
+            ));
+        }
+    }
+    Ok(NodeControllerConfig {
+        enabled: flag.or(raw.enabled).unwrap_or(d.enabled),
+        max_deletions_per_refresh,
+        min_node_age,
+        managed_provider_id_prefixes: raw.managed_provider_id_prefixes.clone(),
     })
 }
