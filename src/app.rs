@@ -10,8 +10,8 @@ use crate::cloudify::{Cloudify, CloudifyClient, CloudifyError};
 use crate::config::Config;
 use crate::grpc::{Provider, ServeError, ServerHandle};
 use crate::inventory::Inventory;
-use crate::nodegroup::{NodeGroupService, ServiceSettings};
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
+use crate::nodegroup::{NodeGroupService, ServiceSettings};
 use crate::observability::http::{NodesFn, Readiness, ReadinessFn};
 use crate::observability::metrics::Metrics;
 
@@ -176,18 +176,17 @@ pub async fn start_with_leader(
             }
         })
     };
-    let (http_addr, http_server) =
-        crate::observability::http::bind(
+    let (http_addr, http_server) = crate::observability::http::bind(
         config.http_listen,
         Arc::clone(&metrics),
         readiness,
         nodes,
     )
-            .await
-            .map_err(|source| AppError::HttpBind {
-                addr: config.http_listen,
-                source,
-            })?;
+    .await
+    .map_err(|source| AppError::HttpBind {
+        addr: config.http_listen,
+        source,
+    })?;
     background.push(tokio::spawn(async move {
         if let Err(e) = http_server.await {
             tracing::error!(error = %e, "HTTP server stopped");

@@ -212,7 +212,8 @@ impl NodeGroupService {
                     .map(|c| c.name().to_owned())
             })
             .flatten();
-        let bytes = Arc::new(template_node(g, &settings, &spec, manager.as_deref()).encode_to_vec());
+        let bytes =
+            Arc::new(template_node(g, &settings, &spec, manager.as_deref()).encode_to_vec());
         self.templates.insert(id.to_owned(), Arc::clone(&bytes));
         Ok(bytes)
     }

@@ -73,7 +73,9 @@ async fn one_node(State(s): State<AppState>, Path(name): Path<String>) -> impl I
             Some(v) => (StatusCode::OK, Json(v)),
             None => (
                 StatusCode::NOT_FOUND,
-                Json(serde_json::json!({"error": format!("the node controller has not seen Node {name:?}")})),
+                Json(
+                    serde_json::json!({"error": format!("the node controller has not seen Node {name:?}")}),
+                ),
             ),
         },
     }

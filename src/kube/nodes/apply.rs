@@ -89,10 +89,7 @@ pub async fn initialize(
             },
             "spec": spec,
         });
-        match api
-            .patch(&name, &params(), &Patch::Merge(&body))
-            .await
-        {
+        match api.patch(&name, &params(), &Patch::Merge(&body)).await {
             Ok(n) => {
                 return Ok(Initialized {
                     group: patch.group,
@@ -148,10 +145,7 @@ pub async fn shutdown_taint(api: &Api<Node>, name: &str, add: bool) -> Result<()
             "metadata": {"resourceVersion": node.metadata.resource_version},
             "spec": {"taints": taints},
         });
-        match api
-            .patch(name, &params(), &Patch::Merge(&body))
-            .await
-        {
+        match api.patch(name, &params(), &Patch::Merge(&body)).await {
             Ok(_) => return Ok(()),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(e.into()),
@@ -227,4 +221,3 @@ pub async fn event(recorder: &Recorder, node: &Node, note: Note) {
         tracing::debug!(error = %e, node = %plan::node_name(node), "node controller: event not recorded");
     }
 }
-

@@ -304,7 +304,12 @@ impl Worker {
         self.publish_reports(nodes, &view, verdicts);
     }
 
-    async fn initialize(&self, node: &Node, patch: plan::InitPatch, view: &InventoryView<'_>) -> String {
+    async fn initialize(
+        &self,
+        node: &Node,
+        patch: plan::InitPatch,
+        view: &InventoryView<'_>,
+    ) -> String {
         let name = plan::node_name(node).to_owned();
         match apply::initialize(&self.api, node, patch, view).await {
             Ok(done) => {

@@ -465,9 +465,10 @@ pub fn plan_lifecycle(
                 continue;
             }
         }
-        let owner = owners
-            .first()
-            .map_or_else(|| "a managed provider-id prefix".to_owned(), |(g, _)| g.id.clone());
+        let owner = owners.first().map_or_else(
+            || "a managed provider-id prefix".to_owned(),
+            |(g, _)| g.id.clone(),
+        );
         candidates.push(PlannedAction {
             node: name,
             uid,
