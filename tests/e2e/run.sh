@@ -122,7 +122,8 @@ export NO_COLOR=1 # plain provider/simulator logs
 cp_spawn simulator "$PROV" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$E2E_DIR/config/simulator-scenario.yaml"
 cp_wait_http simulator "http://127.0.0.1:$SIM_PORT/api/v3.1/node-instances" 30 -u admin:admin -H "Tenant: default_tenant" \
   || fail "simulator did not answer"
-CLOUDIFY_PASSWORD=admin cp_spawn provider "$PROV" serve --config "$WORK/provider-config.yaml"
+# KUBECONFIG: the provider's node controller runs against this cluster (issue 15).
+KUBECONFIG="$K" CLOUDIFY_PASSWORD=admin cp_spawn provider "$PROV" serve --config "$WORK/provider-config.yaml"
 cp_wait_http provider "http://127.0.0.1:$HTTP_PORT/readyz" 60 || fail "provider not ready"
 say "provider serving gRPC (mTLS) on 127.0.0.1:$GRPC_PORT"
 # The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found both
@@ -158,6 +159,7 @@ say "scenario starting (stack up in $(($(date +%s) - T0))s)"
 TS=$(date +%s)
 "$E2E_BIN/harness" --kubeconfig="$K" --provider-config="$WORK/provider-config.yaml" --mode="$MODE" \
   --timeline="$WORK/timeline.txt" --timeout-scale="${E2E_TIMEOUT_SCALE:-1}" \
+  --join-mode=external --phases=baseline,scale-up,scale-down,from-zero,failure,final,oob-scale-in,outage \
   --inspect="$PROV inspect --cloud-config $WORK/cloud-config.yaml" 2>&1 | tee "$WORK/logs/harness.log"
 HRC=${PIPESTATUS[0]}
 counts="$(grep -Eo 'phases passed=[0-9]+ failed=[0-9]+' "$WORK/logs/harness.log" | tail -n 1)"
