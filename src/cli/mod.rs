@@ -90,7 +90,7 @@ pub struct ServeArgs {
     pub node_group_auto_discovery: Vec<String>,
     /// Run the node controller (initialize joining Nodes, remove Nodes whose VM is gone) when
     /// Kubernetes credentials are present: true or false (default true).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODE_CONTROLLER")]
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODE_CONTROLLER", num_args = 0..=1, default_missing_value = "true")]
     pub node_controller: Option<bool>,
 }
 

@@ -136,6 +136,9 @@ sed 's/^/  inspect groups: /' "$WORK/logs/inspect.log"
 
 # ---------------------------------------------------------------- cluster-autoscaler
 if [ "$MODE" = ca ]; then
+  # --startup-taint: Nodes join like kubelet --cloud-provider=external (issue 15); until the node
+  # controller initializes them CA must count them as starting, not as Ready-but-full, or it
+  # scales up a second time for the same pods.
   cp_spawn cluster-autoscaler "$CA_BIN" \
     --cloud-provider=externalgrpc --cloud-config="$WORK/cloud-config.yaml" \
     --kubeconfig="$K" --leader-elect=false --namespace=kube-system --address="127.0.0.1:$CA_PORT" \
@@ -146,7 +149,8 @@ if [ "$MODE" = ca ]; then
     --initial-node-group-backoff-duration=10s --max-node-group-backoff-duration=30s --node-group-backoff-reset-timeout=1m \
     --skip-nodes-with-local-storage=false --skip-nodes-with-system-pods=false \
     --max-graceful-termination-sec=5 --max-pod-eviction-time=30s \
-    --expander=least-waste --v=4
+    --expander=least-waste --v=4 \
+    --startup-taint=node.cloudprovider.kubernetes.io/uninitialized
   cp_wait_http cluster-autoscaler "http://127.0.0.1:$CA_PORT/health-check" 60 || fail "cluster-autoscaler not healthy"
   say "cluster-autoscaler running"
 else
