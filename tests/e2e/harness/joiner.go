@@ -76,6 +76,7 @@ type Joiner struct {
 	external bool
 	life     *nodeLife     // initialization/deletion timings (external mode)
 	refresh  time.Duration // the provider's refresh interval (external mode)
+	minAge   time.Duration // the provider's node_controller.min_node_age (external mode)
 
 	mu        sync.Mutex
 	instances map[string]nodeInstance // last seen VM instances by id

@@ -86,7 +86,8 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 		joinedAt: map[string]time.Time{}, stopped: map[string]bool{}}
 	// --- issue 15 (node lifecycle, nodelife.go): external join mode and its timing tracker.
 	if externalJoin {
-		j.external, j.refresh = true, refreshInterval(provCfg)
+		j.external = true
+		j.refresh, j.minAge = controllerTiming(provCfg)
 		j.life = newNodeLife(j, tl)
 		go j.life.run(ctx)
 	}

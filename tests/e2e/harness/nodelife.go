@@ -27,20 +27,28 @@ const (
 	kwokAnnotation     = "kwok.x-k8s.io/node"
 )
 
-// refreshInterval reads refresh.interval from the provider config (default 10s, as the provider).
-func refreshInterval(path string) time.Duration {
+// controllerTiming reads refresh.interval and node_controller.min_node_age from the provider
+// config (defaults as the provider's: 10s and 2m).
+func controllerTiming(path string) (refresh, minAge time.Duration) {
 	var c struct {
 		Refresh struct {
 			Interval string `json:"interval"`
 		} `json:"refresh"`
+		NodeController struct {
+			MinNodeAge string `json:"min_node_age"`
+		} `json:"node_controller"`
 	}
+	refresh, minAge = 10*time.Second, 2*time.Minute
 	data, err := os.ReadFile(path)
 	if err == nil && yaml.Unmarshal(data, &c) == nil {
 		if d, err := time.ParseDuration(c.Refresh.Interval); err == nil {
-			return d
+			refresh = d
+		}
+		if d, err := time.ParseDuration(c.NodeController.MinNodeAge); err == nil {
+			minAge = d
 		}
 	}
-	return 10 * time.Second
+	return refresh, minAge
 }
 
 // keyOf is how the joiner matches a VM to its Node: by provider id, or in external mode by node
@@ -280,7 +288,14 @@ func (s *scenario) outOfBandScaleIn(ctx context.Context) error {
 		return err
 	}
 	vm := added.Spec.ProviderID[len(fmt.Sprintf("cloudify://%s/%s/", s.cfy.tenant, dep)):]
-	if err := s.waitFor(ctx, 30*time.Second, "scale-out execution finished", func() (bool, error) { return !s.running(dep), nil }); err != nil {
+	// The Node lives past node_controller.min_node_age first, so that the timing below measures
+	// the snapshot rule (two complete refreshes), not the grace period.
+	if err := s.waitFor(ctx, 30*time.Second+s.joiner.minAge, "scale-out finished and Node older than min_node_age", func() (bool, error) {
+		s.joiner.mu.Lock()
+		joined := s.joiner.joinedAt[added.Name]
+		s.joiner.mu.Unlock()
+		return !s.running(dep) && time.Since(joined) > s.joiner.minAge+time.Second, nil
+	}); err != nil {
 		return err
 	}
 	mark := s.w.execCount()
@@ -289,6 +304,16 @@ func (s *scenario) outOfBandScaleIn(ctx context.Context) error {
 		return err
 	}
 	s.tl.Event("harness: operator scale -1 include_instances [%s] directly on Cloudify (execution %s)", vm, shortID(ex.ID))
+	var goneAt time.Time
+	if err := s.waitFor(ctx, 30*time.Second, "instance "+vm+" gone from Cloudify", func() (bool, error) {
+		if _, ok := s.joiner.VMs()[vm]; !ok {
+			goneAt = time.Now()
+			return true, nil
+		}
+		return false, nil
+	}); err != nil {
+		return err
+	}
 	if _, err := s.waitExecution(ctx, mark, dep, false, 60*time.Second, "operator scale-in"); err != nil {
 		return err
 	}
@@ -319,7 +344,8 @@ func (s *scenario) outOfBandScaleIn(ctx context.Context) error {
 	}
 	at, _ := s.joiner.life.deleted(added.Name)
 	took := at.Sub(notReadyAt)
-	s.tl.Event("node controller: Node %s deleted %.1fs after it went NotReady with its VM gone (refresh interval %v)", added.Name, took.Seconds(), interval)
+	s.tl.Event("node controller: Node %s deleted %.1fs after its instance left Cloudify, %.1fs after it went NotReady (refresh interval %v)",
+		added.Name, at.Sub(goneAt).Seconds(), took.Seconds(), interval)
 	if took > limit {
 		msg := fmt.Sprintf("Node %s deleted after %.1fs, more than two refresh intervals (%v, limit %v)", added.Name, took.Seconds(), interval, limit)
 		s.tl.Event("FAIL: %s", msg)
