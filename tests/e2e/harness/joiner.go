@@ -84,6 +84,7 @@ type Joiner struct {
 	lastErr   error
 	names     map[string]string    // node name -> provider id, kept after the Node is deleted
 	joinedAt  map[string]time.Time // node name -> when the joiner created it (external mode)
+	removed   []removedVM          // VM instances seen to disappear, in order
 	stopped   map[string]bool      // node name -> its "kubelet" was stopped (external mode)
 }
 
@@ -161,6 +162,9 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 	for id := range j.seen {
 		if _, ok := vms[id]; !ok && j.seen[id] != "gone" {
 			j.seen[id] = "gone"
+			if ni, ok := j.instances[id]; ok {
+				j.removed = append(j.removed, removedVM{ni, time.Now()})
+			}
 			if j.tl != nil {
 				j.tl.Event("cloudify: instance %s removed", id)
 			}

@@ -51,6 +51,27 @@ func controllerTiming(path string) (refresh, minAge time.Duration) {
 	return refresh, minAge
 }
 
+// removedVM is a VM instance the joiner saw disappear, and when.
+type removedVM struct {
+	ni nodeInstance
+	at time.Time
+}
+
+// removedSince returns the VM instances that disappeared after t, by id. scale-down uses it so that
+// a Node that joined during the phase and was removed again counts too (CA can add one while new
+// Nodes still carry the uninitialized taint, see README "Node lifecycle").
+func (j *Joiner) removedSince(t time.Time) map[string]nodeInstance {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	out := map[string]nodeInstance{}
+	for _, r := range j.removed {
+		if r.at.After(t) {
+			out[r.ni.ID] = r.ni
+		}
+	}
+	return out
+}
+
 // keyOf is how the joiner matches a VM to its Node: by provider id, or in external mode by node
 // name (the Node has no provider id until the node controller sets it).
 func (j *Joiner) keyOf(ni nodeInstance) string {
