@@ -254,6 +254,12 @@ impl Worker {
             }
         }
         self.metrics.node_controller.unmatched.set(unmatched_now);
+        // Forget the Event memory of Nodes that are gone, so it does not grow with churn.
+        let live: std::collections::HashSet<&str> = nodes
+            .iter()
+            .filter_map(|n| n.metadata.uid.as_deref())
+            .collect();
+        self.unmatched.retain(|uid, _| live.contains(uid.as_str()));
 
         if lifecycle {
             let refs: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();

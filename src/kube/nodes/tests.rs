@@ -277,6 +277,19 @@ fn gone(name: &str, ready: Option<&str>) -> Node {
     joined(name, &format!("cloudify://t/d/{name}"), ready, json!([]))
 }
 
+/// Two completed refreshes in a row with the same Nodes: what the second one deletes.
+fn deleted_on_second_pass(
+    nodes: &[&Node],
+    v: &InventoryView<'_>,
+    previous: Option<usize>,
+    cfg: &NodeControllerConfig,
+) -> Vec<String> {
+    let mut t = AbsenceTracker::default();
+    plan_lifecycle(nodes, v, previous, cfg, &old, &mut t);
+    let p = plan_lifecycle(nodes, v, previous, cfg, &old, &mut t);
+    deletions(&p).into_iter().map(str::to_owned).collect()
+}
+
 fn deletions(p: &LifecyclePlan) -> Vec<&str> {
     p.actions
         .iter()
@@ -320,10 +333,10 @@ fn a_missing_ready_condition_counts_as_not_ready() {
     let s = snapshot(&[vm("vm_1")], 1);
     let v = view(&s);
     let n = gone("vm_7", None);
-    let mut t = AbsenceTracker::default();
-    plan_lifecycle(&[&n], &v, Some(1), &settings(), &old, &mut t);
-    let p = plan_lifecycle(&[&n], &v, Some(1), &settings(), &old, &mut t);
-    assert_eq!(deletions(&p), ["vm_7"]);
+    assert_eq!(
+        deleted_on_second_pass(&[&n], &v, Some(1), &settings()),
+        ["vm_7"]
+    );
 }
 
 #[test]
@@ -350,9 +363,10 @@ fn nodes_outside_the_managed_id_space_are_never_deleted() {
         managed_provider_id_prefixes: vec!["aws:///eu-1a/".into()],
         ..settings()
     };
-    plan_lifecycle(&[&other_cloud], &v, Some(1), &cfg, &old, &mut t);
-    let p = plan_lifecycle(&[&other_cloud], &v, Some(1), &cfg, &old, &mut t);
-    assert_eq!(deletions(&p), ["a"]);
+    assert_eq!(
+        deleted_on_second_pass(&[&other_cloud], &v, Some(1), &cfg),
+        ["a"]
+    );
 }
 
 #[test]
@@ -442,10 +456,10 @@ fn no_instances_at_all_after_some_deletes_nothing() {
         assert!(deletions(&p).is_empty(), "{p:?}");
     }
     // A group legitimately scaled to zero (nothing listed before either) does delete.
-    let mut t = AbsenceTracker::default();
-    plan_lifecycle(&[&n], &v, Some(0), &settings(), &old, &mut t);
-    let p = plan_lifecycle(&[&n], &v, Some(0), &settings(), &old, &mut t);
-    assert_eq!(deletions(&p), ["vm_7"]);
+    assert_eq!(
+        deleted_on_second_pass(&[&n], &v, Some(0), &settings()),
+        ["vm_7"]
+    );
 }
 
 #[test]
@@ -453,10 +467,10 @@ fn an_instance_cloudify_reports_deleted_counts_as_gone() {
     let s = snapshot(&[("vm_7", "deleted", json!({}))], 1);
     let v = view(&s);
     let n = gone("vm_7", Some("False"));
-    let mut t = AbsenceTracker::default();
-    plan_lifecycle(&[&n], &v, Some(1), &settings(), &old, &mut t);
-    let p = plan_lifecycle(&[&n], &v, Some(1), &settings(), &old, &mut t);
-    assert_eq!(deletions(&p), ["vm_7"]);
+    assert_eq!(
+        deleted_on_second_pass(&[&n], &v, Some(1), &settings()),
+        ["vm_7"]
+    );
 }
 
 #[test]

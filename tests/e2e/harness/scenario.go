@@ -293,8 +293,10 @@ func (s *scenario) scaleDown(ctx context.Context) error {
 		}
 		victims = nil
 		for pid := range chosen {
-			if strings.HasPrefix(pid, fmt.Sprintf("cloudify://%s/%s/", s.cfy.tenant, dep)) {
-				victims = append(victims, pid[strings.LastIndex(pid, "/")+1:])
+			id := pid[strings.LastIndex(pid, "/")+1:]
+			// issue 15: only this phase's Nodes (an extra Node CA added and removed in scale-up is not one)
+			if _, inPhase := before[id]; strings.HasPrefix(pid, fmt.Sprintf("cloudify://%s/%s/", s.cfy.tenant, dep)) && inPhase {
+				victims = append(victims, id)
 			}
 		}
 	}
