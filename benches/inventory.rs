@@ -210,12 +210,12 @@ fn encoding(c: &mut Criterion) {
         .unwrap_or(0);
     eprintln!("encode/node_group_nodes_1k: {nodes_len} bytes");
     group.throughput(Throughput::Elements(1));
-    let spec = common::config().defaults.template;
-    let Some(spec) = spec else {
+    let settings = common::config().defaults;
+    let Some(spec) = settings.template.clone() else {
         panic!("fixture has a template");
     };
     group.bench_function("template_node_build", |b| {
-        b.iter(|| black_box(template_node(&g, &spec, None).encode_to_vec()))
+        b.iter(|| black_box(template_node(&g, &settings, &spec, None).encode_to_vec()))
     });
     group.bench_function("template_node_info_cached", |b| {
         b.to_async(&rt).iter(|| async {

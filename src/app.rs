@@ -10,8 +10,9 @@ use crate::cloudify::{Cloudify, CloudifyClient, CloudifyError};
 use crate::config::Config;
 use crate::grpc::{Provider, ServeError, ServerHandle};
 use crate::inventory::Inventory;
+use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
-use crate::observability::http::{Readiness, ReadinessFn};
+use crate::observability::http::{NodesFn, Readiness, ReadinessFn};
 use crate::observability::metrics::Metrics;
 
 /// Starting the provider failed.
@@ -26,6 +27,9 @@ pub enum AppError {
     /// The gRPC server could not start.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// Kubernetes credentials are present but unusable (`--node-controller=false` skips them).
+    #[error("node controller: {0}")]
+    Kube(#[from] crate::kube::KubeError),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {addr} (http): {source}")]
     HttpBind {
@@ -49,6 +53,8 @@ pub struct App {
     pub inventory: Arc<Inventory>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The node controller, when it runs (credentials present, not turned off).
+    pub node_controller: Option<Arc<NodeController>>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -57,6 +63,9 @@ impl App {
     pub async fn shutdown(self) {
         for t in &self.background {
             t.abort();
+        }
+        if let Some(c) = &self.node_controller {
+            c.abort();
         }
         self.grpc.shutdown().await;
     }
@@ -80,8 +89,19 @@ pub fn clients(
 }
 
 /// Starts the provider: first refresh in the background (readiness waits for it), periodic
-/// refresh, gRPC and HTTP servers.
+/// refresh, gRPC and HTTP servers, and the node controller when Kubernetes credentials are
+/// present (acting always: a single replica leads).
 pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, AppError> {
+    start_with_leader(config, settings, always_leader()).await
+}
+
+/// [`start`], with the node controller mutating the cluster only while `is_leader` says so
+/// (the hook for Lease leader election).
+pub async fn start_with_leader(
+    config: &Config,
+    settings: ServiceSettings,
+    is_leader: LeaderFn,
+) -> Result<App, AppError> {
     let metrics = Metrics::new();
     let clients = clients(config, &metrics)?;
     let sources: Vec<Arc<dyn Cloudify>> = clients
@@ -96,6 +116,39 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
     let service = NodeGroupService::new(Arc::clone(&inventory), Arc::clone(&metrics), settings);
 
     let mut background = vec![inventory.spawn_refresh_loop(config.refresh_interval)];
+
+    let node_controller = if config.node_controller.enabled {
+        match crate::kube::connect().await? {
+            Some(client) => {
+                tracing::info!(
+                    max_deletions_per_refresh = config.node_controller.max_deletions_per_refresh,
+                    min_node_age = ?config.node_controller.min_node_age,
+                    "node controller starting (Kubernetes credentials found)"
+                );
+                Some(Arc::new(NodeController::spawn(
+                    client,
+                    Arc::clone(&inventory),
+                    config.node_controller.clone(),
+                    Arc::clone(&metrics),
+                    is_leader,
+                )))
+            }
+            None => {
+                tracing::info!("no Kubernetes credentials: node controller not started");
+                None
+            }
+        }
+    } else {
+        tracing::info!("node controller turned off (--node-controller=false)");
+        None
+    };
+    let nodes: Option<NodesFn> = node_controller.as_ref().map(|c| {
+        let reports = c.reports.clone();
+        Arc::new(move |name: Option<&str>| match name {
+            Some(n) => reports.get(n).and_then(|r| serde_json::to_value(r).ok()),
+            None => serde_json::to_value(reports.all()).ok(),
+        }) as NodesFn
+    });
 
     let readiness: ReadinessFn = {
         let inventory = Arc::clone(&inventory);
@@ -123,13 +176,17 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
             }
         })
     };
-    let (http_addr, http_server) =
-        crate::observability::http::bind(config.http_listen, Arc::clone(&metrics), readiness)
-            .await
-            .map_err(|source| AppError::HttpBind {
-                addr: config.http_listen,
-                source,
-            })?;
+    let (http_addr, http_server) = crate::observability::http::bind(
+        config.http_listen,
+        Arc::clone(&metrics),
+        readiness,
+        nodes,
+    )
+    .await
+    .map_err(|source| AppError::HttpBind {
+        addr: config.http_listen,
+        source,
+    })?;
     background.push(tokio::spawn(async move {
         if let Err(e) = http_server.await {
             tracing::error!(error = %e, "HTTP server stopped");
@@ -150,6 +207,7 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
         service,
         inventory,
         metrics,
+        node_controller,
         background,
     })
 }

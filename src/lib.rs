@@ -9,7 +9,9 @@
 //!   `inspect`): parses flags and dispatches. `main.rs` only calls [`cli::main`].
 //! - [`app`]: the composition root: from a validated configuration to a running provider
 //!   (inventory and its refresh loop, domain, gRPC and HTTP servers, the Kubernetes side).
-//! - [`kube`]: the Kubernetes side, on when credentials are present (kube-rs client).
+//! - [`kube`]: the Kubernetes side, on when credentials are present (kube-rs client): the node
+//!   controller, which initializes joining Nodes and removes Nodes whose VM is gone, from the
+//!   inventory snapshot (pure decisions in `kube::nodes::plan`).
 //! - [`grpc`]: the tonic facade for CA's `CloudProvider` service: decode, call the domain, map
 //!   the domain error to a `tonic::Status` in one function. Also the server setup (mTLS, health,
 //!   reflection).

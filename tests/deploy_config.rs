@@ -244,6 +244,13 @@ fn documented_metric_names_are_exported() {
         .get_or_create(&GroupLabels { group: "g".into() })
         .set(1);
     metrics.scale("up", "accepted");
+    metrics
+        .node_controller
+        .shutdown_taints
+        .get_or_create(&ActionLabels {
+            action: "added".into(),
+        })
+        .inc();
     let exported: Vec<String> = metrics
         .encode()
         .lines()

@@ -91,6 +91,8 @@ pub fn demo_config(
         listen: Some(listen.to_string()),
         http_listen: Some(http_listen.to_string()),
         cloudify_url: file.map(|_| url.to_owned()),
+        // The demo's simulated VMs are no cluster's Nodes: never touch a kubeconfig's cluster.
+        node_controller: Some(false),
         ..Overrides::default()
     };
     Config::from_yaml(&text, &overrides, &env)

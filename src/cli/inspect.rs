@@ -51,6 +51,15 @@ pub enum Query {
         /// Group id as `groups` prints it (`[<name>:]<deployment>/<group>`).
         group: String,
     },
+    /// The node controller's view of a Node (or of every Node without a name), read from the
+    /// provider's HTTP port (`GET /nodes[/{name}]`).
+    Node {
+        /// Node name; omitted: every Node.
+        name: Option<String>,
+        /// The provider's HTTP address (`http.listen`).
+        #[arg(long, default_value = "127.0.0.1:8087")]
+        http: String,
+    },
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -107,6 +116,9 @@ pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Err
         cert = cc.cert.or(cert);
         key = cc.key.or(key);
         cacert = cc.cacert.or(cacert);
+    }
+    if let Query::Node { name, http } = &args.query {
+        return node_view(http, name.as_deref()).await;
     }
     let mut client = connect(&address, cert.as_ref(), key.as_ref(), cacert.as_ref()).await?;
     match args.query {
@@ -171,6 +183,45 @@ pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Err
                 }
             }
         }
+        Query::Node { .. } => {}
     }
     Ok(())
+}
+
+/// Prints the node controller's view of one Node (or all) from the provider's HTTP port.
+async fn node_view(
+    http: &str,
+    name: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let base = if http.contains("://") {
+        http.trim_end_matches('/').to_owned()
+    } else {
+        format!("http://{http}")
+    };
+    let url = match name {
+        Some(n) => format!("{base}/nodes/{}", percent_encode(n)),
+        None => format!("{base}/nodes"),
+    };
+    let resp = reqwest::get(&url).await?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await?;
+    if !status.is_success() {
+        let msg = body
+            .get("error")
+            .and_then(|e| e.as_str())
+            .map_or_else(|| body.to_string(), str::to_owned);
+        return Err(format!("{url}: {status}: {msg}").into());
+    }
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    Ok(())
+}
+
+/// Node names are DNS labels, but a typo must not turn into another path.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

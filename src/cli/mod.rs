@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// holds one, since `,` already joins labels).
     #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODE_GROUP_AUTO_DISCOVERY")]
     pub node_group_auto_discovery: Vec<String>,
+    /// Run the node controller (initialize joining Nodes, remove Nodes whose VM is gone) when
+    /// Kubernetes credentials are present: true or false (default true).
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODE_CONTROLLER", num_args = 0..=1, default_missing_value = "true")]
+    pub node_controller: Option<bool>,
 }
 
 impl ServeArgs {
@@ -112,6 +116,7 @@ impl ServeArgs {
             cloudify_username: self.cloudify_username.clone(),
             nodes: self.nodes.clone(),
             auto_discovery: self.node_group_auto_discovery.clone(),
+            node_controller: self.node_controller,
         }
     }
 

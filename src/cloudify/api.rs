@@ -9,7 +9,7 @@ use super::{
     ScaleRequest,
 };
 
-const DEPLOYMENT_FIELDS: &str = "id,labels,scaling_groups";
+const DEPLOYMENT_FIELDS: &str = "id,labels,scaling_groups,site_name";
 const NODE_FIELDS: &str = "id,deployment_id,type_hierarchy,host_id";
 const INSTANCE_FIELDS: &str =
     "id,node_id,deployment_id,host_id,state,runtime_properties,scaling_groups";

@@ -101,6 +101,9 @@ pub struct Deployment {
     /// Scaling groups by name.
     #[serde(deserialize_with = "lenient")]
     pub scaling_groups: HashMap<String, ScalingGroup>,
+    /// The Cloudify site the deployment is assigned to (zone of its Nodes by default).
+    #[serde(deserialize_with = "lenient")]
+    pub site_name: Option<String>,
 }
 
 /// One deployment label.

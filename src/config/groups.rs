@@ -7,7 +7,8 @@ use std::time::Duration;
 use super::error::ConfigError;
 use super::fields::{duration, key_path, quantity};
 use super::model::{
-    Discovery, GroupSettings, NodeGroupsConfig, OptionsSpec, StaticGroup, TaintSpec, TemplateSpec,
+    AddressProperties, Discovery, GroupSettings, NodeGroupsConfig, OptionsSpec, StaticGroup,
+    TaintSpec, TemplateSpec,
 };
 use super::provider_id::ProviderIdTemplate;
 use super::raw::{RawConfig, RawGroup, RawOptions, RawTemplate};
@@ -191,6 +192,34 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
             format!("{p} is not a price"),
         ));
     }
+    for (field, v) in [
+        ("instance_type", &g.instance_type),
+        ("region", &g.region),
+        ("zone", &g.zone),
+    ] {
+        if let Some(v) = v {
+            label_value(&key(&[field]), v)?;
+        }
+    }
+    let address_properties = match &g.address_properties {
+        None => None,
+        Some(a) => {
+            let d = AddressProperties::default();
+            let pick = |f: &str, v: &Option<String>, default: String| match v {
+                Some(p) if p.is_empty() => Err(ConfigError::invalid(
+                    key(&["address_properties", f]),
+                    "must not be empty",
+                )),
+                Some(p) => Ok(p.clone()),
+                None => Ok(default),
+            };
+            Some(AddressProperties {
+                internal_ip: pick("internal_ip", &a.internal_ip, d.internal_ip)?,
+                external_ip: pick("external_ip", &a.external_ip, d.external_ip)?,
+                hostname: pick("hostname", &a.hostname, d.hostname)?,
+            })
+        }
+    };
     let template = match &g.template {
         Some(t) => Some(template(&key, t)?),
         None => None,
@@ -205,9 +234,31 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
         provider_id_template,
         node_name_property: g.node_name_property.clone(),
         price_per_hour: g.price_per_hour,
+        instance_type: g.instance_type.clone(),
+        region: g.region.clone(),
+        zone: g.zone.clone(),
+        address_properties,
         template,
         options,
     })
+}
+
+/// A Kubernetes label value: at most 63 characters of `[A-Za-z0-9._-]`, starting and ending
+/// alphanumeric; the API server would refuse the Node patch otherwise.
+pub(super) fn label_value(key: &str, v: &str) -> Result<(), ConfigError> {
+    let ok = v.len() <= 63
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("{v:?} is not a valid Kubernetes label value"),
+        ))
+    }
 }
 
 fn template(key: &dyn Fn(&[&str]) -> String, t: &RawTemplate) -> Result<TemplateSpec, ConfigError> {

@@ -46,6 +46,54 @@ pub struct Config {
     pub node_groups: NodeGroupsConfig,
     /// Label whose value names a node's GPU type.
     pub gpu_label: String,
+    /// The node controller (initialize joining Nodes, remove Nodes whose VM is gone).
+    pub node_controller: NodeControllerConfig,
+}
+
+/// Settings of the node controller (`node_controller:` in the file, `--node-controller`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeControllerConfig {
+    /// Run it when Kubernetes credentials are present (`false` turns it off).
+    pub enabled: bool,
+    /// At most this many Node deletions per completed refresh; the rest wait for the next one.
+    pub max_deletions_per_refresh: usize,
+    /// Nodes younger than this are never deleted (a VM lookup can lag its registration).
+    pub min_node_age: Duration,
+    /// Provider-id prefixes that are managed even when no group's template yields a prefix
+    /// (e.g. `openstack:///`): a Node with such an id and no instance may be deleted.
+    pub managed_provider_id_prefixes: Vec<String>,
+}
+
+impl Default for NodeControllerConfig {
+    fn default() -> Self {
+        NodeControllerConfig {
+            enabled: true,
+            max_deletions_per_refresh: 3,
+            min_node_age: Duration::from_secs(120),
+            managed_provider_id_prefixes: Vec::new(),
+        }
+    }
+}
+
+/// Runtime properties of the VM instance that hold a Node's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressProperties {
+    /// `InternalIP` (default `ip`).
+    pub internal_ip: String,
+    /// `ExternalIP` (default `public_ip`).
+    pub external_ip: String,
+    /// `Hostname` (default `hostname`).
+    pub hostname: String,
+}
+
+impl Default for AddressProperties {
+    fn default() -> Self {
+        AddressProperties {
+            internal_ip: "ip".into(),
+            external_ip: "public_ip".into(),
+            hostname: "hostname".into(),
+        }
+    }
 }
 
 /// A statically configured group (`--nodes=<min>:<max>:<id>`).
@@ -103,6 +151,16 @@ impl NodeGroupsConfig {
                     .clone()
                     .or_else(|| self.defaults.node_name_property.clone()),
                 price_per_hour: g.price_per_hour.or(self.defaults.price_per_hour),
+                instance_type: g
+                    .instance_type
+                    .clone()
+                    .or_else(|| self.defaults.instance_type.clone()),
+                region: g.region.clone().or_else(|| self.defaults.region.clone()),
+                zone: g.zone.clone().or_else(|| self.defaults.zone.clone()),
+                address_properties: g
+                    .address_properties
+                    .clone()
+                    .or_else(|| self.defaults.address_properties.clone()),
                 template: g
                     .template
                     .clone()
@@ -127,6 +185,14 @@ pub struct GroupSettings {
     pub node_name_property: Option<String>,
     /// Hourly price of one node.
     pub price_per_hour: Option<f64>,
+    /// `node.kubernetes.io/instance-type` of the group's Nodes (and template).
+    pub instance_type: Option<String>,
+    /// `topology.kubernetes.io/region` of the group's Nodes (and template).
+    pub region: Option<String>,
+    /// `topology.kubernetes.io/zone`; default: the deployment's Cloudify site, when it has one.
+    pub zone: Option<String>,
+    /// Runtime properties holding the Node addresses (default `ip`, `public_ip`, `hostname`).
+    pub address_properties: Option<AddressProperties>,
     /// Template node for scale-from-zero.
     pub template: Option<TemplateSpec>,
     /// Autoscaling options overrides.
@@ -209,6 +275,8 @@ pub struct Overrides {
     pub nodes: Vec<String>,
     /// `--node-group-auto-discovery` (replace the file's list when given).
     pub auto_discovery: Vec<String>,
+    /// `--node-controller` (`true`/`false`).
+    pub node_controller: Option<bool>,
 }
 
 impl Config {

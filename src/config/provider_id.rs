@@ -93,6 +93,25 @@ impl ProviderIdTemplate {
         &self.source
     }
 
+    /// The part of every id of one group that does not depend on the instance: the template
+    /// rendered up to its first instance-specific placeholder (`cloudify://t/d/` for the default).
+    /// The node controller uses it to tell a managed Node whose instance is gone from a Node of
+    /// another pool; an empty or scheme-only prefix claims nothing.
+    pub fn group_prefix(&self, tenant: &str, deployment: &str, group: &str) -> Option<String> {
+        let mut out = String::new();
+        for s in &self.segments {
+            match s {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::Tenant => out.push_str(tenant),
+                Segment::Deployment => out.push_str(deployment),
+                Segment::Group => out.push_str(group),
+                _ => break,
+            }
+        }
+        let after_scheme = out.split_once("://").map_or(out.as_str(), |(_, r)| r);
+        (!after_scheme.trim_matches('/').is_empty()).then_some(out)
+    }
+
     /// Renders the id; `None` when a runtime property it needs is not set yet (VM still being
     /// created). `runtime` looks a property up on the VM instance.
     pub fn render(
@@ -155,6 +174,20 @@ mod tests {
                 .as_deref(),
             Some("openstack:///u-1")
         );
+    }
+
+    #[test]
+    fn group_prefix_stops_at_the_first_instance_placeholder() {
+        let t = ProviderIdTemplate::default();
+        assert_eq!(
+            t.group_prefix("t", "d", "g").as_deref(),
+            Some("cloudify://t/d/")
+        );
+        let t = ProviderIdTemplate::parse("x://{group}/{group_instance}").expect("parse");
+        assert_eq!(t.group_prefix("t", "d", "g").as_deref(), Some("x://g/"));
+        // Nothing group-specific before the instance part: no prefix, claims nothing.
+        let t = ProviderIdTemplate::parse("openstack:///{runtime.external_id}").expect("parse");
+        assert_eq!(t.group_prefix("t", "d", "g"), None);
     }
 
     #[test]

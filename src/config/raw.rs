@@ -18,6 +18,24 @@ pub struct RawConfig {
     pub cloudify: Vec<RawCloudify>,
     pub node_groups: RawNodeGroups,
     pub gpu_label: Option<String>,
+    pub node_controller: RawNodeController,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawNodeController {
+    pub enabled: Option<bool>,
+    pub max_deletions_per_refresh: Option<i64>,
+    pub min_node_age: Option<String>,
+    pub managed_provider_id_prefixes: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAddresses {
+    pub internal_ip: Option<String>,
+    pub external_ip: Option<String>,
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -91,6 +109,10 @@ pub struct RawGroup {
     pub provider_id_template: Option<String>,
     pub node_name_property: Option<String>,
     pub price_per_hour: Option<f64>,
+    pub instance_type: Option<String>,
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub address_properties: Option<RawAddresses>,
     pub template: Option<RawTemplate>,
     pub options: Option<RawOptions>,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::env::Env;
 use super::error::ConfigError;
 use super::fields::{duration, read_secret_file, socket_addr};
-use super::model::{Config, Overrides, TlsFiles};
+use super::model::{Config, NodeControllerConfig, Overrides, TlsFiles};
 use super::raw::{RawCloudify, RawConfig};
 use crate::cloudify::{Auth, ClientSettings};
 use crate::observability::LogFormat;
@@ -51,6 +51,7 @@ pub(super) fn build(
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
     let cloudify = cloudify_entries(&raw, env)?;
     let node_groups = super::groups::node_groups(&raw, &cloudify)?;
+    let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
     Ok(Config {
         grpc_listen,
         tls,
@@ -65,6 +66,7 @@ pub(super) fn build(
         gpu_label: raw
             .gpu_label
             .unwrap_or_else(|| "cloudify.co/gpu-type".into()),
+        node_controller,
     })
 }
 
@@ -317,6 +319,43 @@ fn auth(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<Auth, ConfigError> {
     Ok(Auth::Basic {
         username: c.username.clone().unwrap_or_else(|| "admin".into()),
         password,
+    })
+}
+
+/// The `node_controller:` section, with `--node-controller` over its `enabled`.
+fn node_controller(
+    raw: &super::raw::RawNodeController,
+    flag: Option<bool>,
+) -> Result<NodeControllerConfig, ConfigError> {
+    let d = NodeControllerConfig::default();
+    let max_deletions_per_refresh = match raw.max_deletions_per_refresh {
+        None => d.max_deletions_per_refresh,
+        Some(n) if (0..=10_000).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ConfigError::invalid(
+                "node_controller.max_deletions_per_refresh",
+                format!("{n} is not between 0 and 10000"),
+            ));
+        }
+    };
+    let min_node_age = match &raw.min_node_age {
+        Some(v) => duration("node_controller.min_node_age", v)?,
+        None => d.min_node_age,
+    };
+    for (i, p) in raw.managed_provider_id_prefixes.iter().enumerate() {
+        // A prefix without a path after the scheme would claim every Node of that cloud.
+        if p.trim().is_empty() || p.ends_with("://") {
+            return Err(ConfigError::invalid(
+                format!("node_controller.managed_provider_id_prefixes[{i}]"),
+                format!("{p:?} is too broad (give at least <scheme>://<something>)"),
+            ));
+        }
+    }
+    Ok(NodeControllerConfig {
+        enabled: flag.or(raw.enabled).unwrap_or(d.enabled),
+        max_deletions_per_refresh,
+        min_node_age,
+        managed_provider_id_prefixes: raw.managed_provider_id_prefixes.clone(),
     })
 }
 

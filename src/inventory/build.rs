@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
 use crate::cloudify::{Deployment, Execution, Node, NodeInstance};
-use crate::config::{NodeGroupsConfig, ProviderIdParts, ProviderIdTemplate};
+use crate::config::{AddressProperties, NodeGroupsConfig, ProviderIdParts, ProviderIdTemplate};
 
 /// How long a failed scale-out keeps being reported (as creating-with-error instances), unless
 /// CA deletes them first. CA reacts within a loop or two; this only bounds stale records.
@@ -230,6 +230,7 @@ fn build_source(
                 tenant: src.tenant.clone(),
                 deployment: dep.to_owned(),
                 group: gname.to_owned(),
+                site: d.site_name.clone().filter(|s| !s.is_empty()),
                 min,
                 max,
                 planned,
@@ -291,7 +292,8 @@ fn build_source(
 
     // Settings resolved once per group: `settings_for` clones the group's template spec (maps
     // of labels and capacities), which per instance was most of the build time at 100k.
-    let mut resolved: HashMap<String, (ProviderIdTemplate, String)> = HashMap::new();
+    let mut resolved: HashMap<String, (ProviderIdTemplate, String, AddressProperties)> =
+        HashMap::new();
     for inst in &src.instances {
         let is_vm = compute.contains(&(inst.deployment_id.as_str(), inst.node_id.as_str()))
             || inst.host_id.as_deref() == Some(inst.id.as_str());
@@ -317,10 +319,11 @@ fn build_source(
                     s.provider_id_template.unwrap_or_default(),
                     s.node_name_property
                         .unwrap_or_else(|| "hostname".to_owned()),
+                    s.address_properties.unwrap_or_default(),
                 ),
             );
         }
-        let Some((template, name_key)) = resolved.get(group.id.as_str()) else {
+        let Some((template, name_key, address_keys)) = resolved.get(group.id.as_str()) else {
             continue;
         };
         let parts = ProviderIdParts {
@@ -363,6 +366,11 @@ fn build_source(
             node_name: inst.runtime_str(name_key),
             state,
             cloudify_state: inst.state.clone(),
+            addresses: InstanceAddresses {
+                internal_ip: inst.runtime_str(&address_keys.internal_ip),
+                external_ip: inst.runtime_str(&address_keys.external_ip),
+                hostname: inst.runtime_str(&address_keys.hostname),
+            },
         });
     }
     for mut g in by_group.into_values() {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 pub use build::{SourceData, build_snapshot};
-pub use refresher::{Inventory, InventoryError, InventoryStatus};
+pub use refresher::{Inventory, InventoryError, InventoryStatus, RefreshGeneration};
 
 /// The map type of the lookup indexes. foldhash instead of the default SipHash: CA asks for
 /// every node every loop and for unmanaged nodes several times (three probes each), and on
@@ -47,6 +47,19 @@ pub struct GroupInstance {
     pub state: InstanceState,
     /// Cloudify's node-instance state.
     pub cloudify_state: String,
+    /// The Node addresses its runtime properties report (for the node controller).
+    pub addresses: InstanceAddresses,
+}
+
+/// Addresses of a VM, read from the runtime properties the group configures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceAddresses {
+    /// `InternalIP`.
+    pub internal_ip: Option<String>,
+    /// `ExternalIP`.
+    pub external_ip: Option<String>,
+    /// `Hostname`.
+    pub hostname: Option<String>,
 }
 
 /// A scale-out that failed: its missing instances are reported as creating-with-error until CA
@@ -83,6 +96,8 @@ pub struct NodeGroup {
     pub deployment: String,
     /// Scaling group name.
     pub group: String,
+    /// The deployment's Cloudify site (`site_name`), if it has one.
+    pub site: Option<String>,
     /// Minimum size.
     pub min: i32,
     /// Maximum size.

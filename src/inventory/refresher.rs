@@ -60,6 +60,11 @@ pub struct InventoryStatus {
     pub instances: usize,
 }
 
+/// How many refreshes have completed (read every manager and every page) and been swapped in.
+/// The node controller acts once per new generation: a failed refresh leaves it unchanged, so an
+/// outage of the manager never looks like instances going away.
+pub type RefreshGeneration = u64;
+
 /// The inventory of node groups and instances.
 pub struct Inventory {
     current: ArcSwap<Snapshot>,
@@ -68,6 +73,7 @@ pub struct Inventory {
     refresh_lock: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<(String, bool)>>,
     ready: tokio::sync::watch::Sender<bool>,
+    generation: tokio::sync::watch::Sender<(RefreshGeneration, Arc<Snapshot>)>,
     metrics: Arc<Metrics>,
 }
 
@@ -78,8 +84,10 @@ impl Inventory {
         config: Arc<NodeGroupsConfig>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let empty = Arc::new(Snapshot::empty());
         Arc::new(Inventory {
-            current: ArcSwap::from_pointee(Snapshot::empty()),
+            current: ArcSwap::new(Arc::clone(&empty)),
+            generation: tokio::sync::watch::channel((0, empty)).0,
             sources,
             config,
             refresh_lock: tokio::sync::Mutex::new(()),
@@ -97,6 +105,14 @@ impl Inventory {
     /// A cheaper borrow of the current snapshot for short reads on the hot path.
     pub fn peek(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.current.load()
+    }
+
+    /// The completed refreshes: generation number and the snapshot it swapped in (generation 0 is
+    /// the empty placeholder). Read-only; the node controller waits on it.
+    pub fn completed_refreshes(
+        &self,
+    ) -> tokio::sync::watch::Receiver<(RefreshGeneration, Arc<Snapshot>)> {
+        self.generation.subscribe()
     }
 
     /// The Cloudify entries.
@@ -159,6 +175,10 @@ impl Inventory {
             Ok(snap) => {
                 let snap = Arc::new(snap);
                 let previous = self.current.swap(snap.clone());
+                self.generation.send_modify(|(n, s)| {
+                    *n += 1;
+                    *s = Arc::clone(&snap);
+                });
                 log_new_failures(&previous, &snap);
                 self.metrics.refreshes.get_or_create(&label("ok")).inc();
                 self.publish_gauges(&snap);

@@ -11,7 +11,7 @@ use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use prost::Message;
 
 use super::{DomainError, NodeGroupService};
-use crate::config::{OptionsSpec, TemplateSpec};
+use crate::config::{GroupSettings, OptionsSpec, TemplateSpec};
 use crate::inventory::NodeGroup;
 
 /// CA's autoscaling options for one group (durations optional, as on the wire).
@@ -67,9 +67,48 @@ fn q(s: &str) -> Quantity {
     }
 }
 
+/// The well-known topology labels of a group's Nodes: instance type, region and zone (the zone
+/// defaults to the deployment's Cloudify site). The node controller puts the same ones on real
+/// Nodes, so scale-from-zero templates and joined Nodes agree.
+pub fn topology_labels(g: &NodeGroup, settings: &GroupSettings) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let zone = settings.zone.clone().or_else(|| g.site.clone());
+    for (key, value) in [
+        (INSTANCE_TYPE_LABEL, settings.instance_type.clone()),
+        (REGION_LABEL, settings.region.clone()),
+        (ZONE_LABEL, zone),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            labels.insert(key.to_owned(), v);
+        }
+    }
+    labels
+}
+
+/// `node.kubernetes.io/instance-type`.
+pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
+/// `topology.kubernetes.io/region`.
+pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
+/// `topology.kubernetes.io/zone`.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The labels every Node of a group carries besides the template's own: the Cloudify
+/// deployment and scaling group (and the manager's name with several managers).
+pub fn group_labels(g: &NodeGroup, prefixed_manager: Option<&str>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("cloudify.co/deployment".to_owned(), g.deployment.clone()),
+        ("cloudify.co/scaling-group".to_owned(), g.group.clone()),
+    ]);
+    if let Some(m) = prefixed_manager {
+        labels.insert("cloudify.co/manager".into(), m.to_owned());
+    }
+    labels
+}
+
 /// Builds the template `v1.Node` of a group.
 pub fn template_node(
     g: &NodeGroup,
+    settings: &GroupSettings,
     spec: &TemplateSpec,
     prefixed_manager: Option<&str>,
 ) -> core::Node {
@@ -80,12 +119,9 @@ pub fn template_node(
         ("kubernetes.io/os".to_owned(), "linux".to_owned()),
         ("kubernetes.io/arch".to_owned(), "amd64".to_owned()),
         ("kubernetes.io/hostname".to_owned(), name.clone()),
-        ("cloudify.co/deployment".to_owned(), g.deployment.clone()),
-        ("cloudify.co/scaling-group".to_owned(), g.group.clone()),
     ]);
-    if let Some(m) = prefixed_manager {
-        labels.insert("cloudify.co/manager".into(), m.to_owned());
-    }
+    labels.extend(group_labels(g, prefixed_manager));
+    labels.extend(topology_labels(g, settings));
     labels.extend(spec.labels.clone());
     let mut capacity: BTreeMap<String, Quantity> = spec
         .capacity
@@ -162,7 +198,8 @@ impl NodeGroupService {
         if let Some(bytes) = self.templates.get(id) {
             return Ok(bytes);
         }
-        let spec = self.config().settings_for(id).template.ok_or_else(|| {
+        let settings = self.config().settings_for(id);
+        let spec = settings.template.clone().ok_or_else(|| {
             DomainError::NotImplemented(format!(
                 "node group {id:?} has no template node configured"
             ))
@@ -175,7 +212,8 @@ impl NodeGroupService {
                     .map(|c| c.name().to_owned())
             })
             .flatten();
-        let bytes = Arc::new(template_node(g, &spec, manager.as_deref()).encode_to_vec());
+        let bytes =
+            Arc::new(template_node(g, &settings, &spec, manager.as_deref()).encode_to_vec());
         self.templates.insert(id.to_owned(), Arc::clone(&bytes));
         Ok(bytes)
     }

@@ -74,6 +74,32 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+/// Labels of the node controller's taint counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// `added` or `removed`.
+    pub action: String,
+}
+
+/// Metrics of the node controller (`node_controller_*`).
+#[derive(Default)]
+pub struct NodeControllerMetrics {
+    /// Nodes initialized (uninitialized taint removed).
+    pub initialized: Counter,
+    /// Nodes deleted because their VM is gone.
+    pub deleted: Counter,
+    /// Shutdown taints added or removed.
+    pub shutdown_taints: Family<ActionLabels, Counter>,
+    /// Nodes that carry the uninitialized taint and match no instance, now.
+    pub unmatched: Gauge,
+    /// Warning Events sent for unmatched Nodes (one per Node and reason).
+    pub unmatched_events: Counter,
+    /// Deletions the per-refresh cap postponed.
+    pub held_back: Counter,
+    /// Kubernetes API writes that failed.
+    pub errors: Counter,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.5, 14))
 }
@@ -112,6 +138,8 @@ pub struct Metrics {
     pub lookup_misses: Counter,
     /// Scale-ins that removed other instances than the ones named.
     pub scale_down_mismatches: Counter,
+    /// The node controller.
+    pub node_controller: NodeControllerMetrics,
 }
 
 impl Metrics {
@@ -134,6 +162,7 @@ impl Metrics {
             scale_executions: Family::default(),
             lookup_misses: Counter::default(),
             scale_down_mismatches: Counter::default(),
+            node_controller: NodeControllerMetrics::default(),
             registry: Registry::default(),
         };
         m.build_info
@@ -215,6 +244,42 @@ impl Metrics {
             "scale_down_mismatches",
             "Scale-ins that removed other instances than the named ones",
             m.scale_down_mismatches.clone(),
+        );
+        let nc = &m.node_controller;
+        registry.register(
+            "node_controller_initialized",
+            "Nodes initialized from the inventory (uninitialized taint removed)",
+            nc.initialized.clone(),
+        );
+        registry.register(
+            "node_controller_deleted",
+            "Nodes deleted because their Cloudify instance is gone",
+            nc.deleted.clone(),
+        );
+        registry.register(
+            "node_controller_shutdown_taints",
+            "Shutdown taints added or removed",
+            nc.shutdown_taints.clone(),
+        );
+        registry.register(
+            "node_controller_unmatched_nodes",
+            "Nodes with the uninitialized taint that match no instance",
+            nc.unmatched.clone(),
+        );
+        registry.register(
+            "node_controller_unmatched_events",
+            "Warning Events sent for unmatched Nodes",
+            nc.unmatched_events.clone(),
+        );
+        registry.register(
+            "node_controller_deletions_held_back",
+            "Node deletions postponed by the per-refresh cap",
+            nc.held_back.clone(),
+        );
+        registry.register(
+            "node_controller_api_errors",
+            "Kubernetes API writes of the node controller that failed",
+            nc.errors.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

@@ -122,7 +122,8 @@ export NO_COLOR=1 # plain provider/simulator logs
 cp_spawn simulator "$PROV" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$E2E_DIR/config/simulator-scenario.yaml"
 cp_wait_http simulator "http://127.0.0.1:$SIM_PORT/api/v3.1/node-instances" 30 -u admin:admin -H "Tenant: default_tenant" \
   || fail "simulator did not answer"
-CLOUDIFY_PASSWORD=admin cp_spawn provider "$PROV" serve --config "$WORK/provider-config.yaml"
+# KUBECONFIG: the provider's node controller runs against this cluster (issue 15).
+KUBECONFIG="$K" CLOUDIFY_PASSWORD=admin cp_spawn provider "$PROV" serve --config "$WORK/provider-config.yaml"
 cp_wait_http provider "http://127.0.0.1:$HTTP_PORT/readyz" 60 || fail "provider not ready"
 say "provider serving gRPC (mTLS) on 127.0.0.1:$GRPC_PORT"
 # The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found both
@@ -135,6 +136,9 @@ sed 's/^/  inspect groups: /' "$WORK/logs/inspect.log"
 
 # ---------------------------------------------------------------- cluster-autoscaler
 if [ "$MODE" = ca ]; then
+  # --startup-taint: Nodes join like kubelet --cloud-provider=external (issue 15); until the node
+  # controller initializes them CA must count them as starting, not as Ready-but-full, or it
+  # scales up a second time for the same pods.
   cp_spawn cluster-autoscaler "$CA_BIN" \
     --cloud-provider=externalgrpc --cloud-config="$WORK/cloud-config.yaml" \
     --kubeconfig="$K" --leader-elect=false --namespace=kube-system --address="127.0.0.1:$CA_PORT" \
@@ -145,7 +149,8 @@ if [ "$MODE" = ca ]; then
     --initial-node-group-backoff-duration=10s --max-node-group-backoff-duration=30s --node-group-backoff-reset-timeout=1m \
     --skip-nodes-with-local-storage=false --skip-nodes-with-system-pods=false \
     --max-graceful-termination-sec=5 --max-pod-eviction-time=30s \
-    --expander=least-waste --v=4
+    --expander=least-waste --v=4 \
+    --startup-taint=node.cloudprovider.kubernetes.io/uninitialized
   cp_wait_http cluster-autoscaler "http://127.0.0.1:$CA_PORT/health-check" 60 || fail "cluster-autoscaler not healthy"
   say "cluster-autoscaler running"
 else
@@ -158,6 +163,7 @@ say "scenario starting (stack up in $(($(date +%s) - T0))s)"
 TS=$(date +%s)
 "$E2E_BIN/harness" --kubeconfig="$K" --provider-config="$WORK/provider-config.yaml" --mode="$MODE" \
   --timeline="$WORK/timeline.txt" --timeout-scale="${E2E_TIMEOUT_SCALE:-1}" \
+  --join-mode=external --phases=baseline,scale-up,scale-down,from-zero,failure,final,oob-scale-in,outage \
   --inspect="$PROV inspect --cloud-config $WORK/cloud-config.yaml" 2>&1 | tee "$WORK/logs/harness.log"
 HRC=${PIPESTATUS[0]}
 counts="$(grep -Eo 'phases passed=[0-9]+ failed=[0-9]+' "$WORK/logs/harness.log" | tail -n 1)"

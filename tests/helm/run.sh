@@ -117,11 +117,16 @@ expect_in() { # TEXT PATTERN... (fixed strings)
 
 check_default_render() {
   local f=$OUT/default.yaml dep cc cert host
-  expect_kinds "$f" "Deployment=1 Service=1 ServiceAccount=1 ConfigMap=2 Secret=1 Certificate=3 Issuer=2 NetworkPolicy=1 PodDisruptionBudget=1 ServiceMonitor=0 Pod=1" || return 1
+  expect_kinds "$f" "Deployment=1 Service=1 ServiceAccount=1 ConfigMap=2 Secret=1 Certificate=3 Issuer=2 NetworkPolicy=1 PodDisruptionBudget=1 ServiceMonitor=0 Pod=1 ClusterRole=1 ClusterRoleBinding=1" || return 1
+  # The node controller's RBAC (issue 15): nodes, nodes/status, events; the token is mounted for it.
+  expect_in "$(doc_of "$f" ClusterRole autoscaler-cloudify-nodes)" '"watch", "patch", "delete"' 'resources: ["nodes/status"]' \
+    'resources: ["events"]' || return 1
+  expect_in "$(doc_of "$f" ClusterRoleBinding autoscaler-cloudify-nodes)" "name: autoscaler-cloudify" "namespace: kube-system" || return 1
   dep=$(doc_of "$f" Deployment autoscaler-cloudify)
   expect_in "$dep" "runAsNonRoot: true" "readOnlyRootFilesystem: true" "allowPrivilegeEscalation: false" \
     "- ALL" "path: /healthz" "path: /readyz" "port: http" "containerPort: 8086" "containerPort: 8087" \
-    "- --config=/etc/autoscaler-cloudify/config/config.yaml" "secretName: autoscaler-cloudify-server-tls" || return 1
+    "- --config=/etc/autoscaler-cloudify/config/config.yaml" "secretName: autoscaler-cloudify-server-tls" \
+    "- --node-controller=true" "automountServiceAccountToken: true" || return 1
   cc=$(doc_of "$f" ConfigMap autoscaler-cloudify-cloud-config)
   expect_in "$cc" 'address: "autoscaler-cloudify.kube-system.svc:8086"' \
     'cert: "/etc/autoscaler-cloudify/client-tls/tls.crt"' 'key: "/etc/autoscaler-cloudify/client-tls/tls.key"' \
@@ -253,11 +258,13 @@ api_path() {
     ClusterIssuer) plural=clusterissuers ;;
     ServiceMonitor) plural=servicemonitors ;;
     CustomResourceDefinition) plural=customresourcedefinitions ;;
+    ClusterRole) plural=clusterroles ;;
+    ClusterRoleBinding) plural=clusterrolebindings ;;
     *) return 1 ;;
   esac
   if [ "$av" = v1 ]; then base=/api/v1; else base=/apis/$av; fi
   case $kind in
-    CustomResourceDefinition | ClusterIssuer) echo "$base/$plural" ;;
+    CustomResourceDefinition | ClusterIssuer | ClusterRole | ClusterRoleBinding) echo "$base/$plural" ;;
     *) echo "$base/namespaces/$ns/$plural" ;;
   esac
 }

@@ -51,6 +51,8 @@ pub fn config(url: &str, yaml: &str) -> Config {
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         http_listen: Some("127.0.0.1:0".into()),
+        // Hermetic: never start the node controller against a developer's kubeconfig.
+        node_controller: Some(false),
         ..Overrides::default()
     };
     Config::from_yaml(&yaml.replace("{url}", url), &overrides, &env).expect("valid test config")

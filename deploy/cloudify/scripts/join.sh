@@ -8,6 +8,9 @@
 #     = the provider's default provider_id_template "cloudify://{tenant}/{deployment}/{vm_instance}"
 #   runtime property `hostname` on the VM instance = the Node name (node_name_property: hostname)
 #   node labels cloudify.co/deployment and cloudify.co/scaling-group = those of the provider's templates
+# KUBELET_MODE=external: kubelet --cloud-provider=external, no --provider-id: the Node registers with
+#   the node.cloudprovider.kubernetes.io/uninitialized taint and the provider's node controller
+#   initializes it from the `hostname` runtime property (= Node name) and the provider-id template.
 set -euo pipefail
 
 : "${PROVIDER_ID_PREFIX:?}" "${DEPLOYMENT_ID:?}" "${SCALING_GROUP:?}" "${CONTROL_PLANE_ENDPOINT:?}"
@@ -30,7 +33,14 @@ else
   LABELS="cloudify.co/deployment=${DEPLOYMENT_ID},cloudify.co/scaling-group=${SCALING_GROUP}"
   if [ -n "${NODE_LABELS:-}" ]; then LABELS="${LABELS},${NODE_LABELS}"; fi
   # kubeadm writes its own flags to /var/lib/kubelet/kubeadm-flags.env; extra ones go here.
-  echo "KUBELET_EXTRA_ARGS=--provider-id=${PROVIDER_ID} --node-labels=${LABELS}" | sudo tee /etc/default/kubelet >/dev/null
+  if [ "${KUBELET_MODE:-provider-id}" = external ]; then
+    # The node controller matches the Node by name; it retries on every refresh until the
+    # `hostname` runtime property below is stored (at the end of this operation).
+    KUBELET_ARGS="--cloud-provider=external --node-labels=${LABELS}"
+  else
+    KUBELET_ARGS="--provider-id=${PROVIDER_ID} --node-labels=${LABELS}"
+  fi
+  echo "KUBELET_EXTRA_ARGS=${KUBELET_ARGS}" | sudo tee /etc/default/kubelet >/dev/null
   ctx logger info "joining ${CONTROL_PLANE_ENDPOINT} as ${NODE_NAME} (provider id ${PROVIDER_ID})"
   sudo kubeadm join "$CONTROL_PLANE_ENDPOINT" \
     --token "$JOIN_TOKEN" \

@@ -69,11 +69,23 @@ type Joiner struct {
 	tl       *Timeline
 	interval time.Duration
 
+	// external: register Nodes as kubelet --cloud-provider=external does (uninitialized taint, no
+	// providerID, no pool labels: the provider's node controller adds them) and, when the VM is
+	// gone, stop "the kubelet" (Node NotReady) instead of deleting the Node: the node controller
+	// deletes it. See nodelife.go.
+	external bool
+	life     *nodeLife     // initialization/deletion timings (external mode)
+	refresh  time.Duration // the provider's refresh interval (external mode)
+	minAge   time.Duration // the provider's node_controller.min_node_age (external mode)
+
 	mu        sync.Mutex
 	instances map[string]nodeInstance // last seen VM instances by id
 	seen      map[string]string       // instance id -> last state logged
 	lastErr   error
-	names     map[string]string // node name -> provider id, kept after the Node is deleted
+	names     map[string]string    // node name -> provider id, kept after the Node is deleted
+	joinedAt  map[string]time.Time // node name -> when the joiner created it (external mode)
+	removed   []removedVM          // VM instances seen to disappear, in order
+	stopped   map[string]bool      // node name -> its "kubelet" was stopped (external mode)
 }
 
 // providerIDOf returns the provider id of a Node the joiner created (also after its deletion).
@@ -135,7 +147,7 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 		}
 		vms[ni.ID] = ni
 		if ni.State == "started" && hostname(ni) != "" {
-			want[providerID(j.cfy.tenant, ni)] = ni
+			want[j.keyOf(ni)] = ni
 		}
 	}
 	j.mu.Lock()
@@ -150,6 +162,9 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 	for id := range j.seen {
 		if _, ok := vms[id]; !ok && j.seen[id] != "gone" {
 			j.seen[id] = "gone"
+			if ni, ok := j.instances[id]; ok {
+				j.removed = append(j.removed, removedVM{ni, time.Now()})
+			}
 			if j.tl != nil {
 				j.tl.Event("cloudify: instance %s removed", id)
 			}
@@ -164,7 +179,11 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 	}
 	have := map[string]corev1.Node{}
 	for _, n := range nodes.Items {
-		have[n.Spec.ProviderID] = n
+		if j.external {
+			have[n.Name] = n
+		} else {
+			have[n.Spec.ProviderID] = n
+		}
 	}
 	// Deterministic order keeps the timeline readable.
 	pids := make([]string, 0, len(want))
@@ -177,7 +196,7 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 			continue
 		}
 		ni := want[pid]
-		node, err := j.nodeFor(ni, pid)
+		node, err := j.nodeFor(ni, providerID(j.cfy.tenant, ni))
 		if err != nil {
 			return err
 		}
@@ -185,11 +204,19 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 			return fmt.Errorf("create node %s: %w", node.Name, err)
 		}
 		j.mu.Lock()
-		j.names[node.Name] = pid
+		j.names[node.Name] = providerID(j.cfy.tenant, ni)
+		j.joinedAt[node.Name] = time.Now()
 		j.mu.Unlock()
 		if j.tl != nil {
-			j.tl.Event("joiner: node %s joined (providerID %s)", node.Name, pid)
+			if j.external {
+				j.tl.Event("joiner: node %s registered like kubelet --cloud-provider=external (uninitialized taint, no providerID)", node.Name)
+			} else {
+				j.tl.Event("joiner: node %s joined (providerID %s)", node.Name, pid)
+			}
 		}
+	}
+	if j.external {
+		return j.syncExternal(ctx, want, have)
 	}
 	j.mu.Lock()
 	for pid, n := range have {
@@ -254,6 +281,9 @@ func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
 		alloc[corev1.ResourceName(k)] = q
 	}
 	ip, _ := ni.RuntimeProperties["ip"].(string)
+	if j.external {
+		return externalNode(name, capacity, alloc), nil
+	}
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   name,

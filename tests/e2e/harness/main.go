@@ -34,11 +34,16 @@ func main() {
 		phases     = flag.String("phases", "baseline,scale-up,scale-down,from-zero,failure,final", "phases to run")
 		slow       = flag.Float64("timeout-scale", 1, "multiply every timeout")
 		joinOnly   = flag.Bool("join-only", false, "only run the joiner until interrupted")
+		joinMode   = flag.String("join-mode", "provider-id", "provider-id: Nodes join with kubelet --provider-id; external: as kubelet --cloud-provider=external (tainted, no providerID), the provider's node controller initializes and deletes them (issue 15, nodelife.go)")
 		inspect    = flag.String("inspect", "", "command prefix querying the provider over gRPC, e.g. 'autoscaler-cloudify inspect --cloud-config F' (space-separated; empty: skip)")
 	)
 	flag.Parse()
+	externalJoin = *joinMode == "external" // issue 15
 	os.Exit(run(*kubeconfig, *provCfg, *simURL, *password, *mode, *pool, *poolMin, *poolLabel, *zero, *zeroLabel, *timeline, *phases, *slow, *joinOnly, strings.Fields(*inspect)))
 }
+
+// externalJoin: --join-mode=external (issue 15, node lifecycle; see nodelife.go).
+var externalJoin bool
 
 func kv(s string) map[string]string {
 	k, v, _ := strings.Cut(s, "=")
@@ -77,7 +82,16 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 	}
 	tl := newTimeline(timelinePath)
 	j := &Joiner{kube: kube, cfy: cfy, groups: groups, tl: tl, interval: 500 * time.Millisecond,
-		instances: map[string]nodeInstance{}, seen: map[string]string{}, names: map[string]string{}}
+		instances: map[string]nodeInstance{}, seen: map[string]string{}, names: map[string]string{},
+		joinedAt: map[string]time.Time{}, stopped: map[string]bool{}}
+	// --- issue 15 (node lifecycle, nodelife.go): external join mode and its timing tracker.
+	if externalJoin {
+		j.external = true
+		j.refresh, j.minAge = controllerTiming(provCfg)
+		j.life = newNodeLife(j, tl)
+		go j.life.run(ctx)
+	}
+	// --- end issue 15
 	if joinOnly {
 		j.Run(ctx)
 		return 0
@@ -93,7 +107,8 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 		fn   func(context.Context) error
 	}
 	all := []phase{{"baseline", s.baseline}, {"scale-up", s.scaleUp}, {"scale-down", s.scaleDown},
-		{"from-zero", s.fromZero}, {"failure", s.failedScaleOut}, {"final", s.finalChecks}}
+		{"from-zero", s.fromZero}, {"failure", s.failedScaleOut}, {"final", s.finalChecks},
+		{"oob-scale-in", s.outOfBandScaleIn}, {"outage", s.managerOutage}} // issue 15: last two, nodelife.go
 	want := map[string]bool{}
 	for _, p := range strings.Split(phases, ",") {
 		want[strings.TrimSpace(p)] = true

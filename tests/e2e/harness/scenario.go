@@ -234,6 +234,7 @@ func (s *scenario) scaleDown(ctx context.Context) error {
 	s.tl.Phase("2 scale-down")
 	dep, grp := split(s.pool)
 	before := s.joiner.VMs()
+	phaseStart := time.Now() // issue 15: see removedSince
 	mark := s.w.execCount()
 	if err := scaleWorkloadToZero(ctx, s.kube, "web"); err != nil {
 		return err
@@ -266,6 +267,9 @@ func (s *scenario) scaleDown(ctx context.Context) error {
 		return err
 	}
 	after := s.joiner.VMs()
+	for id, ni := range s.joiner.removedSince(phaseStart) { // issue 15: VMs that came and went during the phase
+		before[id] = ni
+	}
 	var removed []string
 	for id, ni := range before {
 		if _, ok := after[id]; !ok && groupID(ni) == s.pool {
@@ -289,8 +293,10 @@ func (s *scenario) scaleDown(ctx context.Context) error {
 		}
 		victims = nil
 		for pid := range chosen {
-			if strings.HasPrefix(pid, fmt.Sprintf("cloudify://%s/%s/", s.cfy.tenant, dep)) {
-				victims = append(victims, pid[strings.LastIndex(pid, "/")+1:])
+			id := pid[strings.LastIndex(pid, "/")+1:]
+			// issue 15: only this phase's Nodes (an extra Node CA added and removed in scale-up is not one)
+			if _, inPhase := before[id]; strings.HasPrefix(pid, fmt.Sprintf("cloudify://%s/%s/", s.cfy.tenant, dep)) && inPhase {
+				victims = append(victims, id)
 			}
 		}
 	}
