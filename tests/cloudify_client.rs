@@ -91,6 +91,7 @@ async fn json_errors_are_typed() {
             group: "g".into(),
             delta: 1,
             include_instances: vec![],
+            abort_started: false,
         })
         .await
         .expect_err("unknown deployment");
@@ -181,6 +182,7 @@ async fn html_error_pages_are_typed_and_only_reads_are_retried() {
             group: "g".into(),
             delta: 1,
             include_instances: vec![],
+            abort_started: false,
         })
         .await
         .expect_err("502");

@@ -273,10 +273,11 @@ async fn a_refresh_costs_a_constant_plus_one_call_per_thousand_instances() {
         costs.push((n, total, delta("GET /api/v3.1/node-instances")));
         env.shutdown().await;
     }
-    // 2 execution lists + 1 search + 1 node list = 4, plus one call per page of 1000 instances.
+    // 1 search, then one collect pass: executions, started modifications, deployments by id,
+    // nodes, executions again = 6, plus one call per page of 1000 instances.
     assert_eq!(
         costs,
-        vec![(10, 5, 1), (999, 5, 1), (2500, 7, 3)],
+        vec![(10, 7, 1), (999, 7, 1), (2500, 9, 3)],
         "(instances, calls, instance pages)"
     );
 }

@@ -121,6 +121,8 @@ fn decode_everything(body: &[u8]) -> (usize, usize) {
         instances: instances.map(|p| p.items).unwrap_or_default(),
         active: executions.map(|p| p.items).unwrap_or_default(),
         failed: one.into_iter().collect(),
+        ended: Vec::new(),
+        modifications: Vec::new(),
     };
     let cfg = test_config("http://127.0.0.1:1").node_groups;
     let snap = build_snapshot(Instant::now(), SystemTime::now(), &[data], &cfg, false);

@@ -209,6 +209,8 @@ pub fn decode_pages(p: &Pages) -> SourceData {
         instances,
         active: Vec::new(),
         failed: Vec::new(),
+        ended: Vec::new(),
+        modifications: Vec::new(),
     }
 }
 

@@ -71,8 +71,9 @@ impl Cloudify for FakeCloudify {
     fn tenant(&self) -> &str {
         "t"
     }
-    async fn deployments_by_id(&self, _ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
-        Ok(Vec::new())
+    async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
+        let all = self.search_deployments(&[]).await?;
+        Ok(all.into_iter().filter(|d| ids.contains(&d.id)).collect())
     }
     async fn search_deployments(
         &self,
@@ -114,7 +115,7 @@ impl Cloudify for FakeCloudify {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|e| statuses.contains(&e.status.as_str()))
+            .filter(|e| statuses.is_empty() || statuses.contains(&e.status.as_str()))
             .cloned()
             .collect())
     }

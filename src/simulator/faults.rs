@@ -22,6 +22,10 @@ pub struct Faults {
     pub fail_reason: Option<String>,
     /// Keep new executions `pending`/`queued` without starting them until set back to false.
     pub hold_executions: bool,
+    /// How long a `scale` stays `started` before it validates its parameters and starts its
+    /// deployment modification (a manager's workflow start-up); `planned_instances` does not
+    /// show it meanwhile.
+    pub started_window_ms: u64,
 }
 
 /// A partial update of [`Faults`] (`POST /_sim/faults`).
@@ -34,6 +38,7 @@ pub(crate) struct FaultsPatch {
     fail_next_executions: Option<u64>,
     fail_reason: Option<String>,
     hold_executions: Option<bool>,
+    started_window_ms: Option<u64>,
 }
 
 /// Failure text used when a test injects failures without saying why.
@@ -62,6 +67,9 @@ impl Faults {
         }
         if let Some(v) = patch.hold_executions {
             self.hold_executions = v;
+        }
+        if let Some(v) = patch.started_window_ms {
+            self.started_window_ms = v;
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use super::query::{ListQuery, Listable, list_page, parse_include, project, selec
 use super::resources::token_json;
 use super::search::parse_rules;
 use super::server::{Shared, observe};
-use super::state::{Deployment, Execution, Node, NodeInstance, Token};
+use super::state::{Deployment, Execution, ModificationRecord, Node, NodeInstance, Token};
 use super::workflow::{ensure_runner, spawn_forced};
 
 type ApiResult = Result<Response, SimError>;
@@ -48,6 +48,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/executions/{id}",
             get(execution_get).post(execution_action),
         )
+        .route("/deployment-modifications", get(modifications_list))
+        .route("/deployment-modifications/{id}", get(modification_get))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v3.1", api)
@@ -339,6 +341,39 @@ async fn execution_get(
     let who = caller(&shared, &headers, true)?;
     let model = shared.model();
     let item = model.execution(&id).filter(|e| &*e.tenant == who.tenant());
+    get_one(item, &model, &id, q.as_deref())
+}
+
+/// Read-only: the provider reads modifications to tell whether a `started` scale has changed
+/// `planned_instances` yet, and to find one left `started` by a failed or cancelled scale.
+async fn modifications_list(
+    State(shared): S,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let query = ListQuery::parse::<ModificationRecord>(q.as_deref())?;
+    let model = shared.model();
+    ok_json(list_page(
+        &model,
+        who.tenant(),
+        model.modifications.iter(),
+        &query,
+    ))
+}
+
+async fn modification_get(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let model = shared.model();
+    let item = model
+        .modifications
+        .iter()
+        .find(|m| m.id == id && &*m.tenant == who.tenant());
     get_one(item, &model, &id, q.as_deref())
 }
 
