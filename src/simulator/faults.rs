@@ -26,6 +26,9 @@ pub struct Faults {
     /// deployment modification (a manager's workflow start-up); `planned_instances` does not
     /// show it meanwhile.
     pub started_window_ms: u64,
+    /// The next N `POST /executions` are answered `500 internal_server_error` (nothing stored),
+    /// to fail one call of a sequence (e.g. a replacement scale after a cancel).
+    pub reject_next_execution_posts: u64,
 }
 
 /// A partial update of [`Faults`] (`POST /_sim/faults`).
@@ -39,6 +42,7 @@ pub(crate) struct FaultsPatch {
     fail_reason: Option<String>,
     hold_executions: Option<bool>,
     started_window_ms: Option<u64>,
+    reject_next_execution_posts: Option<u64>,
 }
 
 /// Failure text used when a test injects failures without saying why.
@@ -71,7 +75,19 @@ impl Faults {
         if let Some(v) = patch.started_window_ms {
             self.started_window_ms = v;
         }
+        if let Some(v) = patch.reject_next_execution_posts {
+            self.reject_next_execution_posts = v;
+        }
         Ok(())
+    }
+
+    /// Consumes one injected `POST /executions` rejection.
+    pub(crate) fn take_post_rejection(&mut self) -> bool {
+        if self.reject_next_execution_posts == 0 {
+            return false;
+        }
+        self.reject_next_execution_posts -= 1;
+        true
     }
 
     /// Consumes one injected execution failure, returning its reason.

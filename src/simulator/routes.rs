@@ -379,6 +379,11 @@ async fn modification_get(
 
 async fn executions_post(State(shared): S, headers: HeaderMap, body: Bytes) -> ApiResult {
     let who = caller(&shared, &headers, true)?;
+    if shared.faults().take_post_rejection() {
+        return Err(SimError::Internal(
+            "Internal error occurred in manager REST server (simulated, POST /executions)".into(),
+        ));
+    }
     let request = parse_new_execution(&body)?;
     let mut model = shared.model();
     let id = create_execution(&mut model, who.tenant(), &who.username, request)?;
