@@ -14,7 +14,11 @@ use tonic::Code;
 
 /// The VM node-instance id inside a `cloudify://tenant/deployment/vm` provider id.
 fn vm_of(provider_id: &str) -> String {
-    provider_id.rsplit('/').next().unwrap_or_default().to_owned()
+    provider_id
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn cfy_post(env: &Env, path: &str, body: Value) -> Value {
@@ -89,7 +93,10 @@ async fn a_delete_while_a_scale_in_is_being_posted_still_respects_min() {
     // with the first call's outcome.
     let retry = tokio::spawn(delete_call(env.client.clone(), ids[0].clone()));
     first.await.expect("join").expect("A accepted");
-    retry.await.expect("join").expect("retry answers A's outcome");
+    retry
+        .await
+        .expect("join")
+        .expect("retry answers A's outcome");
     assert_eq!(env.route_count(POSTS).await, posts_before + 1);
     env.clear_faults().await;
     env.wait_executions_done().await;
@@ -269,7 +276,10 @@ async fn a_foreign_scale_out_past_max_is_reported_as_it_is() {
     env.app.inventory.refresh().await.expect("refresh");
     assert_eq!(env.target(WORKERS).await, 22, "no clamp hides it");
     assert_eq!(
-        env.increase(WORKERS, 1).await.expect_err("above max").code(),
+        env.increase(WORKERS, 1)
+            .await
+            .expect_err("above max")
+            .code(),
         Code::ResourceExhausted
     );
     env.shutdown().await;

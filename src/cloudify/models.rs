@@ -65,7 +65,13 @@ macro_rules! identified {
         }
     )*};
 }
-identified!(Deployment, Node, NodeInstance, Execution, DeploymentModification);
+identified!(
+    Deployment,
+    Node,
+    NodeInstance,
+    Execution,
+    DeploymentModification
+);
 
 /// `metadata` of a list answer.
 #[derive(Debug, Default, Deserialize)]

@@ -240,6 +240,7 @@ fn build_source(
                 planned,
                 current,
                 waiting: Vec::new(),
+                running: Vec::new(),
                 instances: Vec::new(),
                 failed: Vec::new(),
                 vm_nodes,
@@ -297,12 +298,16 @@ fn build_source(
         let delta = e.delta();
         let started_without_modification =
             e.status == "started" && !in_planned.contains(e.id.as_str());
-        if (e.is_waiting() || started_without_modification) && delta != 0 {
-            g.waiting.push(WaitingExecution {
-                id: e.id.clone(),
-                delta: delta.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
-                cancellable: e.is_waiting(),
-            });
+        let execution = WaitingExecution {
+            id: e.id.clone(),
+            delta: delta.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            cancellable: e.is_waiting(),
+        };
+        if delta == 0 {
+        } else if e.is_waiting() || started_without_modification {
+            g.waiting.push(execution);
+        } else if in_planned.contains(e.id.as_str()) {
+            g.running.push(execution);
         }
         if delta < 0 {
             let named = e.include_instances();

@@ -97,8 +97,11 @@ pub struct NodeGroup {
     pub planned: i32,
     /// `current_instances`.
     pub current: i32,
-    /// Scale executions not started yet.
+    /// Scale executions whose delta `planned_instances` does not show yet.
     pub waiting: Vec<WaitingExecution>,
+    /// Active scale executions whose modification `planned_instances` already shows: until
+    /// they end, a failure would roll their delta back.
+    pub running: Vec<WaitingExecution>,
     /// Instances, sorted by provider id.
     pub instances: Vec<GroupInstance>,
     /// Recent failed scale-outs.

@@ -31,13 +31,25 @@ pub enum InventoryError {
         #[source]
         source: CloudifyError,
     },
+    /// Scales kept starting or ending while the inventory was read, so no pass gave a view in
+    /// which each one is counted exactly once; the previous snapshot stays.
+    #[error(
+        "refresh from Cloudify {manager:?}: scale executions moved during each of {attempts} passes"
+    )]
+    Unsettled {
+        /// Entry name.
+        manager: String,
+        /// Passes made.
+        attempts: u32,
+    },
 }
 
 impl InventoryError {
-    /// The Cloudify error underneath.
-    pub fn cloudify(&self) -> &CloudifyError {
+    /// The Cloudify error underneath, if a call failed.
+    pub fn cloudify(&self) -> Option<&CloudifyError> {
         match self {
-            InventoryError::Cloudify { source, .. } => source,
+            InventoryError::Cloudify { source, .. } => Some(source),
+            InventoryError::Unsettled { .. } => None,
         }
     }
 }
@@ -173,7 +185,10 @@ impl Inventory {
                 self.metrics.refreshes.get_or_create(&label("error")).inc();
                 tracing::warn!(error = %e, "inventory refresh failed; serving the previous snapshot");
                 if let Ok(mut last) = self.last_error.lock() {
-                    *last = Some((e.to_string(), e.cloudify().is_auth()));
+                    *last = Some((
+                        e.to_string(),
+                        e.cloudify().is_some_and(CloudifyError::is_auth),
+                    ));
                 }
                 Err(e)
             }
@@ -252,9 +267,9 @@ impl Inventory {
 /// recent failures CA must hear about, and the recently ended ones local changes are matched
 /// against.
 const RECENT_EXECUTIONS: usize = 1000;
-/// Collect passes before a refresh accepts a view in which something moved (see
+/// Collect passes before a refresh gives up on a view in which something moved (see
 /// [`fetch_source`]).
-const COLLECT_ATTEMPTS: u32 = 3;
+const COLLECT_ATTEMPTS: u32 = 5;
 
 /// One collect pass: what the counting needs, read in an order that lets
 /// [`Collected::consistent`] tell whether it moved meanwhile.
@@ -300,10 +315,7 @@ impl Collected {
     }
 }
 
-async fn collect(
-    c: &dyn Cloudify,
-    deployment_ids: &[String],
-) -> Result<Collected, CloudifyError> {
+async fn collect(c: &dyn Cloudify, deployment_ids: &[String]) -> Result<Collected, CloudifyError> {
     // Order matters: executions, then modifications, then deployments. A scale whose
     // modification starts after the modifications were read shows up as a deployment whose
     // planned differs from what the modifications say; one that starts or ends anywhere in
@@ -355,7 +367,7 @@ async fn collect(
 /// One source's REST calls: the discovery searches (one per rule), then collect passes of
 /// executions, started modifications, deployments, nodes, one call per 1000 VM instances and
 /// the executions again, repeated (at most [`COLLECT_ATTEMPTS`] times) while a scale moved
-/// during the pass.
+/// during the pass; then the refresh fails and the previous snapshot stays.
 async fn fetch_source(
     source: usize,
     c: &dyn Cloudify,
@@ -393,15 +405,18 @@ async fn fetch_source(
             break pass;
         }
         if attempt >= COLLECT_ATTEMPTS {
-            tracing::warn!(
-                manager = c.name(),
-                attempts = attempt,
-                "scales kept moving while the inventory was read; using the last pass \
-                 (a scale may be counted twice for one refresh)"
-            );
-            break pass;
+            // Counting from an unsettled pass could count a scale twice or not at all; the
+            // previous snapshot (plus this process's own changes) is the safer answer.
+            return Err(InventoryError::Unsettled {
+                manager: c.name().to_owned(),
+                attempts: attempt,
+            });
         }
-        tracing::debug!(manager = c.name(), attempt, "a scale moved during the refresh; reading again");
+        tracing::debug!(
+            manager = c.name(),
+            attempt,
+            "a scale moved during the refresh; reading again"
+        );
     };
     let (discovered, static_deployments): (Vec<Deployment>, Vec<Deployment>) = pass
         .deployments

@@ -181,7 +181,11 @@ fn a_started_scale_counts_as_waiting_until_its_modification_exists() {
     let a = snap.group("a/g").expect("a");
     // planned 3 + queued 2 + started-but-not-modifying -1 + one failed instance.
     assert_eq!(a.cloudify_target(), 5);
-    let s = a.waiting.iter().find(|w| w.id == "s").expect("s is waiting");
+    let s = a
+        .waiting
+        .iter()
+        .find(|w| w.id == "s")
+        .expect("s is waiting");
     assert!(!s.cancellable, "a started scale is past cancelling whole");
 }
 
@@ -190,8 +194,8 @@ fn an_orphan_modification_is_void_and_its_stuck_instances_deletable() {
     let mut src = source();
     // The modification belongs to an execution that is no longer active (cancelled, killed).
     src.active.retain(|e| e.id != "s");
-    src.modifications[0].context = serde_json::from_value(json!({"execution_id": "gone"}))
-        .expect("context");
+    src.modifications[0].context =
+        serde_json::from_value(json!({"execution_id": "gone"})).expect("context");
     src.discovered[0]
         .scaling_groups
         .get_mut("g")
@@ -207,25 +211,36 @@ fn an_orphan_modification_is_void_and_its_stuck_instances_deletable() {
     );
     let a = snap.group("a/g").expect("a");
     assert!(a.orphan_modification);
-    assert_eq!(a.planned, 3, "the orphan's half-applied planned counts as current");
+    assert_eq!(
+        a.planned, 3,
+        "the orphan's half-applied planned counts as current"
+    );
     let vm3 = a
         .instances
         .iter()
         .find(|i| i.vm_instance == "vm_3")
         .expect("vm_3");
     assert_eq!(vm3.state, InstanceState::Deleting);
-    assert!(!vm3.being_removed, "nothing removes the stopping VM any more");
+    assert!(
+        !vm3.being_removed,
+        "nothing removes the stopping VM any more"
+    );
 }
 
 #[test]
 fn huge_cloudify_deltas_saturate_instead_of_overflowing() {
     let mut src = source();
     let exec = |id: &str, delta: i64| -> crate::cloudify::Execution {
-        serde_json::from_value(json!({"id": id, "workflow_id": "scale", "deployment_id": "a",
-            "status": "queued", "parameters": {"scalable_entity_name": "g", "delta": delta}}))
+        serde_json::from_value(
+            json!({"id": id, "workflow_id": "scale", "deployment_id": "a",
+            "status": "queued", "parameters": {"scalable_entity_name": "g", "delta": delta}}),
+        )
         .expect("execution")
     };
-    src.active = vec![exec("x", i64::from(i32::MAX)), exec("y", i64::from(i32::MAX))];
+    src.active = vec![
+        exec("x", i64::from(i32::MAX)),
+        exec("y", i64::from(i32::MAX)),
+    ];
     let snap = build_snapshot(
         Instant::now(),
         SystemTime::now(),

@@ -124,7 +124,9 @@ impl Overlay {
 
     /// Named by the scale-in being sent.
     pub fn in_flight(&self, provider_id: &str) -> bool {
-        self.inflight.as_ref().is_some_and(|b| b.contains(provider_id))
+        self.inflight
+            .as_ref()
+            .is_some_and(|b| b.contains(provider_id))
     }
 
     /// Removals asked for but not recorded as changes yet (gathering or being sent).
@@ -142,6 +144,59 @@ impl Overlay {
             .filter(|id| self.acked_failed.contains_key(*id))
             .count();
         i64::try_from(n).unwrap_or(i64::MAX)
+    }
+
+    /// Capacity asked for but not in place yet, which a failure would take back:
+    /// `(additions, removals)`. Additions: waiting or running scale-outs, failed scale-outs' records
+    /// and our own not yet listed; removals: the same for scale-ins. Cancelled ones are final.
+    fn unsettled(&self, g: &NodeGroup) -> (i64, i64) {
+        let mut up = 0i64;
+        let mut down = 0i64;
+        let mut add = |d: i64| {
+            if d > 0 {
+                up = up.saturating_add(d);
+            } else {
+                down = down.saturating_add(-d);
+            }
+        };
+        for w in g.waiting.iter().chain(&g.running) {
+            if !self.is_cancelled(&w.id) {
+                add(i64::from(w.delta));
+            }
+        }
+        for c in &self.changes {
+            if let Some((e, d)) = &c.started
+                && !g.seen_executions.contains(e)
+                && !self.is_cancelled(e)
+            {
+                add(i64::from(*d));
+            }
+        }
+        let failed = g
+            .failed
+            .iter()
+            .flat_map(|f| f.synthetic_ids.iter())
+            .filter(|id| !self.acked_failed.contains_key(*id))
+            .count();
+        (
+            up.saturating_add(i64::try_from(failed).unwrap_or(i64::MAX)),
+            down,
+        )
+    }
+
+    /// The most the group can end with if every unsettled scale-in fails: what an increase is
+    /// checked against (issue 11: a scale-out accepted on a lowered target went past max when
+    /// the scale-in it counted on failed and rolled back).
+    pub fn upper_bound(&self, g: &NodeGroup) -> i64 {
+        self.target_wide(g).saturating_add(self.unsettled(g).1)
+    }
+
+    /// The least the group can end with if every unsettled scale-out fails and every removal
+    /// asked for happens: what a deletion is checked against.
+    pub fn lower_bound(&self, g: &NodeGroup) -> i64 {
+        self.target_wide(g)
+            .saturating_sub(self.pending_removals())
+            .saturating_sub(self.unsettled(g).0)
     }
 
     /// Target size of `g` under this overlay, in i64 (Cloudify's numbers can be anything).

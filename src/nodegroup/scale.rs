@@ -62,14 +62,14 @@ impl NodeGroupService {
         Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
-        let (g, target) = rt.with_overlay(&self.inventory, |o, snap| {
-            Self::group(snap, id).map(|g| (g.clone(), o.target_wide(g)))
+        let (g, target, upper) = rt.with_overlay(&self.inventory, |o, snap| {
+            Self::group(snap, id).map(|g| (g.clone(), o.target_wide(g), o.upper_bound(g)))
         })?;
-        if target.saturating_add(i64::from(delta)) > i64::from(g.max) {
+        if upper.saturating_add(i64::from(delta)) > i64::from(g.max) {
             self.metrics.scale("up", "rejected");
             return Err(DomainError::AboveMax {
                 group: id.to_owned(),
-                target: i32::try_from(target).unwrap_or(i32::MAX),
+                target: i32::try_from(upper).unwrap_or(i32::MAX),
                 delta,
                 max: g.max,
             });
@@ -333,8 +333,9 @@ impl NodeGroupService {
                 .cloned()
                 .collect();
             let removing = i64::try_from(fresh.len() + synthetic.len()).unwrap_or(i64::MAX);
-            // Every removal asked for and not recorded yet is already out of the target.
-            let target = o.target_wide(g).saturating_sub(o.pending_removals());
+            // Every removal asked for and not recorded yet is already out of the target, and
+            // capacity still being added does not count until it is there.
+            let target = o.lower_bound(g);
             if removing > 0 && target.saturating_sub(removing) < i64::from(g.min) {
                 return Err(DomainError::FailedPrecondition(format!(
                     "node group {id:?}: deleting {removing} node(s) would take target {target} \

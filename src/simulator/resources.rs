@@ -8,7 +8,7 @@ use super::executions::scale_workflow_parameters;
 use super::instance_json::InstanceJson;
 use super::query::{FieldVal, Listable};
 use super::state::{
-    Deployment, ExecStatus, Execution, ModificationRecord, Model, Node, NodeInstance, Token,
+    Deployment, ExecStatus, Execution, Model, ModificationRecord, Node, NodeInstance, Token,
 };
 
 fn object(value: Value) -> Map<String, Value> {

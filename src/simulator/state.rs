@@ -448,7 +448,11 @@ impl Model {
     }
 
     /// Ends the deployment's started modification (finish or rollback) and drops it.
-    pub fn end_modification(&mut self, di: usize, status: ModificationStatus) -> Option<Modification> {
+    pub fn end_modification(
+        &mut self,
+        di: usize,
+        status: ModificationStatus,
+    ) -> Option<Modification> {
         let m = self.deployments[di].modification.take()?;
         if let Some(r) = self.modifications.get_mut(m.record) {
             r.status = status;
