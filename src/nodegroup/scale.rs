@@ -207,7 +207,10 @@ impl NodeGroupService {
                 current.status
             )));
         }
-        cloudify.cancel_execution(exec_id).await?;
+        cloudify.cancel_execution(exec_id).await.map_err(|e| {
+            self.metrics.scale("cancel", "error");
+            DomainError::from(e)
+        })?;
         rt.with_overlay(&self.inventory, |o, _| {
             o.changes.push(LocalChange {
                 accepted_at: Instant::now(),
@@ -332,7 +335,9 @@ impl NodeGroupService {
                 })
                 .cloned()
                 .collect();
-            let removing = i64::try_from(fresh.len() + synthetic.len()).unwrap_or(i64::MAX);
+            // Failed-instance records never existed: the lower bound already leaves them out, so
+            // dropping them costs nothing.
+            let removing = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
             // Every removal asked for and not recorded yet is already out of the target, and
             // capacity still being added does not count until it is there.
             let target = o.lower_bound(g);

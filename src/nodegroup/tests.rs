@@ -120,6 +120,9 @@ impl Cloudify for FakeCloudify {
             .collect())
     }
     async fn start_scale(&self, r: &ScaleRequest) -> Result<Execution, CloudifyError> {
+        // A real POST takes time: yield, so concurrent callers interleave here (without the
+        // per-group mutation lock, every one of them would pass the max check).
+        tokio::time::sleep(Duration::from_millis(5)).await;
         if *self.fail_scale.lock().expect("lock") {
             return Err(CloudifyError::Timeout {
                 route: "POST /executions".into(),
