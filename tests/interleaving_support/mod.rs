@@ -621,19 +621,17 @@ async fn settle_and_check(shared: &Arc<Shared>) {
     // planned may still differ from current: a scale killed at the end leaves its modification
     // started until the provider's next scale aborts it.
     shared.check_cloudify(planned, current, "at rest");
-    let ledger = shared.ledger.lock().expect("ledger");
-    let allowed: BTreeSet<&String> = ledger.named.iter().chain(&ledger.maybe_named).collect();
+    let allowed = allowed_owned(shared);
     // Never the wrong VM: every running VM that went was named by CA.
     let seen = shared.seen_running.lock().expect("seen").clone();
     let wrong: Vec<&String> = seen
         .iter()
-        .filter(|v| !vms.contains_key(*v) && !allowed.contains(v))
+        .filter(|v| !vms.contains_key(*v) && !allowed.contains(*v))
         .collect();
     if !wrong.is_empty() {
         shared.violation(format!("VMs removed that no DeleteNodes named: {wrong:?}"));
     }
-    drop(ledger);
-    check_executions(shared, &allowed_owned(shared)).await;
+    check_executions(shared, &allowed).await;
     // Cloudify is the source of truth: a fresh provider agrees with the one that did it all.
     let p = shared.provider();
     let s = Arc::clone(&p.service);
