@@ -29,6 +29,10 @@ pub struct Faults {
     /// The next N `POST /executions` are answered `500 internal_server_error` (nothing stored),
     /// to fail one call of a sequence (e.g. a replacement scale after a cancel).
     pub reject_next_execution_posts: u64,
+    /// The next N unsorted `GET /node-instances` pages after the first (`_offset > 0`) are
+    /// served as if an instance had been inserted ahead of them since the previous page: they
+    /// start one row later (that row is skipped by offset paging) and `total` is one higher.
+    pub churn_next_pages: u64,
 }
 
 /// A partial update of [`Faults`] (`POST /_sim/faults`).
@@ -43,6 +47,7 @@ pub(crate) struct FaultsPatch {
     hold_executions: Option<bool>,
     started_window_ms: Option<u64>,
     reject_next_execution_posts: Option<u64>,
+    churn_next_pages: Option<u64>,
 }
 
 /// Failure text used when a test injects failures without saying why.
@@ -78,7 +83,19 @@ impl Faults {
         if let Some(v) = patch.reject_next_execution_posts {
             self.reject_next_execution_posts = v;
         }
+        if let Some(v) = patch.churn_next_pages {
+            self.churn_next_pages = v;
+        }
         Ok(())
+    }
+
+    /// Consumes one injected page churn.
+    pub(crate) fn take_page_churn(&mut self) -> bool {
+        if self.churn_next_pages == 0 {
+            return false;
+        }
+        self.churn_next_pages -= 1;
+        true
     }
 
     /// Consumes one injected `POST /executions` rejection.

@@ -279,6 +279,15 @@ async fn nodes_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQuery)
 async fn instances_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     let who = caller(&shared, &headers, true)?;
     let mut query = ListQuery::parse::<NodeInstance>(q.as_deref())?;
+    // An instance inserted ahead of this page since the previous one (fault): offset paging
+    // skips the row that moved onto the previous page.
+    let churned = query.offset > 0
+        && query.sort.is_empty()
+        && !query.get_all
+        && shared.faults().take_page_churn();
+    if churned {
+        query.offset += 1;
+    }
     let model = shared.model();
     // Served from the per-deployment index: a page of a 200k-instance manager costs the page,
     // not a walk over every row.
@@ -301,6 +310,7 @@ async fn instances_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQu
         // Walking the rows in order beats a lookup per key when everything is a candidate.
         select_page(&model, who.tenant(), model.instances.values(), &query)
     };
+    let total = total + usize::from(churned);
     let body = instance_page(&page, total, &query)
         .map_err(|e| SimError::Internal(format!("serializing node instances: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())

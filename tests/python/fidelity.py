@@ -325,6 +325,22 @@ def rejected_execution_post_stores_nothing(ctx):
 
 
 @check
+def instance_set_changing_between_pages(ctx):
+    c = ctx.client()
+    clean = c.node_instances.list(deployment_id="k8s-pool-a", _offset=0, _size=20)
+    total = clean.metadata.pagination.total
+    ctx.faults(churn_next_pages=1)
+    first = c.node_instances.list(deployment_id="k8s-pool-a", _offset=0, _size=10)
+    second = c.node_instances.list(deployment_id="k8s-pool-a", _offset=10, _size=10)
+    expect(first.metadata.pagination.total == total, first.metadata.pagination)
+    expect(second.metadata.pagination.total == total + 1, second.metadata.pagination)
+    # The row that moved onto the first page is skipped by offset paging.
+    expect([i.id for i in second][0] == [i.id for i in clean][11], "one row skipped")
+    again = c.node_instances.list(deployment_id="k8s-pool-a", _offset=10, _size=10)
+    expect([i.id for i in again] == [i.id for i in clean][10:20], "once only")
+
+
+@check
 def parameter_and_include_errors(ctx):
     c = ctx.client()
     raises(IllegalExecutionParametersError, c.executions.start, "k8s-pool-a", "scale",
