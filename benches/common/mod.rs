@@ -276,8 +276,15 @@ impl Cloudify for FakeCloudify {
     fn tenant(&self) -> &str {
         "default_tenant"
     }
-    async fn deployments_by_id(&self, _ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
-        Ok(Vec::new())
+    async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
+        // The refresh re-reads the discovered deployments by id (issue 11).
+        Ok(self
+            .data
+            .discovered
+            .iter()
+            .filter(|d| ids.contains(&d.id))
+            .cloned()
+            .collect())
     }
     async fn search_deployments(
         &self,
