@@ -71,6 +71,39 @@ async fn pages_through_instances_one_call_per_thousand() {
 }
 
 #[tokio::test]
+async fn a_set_that_changes_between_pages_is_read_again() {
+    let scenario = Scenario::default_demo()
+        .with_timing(Timing::instant())
+        .with_instances(2500);
+    let sim = Simulator::start(scenario, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("sim");
+    let c = CloudifyClient::new(settings(&sim.url(), "admin"), None).expect("client");
+    let deps = vec!["k8s-pool-a".to_owned()];
+    let vm = vec!["workers_host".to_owned()];
+    // The second page comes as if an instance had been inserted ahead of it: one row is
+    // skipped and the total grows. One pass would miss an instance (issue 11).
+    reqwest::Client::new()
+        .post(format!("{}/_sim/faults", sim.url()))
+        .json(&serde_json::json!({"churn_next_pages": 1}))
+        .send()
+        .await
+        .expect("faults");
+    let before = sim_requests(&sim.url()).await["routes"]["GET /api/v3.1/node-instances"]
+        .as_u64()
+        .unwrap_or(0);
+    let instances = c.node_instances(&deps, &vm).await.expect("instances");
+    let ids: std::collections::BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids.len(), 2500, "every instance once");
+    assert_eq!(instances.len(), 2500, "no repeats");
+    let after = sim_requests(&sim.url()).await["routes"]["GET /api/v3.1/node-instances"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(after - before, 6, "the moved pass, then a clean one");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn json_errors_are_typed() {
     let sim = Simulator::start(
         Scenario::default_demo().with_timing(Timing::instant()),
@@ -91,6 +124,7 @@ async fn json_errors_are_typed() {
             group: "g".into(),
             delta: 1,
             include_instances: vec![],
+            abort_started: false,
         })
         .await
         .expect_err("unknown deployment");
@@ -181,6 +215,7 @@ async fn html_error_pages_are_typed_and_only_reads_are_retried() {
             group: "g".into(),
             delta: 1,
             include_instances: vec![],
+            abort_started: false,
         })
         .await
         .expect_err("502");

@@ -94,17 +94,36 @@ async fn delete_nodes_removes_exactly_the_named_instances_over_random_trials() {
         .await;
     let n = execs["items"].as_array().map_or(0, |a| a.len());
     assert_eq!(n, 8, "one execution per trial: {execs}");
-    let metrics = env
-        .http
-        .get(format!("http://{}/metrics", env.app.http_addr))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        !metrics.contains("autoscaler_cloudify_scale_down_mismatches_total 1"),
+    // The provider checks every scale-in after it ends: wait until all 8 checks are done, then
+    // none may have found a mismatch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let metrics = env.app.metrics.encode();
+        let checked = metric(
+            &metrics,
+            "autoscaler_cloudify_scale_executions_total",
+            &["direction=\"down\"", "result=\"terminated\""],
+        ) + metric(
+            &metrics,
+            "autoscaler_cloudify_scale_executions_total",
+            &["direction=\"down\"", "result=\"mismatch\""],
+        );
+        if checked >= 8.0 {
+            break metrics;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scale-ins never all checked: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        metric(
+            &metrics,
+            "autoscaler_cloudify_scale_down_mismatches_total",
+            &[]
+        ),
+        0.0,
         "{metrics}"
     );
     env.shutdown().await;
@@ -133,7 +152,12 @@ async fn foreign_or_unknown_node_is_refused_without_any_cloudify_call() {
         let e = env.delete(WORKERS, &nodes).await.expect_err(why);
         assert_eq!(e.code(), Code::InvalidArgument, "{why}: {e:?}");
     }
-    tokio::time::sleep(Duration::from_millis(400)).await; // past the batching window
+    // Nothing joined a delete batch (a batched instance shows as deleting at once), so no
+    // scale-in can follow later.
+    assert!(
+        env.nodes(WORKERS).await.iter().all(|i| state(i) != 3),
+        "nothing is being deleted"
+    );
     assert_eq!(env.request_total().await, before, "no Cloudify call at all");
     assert_eq!(env.target(WORKERS).await, 2);
     env.shutdown().await;
@@ -273,10 +297,23 @@ async fn a_refresh_costs_a_constant_plus_one_call_per_thousand_instances() {
         costs.push((n, total, delta("GET /api/v3.1/node-instances")));
         env.shutdown().await;
     }
-    // 2 execution lists + 1 search + 1 node list = 4, plus one call per page of 1000 instances.
+    // 1 search, then one collect pass: executions, started modifications, deployments by id,
+    // nodes, executions again = 6, plus one call per page of 1000 instances.
     assert_eq!(
         costs,
-        vec![(10, 5, 1), (999, 5, 1), (2500, 7, 3)],
+        vec![(10, 7, 1), (999, 7, 1), (2500, 9, 3)],
         "(instances, calls, instance pages)"
     );
+}
+
+/// The value of one sample in Prometheus text: the line of `name` whose labels contain every
+/// one of `labels` (0 when absent).
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.split([' ', '{']).next() == Some(name) && labels.iter().all(|x| l.contains(x))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

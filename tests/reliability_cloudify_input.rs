@@ -121,6 +121,8 @@ fn decode_everything(body: &[u8]) -> (usize, usize) {
         instances: instances.map(|p| p.items).unwrap_or_default(),
         active: executions.map(|p| p.items).unwrap_or_default(),
         failed: one.into_iter().collect(),
+        ended: Vec::new(),
+        modifications: Vec::new(),
     };
     let cfg = test_config("http://127.0.0.1:1").node_groups;
     let snap = build_snapshot(Instant::now(), SystemTime::now(), &[data], &cfg, false);
@@ -463,10 +465,11 @@ async fn malformed_answers_become_typed_errors_and_keep_the_last_snapshot() {
             let kind = match &r {
                 Ok(_) => "accepted".to_owned(),
                 Err(e) => match e.cloudify() {
-                    CloudifyError::Decode { .. } => "Decode".into(),
-                    CloudifyError::Http { status, .. } => format!("Http {status}"),
-                    CloudifyError::Api { status, .. } => format!("Api {status}"),
-                    other => format!("{other}"),
+                    Some(CloudifyError::Decode { .. }) => "Decode".into(),
+                    Some(CloudifyError::Http { status, .. }) => format!("Http {status}"),
+                    Some(CloudifyError::Api { status, .. }) => format!("Api {status}"),
+                    Some(other) => format!("{other}"),
+                    None => format!("{e}"),
                 },
             };
             let kept = shape(&app.inventory.snapshot()) == good_shape;

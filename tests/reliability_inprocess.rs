@@ -120,6 +120,18 @@ fn sample_max_target(
     (task, max)
 }
 
+/// The provider's metrics once `ready` holds for them (polled every 20 ms, at most 20 s).
+async fn wait_metrics(env: &Env, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = env.app.metrics.encode();
+        if ready(&metrics) || Instant::now() > deadline {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn quick() -> Timing {
     // Short but non-zero: executions sit in pending/started long enough to race with refreshes.
     Timing {
@@ -236,9 +248,19 @@ async fn concurrent_deletes_become_one_execution_naming_exactly_those_instances(
     let vms: BTreeSet<String> = env.ctl.worker_vms().await.into_iter().collect();
     refresh(&mut env.client).await.expect("refresh");
     let final_target = target(&mut env.client, WORKERS).await;
-    // The provider's own check after the execution: no mismatch.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = env.app.metrics.encode();
+    // The provider's own check after each execution: wait until every one is checked.
+    let metrics = wait_metrics(&env, |m| {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("autoscaler_cloudify_scale_executions_total")
+                    && l.contains("direction=\"down\"")
+                    && (l.contains("result=\"terminated\"") || l.contains("result=\"mismatch\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+            >= execs.len() as f64
+    })
+    .await;
     let mismatches = metrics
         .lines()
         .find(|l| l.starts_with("autoscaler_cloudify_scale_down_mismatches_total"))
@@ -412,12 +434,17 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
         .expect("accepted");
     env.ctl.wait_executions_done(Duration::from_secs(30)).await;
     refresh(c).await.expect("refresh");
-    tokio::time::sleep(Duration::from_millis(500)).await; // the provider's verification poll
     let after = instances(c, WORKERS).await;
     let vms = env.ctl.worker_vms().await;
     let t = target(c, WORKERS).await;
     let victim_state = after.iter().find(|i| i.id == victim).map(state_of);
-    let metrics = env.app.metrics.encode();
+    // The provider's verification poll notices the failure.
+    let metrics = wait_metrics(&env, |m| {
+        m.lines().any(|l| {
+            l.contains("scale_executions_total") && l.contains("down") && l.contains("failed")
+        })
+    })
+    .await;
     let failed_metric = metrics
         .lines()
         .find(|l| {

@@ -208,6 +208,8 @@ pub fn decode_pages(p: &Pages) -> SourceData {
         instances,
         active: Vec::new(),
         failed: Vec::new(),
+        ended: Vec::new(),
+        modifications: Vec::new(),
     }
 }
 

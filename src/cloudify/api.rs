@@ -5,14 +5,15 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::{
-    Cloudify, CloudifyClient, CloudifyError, Deployment, Execution, Node, NodeInstance,
-    ScaleRequest,
+    Cloudify, CloudifyClient, CloudifyError, Deployment, DeploymentModification, Execution, Node,
+    NodeInstance, ScaleRequest,
 };
 
 const DEPLOYMENT_FIELDS: &str = "id,labels,scaling_groups,site_name";
 const NODE_FIELDS: &str = "id,deployment_id,type_hierarchy,host_id";
 const INSTANCE_FIELDS: &str =
     "id,node_id,deployment_id,host_id,state,runtime_properties,scaling_groups";
+const MODIFICATION_FIELDS: &str = "id,deployment_id,status,context,modified_nodes";
 const EXECUTION_FIELDS: &str =
     "id,workflow_id,deployment_id,status,error,parameters,created_at,ended_at";
 
@@ -123,12 +124,37 @@ impl Cloudify for CloudifyClient {
         .await
     }
 
+    async fn deployment_modifications(
+        &self,
+        deployment_ids: &[String],
+        status: &str,
+    ) -> Result<Vec<DeploymentModification>, CloudifyError> {
+        if deployment_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = repeated("deployment_id", deployment_ids);
+        q.push(("status", status.to_owned()));
+        q.push(("_include", MODIFICATION_FIELDS.into()));
+        self.list_all(
+            "GET /deployment-modifications",
+            Method::GET,
+            "/deployment-modifications",
+            &q,
+            None,
+            None,
+        )
+        .await
+    }
+
     async fn start_scale(&self, request: &ScaleRequest) -> Result<Execution, CloudifyError> {
         let mut parameters = json!({
             "scalable_entity_name": request.group,
             "delta": request.delta,
             "scale_compute": false,
         });
+        if request.abort_started {
+            parameters["abort_started"] = json!(true);
+        }
         if !request.include_instances.is_empty() {
             parameters["include_instances"] = json!(request.include_instances);
         }

@@ -260,6 +260,7 @@ mod tests {
                 group: "g".into(),
                 delta,
                 include_instances: Vec::new(),
+                abort_started: false,
             })
             .await
             .expect("queued");

@@ -9,7 +9,7 @@ pub mod models;
 
 pub use client::{Auth, ClientSettings, CloudifyClient};
 pub use error::CloudifyError;
-pub use models::{Deployment, Execution, Node, NodeInstance};
+pub use models::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
 
 use async_trait::async_trait;
 
@@ -24,6 +24,9 @@ pub struct ScaleRequest {
     pub delta: i64,
     /// For scale-in: the exact instances to remove (`include_instances`), `delta == -len`.
     pub include_instances: Vec<String>,
+    /// Roll back a deployment modification a failed, cancelled or killed scale left `started`
+    /// before this one starts (`abort_started`); without it the scale would fail.
+    pub abort_started: bool,
 }
 
 /// The slice of the Cloudify REST API this service uses. Implemented by [`CloudifyClient`] over
@@ -57,6 +60,17 @@ pub trait Cloudify: Send + Sync {
         statuses: &[&str],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError>;
+    /// Deployment modifications of these deployments in this status
+    /// (`GET /deployment-modifications`), all pages. Read-only: the provider never writes them.
+    /// The default answers none, for fakes that model no modifications.
+    async fn deployment_modifications(
+        &self,
+        deployment_ids: &[String],
+        status: &str,
+    ) -> Result<Vec<DeploymentModification>, CloudifyError> {
+        let _ = (deployment_ids, status);
+        Ok(Vec::new())
+    }
     /// Starts a queued `scale` execution (`POST /executions`, `queue: true`). Never retried.
     async fn start_scale(&self, request: &ScaleRequest) -> Result<Execution, CloudifyError>;
     /// One execution by id.

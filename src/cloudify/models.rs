@@ -65,7 +65,13 @@ macro_rules! identified {
         }
     )*};
 }
-identified!(Deployment, Node, NodeInstance, Execution);
+identified!(
+    Deployment,
+    Node,
+    NodeInstance,
+    Execution,
+    DeploymentModification
+);
 
 /// `metadata` of a list answer.
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +262,43 @@ pub struct Execution {
     /// End time (ISO 8601), for ended executions.
     #[serde(deserialize_with = "lenient")]
     pub ended_at: Option<String>,
+}
+
+/// A deployment modification (`GET /deployment-modifications`): what a running (or stuck)
+/// `scale` changed. `planned_instances` includes a scale only once its modification exists.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DeploymentModification {
+    /// Modification id.
+    #[serde(deserialize_with = "lenient")]
+    pub id: String,
+    /// Deployment it modifies.
+    #[serde(deserialize_with = "lenient")]
+    pub deployment_id: String,
+    /// `started`, `finished` or `rolledback`.
+    #[serde(deserialize_with = "lenient")]
+    pub status: String,
+    /// `{execution_id, workflow_id, ...}` of the workflow that started it.
+    #[serde(deserialize_with = "lenient")]
+    pub context: serde_json::Map<String, Value>,
+    /// `{<group or node>: {instances: N, ...}}`: the target of each modified entity.
+    #[serde(deserialize_with = "lenient")]
+    pub modified_nodes: serde_json::Map<String, Value>,
+}
+
+impl DeploymentModification {
+    /// The execution that started it (`context.execution_id`), if recorded.
+    pub fn execution_id(&self) -> Option<&str> {
+        self.context.get("execution_id")?.as_str()
+    }
+
+    /// The target instance count it sets for `entity`, if it modifies it.
+    pub fn target_of(&self, entity: &str) -> Option<i64> {
+        self.modified_nodes
+            .get(entity)?
+            .get("instances")
+            .and_then(value_as_i64)
+    }
 }
 
 /// Execution statuses that have not started the deployment modification yet: their delta is not

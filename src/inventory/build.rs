@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
-use crate::cloudify::{Deployment, Execution, Node, NodeInstance};
+use crate::cloudify::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
 use crate::config::{AddressProperties, NodeGroupsConfig, ProviderIdParts, ProviderIdTemplate};
 
 /// How long a failed scale-out keeps being reported (as creating-with-error instances), unless
@@ -33,6 +33,11 @@ pub struct SourceData {
     pub active: Vec<Execution>,
     /// Recently failed scale executions.
     pub failed: Vec<Execution>,
+    /// Recently ended scale executions that did not fail (terminated, cancelled): already in
+    /// `planned_instances`, or never.
+    pub ended: Vec<Execution>,
+    /// The `started` deployment modifications of these deployments.
+    pub modifications: Vec<DeploymentModification>,
 }
 
 fn state_of(cloudify_state: &str) -> InstanceState {
@@ -236,17 +241,53 @@ fn build_source(
                 planned,
                 current,
                 waiting: Vec::new(),
+                running: Vec::new(),
                 instances: Vec::new(),
                 failed: Vec::new(),
                 vm_nodes,
                 seen_executions: Vec::new(),
+                orphan_modification: false,
                 debug: String::new(),
             },
         );
     }
 
+    // A `started` scale is in `planned_instances` only once its deployment modification exists
+    // (the workflow validates first): the modifications tell which. A started modification
+    // whose execution is no longer active was left by a failed, cancelled or killed scale: its
+    // half-applied change is void (our next scale aborts it), so the group counts `current`.
+    let active_ids: HashSet<&str> = src.active.iter().map(|e| e.id.as_str()).collect();
+    let mut in_planned: HashSet<&str> = HashSet::new();
+    for m in src.modifications.iter().filter(|m| m.status == "started") {
+        let execution = m.execution_id().or_else(|| {
+            // Without a recorded execution: the deployment's started scale, if any.
+            src.active
+                .iter()
+                .find(|e| e.deployment_id == m.deployment_id && e.status == "started")
+                .map(|e| e.id.as_str())
+        });
+        match execution {
+            Some(e) if active_ids.contains(e) => {
+                in_planned.insert(e);
+            }
+            _ => {
+                for g in by_group
+                    .values_mut()
+                    .filter(|g| g.deployment == m.deployment_id)
+                {
+                    g.orphan_modification = true;
+                    if m.target_of(&g.group).is_some() {
+                        g.planned = g.current;
+                    }
+                }
+            }
+        }
+    }
     // Instances named by active scale-ins are leaving even while their VM still says `started`.
     let mut leaving: HashSet<(&str, String)> = HashSet::new();
+    // Deployments with an active scale-in that names nothing: any of their stopping instances
+    // may be its victims.
+    let mut unhinted_scale_in: HashSet<&str> = HashSet::new();
     for e in &src.active {
         let Some(gname) = e.scaled_group() else {
             continue;
@@ -256,16 +297,35 @@ fn build_source(
         };
         g.seen_executions.push(e.id.clone());
         let delta = e.delta();
-        if e.is_waiting() && delta != 0 {
-            g.waiting.push(WaitingExecution {
-                id: e.id.clone(),
-                delta: delta.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
-            });
+        let started_without_modification =
+            e.status == "started" && !in_planned.contains(e.id.as_str());
+        let execution = WaitingExecution {
+            id: e.id.clone(),
+            delta: delta.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            cancellable: e.is_waiting(),
+        };
+        if delta == 0 {
+        } else if e.is_waiting() || started_without_modification {
+            g.waiting.push(execution);
+        } else if in_planned.contains(e.id.as_str()) {
+            g.running.push(execution);
         }
         if delta < 0 {
-            for id in e.include_instances() {
+            let named = e.include_instances();
+            if named.is_empty() {
+                unhinted_scale_in.insert(e.deployment_id.as_str());
+            }
+            for id in named {
                 leaving.insert((e.deployment_id.as_str(), id));
             }
+        }
+    }
+    for e in &src.ended {
+        let Some(gname) = e.scaled_group() else {
+            continue;
+        };
+        if let Some(g) = by_group.get_mut(&(e.deployment_id.as_str(), gname)) {
+            g.seen_executions.push(e.id.clone());
         }
     }
     for e in src.failed.iter().filter(|e| is_recent(e, now)) {
@@ -355,6 +415,9 @@ fn build_source(
         if leaving_now {
             state = InstanceState::Deleting;
         }
+        let being_removed = leaving_now
+            || (state == InstanceState::Deleting
+                && unhinted_scale_in.contains(inst.deployment_id.as_str()));
         if !group.vm_nodes.contains(&inst.node_id) {
             // The VM node may be contained in a listed member rather than listed itself.
             group.vm_nodes.push(inst.node_id.clone());
@@ -371,6 +434,7 @@ fn build_source(
                 external_ip: inst.runtime_str(&address_keys.external_ip),
                 hostname: inst.runtime_str(&address_keys.hostname),
             },
+            being_removed,
         });
     }
     for mut g in by_group.into_values() {

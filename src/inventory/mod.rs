@@ -49,6 +49,9 @@ pub struct GroupInstance {
     pub cloudify_state: String,
     /// The Node addresses its runtime properties report (for the node controller).
     pub addresses: InstanceAddresses,
+    /// An active scale execution is removing it. A `Deleting` instance that nothing removes
+    /// (a failed scale-in without rollback, a cancelled or killed one) may be deleted again.
+    pub being_removed: bool,
 }
 
 /// Addresses of a VM, read from the runtime properties the group configures.
@@ -74,13 +77,16 @@ pub struct FailedScale {
     pub synthetic_ids: Vec<String>,
 }
 
-/// A queued/pending scale execution of a group (not started, so not in `planned_instances`).
+/// A scale execution of a group whose delta `planned_instances` does not show yet: queued,
+/// pending, or `started` before its deployment modification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitingExecution {
     /// Execution id.
     pub id: String,
     /// Its delta.
     pub delta: i32,
+    /// Still queued/pending, so a cancel removes it whole (a started one may be past that).
+    pub cancellable: bool,
 }
 
 /// One node group: a Cloudify scaling group.
@@ -106,18 +112,24 @@ pub struct NodeGroup {
     pub planned: i32,
     /// `current_instances`.
     pub current: i32,
-    /// Scale executions not started yet.
+    /// Scale executions whose delta `planned_instances` does not show yet.
     pub waiting: Vec<WaitingExecution>,
+    /// Active scale executions whose modification `planned_instances` already shows: until
+    /// they end, a failure would roll their delta back.
+    pub running: Vec<WaitingExecution>,
     /// Instances, sorted by provider id.
     pub instances: Vec<GroupInstance>,
     /// Recent failed scale-outs.
     pub failed: Vec<FailedScale>,
     /// Compute node ids of the group (for verification queries).
     pub vm_nodes: Vec<String>,
-    /// Ids of this group's scale executions the refresh saw (active or recently failed). A
+    /// Ids of this group's scale executions the refresh saw (active or recently ended). A
     /// local change whose execution is listed here is already counted by the snapshot: the
     /// overlay must not add it a second time.
     pub seen_executions: Vec<String>,
+    /// The deployment has a started modification no active execution owns: every scale sent
+    /// to it must pass `abort_started`, and `planned` counts `current` meanwhile.
+    pub orphan_modification: bool,
     /// Human summary for CA's `debug` field, built once per snapshot so lookups do not format.
     pub debug: String,
 }
@@ -126,11 +138,13 @@ impl NodeGroup {
     /// Target size as Cloudify sees it: `planned_instances` plus the deltas of scale executions
     /// not started yet, plus the missing instances of failed scale-outs (CA deletes those).
     pub fn cloudify_target(&self) -> i32 {
-        let waiting: i32 = self.waiting.iter().map(|w| w.delta).sum();
+        // Summed in i64: the deltas come from Cloudify and may be anything (issue 11).
+        let waiting: i64 = self.waiting.iter().map(|w| i64::from(w.delta)).sum();
         let failed: usize = self.failed.iter().map(|f| f.synthetic_ids.len()).sum();
-        self.planned
+        let total = i64::from(self.planned)
             .saturating_add(waiting)
-            .saturating_add(i32::try_from(failed).unwrap_or(i32::MAX))
+            .saturating_add(i64::try_from(failed).unwrap_or(i64::MAX));
+        total.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
     }
 }
 

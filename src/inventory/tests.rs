@@ -81,6 +81,13 @@ fn source() -> SourceData {
             ),
             exec("f_old", "failed", 5, vec![], "2020-01-01T00:00:00.000Z"),
         ],
+        ended: Vec::new(),
+        // The started scale-in `s` has begun its modification: it is in `planned`.
+        modifications: vec![
+            serde_json::from_value(json!({"id": "m", "deployment_id": "a", "status": "started",
+                "context": {"execution_id": "s"}, "modified_nodes": {"g": {"instances": 3}}}))
+            .expect("modification"),
+        ],
     }
 }
 
@@ -158,4 +165,88 @@ fn runtime_placeholders_and_pending_ids() {
     assert!(s.by_instance_id("cloudify-pending://t/a/vm_2").is_some());
     // A started VM whose id is not known yet is not reported running.
     assert_eq!(by_vm("vm_4").state, InstanceState::Deleting);
+}
+
+#[test]
+fn a_started_scale_counts_as_waiting_until_its_modification_exists() {
+    let mut src = source();
+    src.modifications.clear();
+    let snap = build_snapshot(
+        Instant::now(),
+        SystemTime::now(),
+        &[src],
+        &cfg("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}"),
+        false,
+    );
+    let a = snap.group("a/g").expect("a");
+    // planned 3 + queued 2 + started-but-not-modifying -1 + one failed instance.
+    assert_eq!(a.cloudify_target(), 5);
+    let s = a
+        .waiting
+        .iter()
+        .find(|w| w.id == "s")
+        .expect("s is waiting");
+    assert!(!s.cancellable, "a started scale is past cancelling whole");
+}
+
+#[test]
+fn an_orphan_modification_is_void_and_its_stuck_instances_deletable() {
+    let mut src = source();
+    // The modification belongs to an execution that is no longer active (cancelled, killed).
+    src.active.retain(|e| e.id != "s");
+    src.modifications[0].context =
+        serde_json::from_value(json!({"execution_id": "gone"})).expect("context");
+    src.discovered[0]
+        .scaling_groups
+        .get_mut("g")
+        .expect("g")
+        .properties
+        .planned_instances = Some(2);
+    let snap = build_snapshot(
+        Instant::now(),
+        SystemTime::now(),
+        &[src],
+        &cfg("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}"),
+        false,
+    );
+    let a = snap.group("a/g").expect("a");
+    assert!(a.orphan_modification);
+    assert_eq!(
+        a.planned, 3,
+        "the orphan's half-applied planned counts as current"
+    );
+    let vm3 = a
+        .instances
+        .iter()
+        .find(|i| i.vm_instance == "vm_3")
+        .expect("vm_3");
+    assert_eq!(vm3.state, InstanceState::Deleting);
+    assert!(
+        !vm3.being_removed,
+        "nothing removes the stopping VM any more"
+    );
+}
+
+#[test]
+fn huge_cloudify_deltas_saturate_instead_of_overflowing() {
+    let mut src = source();
+    let exec = |id: &str, delta: i64| -> crate::cloudify::Execution {
+        serde_json::from_value(
+            json!({"id": id, "workflow_id": "scale", "deployment_id": "a",
+            "status": "queued", "parameters": {"scalable_entity_name": "g", "delta": delta}}),
+        )
+        .expect("execution")
+    };
+    src.active = vec![
+        exec("x", i64::from(i32::MAX)),
+        exec("y", i64::from(i32::MAX)),
+    ];
+    let snap = build_snapshot(
+        Instant::now(),
+        SystemTime::now(),
+        &[src],
+        &cfg("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}"),
+        false,
+    );
+    assert_eq!(snap.group("a/g").expect("a").cloudify_target(), i32::MAX);
 }

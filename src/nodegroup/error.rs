@@ -17,11 +17,14 @@ pub enum DomainError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// The increase would take the group above its max size.
-    #[error("node group {group:?}: target {target} + {delta} would exceed max size {max}")]
+    #[error(
+        "node group {group:?}: target {target} (unfinished scale-ins counted) + {delta} would exceed max size {max}"
+    )]
     AboveMax {
         /// Group id.
         group: String,
-        /// Current target size.
+        /// The size the group could end with: the target, plus scale-ins that have not
+        /// finished yet (a failure would roll them back).
         target: i32,
         /// Requested increase.
         delta: i32,

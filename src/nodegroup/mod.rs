@@ -179,13 +179,16 @@ impl NodeGroupService {
     /// Target size: Cloudify's (planned + waiting executions + failed-instance records) plus the
     /// changes this process made since the snapshot was fetched.
     pub fn target_size(&self, id: &str) -> Result<i32, DomainError> {
-        let snap = self.inventory.snapshot();
-        let g = Self::group(&snap, id)?;
-        let target = self.runtime(id).target(g, &snap);
+        // Unknown ids never get runtime state (the map would grow with every bad request).
+        Self::group(&self.inventory.peek(), id)?;
+        let target = self
+            .runtime(id)
+            .target(&self.inventory, id)
+            .ok_or_else(|| DomainError::GroupNotFound(id.to_owned()))?;
         self.metrics
             .target_size
             .get_or_create(&crate::observability::metrics::GroupLabels {
-                group: g.id.clone(),
+                group: id.to_owned(),
             })
             .set(i64::from(target));
         Ok(target)
@@ -193,9 +196,10 @@ impl NodeGroupService {
 
     /// Every instance of the group, created or not.
     pub fn nodes(&self, id: &str) -> Result<Vec<InstanceView>, DomainError> {
-        let snap = self.inventory.snapshot();
-        let g = Self::group(&snap, id)?;
-        Ok(self.runtime(id).instances(g, &snap))
+        Self::group(&self.inventory.peek(), id)?;
+        self.runtime(id)
+            .instances(&self.inventory, id)
+            .ok_or_else(|| DomainError::GroupNotFound(id.to_owned()))
     }
 
     /// The Refresh RPC: refresh when the snapshot is older than the bound, waiting at most

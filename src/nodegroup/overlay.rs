@@ -6,13 +6,13 @@
 //! short, non-async bookkeeping, so readers (TargetSize, NodeGroupNodes) never wait on Cloudify.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::{DomainError, ErrorClass, InstanceError, InstanceView};
-use crate::inventory::{InstanceState, NodeGroup, Snapshot};
+use crate::inventory::{InstanceState, Inventory, NodeGroup, Snapshot};
 
 /// How long we remember that CA deleted a synthetic failed instance (longer than the inventory
 /// reports failed scale-outs, so a deleted record never comes back).
@@ -43,12 +43,27 @@ pub(super) struct DeleteBatch {
     pub waiters: Vec<oneshot::Sender<Result<(), DomainError>>>,
 }
 
+impl DeleteBatch {
+    fn contains(&self, provider_id: &str) -> bool {
+        self.instances.iter().any(|(p, _)| p == provider_id)
+    }
+
+    fn len(&self) -> i64 {
+        i64::try_from(self.instances.len()).unwrap_or(i64::MAX)
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Overlay {
     pub changes: Vec<LocalChange>,
     /// Synthetic failed-instance ids CA deleted.
     pub acked_failed: HashMap<String, Instant>,
+    /// DeleteNodes calls gathering for the next scale-in.
     pub batch: Option<DeleteBatch>,
+    /// The batch whose `POST /executions` is on its way: not in `changes` yet, but already
+    /// taken out of the target (issue 11: a second DeleteNodes in this window passed the min
+    /// check without it). Calls naming its instances wait for its outcome.
+    pub inflight: Option<DeleteBatch>,
     /// VM instances this process asked Cloudify to remove (until their scale-in is verified).
     pub requested_removals: std::collections::HashSet<String>,
 }
@@ -65,7 +80,7 @@ impl Overlay {
     /// while the refresh was fetching may already be in it: a scale whose execution the snapshot
     /// lists, or a cancel whose execution it no longer lists as waiting, is not added twice
     /// (issue #7: TargetSize read 11 on a group of max 10 during concurrent IncreaseSize+Refresh).
-    pub fn local_delta(&self, g: &NodeGroup) -> i32 {
+    pub fn local_delta(&self, g: &NodeGroup) -> i64 {
         let counted_here = |e: &str| {
             self.changes.iter().any(|c| {
                 c.started.as_ref().is_some_and(|(s, _)| s == e)
@@ -86,7 +101,7 @@ impl Overlay {
                         .iter()
                         .any(|e| g.waiting.iter().any(|w| w.id == *e) || counted_here(e))
             })
-            .map(|c| c.delta)
+            .map(|c| i64::from(c.delta))
             .sum()
     }
 
@@ -102,45 +117,102 @@ impl Overlay {
             .any(|c| c.cancelled.iter().any(|d| d == execution))
     }
 
+    /// Named by the gathering batch.
     pub fn batched(&self, provider_id: &str) -> bool {
-        self.batch
-            .as_ref()
-            .is_some_and(|b| b.instances.iter().any(|(p, _)| p == provider_id))
+        self.batch.as_ref().is_some_and(|b| b.contains(provider_id))
     }
 
-    pub fn batch_len(&self) -> i32 {
-        self.batch
+    /// Named by the scale-in being sent.
+    pub fn in_flight(&self, provider_id: &str) -> bool {
+        self.inflight
             .as_ref()
-            .map_or(0, |b| i32::try_from(b.instances.len()).unwrap_or(i32::MAX))
+            .is_some_and(|b| b.contains(provider_id))
+    }
+
+    /// Removals asked for but not recorded as changes yet (gathering or being sent).
+    pub fn pending_removals(&self) -> i64 {
+        self.batch.as_ref().map_or(0, DeleteBatch::len)
+            + self.inflight.as_ref().map_or(0, DeleteBatch::len)
     }
 
     /// Acknowledged synthetic ids that the snapshot still reports.
-    fn acked_in(&self, g: &NodeGroup) -> i32 {
+    fn acked_in(&self, g: &NodeGroup) -> i64 {
         let n = g
             .failed
             .iter()
             .flat_map(|f| f.synthetic_ids.iter())
             .filter(|id| self.acked_failed.contains_key(*id))
             .count();
-        i32::try_from(n).unwrap_or(i32::MAX)
+        i64::try_from(n).unwrap_or(i64::MAX)
     }
 
-    /// Target size of `g` under this overlay.
-    pub fn target(&self, g: &NodeGroup) -> i32 {
-        let target = g
-            .cloudify_target()
+    /// Capacity asked for but not in place yet, which a failure would take back:
+    /// `(additions, removals)`. Additions: waiting or running scale-outs, failed scale-outs' records
+    /// and our own not yet listed; removals: the same for scale-ins. Cancelled ones are final.
+    fn unsettled(&self, g: &NodeGroup) -> (i64, i64) {
+        let mut up = 0i64;
+        let mut down = 0i64;
+        let mut add = |d: i64| {
+            if d > 0 {
+                up = up.saturating_add(d);
+            } else {
+                down = down.saturating_add(-d);
+            }
+        };
+        for w in g.waiting.iter().chain(&g.running) {
+            if !self.is_cancelled(&w.id) {
+                add(i64::from(w.delta));
+            }
+        }
+        for c in &self.changes {
+            if let Some((e, d)) = &c.started
+                && !g.seen_executions.contains(e)
+                && !self.is_cancelled(e)
+            {
+                add(i64::from(*d));
+            }
+        }
+        let failed = g
+            .failed
+            .iter()
+            .flat_map(|f| f.synthetic_ids.iter())
+            .filter(|id| !self.acked_failed.contains_key(*id))
+            .count();
+        (
+            up.saturating_add(i64::try_from(failed).unwrap_or(i64::MAX)),
+            down,
+        )
+    }
+
+    /// The most the group can end with if every unsettled scale-in fails: what an increase is
+    /// checked against (issue 11: a scale-out accepted on a lowered target went past max when
+    /// the scale-in it counted on failed and rolled back).
+    pub fn upper_bound(&self, g: &NodeGroup) -> i64 {
+        self.target_wide(g).saturating_add(self.unsettled(g).1)
+    }
+
+    /// The least the group can end with if every unsettled scale-out fails and every removal
+    /// asked for happens: what a deletion is checked against.
+    pub fn lower_bound(&self, g: &NodeGroup) -> i64 {
+        self.target_wide(g)
+            .saturating_sub(self.pending_removals())
+            .saturating_sub(self.unsettled(g).0)
+    }
+
+    /// Target size of `g` under this overlay, in i64 (Cloudify's numbers can be anything).
+    ///
+    /// Not clamped to max: every increase is checked before it is sent, so a target above max
+    /// means something else scaled the group (the inventory logs it), and CA must see the truth.
+    pub fn target_wide(&self, g: &NodeGroup) -> i64 {
+        i64::from(g.cloudify_target())
             .saturating_add(self.local_delta(g))
             .saturating_sub(self.acked_in(g))
-            .max(0);
-        // Every increase is checked against max before it is sent, so a target above max that
-        // `planned_instances` does not explain is a counting artifact: an execution that starts
-        // between the executions read and the deployments read is counted as waiting and in
-        // planned for one refresh (the refresher prefers that to counting it zero times).
-        if target > g.max && g.planned <= g.max {
-            g.max
-        } else {
-            target
-        }
+            .max(0)
+    }
+
+    /// [`Self::target_wide`] for CA's int32 field.
+    pub fn target(&self, g: &NodeGroup) -> i32 {
+        i32::try_from(self.target_wide(g)).unwrap_or(i32::MAX)
     }
 }
 
@@ -152,29 +224,42 @@ pub struct GroupRuntime {
 }
 
 impl GroupRuntime {
-    /// Runs `f` on the pruned overlay. A poisoned lock (a panic elsewhere) still yields the data:
-    /// the overlay stays consistent because every update is a single push/retain.
-    pub(super) fn with_overlay<R>(&self, snap: &Snapshot, f: impl FnOnce(&mut Overlay) -> R) -> R {
+    /// Runs `f` on the overlay pruned against the current snapshot, which it also gets. The
+    /// snapshot is loaded under the overlay lock: a reader holding an older snapshot could
+    /// otherwise compute without a change another caller just pruned against a newer one
+    /// (issue 11). A poisoned lock (a panic elsewhere) still yields the data: the overlay stays
+    /// consistent because every update is a single push/retain.
+    pub(super) fn with_overlay<R>(
+        &self,
+        inventory: &Inventory,
+        f: impl FnOnce(&mut Overlay, &Arc<Snapshot>) -> R,
+    ) -> R {
         let mut guard = match self.overlay.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        guard.prune(snap);
-        f(&mut guard)
+        let snap = inventory.snapshot();
+        guard.prune(&snap);
+        f(&mut guard, &snap)
     }
 
-    pub(super) fn target(&self, g: &NodeGroup, snap: &Snapshot) -> i32 {
-        self.with_overlay(snap, |o| o.target(g))
+    /// Target size of group `id` and the snapshot it was computed on.
+    pub(super) fn target(&self, inventory: &Inventory, id: &str) -> Option<i32> {
+        self.with_overlay(inventory, |o, snap| snap.group(id).map(|g| o.target(g)))
     }
 
-    pub(super) fn instances(&self, g: &NodeGroup, snap: &Snapshot) -> Vec<InstanceView> {
-        self.with_overlay(snap, |o| {
+    pub(super) fn instances(&self, inventory: &Inventory, id: &str) -> Option<Vec<InstanceView>> {
+        self.with_overlay(inventory, |o, snap| {
+            let g = snap.group(id)?;
             let mut out: Vec<InstanceView> = g
                 .instances
                 .iter()
                 .map(|i| InstanceView {
                     id: i.provider_id.clone(),
-                    state: if o.is_deleting(&i.provider_id) || o.batched(&i.provider_id) {
+                    state: if o.is_deleting(&i.provider_id)
+                        || o.batched(&i.provider_id)
+                        || o.in_flight(&i.provider_id)
+                    {
                         InstanceState::Deleting
                     } else {
                         i.state
@@ -208,7 +293,7 @@ impl GroupRuntime {
                     });
                 }
             }
-            out
+            Some(out)
         })
     }
 }

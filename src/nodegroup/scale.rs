@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::overlay::{DeleteBatch, LocalChange};
 use super::{DomainError, NodeGroupService};
 use crate::cloudify::{Cloudify, ScaleRequest};
-use crate::inventory::{InstanceState, NodeGroup};
+use crate::inventory::NodeGroup;
 
 /// A node CA asks to delete.
 #[derive(Debug, Clone, Default)]
@@ -62,31 +62,32 @@ impl NodeGroupService {
         Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
-        let snap = self.inventory.snapshot();
-        let g = Self::group(&snap, id)?;
-        let target = rt.target(g, &snap);
-        if i64::from(target) + i64::from(delta) > i64::from(g.max) {
+        let (g, target, upper) = rt.with_overlay(&self.inventory, |o, snap| {
+            Self::group(snap, id).map(|g| (g.clone(), o.target_wide(g), o.upper_bound(g)))
+        })?;
+        if upper.saturating_add(i64::from(delta)) > i64::from(g.max) {
             self.metrics.scale("up", "rejected");
             return Err(DomainError::AboveMax {
                 group: id.to_owned(),
-                target,
+                target: i32::try_from(upper).unwrap_or(i32::MAX),
                 delta,
                 max: g.max,
             });
         }
-        let cloudify = self.source(g)?;
+        let cloudify = self.source(&g)?;
         let request = ScaleRequest {
             deployment_id: g.deployment.clone(),
             group: g.group.clone(),
             delta: i64::from(delta),
             include_instances: Vec::new(),
+            abort_started: g.orphan_modification,
         };
         let execution = cloudify.start_scale(&request).await.map_err(|e| {
             self.metrics.scale("up", "error");
             tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
             DomainError::from(e)
         })?;
-        rt.with_overlay(&snap, |o| {
+        rt.with_overlay(&self.inventory, |o, _| {
             o.changes.push(LocalChange {
                 accepted_at: Instant::now(),
                 delta,
@@ -97,8 +98,8 @@ impl NodeGroupService {
         });
         self.metrics.scale("up", "accepted");
         tracing::info!(
-            group = id, delta, from = target, to = target + delta, execution = %execution.id,
-            status = %execution.status, "scale-out queued in Cloudify"
+            group = id, delta, from = target, to = target.saturating_add(i64::from(delta)),
+            execution = %execution.id, status = %execution.status, "scale-out queued in Cloudify"
         );
         Ok(())
     }
@@ -125,11 +126,10 @@ impl NodeGroupService {
         Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
-        let snap = self.inventory.snapshot();
-        let g = Self::group(&snap, id)?;
         let need = delta.saturating_neg();
         // Newest first: local scale-outs the snapshot does not show yet, then waiting ones.
-        let (target, candidates) = rt.with_overlay(&snap, |o| {
+        let (g, target, candidates) = rt.with_overlay(&self.inventory, |o, snap| {
+            let g = Self::group(snap, id)?;
             let mut c: Vec<(String, i32)> = o
                 .changes
                 .iter()
@@ -141,72 +141,57 @@ impl NodeGroupService {
             c.extend(
                 g.waiting
                     .iter()
-                    .filter(|w| w.delta > 0 && !o.is_cancelled(&w.id))
+                    .filter(|w| w.delta > 0 && w.cancellable && !o.is_cancelled(&w.id))
                     .map(|w| (w.id.clone(), w.delta)),
             );
-            (o.target(g), c)
-        });
-        let available: i32 = candidates.iter().map(|(_, d)| *d).sum();
-        if available < need {
+            // Scale-ins asked for but not recorded yet are already out of the target
+            // (issue 11: the min check ignored a pending delete batch).
+            let target = o.target_wide(g).saturating_sub(o.pending_removals());
+            Ok::<_, DomainError>((g.clone(), target, c))
+        })?;
+        let available: i64 = candidates.iter().map(|(_, d)| i64::from(*d)).sum();
+        if available < i64::from(need) {
             return Err(DomainError::FailedPrecondition(format!(
                 "node group {id:?}: cannot decrease target by {need}: only {available} requested \
                  instance(s) are not created yet, and DecreaseTargetSize never removes existing \
                  instances (use DeleteNodes)"
             )));
         }
-        if target - need < g.min {
+        if target.saturating_sub(i64::from(need)) < i64::from(g.min) {
             return Err(DomainError::FailedPrecondition(format!(
                 "node group {id:?}: target {target} - {need} would go below min size {}",
                 g.min
             )));
         }
-        let cloudify = self.source(g)?;
+        let cloudify = self.source(&g)?;
         let mut remaining = need;
-        let mut cancelled = Vec::new();
-        let mut applied = 0;
-        let mut outcome = Ok(());
+        let mut applied: i64 = 0;
         for (exec_id, exec_delta) in candidates {
             if remaining == 0 {
                 break;
             }
-            match self
-                .cancel_or_shrink(cloudify.as_ref(), g, &exec_id, exec_delta, remaining)
-                .await
-            {
-                Ok(removed) => {
-                    cancelled.push(exec_id);
-                    remaining -= removed;
-                    applied += removed;
-                }
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
-            }
+            let removed = self
+                .cancel_or_shrink(&rt, cloudify.as_ref(), &g, &exec_id, exec_delta, remaining)
+                .await?;
+            remaining -= removed;
+            applied += i64::from(removed);
         }
         if applied > 0 {
-            rt.with_overlay(&snap, |o| {
-                o.changes.push(LocalChange {
-                    accepted_at: Instant::now(),
-                    delta: -applied,
-                    started: None,
-                    deleting: Vec::new(),
-                    cancelled,
-                })
-            });
             tracing::info!(
                 group = id,
                 by = applied,
                 "target decreased by cancelling waiting scale-outs"
             );
         }
-        outcome
+        Ok(())
     }
 
     /// Cancels one waiting scale-out; if it adds more than needed, queues a smaller one in its
-    /// place. Returns how much capacity was removed.
+    /// place. Each step Cloudify accepted is recorded at once, so TargetSize stays true even when
+    /// the replacement fails after the cancel (issue 11). Returns how much capacity was removed.
     async fn cancel_or_shrink(
         &self,
+        rt: &super::GroupRuntime,
         cloudify: &dyn Cloudify,
         g: &NodeGroup,
         exec_id: &str,
@@ -222,23 +207,59 @@ impl NodeGroupService {
                 current.status
             )));
         }
-        cloudify.cancel_execution(exec_id).await?;
+        cloudify.cancel_execution(exec_id).await.map_err(|e| {
+            self.metrics.scale("cancel", "error");
+            DomainError::from(e)
+        })?;
+        rt.with_overlay(&self.inventory, |o, _| {
+            o.changes.push(LocalChange {
+                accepted_at: Instant::now(),
+                delta: -exec_delta,
+                started: None,
+                deleting: Vec::new(),
+                cancelled: vec![exec_id.to_owned()],
+            })
+        });
         self.metrics.scale("cancel", "accepted");
         if exec_delta > need {
+            let replacement = exec_delta - need;
             let request = ScaleRequest {
                 deployment_id: g.deployment.clone(),
                 group: g.group.clone(),
-                delta: i64::from(exec_delta - need),
+                delta: i64::from(replacement),
                 include_instances: Vec::new(),
+                abort_started: g.orphan_modification,
             };
-            cloudify.start_scale(&request).await?;
+            let execution = match cloudify.start_scale(&request).await {
+                Ok(e) => e,
+                Err(e) => {
+                    self.metrics.scale("up", "error");
+                    tracing::warn!(
+                        group = %g.id, cancelled = exec_id, lost = replacement, error = %e,
+                        "scale-out cancelled but its smaller replacement was refused: the target \
+                         is lower than asked"
+                    );
+                    return Err(DomainError::from(e));
+                }
+            };
+            rt.with_overlay(&self.inventory, |o, _| {
+                o.changes.push(LocalChange {
+                    accepted_at: Instant::now(),
+                    delta: replacement,
+                    started: Some((execution.id.clone(), replacement)),
+                    deleting: Vec::new(),
+                    cancelled: Vec::new(),
+                })
+            });
             self.metrics.scale("up", "accepted");
         }
         Ok(exec_delta.min(need))
     }
 
     /// NodeGroupDeleteNodes: remove exactly these nodes. Concurrent calls on one group within the
-    /// batching window become one `scale` execution with `include_instances`.
+    /// batching window become one `scale` execution with `include_instances`. Answers OK only
+    /// once the scale-in naming every node was accepted by Cloudify (a repeat of a node already
+    /// on its way waits for that outcome), never while doing nothing.
     pub async fn delete_nodes(
         self: &Arc<Self>,
         id: &str,
@@ -251,7 +272,7 @@ impl NodeGroupService {
         }
         // Resolve everything first: one foreign or unknown node refuses the whole call before
         // any Cloudify call.
-        let mut real: Vec<(String, String, InstanceState)> = Vec::new();
+        let mut real: Vec<(String, String)> = Vec::new();
         let mut synthetic: BTreeSet<String> = BTreeSet::new();
         for n in nodes {
             if g.failed
@@ -276,28 +297,51 @@ impl NodeGroupService {
                     n.name, owner.id
                 )));
             }
-            if !real.iter().any(|(p, _, _)| *p == inst.provider_id) {
-                real.push((
-                    inst.provider_id.clone(),
-                    inst.vm_instance.clone(),
-                    inst.state,
-                ));
+            if !real.iter().any(|(p, _)| *p == inst.provider_id) {
+                real.push((inst.provider_id.clone(), inst.vm_instance.clone()));
             }
         }
+        drop(snap);
 
         let rt = self.runtime(id);
         let window = self.settings.delete_batch_window;
-        let joined = rt.with_overlay(&snap, |o| {
+        let joined = rt.with_overlay(&self.inventory, |o, snap| {
+            let g = Self::group(snap, id)?;
+            let being_removed = |p: &str| {
+                g.instances
+                    .iter()
+                    .any(|i| i.provider_id == p && i.being_removed)
+            };
+            // Already on its way: wait for the batch or the POST that carries it.
+            let mut receivers = Vec::new();
+            let mut join = |b: &mut Option<DeleteBatch>| {
+                if let Some(b) = b {
+                    let (tx, rx) = oneshot::channel();
+                    b.waiters.push(tx);
+                    receivers.push(rx);
+                }
+            };
+            if real.iter().any(|(p, _)| o.in_flight(p)) {
+                join(&mut o.inflight);
+            }
+            let gathering = real.iter().any(|(p, _)| o.batched(p));
+            // Fresh: not named by an accepted scale-in of ours nor by an active execution. A
+            // VM left `stopping`/`stopped`/`deleting` by a failed or cancelled scale-in is
+            // fresh again (issue 11: it used to be skipped forever).
             let fresh: Vec<(String, String)> = real
                 .iter()
-                .filter(|(p, _, s)| {
-                    *s != InstanceState::Deleting && !o.is_deleting(p) && !o.batched(p)
+                .filter(|(p, _)| {
+                    !being_removed(p) && !o.is_deleting(p) && !o.batched(p) && !o.in_flight(p)
                 })
-                .map(|(p, v, _)| (p.clone(), v.clone()))
+                .cloned()
                 .collect();
-            let removing = i32::try_from(fresh.len() + synthetic.len()).unwrap_or(i32::MAX);
-            let target = o.target(g) - o.batch_len();
-            if removing > 0 && target - removing < g.min {
+            // Failed-instance records never existed: the lower bound already leaves them out, so
+            // dropping them costs nothing.
+            let removing = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
+            // Every removal asked for and not recorded yet is already out of the target, and
+            // capacity still being added does not count until it is there.
+            let target = o.lower_bound(g);
+            if removing > 0 && target.saturating_sub(removing) < i64::from(g.min) {
                 return Err(DomainError::FailedPrecondition(format!(
                     "node group {id:?}: deleting {removing} node(s) would take target {target} \
                      below min size {}",
@@ -308,22 +352,19 @@ impl NodeGroupService {
             for s in &synthetic {
                 o.acked_failed.insert(s.clone(), now);
             }
-            if fresh.is_empty() {
-                return Ok(None);
+            let mut start_flush = false;
+            if !fresh.is_empty() || gathering {
+                start_flush = o.batch.is_none();
+                let batch = o.batch.get_or_insert_with(DeleteBatch::default);
+                batch.instances.extend(fresh);
+                join(&mut o.batch);
             }
-            let (tx, rx) = oneshot::channel();
-            let start_flush = o.batch.is_none();
-            let batch = o.batch.get_or_insert_with(DeleteBatch::default);
-            batch.instances.extend(fresh);
-            batch.waiters.push(tx);
-            Ok(Some((rx, start_flush)))
+            Ok::<_, DomainError>((receivers, start_flush))
         })?;
         if !synthetic.is_empty() {
             tracing::info!(group = id, ids = ?synthetic, "failed-instance records dropped at CA's request");
         }
-        let Some((rx, start_flush)) = joined else {
-            return Ok(());
-        };
+        let (receivers, start_flush) = joined;
         if start_flush {
             let this = Arc::clone(self);
             let gid = id.to_owned();
@@ -332,46 +373,62 @@ impl NodeGroupService {
                 this.flush_deletes(&gid).await;
             });
         }
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(DomainError::Unavailable {
-                message: "delete batch was dropped".into(),
-                source: None,
-            }),
+        for rx in receivers {
+            match rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(DomainError::Unavailable {
+                        message: "delete batch was dropped".into(),
+                        source: None,
+                    });
+                }
+            }
         }
+        Ok(())
     }
 
     /// Sends one scale-in for the group's batch and answers every waiting call.
     async fn flush_deletes(self: &Arc<Self>, id: &str) {
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
-        let snap = self.inventory.snapshot();
-        let Some(batch) = rt.with_overlay(&snap, |o| o.batch.take()) else {
+        // The batch becomes the in-flight removal in the same critical section, so no reader
+        // ever sees it in neither place.
+        let Some((instances, g)) = rt.with_overlay(&self.inventory, |o, snap| {
+            let batch = o.batch.take()?;
+            let instances = batch.instances.clone();
+            o.inflight = Some(batch);
+            Some((instances, snap.group(id).cloned()))
+        }) else {
             return;
         };
-        let result = self.send_scale_in(id, &batch.instances).await;
-        match &result {
-            Ok((exec_id, g_snapshot)) => {
-                rt.with_overlay(&snap, |o| {
-                    o.changes.push(LocalChange {
-                        accepted_at: Instant::now(),
-                        delta: -i32::try_from(batch.instances.len()).unwrap_or(i32::MAX),
-                        // The execution id lets the overlay see when the snapshot counts it.
-                        started: Some((
-                            exec_id.clone(),
-                            -i32::try_from(batch.instances.len()).unwrap_or(i32::MAX),
-                        )),
-                        deleting: batch.instances.iter().map(|(p, _)| p.clone()).collect(),
-                        cancelled: Vec::new(),
-                    });
-                    o.requested_removals
-                        .extend(batch.instances.iter().map(|(_, v)| v.clone()));
+        let result = match g {
+            Some(g) => self.send_scale_in(&g, &instances).await.map(|e| (e, g)),
+            None => Err(DomainError::GroupNotFound(id.to_owned())),
+        };
+        let named: Vec<String> = instances.iter().map(|(_, v)| v.clone()).collect();
+        let waiters = rt.with_overlay(&self.inventory, |o, _| {
+            let waiters = o.inflight.take().map(|b| b.waiters).unwrap_or_default();
+            if let Ok((exec_id, _)) = &result {
+                let delta = -i32::try_from(instances.len()).unwrap_or(i32::MAX);
+                o.changes.push(LocalChange {
+                    accepted_at: Instant::now(),
+                    delta,
+                    // The execution id lets the overlay see when the snapshot counts it.
+                    started: Some((exec_id.clone(), delta)),
+                    deleting: instances.iter().map(|(p, _)| p.clone()).collect(),
+                    cancelled: Vec::new(),
                 });
+                o.requested_removals.extend(named.iter().cloned());
+            }
+            waiters
+        });
+        match &result {
+            Ok((exec_id, before)) => {
                 self.metrics.scale("down", "accepted");
-                let named: Vec<String> = batch.instances.iter().map(|(_, v)| v.clone()).collect();
                 tracing::info!(group = id, execution = %exec_id, instances = ?named, "scale-in queued in Cloudify");
                 let this = Arc::clone(self);
-                let (exec_id, before) = (exec_id.clone(), g_snapshot.clone());
+                let (exec_id, before) = (exec_id.clone(), before.clone());
                 let gid = id.to_owned();
                 tokio::spawn(
                     async move { this.verify_scale_in(&gid, &exec_id, before, named).await },
@@ -382,7 +439,7 @@ impl NodeGroupService {
                 tracing::warn!(group = id, error = %e, "scale-in refused by Cloudify");
             }
         }
-        for w in batch.waiters {
+        for w in waiters {
             // A waiter that went away (RPC cancelled) needs no answer.
             let _ = w.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
         }
@@ -390,11 +447,9 @@ impl NodeGroupService {
 
     async fn send_scale_in(
         &self,
-        id: &str,
+        g: &NodeGroup,
         instances: &[(String, String)],
-    ) -> Result<(String, NodeGroup), DomainError> {
-        let snap = self.inventory.snapshot();
-        let g = Self::group(&snap, id)?;
+    ) -> Result<String, DomainError> {
         let cloudify = self.source(g)?;
         let include: Vec<String> = instances.iter().map(|(_, v)| v.clone()).collect();
         let request = ScaleRequest {
@@ -402,8 +457,9 @@ impl NodeGroupService {
             group: g.group.clone(),
             delta: -i64::try_from(include.len()).unwrap_or(i64::MAX),
             include_instances: include,
+            abort_started: g.orphan_modification,
         };
         let execution = cloudify.start_scale(&request).await?;
-        Ok((execution.id, g.clone()))
+        Ok(execution.id)
     }
 }

@@ -71,8 +71,9 @@ impl Cloudify for FakeCloudify {
     fn tenant(&self) -> &str {
         "t"
     }
-    async fn deployments_by_id(&self, _ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
-        Ok(Vec::new())
+    async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
+        let all = self.search_deployments(&[]).await?;
+        Ok(all.into_iter().filter(|d| ids.contains(&d.id)).collect())
     }
     async fn search_deployments(
         &self,
@@ -114,11 +115,14 @@ impl Cloudify for FakeCloudify {
             .lock()
             .expect("lock")
             .iter()
-            .filter(|e| statuses.contains(&e.status.as_str()))
+            .filter(|e| statuses.is_empty() || statuses.contains(&e.status.as_str()))
             .cloned()
             .collect())
     }
     async fn start_scale(&self, r: &ScaleRequest) -> Result<Execution, CloudifyError> {
+        // A real POST takes time: yield, so concurrent callers interleave here (without the
+        // per-group mutation lock, every one of them would pass the max check).
+        tokio::time::sleep(Duration::from_millis(5)).await;
         if *self.fail_scale.lock().expect("lock") {
             return Err(CloudifyError::Timeout {
                 route: "POST /executions".into(),

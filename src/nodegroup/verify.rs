@@ -17,6 +17,17 @@ impl NodeGroupService {
         before: NodeGroup,
         named: Vec<String>,
     ) {
+        self.check_scale_in(id, exec_id, &before, &named).await;
+        // Whatever the outcome, these removals are no longer ours to expect (issue 11: early
+        // returns used to leave them here for ever).
+        self.runtime(id).with_overlay(&self.inventory, |o, _| {
+            for n in &named {
+                o.requested_removals.remove(n);
+            }
+        });
+    }
+
+    async fn check_scale_in(&self, id: &str, exec_id: &str, before: &NodeGroup, named: &[String]) {
         let Some(cloudify) = self.inventory.sources().get(before.source).cloned() else {
             return;
         };
@@ -70,13 +81,11 @@ impl NodeGroupService {
             .filter(|v| !after.contains(v))
             .collect();
         let named_set: BTreeSet<&str> = named.iter().map(String::as_str).collect();
-        let rt = self.runtime(id);
-        let snap = self.inventory.snapshot();
         // Other scale-ins (ours, or instances already leaving) may have removed further instances
         // meanwhile; those are expected. What must never happen: a named instance survives, or an
         // instance nobody named disappears.
-        let unexpected: Vec<&str> = rt.with_overlay(&snap, |o| {
-            let unexpected = removed
+        let unexpected: Vec<&str> = self.runtime(id).with_overlay(&self.inventory, |o, _| {
+            removed
                 .iter()
                 .filter(|v| !named_set.contains(*v) && !o.requested_removals.contains(**v))
                 .filter(|v| {
@@ -86,11 +95,7 @@ impl NodeGroupService {
                         .any(|i| i.vm_instance == **v && i.state == InstanceState::Deleting)
                 })
                 .copied()
-                .collect();
-            for n in &named {
-                o.requested_removals.remove(n);
-            }
-            unexpected
+                .collect()
         });
         let survivors: Vec<&str> = named_set.difference(&removed).copied().collect();
         if survivors.is_empty() && unexpected.is_empty() {

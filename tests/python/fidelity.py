@@ -241,6 +241,106 @@ def failed_scale_out_rolls_back(ctx):
 
 
 @check
+def started_scale_before_its_deployment_modification(ctx):
+    # A manager's scale is `started` before the workflow validates its parameters and starts
+    # the deployment modification; only then does planned_instances move.
+    c = ctx.client()
+    before = ctx.group(c)
+    ctx.faults(started_window_ms=1500)
+    try:
+        e = c.executions.start("k8s-pool-a", "scale",
+                               parameters={"scalable_entity_name": "workers", "delta": 1},
+                               queue=True)
+        deadline = time.time() + 10
+        while c.executions.get(e.id).status != "started":
+            expect(time.time() < deadline, "never started")
+            time.sleep(0.02)
+        mods = c.deployment_modifications.list(deployment_id="k8s-pool-a", status="started")
+        expect(len(mods) == 0, mods)
+        expect(ctx.group(c)["planned_instances"] == before["planned_instances"], ctx.group(c))
+        while True:
+            mods = c.deployment_modifications.list(deployment_id="k8s-pool-a", status="started")
+            if mods:
+                break
+            expect(time.time() < deadline, "no modification started")
+            time.sleep(0.02)
+        m = mods[0]
+        expect(m.context["execution_id"] == e.id and m.status == "started", m)
+        expect(m.modified_nodes["workers"]["instances"] == before["planned_instances"] + 1, m)
+        expect(ctx.group(c)["planned_instances"] == before["planned_instances"] + 1, "planned moved")
+    finally:
+        ctx.faults(started_window_ms=0)
+    expect(ctx.wait(c, e.id).status == "terminated", e)
+    expect(c.deployment_modifications.get(m.id).status == "finished", "finished")
+    expect(len(c.deployment_modifications.list(deployment_id="k8s-pool-a", status="started")) == 0,
+           "none left started")
+
+
+@check
+def failed_scale_in_without_rollback_leaves_stopped_vms(ctx):
+    c = ctx.client()
+    vms = [i for i in ctx.all_instances(c) if i.host_id == i.id and i.state == "started"]
+    victim = vms[0].id
+    ctx.faults(fail_next_executions=1)
+    e = c.executions.start("k8s-pool-a", "scale",
+                           parameters={"scalable_entity_name": "workers", "delta": -1,
+                                       "include_instances": [victim],
+                                       "rollback_if_failed": False},
+                           queue=True)
+    expect(ctx.wait(c, e.id).status == "failed", e)
+    expect(c.node_instances.get(victim).state == "stopped", c.node_instances.get(victim).state)
+    left = c.deployment_modifications.list(deployment_id="k8s-pool-a", status="started")
+    expect(len(left) == 1 and left[0].context["execution_id"] == e.id, left)
+    # The next scale fails on the leftover modification unless it aborts it first.
+    blocked = c.executions.start("k8s-pool-a", "scale",
+                                 parameters={"scalable_entity_name": "workers", "delta": -1,
+                                             "include_instances": [victim]}, queue=True)
+    blocked = ctx.wait(c, blocked.id)
+    expect(blocked.status == "failed" and "existing started deployment" in blocked.error, blocked)
+    retry = c.executions.start("k8s-pool-a", "scale",
+                               parameters={"scalable_entity_name": "workers", "delta": -1,
+                                           "include_instances": [victim], "abort_started": True},
+                               queue=True)
+    expect(ctx.wait(c, retry.id).status == "terminated", retry)
+    err = raises(CloudifyClientError, c.node_instances.get, victim)
+    expect(err.status_code == 404, err)
+    expect(c.deployment_modifications.get(left[0].id).status == "rolledback", "rolled back")
+    props = ctx.group(c)
+    expect(props["planned_instances"] == props["current_instances"], props)
+
+
+@check
+def rejected_execution_post_stores_nothing(ctx):
+    c = ctx.client()
+    before = len(c.executions.list(deployment_id="k8s-pool-a", _get_all_results=True))
+    ctx.faults(reject_next_execution_posts=1)
+    err = raises(CloudifyClientError, c.executions.start, "k8s-pool-a", "scale",
+                 parameters={"scalable_entity_name": "workers", "delta": 0}, queue=True)
+    expect(err.status_code == 500, err.status_code)
+    after = len(c.executions.list(deployment_id="k8s-pool-a", _get_all_results=True))
+    expect(after == before, (before, after))
+    ok = c.executions.start("k8s-pool-a", "scale",
+                            parameters={"scalable_entity_name": "workers", "delta": 0}, queue=True)
+    expect(ctx.wait(c, ok.id).status == "terminated", ok)
+
+
+@check
+def instance_set_changing_between_pages(ctx):
+    c = ctx.client()
+    clean = c.node_instances.list(deployment_id="k8s-pool-a", _offset=0, _size=20)
+    total = clean.metadata.pagination.total
+    ctx.faults(churn_next_pages=1)
+    first = c.node_instances.list(deployment_id="k8s-pool-a", _offset=0, _size=10)
+    second = c.node_instances.list(deployment_id="k8s-pool-a", _offset=10, _size=10)
+    expect(first.metadata.pagination.total == total, first.metadata.pagination)
+    expect(second.metadata.pagination.total == total + 1, second.metadata.pagination)
+    # The row that moved onto the first page is skipped by offset paging.
+    expect([i.id for i in second][0] == [i.id for i in clean][11], "one row skipped")
+    again = c.node_instances.list(deployment_id="k8s-pool-a", _offset=10, _size=10)
+    expect([i.id for i in again] == [i.id for i in clean][10:20], "once only")
+
+
+@check
 def parameter_and_include_errors(ctx):
     c = ctx.client()
     raises(IllegalExecutionParametersError, c.executions.start, "k8s-pool-a", "scale",

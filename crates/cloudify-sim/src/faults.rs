@@ -22,6 +22,17 @@ pub struct Faults {
     pub fail_reason: Option<String>,
     /// Keep new executions `pending`/`queued` without starting them until set back to false.
     pub hold_executions: bool,
+    /// How long a `scale` stays `started` before it validates its parameters and starts its
+    /// deployment modification (a manager's workflow start-up); `planned_instances` does not
+    /// show it meanwhile.
+    pub started_window_ms: u64,
+    /// The next N `POST /executions` are answered `500 internal_server_error` (nothing stored),
+    /// to fail one call of a sequence (e.g. a replacement scale after a cancel).
+    pub reject_next_execution_posts: u64,
+    /// The next N unsorted `GET /node-instances` pages after the first (`_offset > 0`) are
+    /// served as if an instance had been inserted ahead of them since the previous page: they
+    /// start one row later (that row is skipped by offset paging) and `total` is one higher.
+    pub churn_next_pages: u64,
 }
 
 /// A partial update of [`Faults`] (`POST /_sim/faults`).
@@ -34,6 +45,9 @@ pub(crate) struct FaultsPatch {
     fail_next_executions: Option<u64>,
     fail_reason: Option<String>,
     hold_executions: Option<bool>,
+    started_window_ms: Option<u64>,
+    reject_next_execution_posts: Option<u64>,
+    churn_next_pages: Option<u64>,
 }
 
 /// Failure text used when a test injects failures without saying why.
@@ -63,7 +77,34 @@ impl Faults {
         if let Some(v) = patch.hold_executions {
             self.hold_executions = v;
         }
+        if let Some(v) = patch.started_window_ms {
+            self.started_window_ms = v;
+        }
+        if let Some(v) = patch.reject_next_execution_posts {
+            self.reject_next_execution_posts = v;
+        }
+        if let Some(v) = patch.churn_next_pages {
+            self.churn_next_pages = v;
+        }
         Ok(())
+    }
+
+    /// Consumes one injected page churn.
+    pub(crate) fn take_page_churn(&mut self) -> bool {
+        if self.churn_next_pages == 0 {
+            return false;
+        }
+        self.churn_next_pages -= 1;
+        true
+    }
+
+    /// Consumes one injected `POST /executions` rejection.
+    pub(crate) fn take_post_rejection(&mut self) -> bool {
+        if self.reject_next_execution_posts == 0 {
+            return false;
+        }
+        self.reject_next_execution_posts -= 1;
+        true
     }
 
     /// Consumes one injected execution failure, returning its reason.

@@ -7,7 +7,9 @@ use serde_json::{Map, Value, json};
 use super::executions::scale_workflow_parameters;
 use super::instance_json::InstanceJson;
 use super::query::{FieldVal, Listable};
-use super::state::{Deployment, ExecStatus, Execution, Model, Node, NodeInstance, Token};
+use super::state::{
+    Deployment, ExecStatus, Execution, Model, ModificationRecord, Node, NodeInstance, Token,
+};
 
 fn object(value: Value) -> Map<String, Value> {
     match value {
@@ -493,4 +495,69 @@ pub(crate) fn token_json(token: &Token, role: &str, with_secret: bool) -> Map<St
         "last_used": token.last_used,
         "description": token.description,
     }))
+}
+
+impl Listable for ModificationRecord {
+    const KIND: &'static str = "DeploymentModification";
+    const FIELDS: &'static [&'static str] = &[
+        "id",
+        "deployment_id",
+        "status",
+        "created_at",
+        "ended_at",
+        "modified_nodes",
+        "node_instances",
+        "context",
+        "created_by",
+        "tenant_name",
+        "visibility",
+        "private_resource",
+        "resource_availability",
+    ];
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    fn field<'a>(&'a self, name: &str, model: &Model) -> FieldVal<'a> {
+        match name {
+            "id" => FieldVal::Str(&self.id),
+            "deployment_id" => FieldVal::Str(&self.deployment_id),
+            "status" => FieldVal::Str(self.status.as_str()),
+            "created_at" => FieldVal::Str(&self.created_at),
+            "tenant_name" => FieldVal::Str(&self.tenant),
+            _ => self
+                .render(model)
+                .remove(name)
+                .map_or(FieldVal::Null, FieldVal::Json),
+        }
+    }
+
+    fn render(&self, _model: &Model) -> Map<String, Value> {
+        let ids = |v: &[String]| -> Vec<Value> { v.iter().map(|id| json!({"id": id})).collect() };
+        object(json!({
+            "id": self.id,
+            "deployment_id": &*self.deployment_id,
+            "status": self.status.as_str(),
+            "created_at": self.created_at,
+            "ended_at": self.ended_at,
+            "modified_nodes": self.modified_nodes,
+            "node_instances": {
+                "added_and_related": ids(&self.added_instances),
+                "removed_and_related": ids(&self.removed_instances),
+                "before_modification": [],
+            },
+            "context": {
+                "blueprint_id": &*self.deployment_id,
+                "deployment_id": &*self.deployment_id,
+                "execution_id": self.execution_id,
+                "workflow_id": "scale",
+            },
+            "created_by": self.created_by,
+            "tenant_name": &*self.tenant,
+            "visibility": "tenant",
+            "private_resource": false,
+            "resource_availability": "tenant",
+        }))
+    }
 }

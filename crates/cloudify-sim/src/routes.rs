@@ -24,7 +24,7 @@ use super::query::{ListQuery, Listable, list_page, parse_include, project, selec
 use super::resources::token_json;
 use super::search::parse_rules;
 use super::server::{Shared, observe};
-use super::state::{Deployment, Execution, Node, NodeInstance, Token};
+use super::state::{Deployment, Execution, ModificationRecord, Node, NodeInstance, Token};
 use super::workflow::{ensure_runner, spawn_forced};
 
 type ApiResult = Result<Response, SimError>;
@@ -48,6 +48,8 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/executions/{id}",
             get(execution_get).post(execution_action),
         )
+        .route("/deployment-modifications", get(modifications_list))
+        .route("/deployment-modifications/{id}", get(modification_get))
         .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v3.1", api)
@@ -277,6 +279,15 @@ async fn nodes_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQuery)
 async fn instances_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQuery) -> ApiResult {
     let who = caller(&shared, &headers, true)?;
     let mut query = ListQuery::parse::<NodeInstance>(q.as_deref())?;
+    // An instance inserted ahead of this page since the previous one (fault): offset paging
+    // skips the row that moved onto the previous page.
+    let churned = query.offset > 0
+        && query.sort.is_empty()
+        && !query.get_all
+        && shared.faults().take_page_churn();
+    if churned {
+        query.offset += 1;
+    }
     let model = shared.model();
     // Served from the per-deployment index: a page of a 200k-instance manager costs the page,
     // not a walk over every row.
@@ -299,6 +310,7 @@ async fn instances_list(State(shared): S, headers: HeaderMap, RawQuery(q): RawQu
         // Walking the rows in order beats a lookup per key when everything is a candidate.
         select_page(&model, who.tenant(), model.instances.values(), &query)
     };
+    let total = total + usize::from(churned);
     let body = instance_page(&page, total, &query)
         .map_err(|e| SimError::Internal(format!("serializing node instances: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -342,8 +354,46 @@ async fn execution_get(
     get_one(item, &model, &id, q.as_deref())
 }
 
+/// Read-only: the provider reads modifications to tell whether a `started` scale has changed
+/// `planned_instances` yet, and to find one left `started` by a failed or cancelled scale.
+async fn modifications_list(
+    State(shared): S,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let query = ListQuery::parse::<ModificationRecord>(q.as_deref())?;
+    let model = shared.model();
+    ok_json(list_page(
+        &model,
+        who.tenant(),
+        model.modifications.iter(),
+        &query,
+    ))
+}
+
+async fn modification_get(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let model = shared.model();
+    let item = model
+        .modifications
+        .iter()
+        .find(|m| m.id == id && &*m.tenant == who.tenant());
+    get_one(item, &model, &id, q.as_deref())
+}
+
 async fn executions_post(State(shared): S, headers: HeaderMap, body: Bytes) -> ApiResult {
     let who = caller(&shared, &headers, true)?;
+    if shared.faults().take_post_rejection() {
+        return Err(SimError::Internal(
+            "Internal error occurred in manager REST server (simulated, POST /executions)".into(),
+        ));
+    }
     let request = parse_new_execution(&body)?;
     let mut model = shared.model();
     let id = create_execution(&mut model, who.tenant(), &who.username, request)?;

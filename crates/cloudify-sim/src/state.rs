@@ -89,8 +89,9 @@ impl ScalingGroup {
     }
 }
 
-/// A deployment modification left `started` (by a failed scale without rollback, or a
-/// cancelled scale); the next scale must pass `abort_started=true`.
+/// The started deployment modification of a deployment: the running scale's, or one left
+/// `started` by a failed scale without rollback, a cancelled or killed scale; the next scale
+/// must pass `abort_started=true`.
 #[derive(Debug, Clone)]
 pub(crate) struct Modification {
     pub group: String,
@@ -98,6 +99,45 @@ pub(crate) struct Modification {
     pub added: Vec<String>,
     /// Group instances being removed.
     pub removing: Vec<String>,
+    /// Index of its row in [`Model::modifications`].
+    pub record: usize,
+}
+
+/// Status of a deployment modification (`DeploymentModificationState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ModificationStatus {
+    Started,
+    Finished,
+    RolledBack,
+}
+
+impl ModificationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModificationStatus::Started => "started",
+            ModificationStatus::Finished => "finished",
+            ModificationStatus::RolledBack => "rolledback",
+        }
+    }
+}
+
+/// A row of `GET /deployment-modifications`: what a scale asked the manager to change.
+#[derive(Debug, Clone)]
+pub(crate) struct ModificationRecord {
+    pub id: String,
+    pub tenant: Arc<str>,
+    pub deployment_id: Arc<str>,
+    pub status: ModificationStatus,
+    pub created_at: String,
+    pub ended_at: Option<String>,
+    /// `{group: {instances, removed_ids_include_hint, removed_ids_exclude_hint}}`.
+    pub modified_nodes: Value,
+    /// Member node-instance ids added / removed (rendered under `node_instances`).
+    pub added_instances: Vec<String>,
+    pub removed_instances: Vec<String>,
+    /// The execution that started it (`context.execution_id`).
+    pub execution_id: String,
+    pub created_by: String,
 }
 
 /// A deployment.
@@ -271,6 +311,8 @@ pub(crate) struct Model {
     next_key: u64,
     pub executions: Vec<Execution>,
     pub execution_index: HashMap<String, usize>,
+    /// Every deployment modification ever started, oldest first.
+    pub modifications: Vec<ModificationRecord>,
     /// Deployments `(tenant, id)` whose FIFO runner task is alive.
     pub runners: HashSet<(Arc<str>, Arc<str>)>,
     pub rng: StdRng,
@@ -403,6 +445,20 @@ impl Model {
         self.execution_index
             .get(id)
             .and_then(|&i| self.executions.get(i))
+    }
+
+    /// Ends the deployment's started modification (finish or rollback) and drops it.
+    pub fn end_modification(
+        &mut self,
+        di: usize,
+        status: ModificationStatus,
+    ) -> Option<Modification> {
+        let m = self.deployments[di].modification.take()?;
+        if let Some(r) = self.modifications.get_mut(m.record) {
+            r.status = status;
+            r.ended_at = Some(now_stamp());
+        }
+        Some(m)
     }
 
     /// The execution with this id, mutably.

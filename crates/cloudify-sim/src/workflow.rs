@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use super::query::parse_bool;
 use super::server::Shared;
-use super::state::{ExecStatus, Model, Modification, now_stamp};
+use super::state::{
+    ExecStatus, Model, Modification, ModificationRecord, ModificationStatus, now_stamp,
+};
 
 const SCALE_OUT_STATES: &[&str] = &[
     "initializing",
@@ -202,7 +204,7 @@ fn parse_params(params: &Value) -> Result<ScaleParams, Failure> {
 /// Undoes a started modification: drops the instances it added, restores the ones it was
 /// removing, and resets `planned_instances` (the manager's `rollback_deployment_modification`).
 fn rollback_modification(model: &mut Model, di: usize, removing: &[String]) {
-    let Some(modification) = model.deployments[di].modification.take() else {
+    let Some(modification) = model.end_modification(di, ModificationStatus::RolledBack) else {
         return;
     };
     model.remove_group_instances(di, &modification.group, &modification.added);
@@ -377,10 +379,40 @@ fn plan_scale(model: &mut Model, exec_id: &str, p: &ScaleParams) -> Result<Plan,
     if let Some(g) = model.deployments[di].group_mut(&group_name) {
         g.planned = target;
     }
+    let members = |model: &Model, gids: &[String]| -> Vec<String> {
+        let Some(g) = model.deployments[di].group(&group_name) else {
+            return Vec::new();
+        };
+        gids.iter()
+            .filter_map(|gid| g.instances.get(gid))
+            .flatten()
+            .filter_map(|k| model.instances.get(k))
+            .map(|i| i.id.clone())
+            .collect()
+    };
+    let record = ModificationRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        tenant: tenant.clone(),
+        deployment_id: dep.clone(),
+        status: ModificationStatus::Started,
+        created_at: now_stamp(),
+        ended_at: None,
+        modified_nodes: serde_json::json!({ group_name.as_str(): {
+            "instances": target,
+            "removed_ids_include_hint": p.include,
+            "removed_ids_exclude_hint": p.exclude,
+        }}),
+        added_instances: members(model, &added),
+        removed_instances: members(model, &removing),
+        execution_id: exec_id.to_owned(),
+        created_by: creator.to_string(),
+    };
+    model.modifications.push(record);
     model.deployments[di].modification = Some(Modification {
         group: group_name,
         added,
         removing,
+        record: model.modifications.len() - 1,
     });
     Ok(plan)
 }
@@ -407,7 +439,7 @@ fn finish(model: &mut Model, id: &str, status: ExecStatus, error: Option<&Failur
 
 /// Runs one execution from `pending` to an end state.
 pub(crate) async fn run_execution(shared: &Arc<Shared>, id: &str) {
-    let (plan, injected, rollback) = {
+    let started = {
         let mut model = shared.model();
         let params = match model.execution_mut(id) {
             Some(e) if e.status == ExecStatus::Pending => {
@@ -417,6 +449,26 @@ pub(crate) async fn run_execution(shared: &Arc<Shared>, id: &str) {
             }
             _ => return, // cancelled while waiting
         };
+        (params, shared.faults().started_window_ms)
+    };
+    // A manager's `scale` is `started` before the workflow has validated its parameters and
+    // started its deployment modification: `planned_instances` does not show it yet.
+    let (params, window) = started;
+    if window > 0 && !shared.pause(window).await {
+        return;
+    }
+    let (plan, injected, rollback) = {
+        let mut model = shared.model();
+        match model.execution(id).map(|e| e.status) {
+            Some(ExecStatus::Started) => {}
+            Some(
+                ExecStatus::Cancelling | ExecStatus::ForceCancelling | ExecStatus::KillCancelling,
+            ) => {
+                // Cancelled before its modification started: nothing changed.
+                return finish(&mut model, id, ExecStatus::Cancelled, None);
+            }
+            _ => return,
+        }
         let injected = shared.faults().take_failure();
         let parsed = match parse_params(&params) {
             Ok(p) => p,
@@ -466,11 +518,13 @@ pub(crate) async fn run_execution(shared: &Arc<Shared>, id: &str) {
             // A cancelled scale leaves its modification started, as on a manager.
             return finish(&mut model, id, ExecStatus::Cancelled, None);
         }
+        // A scale-in fails at `delete`, after `stop` ran: without rollback its victims stay
+        // `stopped` under a started modification, as on a manager.
         let fails_here = injected.is_some()
             && if scale_out {
                 state == "creating"
             } else {
-                state == "stopping" && !ignore_failure
+                state == "deleting" && !ignore_failure
             };
         if fails_here {
             if rollback {
@@ -496,7 +550,7 @@ pub(crate) async fn run_execution(shared: &Arc<Shared>, id: &str) {
     if let Some(g) = model.deployments[di].group_mut(group) {
         g.current = g.planned;
     }
-    model.deployments[di].modification = None;
+    model.end_modification(di, ModificationStatus::Finished);
     finish(&mut model, id, ExecStatus::Terminated, None);
 }
 

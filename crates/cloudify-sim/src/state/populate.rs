@@ -38,6 +38,7 @@ impl Model {
             next_key: 0,
             executions: Vec::new(),
             execution_index: HashMap::new(),
+            modifications: Vec::new(),
             runners: HashSet::new(),
             rng,
             ip_counter: 0,
