@@ -28,6 +28,7 @@ pub struct FakeCloudify {
     scales: Mutex<Vec<ScaleRequest>>,
     cancels: Mutex<Vec<String>>,
     fail_scales: AtomicBool,
+    scale_latency: Duration,
 }
 
 /// A poisoned lock only means another test thread panicked; the data is still what it wrote.
@@ -69,6 +70,13 @@ impl FakeCloudify {
     /// With these node instances.
     pub fn with_instances(self, instances: Vec<NodeInstance>) -> FakeCloudify {
         *lock(&self.instances) = instances;
+        self
+    }
+
+    /// Every `start_scale` takes this long before it answers, as a real POST does, so that
+    /// concurrent callers interleave there (a test of serialization needs that window).
+    pub fn with_scale_latency(mut self, latency: Duration) -> FakeCloudify {
+        self.scale_latency = latency;
         self
     }
 
@@ -165,13 +173,16 @@ impl Cloudify for FakeCloudify {
             .rev() // newest first, like `_sort=-created_at`
             .filter(|e| e.workflow_id == "scale")
             .filter(|e| deployment_ids.is_empty() || deployment_ids.contains(&e.deployment_id))
-            .filter(|e| statuses.contains(&e.status.as_str()))
+            .filter(|e| statuses.is_empty() || statuses.contains(&e.status.as_str()))
             .take(limit.unwrap_or(usize::MAX))
             .cloned()
             .collect())
     }
 
     async fn start_scale(&self, request: &ScaleRequest) -> Result<Execution, CloudifyError> {
+        if !self.scale_latency.is_zero() {
+            tokio::time::sleep(self.scale_latency).await;
+        }
         if self.fail_scales.load(Ordering::SeqCst) {
             return Err(CloudifyError::Timeout {
                 route: "POST /executions".into(),

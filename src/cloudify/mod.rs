@@ -52,7 +52,8 @@ pub trait Cloudify: Send + Sync {
         deployment_ids: &[String],
         node_ids: &[String],
     ) -> Result<Vec<NodeInstance>, CloudifyError>;
-    /// `scale` executions of these deployments (all deployments when empty) in these states,
+    /// `scale` executions of these deployments (all deployments when empty) in these states (any
+    /// state when empty),
     /// newest first, at most `limit` (all pages when `None`).
     async fn scale_executions(
         &self,

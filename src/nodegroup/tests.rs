@@ -1,174 +1,58 @@
 //! Domain unit tests with a fake Cloudify (no HTTP).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::json;
 
 use super::*;
-use crate::cloudify::{CloudifyError, Deployment, Execution, Node, NodeInstance, ScaleRequest};
+use crate::cloudify::fake::FakeCloudify;
+use crate::cloudify::{Deployment, Node, NodeInstance};
 use crate::config::{Config, Overrides};
 
-/// An in-memory Cloudify: one deployment `d` with group `g` (VM node `g_host`), one deployment
-/// `other` with group `o`. Scale requests are recorded and left queued.
-#[derive(Default)]
-struct FakeCloudify {
-    instances: Mutex<Vec<NodeInstance>>,
-    executions: Mutex<Vec<Execution>>,
-    scales: Mutex<Vec<ScaleRequest>>,
-    cancels: Mutex<Vec<String>>,
-    planned: Mutex<i64>,
-    fail_scale: Mutex<bool>,
-}
-
-fn instance(
-    id: &str,
-    group: &str,
-    dep: &str,
-    state: &str,
-    runtime: serde_json::Value,
-) -> NodeInstance {
-    serde_json::from_value(json!({
-        "id": id, "node_id": format!("{group}_host"), "deployment_id": dep, "host_id": id,
-        "state": state, "runtime_properties": runtime,
-        "scaling_groups": [{"name": group, "id": format!("{group}_gi_{id}")}],
-    }))
-    .expect("instance")
-}
-
-impl FakeCloudify {
-    fn with_instances(n: usize) -> Arc<Self> {
-        let f = FakeCloudify::default();
-        {
-            let mut list = f.instances.lock().expect("lock");
-            for i in 0..n {
-                let id = format!("g_host_{i}");
-                list.push(instance(
-                    &id,
-                    "g",
-                    "d",
-                    "started",
-                    json!({"hostname": format!("node-{i}")}),
-                ));
-            }
-            list.push(instance("o_host_0", "o", "other", "started", json!({})));
-        }
-        *f.planned.lock().expect("lock") = n as i64;
-        Arc::new(f)
-    }
-
-    fn scales(&self) -> Vec<ScaleRequest> {
-        self.scales.lock().expect("lock").clone()
-    }
-}
-
-#[async_trait]
-impl Cloudify for FakeCloudify {
-    fn name(&self) -> &str {
-        "fake"
-    }
-    fn tenant(&self) -> &str {
-        "t"
-    }
-    async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
-        let all = self.search_deployments(&[]).await?;
-        Ok(all.into_iter().filter(|d| ids.contains(&d.id)).collect())
-    }
-    async fn search_deployments(
-        &self,
-        _l: &[(String, String)],
-    ) -> Result<Vec<Deployment>, CloudifyError> {
-        let planned = *self.planned.lock().expect("lock");
-        let dep = |id: &str, g: &str, planned: i64| -> Deployment {
-            serde_json::from_value(json!({"id": id, "scaling_groups": {g: {
-                "members": [format!("{g}_host")],
+/// One deployment `d` with group `g` (VM node `g_host`, `n` started instances), one deployment
+/// `other` with group `o`, both labelled for the discovery rule below. A scale POST takes 5 ms,
+/// so concurrent callers interleave there (without the per-group mutation lock, every one of
+/// them would pass the max check).
+fn fake_with_instances(n: usize) -> Arc<FakeCloudify> {
+    let instance = |id: &str, group: &str, dep: &str, runtime: serde_json::Value| -> NodeInstance {
+        serde_json::from_value(json!({
+            "id": id, "node_id": format!("{group}_host"), "deployment_id": dep, "host_id": id,
+            "state": "started", "runtime_properties": runtime,
+            "scaling_groups": [{"name": group, "id": format!("{group}_gi_{id}")}],
+        }))
+        .expect("instance")
+    };
+    let mut instances: Vec<NodeInstance> = (0..n)
+        .map(|i| {
+            instance(
+                &format!("g_host_{i}"),
+                "g",
+                "d",
+                json!({"hostname": format!("node-{i}")}),
+            )
+        })
+        .collect();
+    instances.push(instance("o_host_0", "o", "other", json!({})));
+    let dep = |id: &str, g: &str, planned: usize| -> Deployment {
+        serde_json::from_value(json!({"id": id, "labels": [{"key": "k", "value": "v"}],
+            "scaling_groups": {g: {"members": [format!("{g}_host")],
                 "properties": {"min_instances": 1, "max_instances": 5,
                                "current_instances": planned, "planned_instances": planned}}}}))
-            .expect("deployment")
-        };
-        Ok(vec![dep("d", "g", planned), dep("other", "o", 1)])
-    }
-    async fn nodes(&self, _d: &[String]) -> Result<Vec<Node>, CloudifyError> {
-        let node = |id: &str, dep: &str| -> Node {
-            serde_json::from_value(json!({"id": id, "deployment_id": dep,
-                "type_hierarchy": ["cloudify.nodes.Root", "cloudify.nodes.Compute"]}))
-            .expect("node")
-        };
-        Ok(vec![node("g_host", "d"), node("o_host", "other")])
-    }
-    async fn node_instances(
-        &self,
-        _d: &[String],
-        _n: &[String],
-    ) -> Result<Vec<NodeInstance>, CloudifyError> {
-        Ok(self.instances.lock().expect("lock").clone())
-    }
-    async fn scale_executions(
-        &self,
-        _d: &[String],
-        statuses: &[&str],
-        _limit: Option<usize>,
-    ) -> Result<Vec<Execution>, CloudifyError> {
-        Ok(self
-            .executions
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|e| statuses.is_empty() || statuses.contains(&e.status.as_str()))
-            .cloned()
-            .collect())
-    }
-    async fn start_scale(&self, r: &ScaleRequest) -> Result<Execution, CloudifyError> {
-        // A real POST takes time: yield, so concurrent callers interleave here (without the
-        // per-group mutation lock, every one of them would pass the max check).
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        if *self.fail_scale.lock().expect("lock") {
-            return Err(CloudifyError::Timeout {
-                route: "POST /executions".into(),
-                timeout: Duration::from_secs(1),
-            });
-        }
-        let mut execs = self.executions.lock().expect("lock");
-        let e: Execution = serde_json::from_value(json!({
-            "id": format!("e{}", execs.len()), "workflow_id": "scale", "deployment_id": r.deployment_id,
-            "status": "queued",
-            "parameters": {"scalable_entity_name": r.group, "delta": r.delta, "include_instances": r.include_instances},
-        }))
-        .expect("execution");
-        execs.push(e.clone());
-        self.scales.lock().expect("lock").push(r.clone());
-        Ok(e)
-    }
-    async fn execution(&self, id: &str) -> Result<Execution, CloudifyError> {
-        self.executions
-            .lock()
-            .expect("lock")
-            .iter()
-            .find(|e| e.id == id)
-            .cloned()
-            .ok_or(CloudifyError::Api {
-                route: "GET".into(),
-                status: 404,
-                code: "not_found_error".into(),
-                message: id.into(),
-            })
-    }
-    async fn cancel_execution(&self, id: &str) -> Result<Execution, CloudifyError> {
-        self.cancels.lock().expect("lock").push(id.to_owned());
-        let mut execs = self.executions.lock().expect("lock");
-        let e = execs
-            .iter_mut()
-            .find(|e| e.id == id)
-            .ok_or(CloudifyError::Api {
-                route: "POST".into(),
-                status: 404,
-                code: "not_found_error".into(),
-                message: id.into(),
-            })?;
-        e.status = "cancelled".into();
-        Ok(e.clone())
-    }
+        .expect("deployment")
+    };
+    let node = |id: &str, dep: &str| -> Node {
+        serde_json::from_value(json!({"id": id, "deployment_id": dep,
+            "type_hierarchy": ["cloudify.nodes.Root", "cloudify.nodes.Compute"]}))
+        .expect("node")
+    };
+    Arc::new(
+        FakeCloudify::new("fake", "t")
+            .with_deployments(vec![dep("d", "g", n), dep("other", "o", 1)])
+            .with_nodes(vec![node("g_host", "d"), node("o_host", "other")])
+            .with_instances(instances)
+            .with_scale_latency(Duration::from_millis(5)),
+    )
 }
 
 const YAML: &str = r#"
@@ -194,7 +78,7 @@ async fn service(fake: Arc<FakeCloudify>) -> Arc<NodeGroupService> {
 
 #[tokio::test(start_paused = true)]
 async fn increase_is_bounded_by_max_and_raises_target_at_once() {
-    let fake = FakeCloudify::with_instances(2);
+    let fake = fake_with_instances(2);
     let svc = service(Arc::clone(&fake)).await;
     assert_eq!(svc.target_size("d/g").expect("target"), 2);
     assert!(matches!(
@@ -224,7 +108,7 @@ async fn increase_is_bounded_by_max_and_raises_target_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_increases_are_serialized() {
-    let fake = FakeCloudify::with_instances(1);
+    let fake = fake_with_instances(1);
     let svc = service(Arc::clone(&fake)).await;
     let calls = (0..20).map(|_| {
         let svc = Arc::clone(&svc);
@@ -241,9 +125,9 @@ async fn concurrent_increases_are_serialized() {
 
 #[tokio::test(start_paused = true)]
 async fn cloudify_failure_on_increase_is_unavailable_and_changes_nothing() {
-    let fake = FakeCloudify::with_instances(2);
+    let fake = fake_with_instances(2);
     let svc = service(Arc::clone(&fake)).await;
-    *fake.fail_scale.lock().expect("lock") = true;
+    fake.fail_scales(true);
     assert!(matches!(
         svc.increase_size("d/g", 1).await,
         Err(DomainError::Unavailable { .. })
@@ -253,7 +137,7 @@ async fn cloudify_failure_on_increase_is_unavailable_and_changes_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_deletes_become_one_scale_naming_exact_instances() {
-    let fake = FakeCloudify::with_instances(5);
+    let fake = fake_with_instances(5);
     let svc = service(Arc::clone(&fake)).await;
     let ids = ["g_host_1", "g_host_3", "g_host_4"];
     let calls = ids.iter().map(|vm| {
@@ -307,7 +191,7 @@ async fn concurrent_deletes_become_one_scale_naming_exact_instances() {
 
 #[tokio::test(start_paused = true)]
 async fn foreign_and_unknown_nodes_are_refused_before_any_call() {
-    let fake = FakeCloudify::with_instances(3);
+    let fake = fake_with_instances(3);
     let svc = service(Arc::clone(&fake)).await;
     for bad in [
         "openstack:///nope",
@@ -337,7 +221,7 @@ async fn foreign_and_unknown_nodes_are_refused_before_any_call() {
 
 #[tokio::test(start_paused = true)]
 async fn lookups_by_provider_id_normalized_id_and_name() {
-    let svc = service(FakeCloudify::with_instances(2)).await;
+    let svc = service(fake_with_instances(2)).await;
     let g = |p: &str, n: &str| svc.node_group_for_node(p, n).map(|v| v.id);
     assert_eq!(g("cloudify://t/d/g_host_0", "").as_deref(), Some("d/g"));
     assert_eq!(g("foo:///g_host_1", "").as_deref(), Some("d/g"));
@@ -352,7 +236,7 @@ async fn lookups_by_provider_id_normalized_id_and_name() {
 
 #[tokio::test(start_paused = true)]
 async fn decrease_cancels_or_shrinks_waiting_scale_outs_only() {
-    let fake = FakeCloudify::with_instances(1);
+    let fake = fake_with_instances(1);
     let svc = service(Arc::clone(&fake)).await;
     assert!(matches!(
         svc.decrease_target_size("d/g", -1).await,
@@ -366,7 +250,7 @@ async fn decrease_cancels_or_shrinks_waiting_scale_outs_only() {
     assert_eq!(svc.target_size("d/g").expect("target"), 4);
     svc.decrease_target_size("d/g", -2).await.expect("shrink");
     assert_eq!(svc.target_size("d/g").expect("target"), 2);
-    assert_eq!(fake.cancels.lock().expect("lock").len(), 1);
+    assert_eq!(fake.cancels().len(), 1);
     let scales = fake.scales();
     assert_eq!(
         scales.iter().map(|s| s.delta).collect::<Vec<_>>(),
@@ -387,8 +271,8 @@ async fn decrease_cancels_or_shrinks_waiting_scale_outs_only() {
 
 #[tokio::test(start_paused = true)]
 async fn failed_scale_out_shows_errored_instances_until_deleted() {
-    let fake = FakeCloudify::with_instances(2);
-    fake.executions.lock().expect("lock").push(
+    let fake = fake_with_instances(2);
+    fake.push_execution(
         serde_json::from_value(json!({"id": "ef", "workflow_id": "scale", "deployment_id": "d", "status": "failed",
             "error": "Quota exceeded for cores", "parameters": {"scalable_entity_name": "g", "delta": 2}}))
         .expect("execution"),
@@ -429,7 +313,7 @@ async fn failed_scale_out_shows_errored_instances_until_deleted() {
 
 #[tokio::test(start_paused = true)]
 async fn optional_features_are_unimplemented_unless_configured() {
-    let svc = service(FakeCloudify::with_instances(1)).await;
+    let svc = service(fake_with_instances(1)).await;
     assert!(matches!(
         svc.template_node_info("d/g"),
         Err(DomainError::NotImplemented(_))
