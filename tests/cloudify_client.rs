@@ -29,12 +29,11 @@ fn settings(url: &str, password: &str) -> ClientSettings {
 }
 
 async fn sim_requests(url: &str) -> serde_json::Value {
-    reqwest::get(format!("{url}/_sim/requests"))
+    let log = cloudify_sim::SimControl::new(url)
+        .requests()
         .await
-        .expect("requests")
-        .json()
-        .await
-        .expect("json")
+        .expect("sim requests");
+    serde_json::to_value(log).expect("json")
 }
 
 #[tokio::test]

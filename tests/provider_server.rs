@@ -283,14 +283,7 @@ async fn wrong_credentials_show_in_readiness_and_stop_login_attempts() {
     let mut client = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
         .await
         .expect("connect");
-    let before: serde_json::Value = http
-        .get(format!("{}/_sim/requests", sim.url()))
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("j");
+    let before = sim.control().requests().await.expect("sim requests");
     for _ in 0..5 {
         let e = client
             .refresh(proto::RefreshRequest {})
@@ -298,16 +291,9 @@ async fn wrong_credentials_show_in_readiness_and_stop_login_attempts() {
             .expect_err("not ready");
         assert_eq!(e.code(), tonic::Code::Unavailable);
     }
-    let after: serde_json::Value = http
-        .get(format!("{}/_sim/requests", sim.url()))
-        .send()
-        .await
-        .expect("r")
-        .json()
-        .await
-        .expect("j");
+    let after = sim.control().requests().await.expect("sim requests");
     assert_eq!(
-        before["total"], after["total"],
+        before.total, after.total,
         "no login attempts during the back-off"
     );
     app.shutdown().await;

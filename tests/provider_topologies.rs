@@ -55,13 +55,12 @@ node_groups:
     env.increase("west:k8s-pool-a/workers", 1)
         .await
         .expect("increase");
-    let west = reqwest::get(format!("{}/_sim/requests", other.url()))
-        .await
-        .expect("req")
-        .json::<serde_json::Value>()
-        .await
-        .expect("json");
-    assert_eq!(west["routes"]["POST /api/v3.1/executions"], 1, "{west}");
+    let west = other.control().requests().await.expect("sim requests");
+    assert_eq!(
+        west.routes.get("POST /api/v3.1/executions"),
+        Some(&1),
+        "{west:?}"
+    );
     assert_eq!(env.route_count("POST /api/v3.1/executions").await, 0);
     let instances = env.nodes("west:k8s-pool-a/workers").await;
     let id = instances[0].id.clone();

@@ -66,17 +66,20 @@ pub async fn start_sim(s: Scenario) -> SimulatorHandle {
         .expect("simulator starts")
 }
 
-/// Test-side control of the simulator: faults, request counts, REST reads as admin.
+/// Test-side control of the simulator: faults and request counts through its typed control
+/// client, REST reads as admin.
 #[derive(Clone)]
 pub struct SimCtl {
     pub url: String,
     pub http: reqwest::Client,
+    control: cloudify_sim::SimControl,
 }
 
 impl SimCtl {
     pub fn new(url: &str) -> SimCtl {
         SimCtl {
             url: url.to_owned(),
+            control: cloudify_sim::SimControl::new(url),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -84,34 +87,19 @@ impl SimCtl {
         }
     }
 
+    /// Merges `body` (a `/_sim/faults` patch as JSON) into the simulator's faults.
     pub async fn faults(&self, body: Value) {
-        let r = self
-            .http
-            .post(format!("{}/_sim/faults", self.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("faults");
-        assert!(r.status().is_success(), "faults: {}", r.status());
+        let patch: cloudify_sim::FaultsPatch =
+            serde_json::from_value(body).expect("a /_sim/faults patch");
+        self.control.set_faults(&patch).await.expect("faults");
     }
 
     pub async fn clear_faults(&self) {
-        self.http
-            .delete(format!("{}/_sim/faults", self.url))
-            .send()
-            .await
-            .expect("faults");
+        self.control.clear_faults().await.expect("faults");
     }
 
     pub async fn requests(&self) -> Value {
-        self.http
-            .get(format!("{}/_sim/requests", self.url))
-            .send()
-            .await
-            .expect("sim requests")
-            .json()
-            .await
-            .expect("json")
+        serde_json::to_value(self.control.requests().await.expect("sim requests")).expect("json")
     }
 
     pub async fn total(&self) -> u64 {

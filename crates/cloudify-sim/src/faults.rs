@@ -35,19 +35,38 @@ pub struct Faults {
     pub churn_next_pages: u64,
 }
 
-/// A partial update of [`Faults`] (`POST /_sim/faults`).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A partial update of [`Faults`] (`POST /_sim/faults`): the fields that are set replace the
+/// current ones, the others stay. [`crate::SimControl::set_faults`] sends one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FaultsPatch {
-    latency_ms: Option<u64>,
-    error_rate: Option<f64>,
-    down: Option<bool>,
-    fail_next_executions: Option<u64>,
-    fail_reason: Option<String>,
-    hold_executions: Option<bool>,
-    started_window_ms: Option<u64>,
-    reject_next_execution_posts: Option<u64>,
-    churn_next_pages: Option<u64>,
+pub struct FaultsPatch {
+    /// See [`Faults::latency_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// See [`Faults::error_rate`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    /// See [`Faults::down`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down: Option<bool>,
+    /// See [`Faults::fail_next_executions`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_next_executions: Option<u64>,
+    /// See [`Faults::fail_reason`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_reason: Option<String>,
+    /// See [`Faults::hold_executions`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_executions: Option<bool>,
+    /// See [`Faults::started_window_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_window_ms: Option<u64>,
+    /// See [`Faults::reject_next_execution_posts`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_next_execution_posts: Option<u64>,
+    /// See [`Faults::churn_next_pages`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn_next_pages: Option<u64>,
 }
 
 /// Failure text used when a test injects failures without saying why.

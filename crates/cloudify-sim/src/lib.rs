@@ -21,9 +21,11 @@
 //!   paging; `search`: label/attribute `filter_rules`.
 //! - `auth`: basic/token auth, lockout, `Tenant`; `executions`: POST validation, queueing,
 //!   cancel; `workflow`: the `scale` workflow and the per-deployment FIFO runner.
-//! - `faults`: `/_sim` fault injection and request counts; `routes` + `server`: axum glue.
+//! - `faults`: `/_sim` fault injection and request counts; `control`: the typed client for
+//!   them ([`SimControl`]); `routes` + `server`: axum glue.
 
 mod auth;
+mod control;
 mod error;
 mod executions;
 mod faults;
@@ -40,8 +42,9 @@ mod workflow;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use control::{ControlError, SimControl};
 pub use error::SimError;
-pub use faults::{Faults, RequestLog};
+pub use faults::{Faults, FaultsPatch, RequestLog};
 pub use scenario::{
     AuthPolicy, DeploymentSpec, GroupSpec, LabelValues, Scenario, Timing, UserSpec,
 };

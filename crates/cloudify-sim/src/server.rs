@@ -145,6 +145,11 @@ impl SimulatorHandle {
         format!("http://{}", self.addr)
     }
 
+    /// The typed client of this simulator's `/_sim` faults and request counts.
+    pub fn control(&self) -> crate::SimControl {
+        crate::SimControl::new(&self.url())
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

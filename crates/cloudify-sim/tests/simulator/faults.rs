@@ -83,3 +83,61 @@ async fn requests_are_counted_per_templated_route() {
     let (_, log) = api.call(Method::GET, "/_sim/requests", None).await;
     assert_eq!(log["total"], 0);
 }
+
+#[tokio::test]
+async fn the_typed_control_client_sets_faults_and_reads_counts() {
+    let sim = start_default().await;
+    let control = sim.handle.control();
+    let set = control
+        .set_faults(&cloudify_sim::FaultsPatch {
+            down: Some(true),
+            latency_ms: Some(20),
+            ..Default::default()
+        })
+        .await
+        .expect("set");
+    assert!(set.down);
+    assert_eq!(set.latency_ms, 20);
+    assert_eq!(control.faults().await.expect("get"), set);
+    assert_error(&sim.api.get("/ok").await, 503, "maintenance_mode_active");
+    // A patch only replaces what it names.
+    let set = control
+        .set_faults(&cloudify_sim::FaultsPatch {
+            down: Some(false),
+            ..Default::default()
+        })
+        .await
+        .expect("set");
+    assert_eq!((set.down, set.latency_ms), (false, 20));
+    // The simulator's refusal reaches the caller as a status with its body.
+    let refused = control
+        .set_faults(&cloudify_sim::FaultsPatch {
+            error_rate: Some(2.0),
+            ..Default::default()
+        })
+        .await
+        .expect_err("error_rate 2.0 is refused");
+    assert!(
+        matches!(&refused, cloudify_sim::ControlError::Status { status: 400, body, .. } if body.contains("error_rate")),
+        "{refused}"
+    );
+    assert_eq!(
+        control.clear_faults().await.expect("clear"),
+        Default::default()
+    );
+    sim.api.get_ok("/deployments").await;
+    let log = control.requests().await.expect("requests");
+    assert_eq!(
+        log.routes.get("GET /api/v3.1/deployments"),
+        Some(&1),
+        "{log:?}"
+    );
+    control.reset_requests().await.expect("reset");
+    assert_eq!(control.requests().await.expect("requests").total, 0);
+    // A simulator that is gone is a transport error, not a panic.
+    sim.handle.shutdown().await;
+    assert!(matches!(
+        control.faults().await,
+        Err(cloudify_sim::ControlError::Http { .. })
+    ));
+}
