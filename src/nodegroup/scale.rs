@@ -62,7 +62,7 @@ impl NodeGroupService {
         Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
-        let snap = self.inventory.snapshot();
+        let snap = self.leader_snapshot().await?;
         let g = Self::group(&snap, id)?;
         let target = rt.target(g, &snap);
         if i64::from(target) + i64::from(delta) > i64::from(g.max) {
@@ -81,6 +81,8 @@ impl NodeGroupService {
             delta: i64::from(delta),
             include_instances: Vec::new(),
         };
+        // Asked again right before the POST: the lease may have lapsed while we waited.
+        self.leader_term()?;
         let execution = cloudify.start_scale(&request).await.map_err(|e| {
             self.metrics.scale("up", "error");
             tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
@@ -100,6 +102,8 @@ impl NodeGroupService {
             group = id, delta, from = target, to = target + delta, execution = %execution.id,
             status = %execution.status, "scale-out queued in Cloudify"
         );
+        self.inventory.trigger_refresh();
+        self.follow_execution(cloudify, execution.id);
         Ok(())
     }
 
@@ -125,7 +129,7 @@ impl NodeGroupService {
         Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
-        let snap = self.inventory.snapshot();
+        let snap = self.leader_snapshot().await?;
         let g = Self::group(&snap, id)?;
         let need = delta.saturating_neg();
         // Newest first: local scale-outs the snapshot does not show yet, then waiting ones.
@@ -161,6 +165,7 @@ impl NodeGroupService {
             )));
         }
         let cloudify = self.source(g)?;
+        self.leader_term()?;
         let mut remaining = need;
         let mut cancelled = Vec::new();
         let mut applied = 0;
@@ -199,6 +204,7 @@ impl NodeGroupService {
                 by = applied,
                 "target decreased by cancelling waiting scale-outs"
             );
+            self.inventory.trigger_refresh();
         }
         outcome
     }
@@ -244,6 +250,8 @@ impl NodeGroupService {
         id: &str,
         nodes: &[NodeRef],
     ) -> Result<(), DomainError> {
+        // A follower refuses before batching (the flush asks again before its POST).
+        self.leader_term()?;
         let snap = self.inventory.snapshot();
         let g = Self::group(&snap, id)?;
         if nodes.is_empty() {
@@ -368,6 +376,7 @@ impl NodeGroupService {
                         .extend(batch.instances.iter().map(|(_, v)| v.clone()));
                 });
                 self.metrics.scale("down", "accepted");
+                self.inventory.trigger_refresh();
                 let named: Vec<String> = batch.instances.iter().map(|(_, v)| v.clone()).collect();
                 tracing::info!(group = id, execution = %exec_id, instances = ?named, "scale-in queued in Cloudify");
                 let this = Arc::clone(self);
@@ -393,9 +402,10 @@ impl NodeGroupService {
         id: &str,
         instances: &[(String, String)],
     ) -> Result<(String, NodeGroup), DomainError> {
-        let snap = self.inventory.snapshot();
+        let snap = self.leader_snapshot().await?;
         let g = Self::group(&snap, id)?;
         let cloudify = self.source(g)?;
+        self.leader_term()?;
         let include: Vec<String> = instances.iter().map(|(_, v)| v.clone()).collect();
         let request = ScaleRequest {
             deployment_id: g.deployment.clone(),
