@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use crate::cloudify::{Cloudify, CloudifyClient, CloudifyError};
 use crate::config::Config;
+use crate::config::LeaseMode;
 use crate::grpc::{Provider, ServeError, ServerHandle};
 use crate::inventory::Inventory;
+use crate::kube::lease::LeaseElection;
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
 use crate::observability::http::{Readiness, ReadinessFn};
 use crate::observability::metrics::Metrics;
@@ -26,6 +28,9 @@ pub enum AppError {
     /// The gRPC server could not start.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// Leader election was asked for (`lease.enabled: true`) but cannot run.
+    #[error("leader election: {0}")]
+    Lease(String),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {addr} (http): {source}")]
     HttpBind {
@@ -49,16 +54,51 @@ pub struct App {
     pub inventory: Arc<Inventory>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// The leader election, when a Lease is used (`None`: a sole replica).
+    pub election: Option<LeaseElection>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
-    /// Stops everything.
+    /// Stops everything. A leader stops mutating and releases its lease first, so the other
+    /// replica takes over at once instead of after the lease duration (rolling updates).
     pub async fn shutdown(self) {
+        if let Some(e) = self.election {
+            e.stop(Duration::from_secs(3)).await;
+        }
         for t in &self.background {
             t.abort();
         }
         self.grpc.shutdown().await;
+    }
+}
+
+/// Starts leader election when the configuration asks for it (or, in `auto`, when Kubernetes
+/// credentials are present).
+async fn election(config: &Config) -> Result<Option<LeaseElection>, AppError> {
+    if config.lease.mode == LeaseMode::Off {
+        return Ok(None);
+    }
+    let client = crate::kube::connect()
+        .await
+        .map_err(|e| AppError::Lease(e.to_string()))?;
+    match (client, config.lease.mode) {
+        (Some(client), _) => Ok(Some(crate::kube::lease::start(
+            client,
+            &config.lease,
+            crate::kube::lease::identity(),
+        ))),
+        (None, LeaseMode::On) => Err(AppError::Lease(
+            "lease.enabled is true but no Kubernetes credentials were found (in-cluster service \
+             account, KUBECONFIG or ~/.kube/config)"
+                .into(),
+        )),
+        (None, _) => {
+            tracing::info!(
+                "no Kubernetes credentials: running as the only replica (no leader election)"
+            );
+            Ok(None)
+        }
     }
 }
 
@@ -96,6 +136,18 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
     let service = NodeGroupService::new(Arc::clone(&inventory), Arc::clone(&metrics), settings);
 
     let mut background = vec![inventory.spawn_refresh_loop(config.refresh_interval)];
+    let election = election(config).await?;
+    if let Some(e) = &election {
+        service.set_leadership(Arc::clone(&e.gate) as Arc<dyn crate::nodegroup::Leadership>);
+    }
+    let lease_view = election.as_ref().map(|e| {
+        (
+            Arc::clone(&e.gate),
+            e.leading.clone(),
+            e.identity.clone(),
+            config.lease.name.clone(),
+        )
+    });
 
     let readiness: ReadinessFn = {
         let inventory = Arc::clone(&inventory);
@@ -108,9 +160,36 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
                 .iter()
                 .filter_map(|c| c.auth_problem().map(|m| format!("{}: {m}", c.name())))
                 .collect();
+            // Only the leader is Ready, so the Service sends CA to it; followers keep their
+            // snapshot warm and answer reads for whoever connects directly.
+            let (leader, lease) = match &lease_view {
+                None => (true, serde_json::Value::Null),
+                Some((gate, leading, identity, name)) => {
+                    let (holder, problem) = gate.describe();
+                    let leader = *leading.borrow();
+                    (
+                        leader,
+                        serde_json::json!({
+                            "name": name,
+                            "identity": identity,
+                            "leader": leader,
+                            "holder": holder,
+                            "problem": problem,
+                            "reason": if leader { None } else {
+                                Some(problem.clone().unwrap_or_else(|| match &holder {
+                                    Some(h) => format!("not the leader; {h} holds the lease"),
+                                    None => "not the leader; waiting for the lease".into(),
+                                }))
+                            },
+                        }),
+                    )
+                }
+            };
             Readiness {
-                ready: st.ready && auth.is_empty(),
+                ready: st.ready && auth.is_empty() && leader,
                 detail: serde_json::json!({
+                    "leader": leader,
+                    "lease": lease,
                     "snapshot_loaded": st.ready,
                     "snapshot_age_seconds": if st.ready { Some(st.snapshot_age.as_secs_f64()) } else { None },
                     "groups": st.groups,
@@ -144,12 +223,34 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
         Provider::new(Arc::clone(&service), Arc::clone(&metrics)),
     )
     .await?;
+    if let Some(e) = &election {
+        let mut leading = e.leading.clone();
+        let close = grpc.connection_closer();
+        let inventory = Arc::clone(&inventory);
+        background.push(tokio::spawn(async move {
+            let mut was = *leading.borrow_and_update();
+            while leading.changed().await.is_ok() {
+                let now = *leading.borrow_and_update();
+                match (was, now) {
+                    // CA holds long-lived HTTP/2 connections: drop them so it reconnects,
+                    // through the Service, to the new leader.
+                    (true, false) => close(),
+                    // Catch up with what the previous leader did before the first mutation
+                    // needs it (the domain would refresh then anyway).
+                    (false, true) => inventory.trigger_refresh(),
+                    _ => {}
+                }
+                was = now;
+            }
+        }));
+    }
     Ok(App {
         grpc,
         http_addr,
         service,
         inventory,
         metrics,
+        election,
         background,
     })
 }
