@@ -120,6 +120,13 @@ fn sample_max_target(
     (task, max)
 }
 
+/// CA's Refresh, then a fresh snapshot: the RPC only asks the background refresher (issue #13),
+/// and these checks read right after it.
+async fn ca_refresh(c: &mut CloudProviderClient<Channel>, app: &App) {
+    refresh(c).await.expect("refresh");
+    let _ = app.inventory.refresh().await;
+}
+
 fn quick() -> Timing {
     // Short but non-zero: executions sit in pending/started long enough to race with refreshes.
     Timing {
@@ -342,7 +349,7 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
         .await;
     increase(c, WORKERS, 2).await.expect("accepted");
     env.ctl.wait_executions_done(Duration::from_secs(30)).await;
-    refresh(c).await.expect("refresh");
+    ca_refresh(c, &env.app).await;
     let inst = instances(c, WORKERS).await;
     let errored: Vec<&proto::Instance> = inst
         .iter()
@@ -376,7 +383,7 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
     let fakes = errored.iter().map(|i| node(&i.id, "")).collect();
     delete(c, WORKERS, fakes).await.expect("fake nodes deleted");
     let t_after = target(c, WORKERS).await;
-    refresh(c).await.expect("refresh");
+    ca_refresh(c, &env.app).await;
     let t_after_refresh = target(c, WORKERS).await;
     let left = instances(c, WORKERS).await;
     assert_eq!(env.ctl.route("POST /api/v3.1/executions").await, posts);
@@ -390,7 +397,7 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
         .await;
     increase(c, WORKERS, 1).await.expect("accepted");
     env.ctl.wait_executions_done(Duration::from_secs(30)).await;
-    refresh(c).await.expect("refresh");
+    ca_refresh(c, &env.app).await;
     let other = instances(c, WORKERS)
         .await
         .into_iter()
@@ -411,7 +418,7 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
         .await
         .expect("accepted");
     env.ctl.wait_executions_done(Duration::from_secs(30)).await;
-    refresh(c).await.expect("refresh");
+    ca_refresh(c, &env.app).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // the provider's verification poll
     let after = instances(c, WORKERS).await;
     let vms = env.ctl.worker_vms().await;

@@ -174,14 +174,40 @@ impl Env {
         }
     }
 
-    /// CA's Refresh RPC, then a wait for a snapshot fetched after it: the RPC itself only asks
-    /// the background refresher (issue #13), so a test that reads right after needs the wait.
+    /// CA's Refresh RPC, then a wait until the background refresh it asked for has finished
+    /// (ok or not): the RPC itself never waits on Cloudify (issue #13), and tests read right
+    /// after. TEST_CONFIG's `max_age: 0s` makes every Refresh ask for one.
     pub async fn refresh(&mut self) {
+        let done = |app: &App| {
+            ["ok", "error"]
+                .iter()
+                .map(|r| {
+                    app.metrics
+                        .refreshes
+                        .get_or_create(&autoscaler_cloudify::observability::metrics::ResultLabels {
+                            result: (*r).into(),
+                        })
+                        .get()
+                })
+                .sum::<u64>()
+        };
+        let before = done(&self.app);
+        let asked = Instant::now();
         self.client
             .refresh(proto::RefreshRequest {})
             .await
             .expect("refresh");
-        let _ = self.app.inventory.refresh().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // A snapshot fetched after the call, or a refresh that failed since.
+        while self.app.inventory.snapshot().fetched_at < asked
+            && !(done(&self.app) > before && self.app.inventory.status().last_error.is_some())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no refresh after the Refresh RPC"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     pub async fn target(&mut self, id: &str) -> i32 {
