@@ -167,6 +167,10 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
                 Some((gate, leading, identity, name)) => {
                     let (holder, problem) = gate.describe();
                     let leader = *leading.borrow();
+                    // The gate's own words: another holder, a lapsed renewal, an API problem.
+                    let reason = crate::nodegroup::Leadership::check(gate.as_ref())
+                        .err()
+                        .map(|e| e.to_string());
                     (
                         leader,
                         serde_json::json!({
@@ -175,12 +179,7 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
                             "leader": leader,
                             "holder": holder,
                             "problem": problem,
-                            "reason": if leader { None } else {
-                                Some(problem.clone().unwrap_or_else(|| match &holder {
-                                    Some(h) => format!("not the leader; {h} holds the lease"),
-                                    None => "not the leader; waiting for the lease".into(),
-                                }))
-                            },
+                            "reason": if leader { None } else { reason },
                         }),
                     )
                 }

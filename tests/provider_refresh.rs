@@ -6,6 +6,7 @@ mod provider_support;
 
 use std::time::{Duration, Instant};
 
+use autoscaler_cloudify::nodegroup::{LeaderTerm, Leadership, NotLeader};
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::simulator::{Scenario, Timing};
 use provider_support::*;
@@ -78,6 +79,78 @@ async fn mutations_and_ended_executions_trigger_a_refresh() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    env.wait_executions_done().await;
+    env.shutdown().await;
+}
+
+/// A leadership gate the test sets by hand (the Lease is tested in tests/ha_lease.rs).
+struct ManualGate(std::sync::Mutex<Result<LeaderTerm, NotLeader>>);
+
+impl Leadership for ManualGate {
+    fn check(&self) -> Result<LeaderTerm, NotLeader> {
+        self.0
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+/// A follower refuses every mutation with UNAVAILABLE naming the leader, before any Cloudify
+/// call; a new leader decides on a snapshot fetched after its term began, so what the previous
+/// leader queued counts (without the catch-up, IncreaseSize(8) below would pass 2 + 8 <= 10 on
+/// the stale snapshot and scale to 17).
+#[tokio::test]
+async fn mutations_follow_the_leadership_gate() {
+    let mut env = start_with(
+        Scenario::default_demo()
+            .with_timing(Timing::instant())
+            .with_seed(7),
+        TEST_CONFIG,
+    )
+    .await;
+    let gate = std::sync::Arc::new(ManualGate(std::sync::Mutex::new(Err(NotLeader {
+        holder: Some("replica-b-1234".into()),
+        reason: "another replica holds the lease".into(),
+    }))));
+    assert!(env.app.service.set_leadership(gate.clone()));
+    let posts = env.route_count("POST /api/v3.1/executions").await;
+    for e in [
+        env.increase(WORKERS, 1).await.expect_err("follower"),
+        env.delete(WORKERS, &["whatever"])
+            .await
+            .expect_err("follower"),
+    ] {
+        assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("replica-b-1234"), "{}", e.message());
+    }
+    assert_eq!(env.route_count("POST /api/v3.1/executions").await, posts);
+    assert_eq!(env.target(WORKERS).await, 2, "reads still answer");
+
+    // The previous leader queued +7 just before it lost the lease; this replica's snapshot is
+    // older (periodic refresh off).
+    env.faults(serde_json::json!({"hold_executions": true}))
+        .await;
+    let r = env
+        .http
+        .post(format!("{}/api/v3.1/executions", env.sim.url()))
+        .basic_auth("admin", Some("admin"))
+        .header("Tenant", "default_tenant")
+        .json(
+            &serde_json::json!({"deployment_id": "k8s-pool-a", "workflow_id": "scale",
+            "parameters": {"scalable_entity_name": "workers", "delta": 7}, "queue": true}),
+        )
+        .send()
+        .await
+        .expect("post");
+    assert!(r.status().is_success(), "{}", r.status());
+    *gate.0.lock().expect("gate") = Ok(LeaderTerm {
+        since: Some(std::time::Instant::now()),
+        expires: None,
+    });
+    let e = env.increase(WORKERS, 8).await.expect_err("above max");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    assert_eq!(env.target(WORKERS).await, 9);
+    env.clear_faults().await;
     env.wait_executions_done().await;
     env.shutdown().await;
 }

@@ -58,12 +58,13 @@ fn random_suffix() -> String {
 pub struct LeaderClock {
     identity: String,
     renew_deadline: Duration,
+    duration: Duration,
     /// kube-lease-manager says this replica holds the lease.
     elected: bool,
     /// The holder the Lease names (as last seen).
     holder: Option<String>,
-    /// Until when a renewal by this replica was seen to hold: `renewTime + renew_deadline`.
-    valid_until: Option<Instant>,
+    /// This replica's last renewal seen in the Lease (`renewTime`, on the monotonic clock).
+    renewed_at: Option<Instant>,
     /// When the current term began (the gate last opened).
     term_since: Option<std::time::Instant>,
     /// Whether the gate was open at the last [`LeaderClock::tick`].
@@ -74,13 +75,14 @@ pub struct LeaderClock {
 
 impl LeaderClock {
     /// A clock for `identity`; the gate is closed until a renewal is seen.
-    pub fn new(identity: impl Into<String>, renew_deadline: Duration) -> Self {
+    pub fn new(identity: impl Into<String>, renew_deadline: Duration, duration: Duration) -> Self {
         LeaderClock {
             identity: identity.into(),
             renew_deadline,
+            duration,
             elected: false,
             holder: None,
-            valid_until: None,
+            renewed_at: None,
             term_since: None,
             was_open: false,
             problem: None,
@@ -92,7 +94,7 @@ impl LeaderClock {
     pub fn set_elected(&mut self, elected: bool) {
         self.elected = elected;
         if !elected {
-            self.valid_until = None;
+            self.renewed_at = None;
         }
     }
 
@@ -109,14 +111,14 @@ impl LeaderClock {
         let mine = holder.as_deref() == Some(self.identity.as_str());
         self.holder = holder;
         if !mine {
-            self.valid_until = None;
+            self.renewed_at = None;
             return;
         }
         if let Some(renewed) = renew_time {
             // A renewTime in the future (a clock step) counts as "just now", never as more.
             let age = wall_now.duration_since(renewed).unwrap_or(Duration::ZERO);
-            let until = now + self.renew_deadline.saturating_sub(age);
-            self.valid_until = Some(self.valid_until.map_or(until, |v| v.max(until)));
+            let at = now.checked_sub(age).unwrap_or(now);
+            self.renewed_at = Some(self.renewed_at.map_or(at, |v| v.max(at)));
         }
     }
 
@@ -127,12 +129,17 @@ impl LeaderClock {
 
     /// Whether this replica may mutate at `now`.
     pub fn is_open(&self, now: Instant) -> bool {
-        self.elected && self.valid_until.is_some_and(|v| now < v)
+        self.elected && self.valid_until().is_some_and(|v| now < v)
+    }
+
+    /// `renewTime + renew_deadline`: until when the last renewal lets this replica mutate.
+    fn valid_until(&self) -> Option<Instant> {
+        self.renewed_at.map(|r| r + self.renew_deadline)
     }
 
     /// When the gate closes by itself, if it is open.
     pub fn closes_at(&self, now: Instant) -> Option<Instant> {
-        self.valid_until.filter(|_| self.is_open(now))
+        self.valid_until().filter(|_| self.is_open(now))
     }
 
     /// Re-evaluates the gate at `now`: starts a new term when it opens, and returns
@@ -155,6 +162,8 @@ impl LeaderClock {
         if self.is_open(now) && self.was_open {
             return Ok(LeaderTerm {
                 since: self.term_since,
+                // Others may take over `duration` after the renewal (their clocks agreeing).
+                expires: self.renewed_at.map(|r| (r + self.duration).into_std()),
             });
         }
         let reason = if let Some(p) = &self.problem {
@@ -256,7 +265,11 @@ pub fn start(client: kube::Client, settings: &LeaseConfig, identity: String) -> 
         })
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let gate = Arc::new(LeaseGate {
-        clock: Mutex::new(LeaderClock::new(identity.clone(), settings.renew_deadline)),
+        clock: Mutex::new(LeaderClock::new(
+            identity.clone(),
+            settings.renew_deadline,
+            settings.duration,
+        )),
     });
     let (leading_tx, leading) = watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -453,12 +466,8 @@ mod tests {
     const LEASE: Duration = Duration::from_secs(15);
 
     fn renewed_now(c: &mut LeaderClock, id: &str) {
-        c.observe(
-            Some(id.into()),
-            Some(SystemTime::now()),
-            Instant::now(),
-            SystemTime::now(),
-        );
+        let wall = SystemTime::now();
+        c.observe(Some(id.into()), Some(wall), Instant::now(), wall);
     }
 
     /// The gate closes when the local renew deadline passes without a renewal, even though
@@ -466,7 +475,7 @@ mod tests {
     /// strictly before the lease could expire for another replica.
     #[tokio::test(start_paused = true)]
     async fn gate_closes_at_the_renew_deadline_before_the_lease_expires() {
-        let mut c = LeaderClock::new("me", DEADLINE);
+        let mut c = LeaderClock::new("me", DEADLINE, LEASE);
         assert!(c.check(Instant::now()).is_err(), "closed before election");
         c.set_elected(true);
         assert!(
@@ -478,6 +487,11 @@ mod tests {
         assert_eq!(c.tick(Instant::now()), Some(true));
         let term = c.check(Instant::now()).expect("open after a renewal");
         assert!(term.since.is_some());
+        assert_eq!(
+            term.expires,
+            Some((renewed + LEASE).into_std()),
+            "calls end by expiry"
+        );
 
         tokio::time::advance(DEADLINE - Duration::from_millis(1)).await;
         assert_eq!(c.tick(Instant::now()), None);
@@ -509,7 +523,7 @@ mod tests {
     /// An old renewTime only buys what is left of the deadline.
     #[tokio::test(start_paused = true)]
     async fn a_late_observed_renewal_counts_from_its_renew_time() {
-        let mut c = LeaderClock::new("me", DEADLINE);
+        let mut c = LeaderClock::new("me", DEADLINE, LEASE);
         c.set_elected(true);
         let wall = SystemTime::now();
         c.observe(
@@ -528,7 +542,7 @@ mod tests {
     /// Another holder in the Lease closes the gate at once and is named to the caller.
     #[tokio::test(start_paused = true)]
     async fn another_holder_closes_the_gate_and_is_named() {
-        let mut c = LeaderClock::new("me", DEADLINE);
+        let mut c = LeaderClock::new("me", DEADLINE, LEASE);
         c.set_elected(true);
         renewed_now(&mut c, "me");
         c.tick(Instant::now());
@@ -542,7 +556,7 @@ mod tests {
     /// The manager reporting loss closes the gate even with a fresh renewal.
     #[tokio::test(start_paused = true)]
     async fn loss_reported_by_the_manager_closes_the_gate() {
-        let mut c = LeaderClock::new("me", DEADLINE);
+        let mut c = LeaderClock::new("me", DEADLINE, LEASE);
         c.set_elected(true);
         renewed_now(&mut c, "me");
         c.tick(Instant::now());

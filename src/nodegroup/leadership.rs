@@ -35,6 +35,10 @@ pub struct LeaderTerm {
     /// it, so the domain mutates only on a snapshot fetched after this instant (Cloudify is the
     /// source of truth; the overlay of a former term, or of no term, is not).
     pub since: Option<Instant>,
+    /// The earliest instant another replica could take over (the lease's expiry as others
+    /// compute it), `None` for a sole replica. A Cloudify call started in this term must be
+    /// answered before it, or its outcome is unknown to the next leader's catch-up refresh.
+    pub expires: Option<Instant>,
 }
 
 /// Whether this process may mutate Cloudify now.
@@ -50,6 +54,9 @@ pub struct SoleReplica;
 
 impl Leadership for SoleReplica {
     fn check(&self) -> Result<LeaderTerm, NotLeader> {
-        Ok(LeaderTerm { since: None })
+        Ok(LeaderTerm {
+            since: None,
+            expires: None,
+        })
     }
 }

@@ -147,6 +147,28 @@ impl NodeGroupService {
         }
     }
 
+    /// Runs one Cloudify mutation inside the current term: it must be answered before another
+    /// replica could take the lease, or the caller gets `UNAVAILABLE` (the call is abandoned; if
+    /// Cloudify still accepted it, every replica's next refresh counts it).
+    async fn within_term<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, DomainError>>,
+    ) -> Result<T, DomainError> {
+        let term = self.leader_term()?;
+        let Some(expires) = term.expires else {
+            return call.await;
+        };
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(expires), call).await {
+            Ok(r) => r,
+            Err(_) => Err(DomainError::Unavailable {
+                message: "the leadership term ended while Cloudify was answering; the next \
+                          refresh shows whether the call took effect"
+                    .into(),
+                source: None,
+            }),
+        }
+    }
+
     /// The snapshot a mutation may decide on: for a new term, one fetched after the term began
     /// (the previous leader's executions are then in it), refreshing first if needed.
     async fn leader_snapshot(&self) -> Result<Arc<Snapshot>, DomainError> {

@@ -82,12 +82,15 @@ impl NodeGroupService {
             include_instances: Vec::new(),
         };
         // Asked again right before the POST: the lease may have lapsed while we waited.
-        self.leader_term()?;
-        let execution = cloudify.start_scale(&request).await.map_err(|e| {
-            self.metrics.scale("up", "error");
-            tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
-            DomainError::from(e)
-        })?;
+        let execution = self
+            .within_term(async {
+                cloudify.start_scale(&request).await.map_err(|e| {
+                    self.metrics.scale("up", "error");
+                    tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
+                    DomainError::from(e)
+                })
+            })
+            .await?;
         rt.with_overlay(&snap, |o| {
             o.changes.push(LocalChange {
                 accepted_at: Instant::now(),
@@ -165,7 +168,6 @@ impl NodeGroupService {
             )));
         }
         let cloudify = self.source(g)?;
-        self.leader_term()?;
         let mut remaining = need;
         let mut cancelled = Vec::new();
         let mut applied = 0;
@@ -175,7 +177,13 @@ impl NodeGroupService {
                 break;
             }
             match self
-                .cancel_or_shrink(cloudify.as_ref(), g, &exec_id, exec_delta, remaining)
+                .within_term(self.cancel_or_shrink(
+                    cloudify.as_ref(),
+                    g,
+                    &exec_id,
+                    exec_delta,
+                    remaining,
+                ))
                 .await
             {
                 Ok(removed) => {
@@ -405,7 +413,6 @@ impl NodeGroupService {
         let snap = self.leader_snapshot().await?;
         let g = Self::group(&snap, id)?;
         let cloudify = self.source(g)?;
-        self.leader_term()?;
         let include: Vec<String> = instances.iter().map(|(_, v)| v.clone()).collect();
         let request = ScaleRequest {
             deployment_id: g.deployment.clone(),
@@ -413,7 +420,9 @@ impl NodeGroupService {
             delta: -i64::try_from(include.len()).unwrap_or(i64::MAX),
             include_instances: include,
         };
-        let execution = cloudify.start_scale(&request).await?;
+        let execution = self
+            .within_term(async { Ok(cloudify.start_scale(&request).await?) })
+            .await?;
         Ok((execution.id, g.clone()))
     }
 }

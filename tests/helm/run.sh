@@ -117,7 +117,7 @@ expect_in() { # TEXT PATTERN... (fixed strings)
 
 check_default_render() {
   local f=$OUT/default.yaml dep cc cert host
-  expect_kinds "$f" "Deployment=1 Service=1 ServiceAccount=1 ConfigMap=2 Secret=1 Certificate=3 Issuer=2 NetworkPolicy=1 PodDisruptionBudget=1 ServiceMonitor=0 Pod=1" || return 1
+  expect_kinds "$f" "Deployment=1 Service=1 ServiceAccount=1 ConfigMap=2 Secret=1 Certificate=3 Issuer=2 NetworkPolicy=1 PodDisruptionBudget=1 ServiceMonitor=0 Pod=1 Role=1 RoleBinding=1" || return 1
   dep=$(doc_of "$f" Deployment autoscaler-cloudify)
   expect_in "$dep" "runAsNonRoot: true" "readOnlyRootFilesystem: true" "allowPrivilegeEscalation: false" \
     "- ALL" "path: /healthz" "path: /readyz" "port: http" "containerPort: 8086" "containerPort: 8087" \
@@ -138,6 +138,17 @@ check_default_render() {
   expect_in "$(doc_of "$f" Service autoscaler-cloudify)" "port: 8086" "port: 8087" "name: grpc" "name: http-metrics" || return 1
   expect_in "$(doc_of "$f" NetworkPolicy autoscaler-cloudify)" 'autoscaler-cloudify.io/client: "true"' \
     "port: grpc" "port: http" "kubernetes.io/metadata.name: monitoring" || return 1
+  # High availability (issue #13): two replicas on a Lease, spread over nodes, one always up.
+  expect_in "$dep" "replicas: 2" "automountServiceAccountToken: true" "podAntiAffinity:" \
+    "topologyKey: kubernetes.io/hostname" "fieldPath: metadata.name" "name: POD_NAME" \
+    "periodSeconds: 2" || return 1
+  expect_in "$(doc_of "$f" PodDisruptionBudget autoscaler-cloudify)" "minAvailable: 1" || return 1
+  expect_in "$(doc_of "$f" ConfigMap autoscaler-cloudify)" "enabled: true" "name: autoscaler-cloudify" \
+    "namespace: kube-system" "duration: 15s" "renew_deadline: 10s" "renew_period: 4s" || return 1
+  expect_in "$(doc_of "$f" Role autoscaler-cloudify-lease)" "coordination.k8s.io" "leases" \
+    '- "autoscaler-cloudify"' "- create" "- patch" "- watch" || return 1
+  expect_in "$(doc_of "$f" RoleBinding autoscaler-cloudify-lease)" "kind: ServiceAccount" \
+    "name: autoscaler-cloudify-lease" || return 1
 }
 
 check_ci_render() {
@@ -252,12 +263,16 @@ api_path() {
     Issuer) plural=issuers ;;
     ClusterIssuer) plural=clusterissuers ;;
     ServiceMonitor) plural=servicemonitors ;;
+    Role) plural=roles ;;
+    RoleBinding) plural=rolebindings ;;
+    ClusterRole) plural=clusterroles ;;
+    ClusterRoleBinding) plural=clusterrolebindings ;;
     CustomResourceDefinition) plural=customresourcedefinitions ;;
     *) return 1 ;;
   esac
   if [ "$av" = v1 ]; then base=/api/v1; else base=/apis/$av; fi
   case $kind in
-    CustomResourceDefinition | ClusterIssuer) echo "$base/$plural" ;;
+    CustomResourceDefinition | ClusterIssuer | ClusterRole | ClusterRoleBinding) echo "$base/$plural" ;;
     *) echo "$base/namespaces/$ns/$plural" ;;
   esac
 }
