@@ -146,7 +146,7 @@ check_default_render() {
   expect_in "$(doc_of "$f" ConfigMap autoscaler-cloudify)" "enabled: true" "name: autoscaler-cloudify" \
     "namespace: kube-system" "duration: 15s" "renew_deadline: 10s" "renew_period: 4s" || return 1
   expect_in "$(doc_of "$f" Role autoscaler-cloudify-lease)" "coordination.k8s.io" "leases" \
-    '- "autoscaler-cloudify"' "- create" "- patch" "- watch" || return 1
+    'resourceNames: ["autoscaler-cloudify"]' 'verbs: ["create"]' '"watch", "update", "patch"' || return 1
   expect_in "$(doc_of "$f" RoleBinding autoscaler-cloudify-lease)" "kind: ServiceAccount" \
     "name: autoscaler-cloudify-lease" || return 1
 }
