@@ -42,9 +42,18 @@ const RENEW_PERIOD: Duration = Duration::from_secs(2);
 const GPU_MAX: i32 = 6;
 
 struct Control {
+    /// Admin: the test's own Lease reads and writes.
     kubeconfig: String,
+    /// The replicas' identity: the chart's ServiceAccount with the chart's Role only.
+    provider_kubeconfig: String,
+    /// An identity without any RBAC (the "forbidden" path), if given.
+    forbidden_kubeconfig: Option<String>,
     apiserver_pid: Option<i32>,
 }
+
+/// The chart's Lease (its Role names it): `autoscaler-cloudify` in the release namespace.
+const LEASE_NAME: &str = "autoscaler-cloudify";
+const LEASE_NAMESPACE: &str = "kube-system";
 
 fn control() -> Option<Control> {
     let kubeconfig = std::env::var("HA_E2E_KUBECONFIG")
@@ -53,7 +62,11 @@ fn control() -> Option<Control> {
     let apiserver_pid = std::env::var("HA_E2E_APISERVER_PID")
         .ok()
         .and_then(|p| p.parse().ok());
+    let var = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
     Some(Control {
+        provider_kubeconfig: var("HA_E2E_PROVIDER_KUBECONFIG")
+            .unwrap_or_else(|| kubeconfig.clone()),
+        forbidden_kubeconfig: var("HA_E2E_FORBIDDEN_KUBECONFIG"),
         kubeconfig,
         apiserver_pid,
     })
@@ -102,7 +115,7 @@ fn ha_scenario() -> Scenario {
 
 fn config(url: &str, lease: &str) -> String {
     format!(
-        "{}lease: {{enabled: true, name: {lease}, namespace: default, duration: {}s, \
+        "{}lease: {{enabled: true, name: {lease}, namespace: {LEASE_NAMESPACE}, duration: {}s, \
          renew_deadline: {}s, renew_period: {}s}}\n",
         provider_yaml(url, "2s", "1s", ""),
         DURATION.as_secs(),
@@ -216,14 +229,9 @@ async fn two_replicas_share_a_lease() {
         return;
     };
     let kube = kube_client(&ctl.kubeconfig).await;
-    let leases: kube::Api<Lease> = kube::Api::namespaced(kube.clone(), "default");
-    let lease_name = format!(
-        "ha-e2e-{}",
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0)
-    );
+    let leases: kube::Api<Lease> = kube::Api::namespaced(kube.clone(), LEASE_NAMESPACE);
+    let lease_name = LEASE_NAME.to_owned();
+    let _ = leases.delete(&lease_name, &Default::default()).await;
     let dir = workdir("ha");
     let handle = start_sim(ha_scenario()).await;
     let sim = SimCtl::new(&handle.url());
@@ -232,6 +240,51 @@ async fn two_replicas_share_a_lease() {
         "provider.yaml",
         &config(&handle.url(), &lease_name),
     );
+
+    // ---- 0. forbidden: a clear reason in /readyz, mutations UNAVAILABLE, no crash
+    if let Some(nobody) = &ctl.forbidden_kubeconfig {
+        let env = [
+            ("CLOUDIFY_PASSWORD", PASSWORD),
+            ("KUBECONFIG", nobody.as_str()),
+            ("POD_NAME", "replica-forbidden"),
+        ];
+        let mut f = Proc::serve(dir.path(), "replica-forbidden", &cfg, &[], &env);
+        f.wait_http(Duration::from_secs(30)).await;
+        let t = Instant::now();
+        let detail = loop {
+            let (code, d) = f.readyz().await.expect("readyz");
+            let problem = d["detail"]["lease"]["problem"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            if problem.contains("forbids") {
+                assert_eq!(code, 503, "{d}");
+                break d;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no forbidden reason: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut fc = f.client().await;
+        let e = increase(&mut fc, WORKERS, 1).await.expect_err("forbidden");
+        assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+        assert!(e.message().contains("forbids"), "{}", e.message());
+        assert!(
+            f.child.try_wait().expect("wait").is_none(),
+            "exited: {}",
+            f.log()
+        );
+        figure(
+            "ha",
+            &format!(
+                "forbidden API server: /readyz 503, reason {}",
+                detail["detail"]["lease"]["reason"]
+            ),
+        );
+        f.kill();
+    }
 
     // ---- 1. an unknown holder is waited for, not stolen
     let foreign = "unknown-operator";
@@ -263,7 +316,7 @@ async fn two_replicas_share_a_lease() {
         .await
         .expect("create lease");
     renew_foreign(lease_name.clone()).await;
-    let kubeconfig = ctl.kubeconfig.as_str();
+    let kubeconfig = ctl.provider_kubeconfig.as_str();
     let env_a = [
         ("CLOUDIFY_PASSWORD", PASSWORD),
         ("KUBECONFIG", kubeconfig),

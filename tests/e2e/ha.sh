@@ -4,6 +4,11 @@
 # simulator. The checks live in tests/ha_lease.rs (see its header); this script starts the
 # control plane and runs it with HA_E2E_KUBECONFIG / HA_E2E_APISERVER_PID set.
 #
+# The replicas authenticate as the chart's ServiceAccount (a client certificate for
+# system:serviceaccount:kube-system:autoscaler-cloudify) with only the chart's Role and RoleBinding,
+# taken from deploy/manifests/autoscaler-cloudify.yaml: the proof that the RBAC is enough. A third
+# identity with no RBAC at all shows the "forbidden" path.
+#
 # Env: E2E_KEEP=1 keeps the run directory (logs) even on success.
 set -uo pipefail
 
@@ -36,15 +41,45 @@ trap finish EXIT
 trap 'exit 130' INT TERM
 
 say "building etcd and kube-apiserver (cached in $E2E_DIR/.cache/bin)"
-e2e_build etcd kube-apiserver || { say "FAIL: building the control plane"; exit 1; }
+e2e_build etcd kube-apiserver kubectl-lite || { say "FAIL: building the control plane"; exit 1; }
 say "building the provider and the HA test"
 (cd "$REPO" && cargo test --quiet --no-run --test ha_lease) || { say "FAIL: cargo build"; exit 1; }
 
 rm -rf "$WORK" && mkdir -p "$WORK/logs"
 cp_start "$WORK" || { say "FAIL: control plane did not start"; exit 1; }
 APISERVER_PID="$(cat "$WORK/logs/kube-apiserver.pid")"
+
+# user_kubeconfig NAME CN [O]: a client certificate signed by the control plane's CA, as a kubeconfig.
+user_kubeconfig() {
+  local name=$1 cn=$2 org=${3:-} d="$WORK/pki" subj
+  subj="/CN=$cn"; [ -n "$org" ] && subj="$subj/O=$org"
+  openssl ecparam -name prime256v1 -genkey -noout -out "$d/$name.key" 2>/dev/null &&
+    openssl req -new -key "$d/$name.key" -subj "$subj" -out "$d/$name.csr" 2>/dev/null &&
+    printf 'extendedKeyUsage=clientAuth\n' >"$d/$name.ext" &&
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 1 \
+      -sha256 -extfile "$d/$name.ext" -out "$d/$name.crt" 2>/dev/null || return 1
+  sed -e "s|client-certificate-data: .*|client-certificate-data: $(base64 -w0 <"$d/$name.crt")|" \
+      -e "s|client-key-data: .*|client-key-data: $(base64 -w0 <"$d/$name.key")|" \
+      "$CP_KUBECONFIG" >"$WORK/$name.kubeconfig"
+}
+user_kubeconfig provider "system:serviceaccount:kube-system:autoscaler-cloudify" system:serviceaccounts \
+  || { say "FAIL: provider certificate"; exit 1; }
+user_kubeconfig nobody "e2e-nobody" || { say "FAIL: certificate"; exit 1; }
+# The chart's Role and RoleBinding exactly as rendered (deploy/manifests), nothing else.
+python3 - "$REPO/deploy/manifests/autoscaler-cloudify.yaml" >"$WORK/rbac.yaml" <<'PY' || exit 1
+import sys
+docs = open(sys.argv[1]).read().split("\n---\n")
+keep = [d for d in docs if "\nkind: Role\n" in d or "\nkind: RoleBinding\n" in d]
+assert len(keep) == 2, "expected the chart's Role and RoleBinding"
+print("\n---\n".join(keep))
+PY
+"$CP_KUBECTL" --kubeconfig "$CP_KUBECONFIG" apply -f "$WORK/rbac.yaml" >"$WORK/logs/rbac.log" 2>&1 \
+  || { say "FAIL: applying the chart's RBAC"; cat "$WORK/logs/rbac.log"; exit 1; }
+
 say "control plane up; running tests/ha_lease.rs"
 if (cd "$REPO" && HA_E2E_KUBECONFIG="$CP_KUBECONFIG" HA_E2E_APISERVER_PID="$APISERVER_PID" \
+      HA_E2E_PROVIDER_KUBECONFIG="$WORK/provider.kubeconfig" \
+      HA_E2E_FORBIDDEN_KUBECONFIG="$WORK/nobody.kubeconfig" \
       RELIABILITY_KEEP="${E2E_KEEP:-0}" cargo test --quiet --test ha_lease -- --nocapture); then
   RESULT=0
   say "PASS (total $(($(date +%s) - T0))s)"
