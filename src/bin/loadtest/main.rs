@@ -13,6 +13,11 @@
 //! (`GET /_sim/requests`). `--throughput-secs` adds a saturation run comparing `NodeGroupForNode`
 //! with the no-op `GPULabel` on the same server.
 //!
+//! `--refresh-loops` adds the Refresh phase (issue #13, [`refresh`]): CA's loop against a provider
+//! with a production-like refresh configuration while the simulated manager is healthy, down,
+//! slow (2 s per call) and failing 30 % of calls; it reports the Refresh latency and the snapshot
+//! age CA sees at each Refresh.
+//!
 //! ```text
 //! cargo build --release --bins
 //! target/release/loadtest --nodes 1000,5000,20000 --loops 10 --throughput-secs 6
@@ -35,6 +40,8 @@ use autoscaler_cloudify::simulator::{
 use clap::Parser;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
+
+mod refresh;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -85,6 +92,16 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// CA loops per manager condition in the Refresh phase (0 = skip it).
+    #[arg(long, default_value_t = 20)]
+    refresh_loops: usize,
+    /// Period of CA's loop in the Refresh phase (CA's default `--scan-interval` is 10 s; shorter
+    /// here to keep the run short, with the refresh interval scaled alike).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    refresh_ca_period: Duration,
+    /// `refresh.interval` of the provider in the Refresh phase (`max_age` is half of it).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    refresh_interval: Duration,
 }
 
 /// Latency summary of one RPC.
@@ -125,6 +142,8 @@ struct RunReport {
     server_hwm_kib: u64,
     /// Saturation: calls per second for each RPC, and the ratio.
     throughput: Option<Throughput>,
+    /// The Refresh phase, one entry per manager condition.
+    refresh_conditions: Vec<refresh::ConditionReport>,
 }
 
 /// Saturation comparison on one server.
@@ -149,6 +168,9 @@ fn main() -> std::process::ExitCode {
         args.loops = 3;
         args.connections = 2;
         args.in_flight = 2;
+        args.refresh_loops = args.refresh_loops.min(3);
+        args.refresh_ca_period = Duration::from_millis(300);
+        args.refresh_interval = Duration::from_millis(600);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -239,14 +261,16 @@ fn free_port() -> Result<SocketAddr, BoxError> {
     Ok(l.local_addr()?)
 }
 
-/// The provider's configuration: refresh only when CA's Refresh asks (max_age 0, no periodic
-/// refresh inside a run), so one loop = one refresh and REST calls per loop are exact.
-fn provider_config(sim: &str, grpc: SocketAddr, http: SocketAddr) -> String {
+/// The provider's configuration. `refresh` is the refresh block: for the CA loops
+/// `{interval: 1h, max_age: 0s}`, so every Refresh asks for exactly one refresh and none happens
+/// otherwise (REST calls per loop are exact).
+fn provider_config(sim: &str, grpc: SocketAddr, http: SocketAddr, refresh: &str) -> String {
     format!(
         r#"grpc: {{listen: "{grpc}"}}
 http: {{listen: "{http}"}}
 log: {{format: text, level: warn}}
-refresh: {{interval: 1h, max_age: 0s}}
+refresh: {refresh}
+lease: {{enabled: false}}
 cloudify:
   - name: main
     url: "{sim}"
@@ -265,6 +289,7 @@ node_groups:
 struct Server {
     child: Child,
     addr: SocketAddr,
+    http: SocketAddr,
     _dir: TempDir,
 }
 
@@ -284,13 +309,13 @@ impl Drop for TempDir {
     }
 }
 
-fn start_server(bin: &PathBuf, sim: &SimulatorHandle) -> Result<Server, BoxError> {
+fn start_server(bin: &PathBuf, sim: &SimulatorHandle, refresh: &str) -> Result<Server, BoxError> {
     let grpc = free_port()?;
     let http = free_port()?;
     let dir = std::env::temp_dir().join(format!("loadtest-{}-{}", std::process::id(), grpc.port()));
     std::fs::create_dir_all(&dir)?;
     let config = dir.join("config.yaml");
-    std::fs::write(&config, provider_config(&sim.url(), grpc, http))?;
+    std::fs::write(&config, provider_config(&sim.url(), grpc, http, refresh))?;
     let child = Command::new(bin)
         .arg("serve")
         .arg("--config")
@@ -304,6 +329,7 @@ fn start_server(bin: &PathBuf, sim: &SimulatorHandle) -> Result<Server, BoxError
     Ok(Server {
         child,
         addr: grpc,
+        http,
         _dir: TempDir(dir),
     })
 }
@@ -492,7 +518,7 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
     )
     .await?;
     let sim_url = sim.url();
-    let server = start_server(bin, &sim)?;
+    let server = start_server(bin, &sim, "{interval: 1h, max_age: 0s}")?;
     let pid = server.child.id();
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
@@ -560,6 +586,7 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
             &http,
             &sim_url,
             pid,
+            server.http,
             &groups,
             &nodes,
         )
@@ -572,6 +599,9 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
     report.server_rss_kib = rss;
     report.server_hwm_kib = hwm;
     drop(server);
+    if loops && args.refresh_loops > 0 {
+        report.refresh_conditions = refresh::run(args, bin, &sim, &groups).await?;
+    }
     sim.shutdown().await;
     Ok(report)
 }
@@ -586,6 +616,7 @@ async fn ca_loops(
     http: &reqwest::Client,
     sim_url: &str,
     pid: u32,
+    server_http: SocketAddr,
     groups: &[String],
     nodes: &[(String, String)],
 ) -> Result<(), BoxError> {
@@ -643,6 +674,10 @@ async fn ca_loops(
         req.set_timeout(Duration::from_secs(60));
         client.refresh(req).await?;
         let refresh_us = t0.elapsed().as_secs_f64() * 1e6;
+        // Refresh only asks the background refresher (issue #13): wait for the snapshot it
+        // builds, so the read phase below sees this loop's data and the REST calls stay apart.
+        refresh::wait_rebuilt(http, server_http, t0).await?;
+        let rebuild_us = t0.elapsed().as_secs_f64() * 1e6;
         let cpu1 = cpu_ms(pid)?;
         let (rest1, _) = rest_counts(http, sim_url).await?;
 
@@ -661,6 +696,10 @@ async fn ca_loops(
             .entry("Refresh".into())
             .or_default()
             .push(refresh_us);
+        latencies
+            .entry("(snapshot rebuilt)".into())
+            .or_default()
+            .push(rebuild_us);
         latencies
             .entry("NodeGroups".into())
             .or_default()
@@ -852,4 +891,5 @@ fn print_report(r: &RunReport) {
         "server memory: VmRSS {} KiB, VmHWM {} KiB",
         r.server_rss_kib, r.server_hwm_kib
     );
+    refresh::print(&r.refresh_conditions);
 }
