@@ -151,7 +151,8 @@ async fn wait_leader(ps: &[&Proc], limit: Duration) -> (usize, Duration) {
 
 /// A TCP front that forwards each new connection to whichever backend answers `/readyz` 200, as
 /// a Kubernetes Service with readiness does; with no ready backend it drops the connection.
-async fn front(backends: Vec<(SocketAddr, SocketAddr)>) -> SocketAddr {
+/// Also returns how many proxied connections have ended (either side closed).
+async fn front(backends: Vec<(SocketAddr, SocketAddr)>) -> (SocketAddr, Arc<AtomicI32>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -177,19 +178,26 @@ async fn front(backends: Vec<(SocketAddr, SocketAddr)>) -> SocketAddr {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+    // Like a Service whose endpoints are known: wait for the first readiness round.
+    let mut first = rx.clone();
+    let _ = tokio::time::timeout(Duration::from_secs(5), first.wait_for(|b| b.is_some())).await;
+    let ended = Arc::new(AtomicI32::new(0));
+    let ended2 = Arc::clone(&ended);
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = l.accept().await {
             let Some(target) = *rx.borrow() else {
                 continue;
             };
+            let ended = Arc::clone(&ended2);
             tokio::spawn(async move {
                 if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
                 }
+                ended.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    addr
+    (addr, ended)
 }
 
 fn lazy_client(addr: SocketAddr) -> CloudProviderClient<Channel> {
@@ -438,6 +446,10 @@ async fn two_replicas_share_a_lease() {
     let (leader, follower) = (procs[li], procs[1 - li]);
     if let Some(pid) = ctl.apiserver_pid {
         let mut lc = leader.client().await;
+        // A CA-like connection to the leader through a front, to see it closed on loss.
+        let (lf, ended) = front(vec![(leader.grpc, leader.http)]).await;
+        let mut via_front = lazy_client(lf);
+        assert_eq!(target(&mut via_front, WORKERS).await, 10);
         // The last renewal the API server accepted, as recorded in the Lease.
         let l = leases.get(&lease_name).await.expect("lease");
         let renewed = l
@@ -464,6 +476,14 @@ async fn two_replicas_share_a_lease() {
         // Reads go on from the snapshot; /readyz says why it is not Ready.
         assert_eq!(target(&mut lc, WORKERS).await, 10);
         let (code, detail) = leader.readyz().await.expect("readyz");
+        let t = Instant::now();
+        while ended.load(Ordering::SeqCst) == 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the leader kept CA's connection open after losing the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         signal(pid, "CONT");
         figure(
             "ha",
@@ -489,7 +509,7 @@ async fn two_replicas_share_a_lease() {
 
     // ---- 4. kill -9 of the leader during a scale-up, CA-like client through a front
     let (li, _) = wait_leader(&[&a, &b], DURATION * 3).await;
-    let fr = front(vec![(a.grpc, a.http), (b.grpc, b.http)]).await;
+    let (fr, _) = front(vec![(a.grpc, a.http), (b.grpc, b.http)]).await;
     let accepted = Arc::new(AtomicI32::new(0));
     let ca_loop = {
         let accepted = Arc::clone(&accepted);
@@ -565,6 +585,49 @@ async fn two_replicas_share_a_lease() {
         "CA-like loop kept scaling to max"
     );
     assert_eq!(delta_sum, i64::from(GPU_MAX), "no duplicate scale-up");
+
+    // ---- 5. rolling update: SIGTERM releases the lease, a waiting replica takes it at once
+    let env_c = [
+        ("CLOUDIFY_PASSWORD", PASSWORD),
+        ("KUBECONFIG", kubeconfig),
+        ("POD_NAME", "replica-c"),
+        ("RUST_LOG", "info"),
+    ];
+    let mut c = Proc::serve(dir.path(), "replica-c", &cfg, &[], &env_c);
+    c.wait_http(Duration::from_secs(30)).await;
+    let t = Instant::now();
+    while c
+        .readyz()
+        .await
+        .is_none_or(|(_, d)| d["detail"]["snapshot_loaded"] != true)
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "replica-c: no snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(is_ready(&survivor).await, "the survivor still leads");
+    signal(i32::try_from(survivor.pid()).expect("pid"), "TERM");
+    let (_, takeover) = wait_leader(&[&c], DURATION * 3).await;
+    let mut cc = c.client().await;
+    let seen_c = target(&mut cc, GPU).await;
+    figure(
+        "ha",
+        &format!(
+            "SIGTERM of the leader (rolling update): replica-c Ready {:.1}s later (lease {}s, \
+             renew period {}s); target {seen_c}",
+            takeover.as_secs_f64(),
+            DURATION.as_secs(),
+            RENEW_PERIOD.as_secs()
+        ),
+    );
+    assert_eq!(seen_c, GPU_MAX);
+    assert!(
+        takeover < DURATION,
+        "a released lease waited for its expiry: {takeover:?}"
+    );
+    drop(c);
     drop(survivor);
     let _ = leases.delete(&lease_name, &Default::default()).await;
     handle.shutdown().await;

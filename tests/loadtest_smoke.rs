@@ -60,7 +60,9 @@ fn ca_loop_reads_never_call_cloudify_and_refresh_cost_is_constant() {
         per_loop_by_size.push(per_loop[0]);
         // The Refresh phase (issue #13): Refresh never fails once a snapshot is loaded, whatever
         // the manager does (healthy, down, slow, failing).
-        let conditions = r["refresh_conditions"].as_array().expect("refresh_conditions");
+        let conditions = r["refresh_conditions"]
+            .as_array()
+            .expect("refresh_conditions");
         assert_eq!(conditions.len(), 4, "{conditions:?}");
         for c in conditions {
             assert!(c["refresh"]["calls"].as_u64() > Some(0), "{c}");

@@ -397,9 +397,10 @@ async fn run(
         _ = &mut stop => return,
     };
     report(&gate, None);
-    let (mut elected, manager_task) = manager.watch().await;
+    let (mut elected, mut manager_task) = manager.watch().await;
     loop {
         let closes = gate.with(|c| c.closes_at(Instant::now()));
+        let mut released = false;
         tokio::select! {
             _ = &mut stop => break,
             changed = elected.changed() => {
@@ -416,6 +417,12 @@ async fn run(
                 Some(Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) => {
                     let holder = l.spec.as_ref().and_then(|sp| sp.holder_identity.clone());
                     let renewed = renew_time(&l);
+                    // Another holder released the lease (a clean shutdown: rolling update,
+                    // drain). kube-lease-manager would only notice when that holder's last term
+                    // expires; a fresh manager reads the Lease now and takes it at once.
+                    released = holder.is_none()
+                        && !*elected.borrow()
+                        && gate.with(|c| c.holder().is_some_and(|h| h != identity));
                     gate.with(|c| c.observe(holder, renewed, Instant::now(), SystemTime::now()));
                     if gate.with(|c| c.problem().is_some()) {
                         report(&gate, None);
@@ -444,6 +451,22 @@ async fn run(
             () = async { match closes { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
         }
         publish(&gate);
+        if released {
+            tracing::info!(%identity, "the leader released the lease; trying to take it now");
+            // Dropping the receiver stops the old manager (it holds nothing to release).
+            drop(elected);
+            if tokio::time::timeout(Duration::from_secs(5), &mut manager_task)
+                .await
+                .is_err()
+            {
+                manager_task.abort();
+            }
+            let manager = tokio::select! {
+                m = build_manager(&client, &s, &namespace, &identity, &gate) => m,
+                _ = &mut stop => return,
+            };
+            (elected, manager_task) = manager.watch().await;
+        }
     }
     gate.with(|c| c.set_elected(false));
     publish(&gate);

@@ -120,10 +120,7 @@ pub async fn run(
     // Ready: the first snapshot is in.
     let t = Instant::now();
     while snapshot_age(&http, server.http).await.is_none()
-        || client
-            .refresh(proto::RefreshRequest {})
-            .await
-            .is_err()
+        || client.refresh(proto::RefreshRequest {}).await.is_err()
     {
         if t.elapsed() > Duration::from_secs(120) {
             return Err("provider of the Refresh phase not ready within 120 s".into());
