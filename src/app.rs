@@ -137,8 +137,13 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
 
     let mut background = vec![inventory.spawn_refresh_loop(config.refresh_interval)];
     let election = election(config).await?;
-    if let Some(e) = &election {
-        service.set_leadership(Arc::clone(&e.gate) as Arc<dyn crate::nodegroup::Leadership>);
+    match &election {
+        Some(e) => {
+            service.set_leadership(Arc::clone(&e.gate) as Arc<dyn crate::nodegroup::Leadership>);
+        }
+        None => {
+            metrics.leader.set(1);
+        }
     }
     let lease_view = election.as_ref().map(|e| {
         (
@@ -226,10 +231,12 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
         let mut leading = e.leading.clone();
         let close = grpc.connection_closer();
         let inventory = Arc::clone(&inventory);
+        let metrics = Arc::clone(&metrics);
         background.push(tokio::spawn(async move {
             let mut was = *leading.borrow_and_update();
             while leading.changed().await.is_ok() {
                 let now = *leading.borrow_and_update();
+                metrics.leader.set(i64::from(now));
                 match (was, now) {
                     // CA holds long-lived HTTP/2 connections: drop them so it reconnects,
                     // through the Service, to the new leader.
