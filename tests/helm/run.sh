@@ -170,7 +170,13 @@ check_ci_render() {
 
 check_bad_values_rejected() {
   # The chart owns grpc/http: a user value there must fail the render, not be silently ignored.
-  ! "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set config.grpc.listen=0.0.0.0:1 >/dev/null 2>&1
+  ! "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set config.grpc.listen=0.0.0.0:1 >/dev/null 2>&1 || return 1
+  ! "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set config.lease.enabled=false >/dev/null 2>&1 || return 1
+  # Two replicas without a leader could together scale past max (issue #13).
+  ! "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set leaderElection.enabled=false >/dev/null 2>&1 || return 1
+  # One replica without the election renders (the PDB must then not block drains).
+  "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set leaderElection.enabled=false \
+    --set replicaCount=1 --set podDisruptionBudget.minAvailable=null >/dev/null 2>&1
 }
 
 check_ca_values_wiring() {
@@ -412,7 +418,7 @@ check "helm template (default values)" render "$OUT/default.yaml"
 check "helm template (tests/helm/values-ci.yaml)" render "$OUT/ci.yaml" -f "$HERE/values-ci.yaml"
 check "rendered objects (default values)" check_default_render
 check "rendered objects (values-ci)" check_ci_render
-check "config.grpc in values is refused" check_bad_values_rejected
+check "config.grpc/config.lease and 2 replicas without leader election are refused" check_bad_values_rejected
 check "deploy/manifests/autoscaler-cloudify.yaml is up to date (else: run.sh --update-manifests)" check_manifests_current
 check "deploy/cluster-autoscaler-values.yaml mounts what the chart renders" check_ca_values_wiring
 dry_run_tier
