@@ -54,6 +54,8 @@ struct Control {
     /// An identity without any RBAC (the "forbidden" path), if given.
     forbidden_kubeconfig: Option<String>,
     apiserver_pid: Option<i32>,
+    /// A cluster-autoscaler binary (externalgrpc) for phase 6, if given.
+    ca_bin: Option<String>,
 }
 
 /// The chart's Lease (its Role names it): `autoscaler-cloudify` in the release namespace.
@@ -72,6 +74,7 @@ fn control() -> Option<Control> {
         provider_kubeconfig: var("HA_E2E_PROVIDER_KUBECONFIG")
             .unwrap_or_else(|| kubeconfig.clone()),
         forbidden_kubeconfig: var("HA_E2E_FORBIDDEN_KUBECONFIG"),
+        ca_bin: var("HA_E2E_CA_BIN"),
         kubeconfig,
         apiserver_pid,
     })
@@ -115,14 +118,32 @@ fn ha_scenario() -> Scenario {
             }
         }
     }
+    // The group the real cluster-autoscaler scales (phase 6): a copy of pool-b's deployment.
+    if let Some(b) = s.deployments.iter().find(|d| d.id == "k8s-pool-b").cloned() {
+        let mut c = b;
+        c.id = "k8s-pool-c".into();
+        for g in &mut c.scaling_groups {
+            g.name = "ca-workers".into();
+            g.max = 6;
+        }
+        s.deployments.push(c);
+    }
     s
 }
+
+/// The group of phase 6 and the label its template (and the pending pods) carry.
+const CA_GROUP: &str = "k8s-pool-c/ca-workers";
+const CA_POOL_LABEL: &str = "e2e.autoscaler-cloudify/pool";
 
 fn config(url: &str, lease: &str) -> String {
     format!(
         "{}lease: {{enabled: true, name: {lease}, namespace: {LEASE_NAMESPACE}, duration: {}s, \
          renew_deadline: {}s, renew_period: {}s}}\n",
-        provider_yaml(url, "2s", "1s", ""),
+        format!(
+            "{}    \"{CA_GROUP}\":\n      template:\n        labels: {{{CA_POOL_LABEL}: ca}}\n        \
+             capacity: {{cpu: \"8\", memory: 32Gi, pods: \"110\"}}\n",
+            provider_yaml(url, "2s", "1s", "")
+        ),
         DURATION.as_secs(),
         RENEW_DEADLINE.as_secs(),
         RENEW_PERIOD.as_secs()
@@ -633,8 +654,206 @@ async fn two_replicas_share_a_lease() {
         takeover < RENEW_PERIOD,
         "a released lease waited for its expiry: {takeover:?}"
     );
-    drop(c);
     drop(survivor);
+
+    // ---- 6. the real cluster-autoscaler through the front: it keeps scaling across a kill -9
+    match &ctl.ca_bin {
+        Some(ca_bin) => real_ca_phase(&ctl, ca_bin, &kube, &sim, dir.path(), &cfg, c).await,
+        None => eprintln!("ha_lease: HA_E2E_CA_BIN not set; real-CA phase skipped"),
+    }
     let _ = leases.delete(&lease_name, &Default::default()).await;
     handle.shutdown().await;
+}
+
+/// `n` pods of 7 CPUs selecting the phase-6 pool, marked Unschedulable as kube-scheduler would
+/// (there is no scheduler here): CA scales up for exactly these.
+async fn pending_pods(kube: &kube::Client, wave: &str, n: usize) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(kube.clone(), "default");
+    for i in 0..n {
+        let name = format!("ha-{wave}-{i}");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "nodeSelector": {CA_POOL_LABEL: "ca"},
+                "containers": [{"name": "c", "image": "pause",
+                    "resources": {"requests": {"cpu": "7", "memory": "1Gi"}}}]
+            }
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("create pod");
+        let status = serde_json::json!({"status": {"conditions": [{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector.",
+            "lastTransitionTime": MicroTime(k8s_openapi::jiff::Timestamp::now()).0.to_string(),
+        }]}});
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .expect("mark unschedulable");
+    }
+}
+
+/// One Ready node (the control plane): CA does nothing in a cluster without nodes.
+async fn control_plane_node(kube: &kube::Client) {
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: kube::Api<Node> = kube::Api::all(kube.clone());
+    let node: Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "e2e-control-plane", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+        "spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}
+    }))
+    .expect("node");
+    let _ = nodes.create(&PostParams::default(), &node).await;
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now()).0.to_string();
+    let status = serde_json::json!({"status": {
+        "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+        "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "lastHeartbeatTime": now, "lastTransitionTime": now}]
+    }});
+    nodes
+        .patch_status(
+            "e2e-control-plane",
+            &PatchParams::default(),
+            &Patch::Merge(status),
+        )
+        .await
+        .expect("node status");
+}
+
+async fn wait_planned(sim: &SimCtl, n: i64, limit: Duration, what: &str, ca: &Proc) -> Duration {
+    let t = Instant::now();
+    loop {
+        let p = group_size(sim, "k8s-pool-c", "ca-workers").await;
+        let (sum, _) = scale_totals(sim, "k8s-pool-c").await;
+        if p >= n && sum >= n {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{what}: pool-c at {p} (deltas {sum}), wanted {n}; CA log: {}",
+            ca.log()
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Phase 6: replica `leader` (from phase 5) and a new follower behind a front that follows
+/// readiness; the real cluster-autoscaler scales pool-c for a first wave of pending pods, the
+/// leader is killed, and CA scales for a second wave through the new leader, with no duplicate
+/// execution.
+async fn real_ca_phase(
+    ctl: &Control,
+    ca_bin: &str,
+    kube: &kube::Client,
+    sim: &SimCtl,
+    dir: &std::path::Path,
+    cfg: &std::path::Path,
+    mut leader: Proc,
+) {
+    let env_d = [
+        ("CLOUDIFY_PASSWORD", PASSWORD),
+        ("KUBECONFIG", ctl.provider_kubeconfig.as_str()),
+        ("POD_NAME", "replica-d"),
+        ("RUST_LOG", "info"),
+    ];
+    let mut d = Proc::serve(dir, "replica-d", cfg, &[], &env_d);
+    d.wait_http(Duration::from_secs(30)).await;
+    let (fr, _) = front(vec![(leader.grpc, leader.http), (d.grpc, d.http)]).await;
+    control_plane_node(kube).await;
+    let cloud_config = write(
+        dir,
+        "cloud-config.yaml",
+        &format!("address: \"{fr}\"\ngrpc_timeout: 10s\n"),
+    );
+    let ca_port = free_port().to_string();
+    let out = std::fs::File::create(dir.join("cluster-autoscaler.out")).expect("ca log");
+    let err = std::fs::File::create(dir.join("cluster-autoscaler.err")).expect("ca log");
+    let child = std::process::Command::new(ca_bin)
+        .args([
+            "--cloud-provider=externalgrpc",
+            &format!("--cloud-config={}", cloud_config.display()),
+            &format!("--kubeconfig={}", ctl.kubeconfig),
+            "--leader-elect=false",
+            "--namespace=kube-system",
+            &format!("--address=127.0.0.1:{ca_port}"),
+            "--scan-interval=2s",
+            "--scale-down-enabled=false",
+            "--max-node-provision-time=15m",
+            "--skip-nodes-with-system-pods=false",
+            "--expander=least-waste",
+            "--v=2",
+        ])
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start cluster-autoscaler");
+    // Proc only for its log and kill-on-drop.
+    let ca = Proc {
+        child,
+        grpc: fr,
+        http: fr,
+        stdout: dir.join("cluster-autoscaler.out"),
+        stderr: dir.join("cluster-autoscaler.err"),
+        started: Instant::now(),
+    };
+    pending_pods(kube, "one", 2).await;
+    let first = wait_planned(sim, 2, Duration::from_secs(90), "first wave", &ca).await;
+    leader.kill();
+    let killed = Instant::now();
+    pending_pods(kube, "two", 2).await;
+    let second = wait_planned(sim, 4, Duration::from_secs(240), "second wave", &ca).await;
+    sim.wait_executions_done(Duration::from_secs(60)).await;
+    let (sum, executions) = scale_totals(sim, "k8s-pool-c").await;
+    let planned = group_size(sim, "k8s-pool-c", "ca-workers").await;
+    figure(
+        "ha",
+        &format!(
+            "real cluster-autoscaler through a readiness-following front: first wave scaled in \
+             {:.1}s; leader killed; second wave scaled {:.1}s after the kill; pool-c planned \
+             {planned}, {executions} executions (deltas sum {sum})",
+            first.as_secs_f64(),
+            killed.elapsed().as_secs_f64().min(second.as_secs_f64())
+        ),
+    );
+    // CA's own decisions, for the record (how many nodes each scale-up asked for is CA's call).
+    for l in ca
+        .log()
+        .lines()
+        .filter(|l| l.contains("Final scale-up plan") || l.contains("Scale-up:"))
+    {
+        eprintln!("ha_lease: CA: {}", l.chars().take(300).collect::<String>());
+    }
+    // The second wave went through the new leader, and Cloudify got exactly what was accepted.
+    let d_log = d.log();
+    assert!(
+        d_log.contains("scale-out queued in Cloudify"),
+        "the new leader never scaled: {}",
+        d_log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+    );
+    let accepted: i64 = [leader.log(), d_log]
+        .iter()
+        .flat_map(|l| l.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| l.contains("scale-out queued in Cloudify") && l.contains("k8s-pool-c"))
+        .filter_map(|l| {
+            l.split("delta=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse::<i64>().ok())
+        })
+        .sum();
+    assert!(planned >= 4, "CA scaled for both waves: {planned}");
+    assert_eq!(sum, planned, "executions match the planned size");
+    assert_eq!(
+        sum, accepted,
+        "Cloudify got exactly the accepted scale-ups (no duplicate)"
+    );
+    drop(ca);
+    drop(d);
 }
