@@ -15,7 +15,10 @@
 //!    readiness (as a Service does): the other takes over, sees the same target, and Cloudify gets
 //!    no duplicate execution;
 //! 5. SIGTERM of the leader (a rolling update): it releases the lease and a waiting replica takes
-//!    it at once.
+//!    it at once;
+//! 6. (when `HA_E2E_CA_BIN` is set) the real cluster-autoscaler, through the same kind of front,
+//!    scales a group for a first wave of pending pods, the leader is killed, and CA scales for a
+//!    second wave through the new leader; Cloudify gets exactly the accepted scale-ups.
 //!
 //! Phase 0 (when `HA_E2E_FORBIDDEN_KUBECONFIG` is set): an identity without RBAC gets a clear
 //! `/readyz` reason and `UNAVAILABLE` mutations, and does not exit.
