@@ -139,14 +139,15 @@ const CA_GROUP: &str = "k8s-pool-c/ca-workers";
 const CA_POOL_LABEL: &str = "e2e.autoscaler-cloudify/pool";
 
 fn config(url: &str, lease: &str) -> String {
+    // provider_yaml ends inside `node_groups.groups`: the phase-6 group goes right after it.
+    let groups = format!(
+        "{}    \"{CA_GROUP}\":\n      template:\n        labels: {{{CA_POOL_LABEL}: ca}}\n        \
+         capacity: {{cpu: \"8\", memory: 32Gi, pods: \"110\"}}\n",
+        provider_yaml(url, "2s", "1s", "")
+    );
     format!(
-        "{}lease: {{enabled: true, name: {lease}, namespace: {LEASE_NAMESPACE}, duration: {}s, \
+        "{groups}lease: {{enabled: true, name: {lease}, namespace: {LEASE_NAMESPACE}, duration: {}s, \
          renew_deadline: {}s, renew_period: {}s}}\n",
-        format!(
-            "{}    \"{CA_GROUP}\":\n      template:\n        labels: {{{CA_POOL_LABEL}: ca}}\n        \
-             capacity: {{cpu: \"8\", memory: 32Gi, pods: \"110\"}}\n",
-            provider_yaml(url, "2s", "1s", "")
-        ),
         DURATION.as_secs(),
         RENEW_DEADLINE.as_secs(),
         RENEW_PERIOD.as_secs()
