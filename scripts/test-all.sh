@@ -44,7 +44,8 @@ for t in $TIERS; do
     python) tier python bash tests/python/run.sh ;;
     conformance) tier conformance bash tests/ca-conformance/run.sh ;;
     helm) tier helm bash tests/helm/run.sh ;;
-    e2e) tier e2e bash tests/e2e/run.sh ;;
+    e2e) tier e2e bash tests/e2e/run.sh
+      tier e2e-ha bash tests/e2e/ha.sh ;; # HA hook (issue #13): two replicas on a Lease
     *) echo "unknown tier $t"; failed=$((failed + 1)); failed_names+=("$t") ;;
   esac
 done

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use crate::cloudify::{Cloudify, CloudifyClient, CloudifyError};
 use crate::config::Config;
+use crate::config::LeaseMode;
 use crate::grpc::{Provider, ServeError, ServerHandle};
 use crate::inventory::Inventory;
+use crate::kube::lease::LeaseElection;
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
 use crate::observability::http::{NodesFn, Readiness, ReadinessFn};
@@ -30,6 +32,9 @@ pub enum AppError {
     /// Kubernetes credentials are present but unusable (`--node-controller=false` skips them).
     #[error("node controller: {0}")]
     Kube(#[from] crate::kube::KubeError),
+    /// Leader election was asked for (`lease.enabled: true`) but cannot run.
+    #[error("leader election: {0}")]
+    Lease(String),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {addr} (http): {source}")]
     HttpBind {
@@ -55,12 +60,18 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The node controller, when it runs (credentials present, not turned off).
     pub node_controller: Option<Arc<NodeController>>,
+    /// The leader election, when a Lease is used (`None`: a sole replica).
+    pub election: Option<LeaseElection>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
-    /// Stops everything.
+    /// Stops everything. A leader stops mutating and releases its lease first, so the other
+    /// replica takes over at once instead of after the lease duration (rolling updates).
     pub async fn shutdown(self) {
+        if let Some(e) = self.election {
+            e.stop(Duration::from_secs(3)).await;
+        }
         for t in &self.background {
             t.abort();
         }
@@ -68,6 +79,35 @@ impl App {
             c.abort();
         }
         self.grpc.shutdown().await;
+    }
+}
+
+/// Starts leader election when the configuration asks for it (or, in `auto`, when Kubernetes
+/// credentials are present).
+async fn election(config: &Config) -> Result<Option<LeaseElection>, AppError> {
+    if config.lease.mode == LeaseMode::Off {
+        return Ok(None);
+    }
+    let client = crate::kube::connect()
+        .await
+        .map_err(|e| AppError::Lease(e.to_string()))?;
+    match (client, config.lease.mode) {
+        (Some(client), _) => Ok(Some(crate::kube::lease::start(
+            client,
+            &config.lease,
+            crate::kube::lease::identity(),
+        ))),
+        (None, LeaseMode::On) => Err(AppError::Lease(
+            "lease.enabled is true but no Kubernetes credentials were found (in-cluster service \
+             account, KUBECONFIG or ~/.kube/config)"
+                .into(),
+        )),
+        (None, _) => {
+            tracing::info!(
+                "no Kubernetes credentials: running as the only replica (no leader election)"
+            );
+            Ok(None)
+        }
     }
 }
 
@@ -89,19 +129,10 @@ pub fn clients(
 }
 
 /// Starts the provider: first refresh in the background (readiness waits for it), periodic
-/// refresh, gRPC and HTTP servers, and the node controller when Kubernetes credentials are
-/// present (acting always: a single replica leads).
+/// refresh, gRPC and HTTP servers, and, when Kubernetes credentials are present, the Lease
+/// election and the node controller (which, like the domain, mutates only while this replica
+/// leads).
 pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, AppError> {
-    start_with_leader(config, settings, always_leader()).await
-}
-
-/// [`start`], with the node controller mutating the cluster only while `is_leader` says so
-/// (the hook for Lease leader election).
-pub async fn start_with_leader(
-    config: &Config,
-    settings: ServiceSettings,
-    is_leader: LeaderFn,
-) -> Result<App, AppError> {
     let metrics = Metrics::new();
     let clients = clients(config, &metrics)?;
     let sources: Vec<Arc<dyn Cloudify>> = clients
@@ -116,7 +147,33 @@ pub async fn start_with_leader(
     let service = NodeGroupService::new(Arc::clone(&inventory), Arc::clone(&metrics), settings);
 
     let mut background = vec![inventory.spawn_refresh_loop(config.refresh_interval)];
+    let election = election(config).await?;
+    match &election {
+        Some(e) => {
+            service.set_leadership(Arc::clone(&e.gate) as Arc<dyn crate::nodegroup::Leadership>);
+        }
+        None => {
+            metrics.leader.set(1);
+        }
+    }
+    let lease_view = election.as_ref().map(|e| {
+        (
+            Arc::clone(&e.gate),
+            e.leading.clone(),
+            e.identity.clone(),
+            config.lease.name.clone(),
+        )
+    });
 
+    // The node controller writes to the cluster only while this replica leads, as the domain
+    // mutates Cloudify only then: two replicas never delete or patch the same Node twice.
+    let is_leader: LeaderFn = match &election {
+        Some(e) => {
+            let gate = Arc::clone(&e.gate);
+            Arc::new(move || crate::nodegroup::Leadership::check(gate.as_ref()).is_ok())
+        }
+        None => always_leader(),
+    };
     let node_controller = if config.node_controller.enabled {
         match crate::kube::connect().await? {
             Some(client) => {
@@ -161,9 +218,35 @@ pub async fn start_with_leader(
                 .iter()
                 .filter_map(|c| c.auth_problem().map(|m| format!("{}: {m}", c.name())))
                 .collect();
+            // Only the leader is Ready, so the Service sends CA to it; followers keep their
+            // snapshot warm and answer reads for whoever connects directly.
+            let (leader, lease) = match &lease_view {
+                None => (true, serde_json::Value::Null),
+                Some((gate, leading, identity, name)) => {
+                    let (holder, problem) = gate.describe();
+                    let leader = *leading.borrow();
+                    // The gate's own words: another holder, a lapsed renewal, an API problem.
+                    let reason = crate::nodegroup::Leadership::check(gate.as_ref())
+                        .err()
+                        .map(|e| e.to_string());
+                    (
+                        leader,
+                        serde_json::json!({
+                            "name": name,
+                            "identity": identity,
+                            "leader": leader,
+                            "holder": holder,
+                            "problem": problem,
+                            "reason": if leader { None } else { reason },
+                        }),
+                    )
+                }
+            };
             Readiness {
-                ready: st.ready && auth.is_empty(),
+                ready: st.ready && auth.is_empty() && leader,
                 detail: serde_json::json!({
+                    "leader": leader,
+                    "lease": lease,
                     "snapshot_loaded": st.ready,
                     "snapshot_age_seconds": if st.ready { Some(st.snapshot_age.as_secs_f64()) } else { None },
                     "groups": st.groups,
@@ -201,6 +284,29 @@ pub async fn start_with_leader(
         Provider::new(Arc::clone(&service), Arc::clone(&metrics)),
     )
     .await?;
+    if let Some(e) = &election {
+        let mut leading = e.leading.clone();
+        let close = grpc.connection_closer();
+        let inventory = Arc::clone(&inventory);
+        let metrics = Arc::clone(&metrics);
+        background.push(tokio::spawn(async move {
+            let mut was = *leading.borrow_and_update();
+            while leading.changed().await.is_ok() {
+                let now = *leading.borrow_and_update();
+                metrics.leader.set(i64::from(now));
+                match (was, now) {
+                    // CA holds long-lived HTTP/2 connections: drop them so it reconnects,
+                    // through the Service, to the new leader.
+                    (true, false) => close(),
+                    // Catch up with what the previous leader did before the first mutation
+                    // needs it (the domain would refresh then anyway).
+                    (false, true) => inventory.trigger_refresh(),
+                    _ => {}
+                }
+                was = now;
+            }
+        }));
+    }
     Ok(App {
         grpc,
         http_addr,
@@ -208,6 +314,7 @@ pub async fn start_with_leader(
         inventory,
         metrics,
         node_controller,
+        election,
         background,
     })
 }

@@ -2,7 +2,8 @@
 //! binary and the simulator, and checks the invariants of issue #8 that do not depend on timing:
 //! lookups and other reads cost zero Cloudify REST calls, and a refresh costs the same REST calls
 //! whatever the number of CA calls and nodes (below one page of 1,000 instances). Timings are
-//! reported, never asserted.
+//! reported, never asserted. In the Refresh phase, Refresh never fails whatever the manager does
+//! (issue #13).
 
 #[path = "../benches/loadtest/run.rs"]
 mod loadtest;
@@ -60,6 +61,16 @@ async fn ca_loop_reads_never_call_cloudify_and_refresh_cost_is_constant() {
             "{nodes} nodes: REST calls differ between identical loops: {per_loop:?}"
         );
         per_loop_by_size.push(per_loop[0]);
+        // The Refresh phase (issue #13): Refresh never fails once a snapshot is loaded, whatever
+        // the manager does (healthy, down, slow, failing).
+        let conditions = r["refresh_conditions"]
+            .as_array()
+            .expect("refresh_conditions");
+        assert_eq!(conditions.len(), 4, "{conditions:?}");
+        for c in conditions {
+            assert!(c["refresh"]["calls"].as_u64() > Some(0), "{c}");
+            assert_eq!(c["refresh_errors"].as_u64(), Some(0), "{c}");
+        }
     }
     // 200 and 800 nodes both fit one page: the same calls, although the second loop makes four
     // times as many NodeGroupForNode calls.

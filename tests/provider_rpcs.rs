@@ -503,13 +503,21 @@ async fn cloudify_down_reads_still_answer_mutations_unavailable() {
         2,
         "a refused increase does not raise the target"
     );
-    let ready = env
-        .http
-        .get(format!("http://{}/readyz", env.app.http_addr))
-        .send()
-        .await
-        .expect("readyz");
-    let body: serde_json::Value = ready.json().await.expect("json");
-    assert_eq!(body["detail"]["cloudify_reachable"], false, "{body}");
+    // The Refresh above asked for a background refresh; /readyz shows its failure once it ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = env
+            .http
+            .get(format!("http://{}/readyz", env.app.http_addr))
+            .send()
+            .await
+            .expect("readyz");
+        let body: serde_json::Value = ready.json().await.expect("json");
+        if body["detail"]["cloudify_reachable"] == false {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     env.shutdown().await;
 }

@@ -132,6 +132,13 @@ async fn wait_metrics(env: &Env, ready: impl Fn(&str) -> bool) -> String {
     }
 }
 
+/// CA's Refresh, then a fresh snapshot: the RPC only asks the background refresher (issue #13),
+/// and these checks read right after it.
+async fn ca_refresh(c: &mut CloudProviderClient<Channel>, app: &App) {
+    refresh(c).await.expect("refresh");
+    let _ = app.inventory.refresh().await;
+}
+
 fn quick() -> Timing {
     // Short but non-zero: executions sit in pending/started long enough to race with refreshes.
     Timing {
@@ -364,7 +371,7 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
         .await;
     increase(c, WORKERS, 2).await.expect("accepted");
     env.ctl.wait_executions_done(Duration::from_secs(30)).await;
-    refresh(c).await.expect("refresh");
+    ca_refresh(c, &env.app).await;
     let inst = instances(c, WORKERS).await;
     let errored: Vec<&proto::Instance> = inst
         .iter()
@@ -398,7 +405,7 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
     let fakes = errored.iter().map(|i| node(&i.id, "")).collect();
     delete(c, WORKERS, fakes).await.expect("fake nodes deleted");
     let t_after = target(c, WORKERS).await;
-    refresh(c).await.expect("refresh");
+    ca_refresh(c, &env.app).await;
     let t_after_refresh = target(c, WORKERS).await;
     let left = instances(c, WORKERS).await;
     assert_eq!(env.ctl.route("POST /api/v3.1/executions").await, posts);
@@ -412,7 +419,7 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
         .await;
     increase(c, WORKERS, 1).await.expect("accepted");
     env.ctl.wait_executions_done(Duration::from_secs(30)).await;
-    refresh(c).await.expect("refresh");
+    ca_refresh(c, &env.app).await;
     let other = instances(c, WORKERS)
         .await
         .into_iter()
@@ -433,7 +440,7 @@ async fn failed_executions_reach_ca_and_are_not_forgotten() {
         .await
         .expect("accepted");
     env.ctl.wait_executions_done(Duration::from_secs(30)).await;
-    refresh(c).await.expect("refresh");
+    ca_refresh(c, &env.app).await;
     let after = instances(c, WORKERS).await;
     let vms = env.ctl.worker_vms().await;
     let t = target(c, WORKERS).await;

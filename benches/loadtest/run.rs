@@ -16,6 +16,11 @@
 //! This file is the bench target `loadtest` (`benches/loadtest/main.rs` parses the flags) and is
 //! included by `tests/loadtest_smoke.rs`, which runs `--quick` in-process:
 //!
+//! `--refresh-loops` adds the Refresh phase (issue #13, [`refresh`]): CA's loop against a provider
+//! with a production-like refresh configuration while the simulated manager is healthy, down,
+//! slow (2 s per call) and failing 30 % of calls; it reports the Refresh latency and the snapshot
+//! age CA sees at each Refresh.
+//!
 //! ```text
 //! cargo bench --bench loadtest -- --nodes 1000,5000,20000 --loops 10 --throughput-secs 6
 //! cargo test --test loadtest_smoke
@@ -38,6 +43,10 @@ use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::procfs::{ProcStats, cpu_ms};
+
+// The Refresh phase (issue #13); beside this file, so the smoke test's include finds it too.
+#[path = "refresh.rs"]
+mod refresh;
 
 /// What the load test's steps fail with (any error ends the run).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -93,6 +102,16 @@ pub struct Args {
     #[arg(long, hide = true)]
     #[allow(dead_code)] // read by main.rs; the smoke test includes this file without it
     pub bench: bool,
+    /// CA loops per manager condition in the Refresh phase (0 = skip it).
+    #[arg(long, default_value_t = 20)]
+    pub refresh_loops: usize,
+    /// Period of CA's loop in the Refresh phase (CA's default `--scan-interval` is 10 s; shorter
+    /// here to keep the run short, with the refresh interval scaled alike).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub refresh_ca_period: Duration,
+    /// `refresh.interval` of the provider in the Refresh phase (`max_age` is half of it).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub refresh_interval: Duration,
 }
 
 /// Latency summary of one RPC.
@@ -133,6 +152,8 @@ struct RunReport {
     server_hwm_kib: u64,
     /// Saturation: calls per second for each RPC, and the ratio.
     throughput: Option<Throughput>,
+    /// The Refresh phase, one entry per manager condition.
+    refresh_conditions: Vec<refresh::ConditionReport>,
 }
 
 /// Saturation comparison on one server.
@@ -158,6 +179,9 @@ impl Args {
             self.loops = 3;
             self.connections = 2;
             self.in_flight = 2;
+            self.refresh_loops = self.refresh_loops.min(3);
+            self.refresh_ca_period = Duration::from_millis(300);
+            self.refresh_interval = Duration::from_millis(600);
         }
         self
     }
@@ -231,14 +255,16 @@ fn free_port() -> Result<SocketAddr, BoxError> {
     Ok(l.local_addr()?)
 }
 
-/// The provider's configuration: refresh only when CA's Refresh asks (max_age 0, no periodic
-/// refresh inside a run), so one loop = one refresh and REST calls per loop are exact.
-fn provider_config(sim: &str, grpc: SocketAddr, http: SocketAddr) -> String {
+/// The provider's configuration. `refresh` is the refresh block: for the CA loops
+/// `{interval: 1h, max_age: 0s}`, so every Refresh asks for exactly one refresh and none happens
+/// otherwise (REST calls per loop are exact).
+fn provider_config(sim: &str, grpc: SocketAddr, http: SocketAddr, refresh: &str) -> String {
     format!(
         r#"grpc: {{listen: "{grpc}"}}
 http: {{listen: "{http}"}}
 log: {{format: text, level: warn}}
-refresh: {{interval: 1h, max_age: 0s}}
+refresh: {refresh}
+lease: {{enabled: false}}
 cloudify:
   - name: main
     url: "{sim}"
@@ -257,6 +283,7 @@ node_groups:
 struct Server {
     child: Child,
     addr: SocketAddr,
+    http: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -267,12 +294,12 @@ impl Drop for Server {
     }
 }
 
-fn start_server(bin: &PathBuf, sim: &SimulatorHandle) -> Result<Server, BoxError> {
+fn start_server(bin: &PathBuf, sim: &SimulatorHandle, refresh: &str) -> Result<Server, BoxError> {
     let grpc = free_port()?;
     let http = free_port()?;
     let dir = tempfile::Builder::new().prefix("loadtest-").tempdir()?;
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, provider_config(&sim.url(), grpc, http))?;
+    std::fs::write(&config, provider_config(&sim.url(), grpc, http, refresh))?;
     let child = Command::new(bin)
         .arg("serve")
         .arg("--config")
@@ -286,6 +313,7 @@ fn start_server(bin: &PathBuf, sim: &SimulatorHandle) -> Result<Server, BoxError
     Ok(Server {
         child,
         addr: grpc,
+        http,
         _dir: dir,
     })
 }
@@ -445,7 +473,7 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
     )
     .await?;
     let sim_url = sim.url();
-    let server = start_server(bin, &sim)?;
+    let server = start_server(bin, &sim, "{interval: 1h, max_age: 0s}")?;
     let pid = server.child.id();
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
@@ -513,6 +541,7 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
             &http,
             &sim_url,
             pid,
+            server.http,
             &groups,
             &nodes,
         )
@@ -525,6 +554,9 @@ async fn run_one(args: &Args, bin: &PathBuf, n: usize, loops: bool) -> Result<Ru
     report.server_rss_kib = memory.rss_kib;
     report.server_hwm_kib = memory.hwm_kib;
     drop(server);
+    if loops && args.refresh_loops > 0 {
+        report.refresh_conditions = refresh::run(args, bin, &sim, &groups).await?;
+    }
     sim.shutdown().await;
     Ok(report)
 }
@@ -539,6 +571,7 @@ async fn ca_loops(
     http: &reqwest::Client,
     sim_url: &str,
     pid: u32,
+    server_http: SocketAddr,
     groups: &[String],
     nodes: &[(String, String)],
 ) -> Result<(), BoxError> {
@@ -596,6 +629,10 @@ async fn ca_loops(
         req.set_timeout(Duration::from_secs(60));
         client.refresh(req).await?;
         let refresh_us = t0.elapsed().as_secs_f64() * 1e6;
+        // Refresh only asks the background refresher (issue #13): wait for the snapshot it
+        // builds, so the read phase below sees this loop's data and the REST calls stay apart.
+        refresh::wait_rebuilt(http, server_http, t0).await?;
+        let rebuild_us = t0.elapsed().as_secs_f64() * 1e6;
         let cpu1 = cpu_ms(pid)?;
         let (rest1, _) = rest_counts(http, sim_url).await?;
 
@@ -614,6 +651,10 @@ async fn ca_loops(
             .entry("Refresh".into())
             .or_default()
             .push(refresh_us);
+        latencies
+            .entry("(snapshot rebuilt)".into())
+            .or_default()
+            .push(rebuild_us);
         latencies
             .entry("NodeGroups".into())
             .or_default()
@@ -799,4 +840,5 @@ fn print_report(r: &RunReport) {
         "server memory: VmRSS {} KiB, VmHWM {} KiB",
         r.server_rss_kib, r.server_hwm_kib
     );
+    refresh::print(&r.refresh_conditions);
 }

@@ -19,6 +19,8 @@ use cloudify_sim::{Scenario, Simulator};
 /// The demo's configuration; `{url}` is replaced by the simulator URL.
 pub const DEMO_CONFIG: &str = r#"
 refresh: {interval: 2s, max_age: 1s}
+# A demo is one process on a laptop: never elect on whatever cluster ~/.kube/config points to.
+lease: {enabled: false}
 cloudify:
   - name: demo
     url: "{url}"

@@ -75,6 +75,15 @@ pub struct ServeArgs {
     /// Background refresh period, e.g. 10s.
     #[arg(long, env = "AUTOSCALER_CLOUDIFY_REFRESH_INTERVAL")]
     pub refresh_interval: Option<String>,
+    /// Leader election on a Kubernetes Lease: auto (when credentials are present), true, false.
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LEADER_ELECT")]
+    pub leader_elect: Option<String>,
+    /// Name of the Lease (default autoscaler-cloudify).
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LEASE_NAME")]
+    pub lease_name: Option<String>,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else the client's namespace).
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// Cloudify manager URL (first entry).
     #[arg(long, env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_URL")]
     pub cloudify_url: Option<String>,
@@ -111,6 +120,9 @@ impl ServeArgs {
             log_format: self.log_format.clone(),
             log_level: self.log_level.clone(),
             refresh_interval: self.refresh_interval.clone(),
+            leader_elect: self.leader_elect.clone(),
+            lease_name: self.lease_name.clone(),
+            lease_namespace: self.lease_namespace.clone(),
             cloudify_url: self.cloudify_url.clone(),
             cloudify_tenant: self.cloudify_tenant.clone(),
             cloudify_username: self.cloudify_username.clone(),

@@ -89,6 +89,34 @@ impl<'de> Deserialize<'de> for RawQuantity {
     }
 }
 
+/// A switch that is a boolean or a word (`lease.enabled: true` or `auto`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawSwitch {
+    /// Written as a boolean.
+    Bool(bool),
+    /// Written as text (`auto`, `true`, `false`).
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSwitch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawSwitch;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("auto, true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawSwitch, E> {
+                Ok(RawSwitch::Bool(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSwitch, E> {
+                Ok(RawSwitch::Text(v.to_owned()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// Checks a quantity's shape (a number, then one of Kubernetes' suffixes) and returns its text.
 pub(super) fn quantity(key: &str, v: &RawQuantity) -> Result<String, ConfigError> {
     let text = match v {

@@ -28,8 +28,9 @@ pub use env::{Env, ProcessEnv};
 pub use error::ConfigError;
 pub use fields::key_path;
 pub use model::{
-    AddressProperties, Config, Discovery, GroupSettings, NodeControllerConfig, NodeGroupsConfig,
-    OptionsSpec, Overrides, StaticGroup, TaintSpec, TemplateSpec, TlsFiles,
+    AddressProperties, Config, Discovery, GroupSettings, LeaseConfig, LeaseMode,
+    NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup, TaintSpec,
+    TemplateSpec, TlsFiles,
 };
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
 

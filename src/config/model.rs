@@ -48,6 +48,52 @@ pub struct Config {
     pub gpu_label: String,
     /// The node controller (initialize joining Nodes, remove Nodes whose VM is gone).
     pub node_controller: NodeControllerConfig,
+    /// Leader election on a Kubernetes Lease (several replicas).
+    pub lease: LeaseConfig,
+}
+
+/// Whether to elect a leader on a Kubernetes Lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseMode {
+    /// When Kubernetes credentials are present (in-cluster or a kubeconfig); otherwise a sole
+    /// replica, as `demo` and tests run.
+    Auto,
+    /// Always; no credentials is a start-up error.
+    On,
+    /// Never: this process is the only replica and always mutates.
+    Off,
+}
+
+/// Leader election settings (`lease.*`). Times are whole seconds: the Lease stores
+/// `leaseDurationSeconds` and kube-lease-manager counts in seconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseConfig {
+    /// On, off, or when credentials are present.
+    pub mode: LeaseMode,
+    /// The Lease object's name.
+    pub name: String,
+    /// Its namespace; `None` = `POD_NAMESPACE`, else the client's default namespace.
+    pub namespace: Option<String>,
+    /// How long a lease stays valid after its last renewal; another replica takes over after it.
+    pub duration: Duration,
+    /// The leader stops mutating when it has not renewed for this long: strictly less than
+    /// `duration`, so it stops before another replica can take the lease.
+    pub renew_deadline: Duration,
+    /// How often the leader renews.
+    pub renew_period: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            mode: LeaseMode::Auto,
+            name: "autoscaler-cloudify".into(),
+            namespace: None,
+            duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            renew_period: Duration::from_secs(4),
+        }
+    }
 }
 
 /// Settings of the node controller (`node_controller:` in the file, `--node-controller`).
@@ -265,6 +311,12 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--refresh-interval`.
     pub refresh_interval: Option<String>,
+    /// `--leader-elect` (`auto`, `true`, `false`).
+    pub leader_elect: Option<String>,
+    /// `--lease-name`.
+    pub lease_name: Option<String>,
+    /// `--lease-namespace`.
+    pub lease_namespace: Option<String>,
     /// `--cloudify-url` (first entry).
     pub cloudify_url: Option<String>,
     /// `--cloudify-tenant` (first entry).

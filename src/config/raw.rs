@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::fields::RawQuantity;
+use super::fields::{RawQuantity, RawSwitch};
 
 /// The whole file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -15,6 +15,7 @@ pub struct RawConfig {
     pub http: RawHttp,
     pub log: RawLog,
     pub refresh: RawRefresh,
+    pub lease: RawLease,
     pub cloudify: Vec<RawCloudify>,
     pub node_groups: RawNodeGroups,
     pub gpu_label: Option<String>,
@@ -72,6 +73,17 @@ pub struct RawLog {
 pub struct RawRefresh {
     pub interval: Option<String>,
     pub max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLease {
+    pub enabled: Option<RawSwitch>,
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub duration: Option<String>,
+    pub renew_deadline: Option<String>,
+    pub renew_period: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

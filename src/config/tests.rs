@@ -139,3 +139,45 @@ fn yaml_type_errors_name_the_file_key_and_line() {
         "{e}"
     );
 }
+
+#[test]
+fn lease_keys_default_and_validate() {
+    let base = "cloudify: [{url: \"http://x\"}]\n";
+    let d = load(base).expect("valid").lease;
+    assert_eq!(d, LeaseConfig::default());
+    assert_eq!(d.mode, LeaseMode::Auto);
+    let c = load(&format!(
+        "{base}lease: {{enabled: true, name: l, namespace: ns, duration: 20s, renew_deadline: 12s, renew_period: 3s}}"
+    ))
+    .expect("valid")
+    .lease;
+    assert_eq!(c.mode, LeaseMode::On);
+    assert_eq!((c.name.as_str(), c.namespace.as_deref()), ("l", Some("ns")));
+    assert_eq!(c.renew_deadline, Duration::from_secs(12));
+    let err = |yaml: &str| {
+        load(&format!("{base}{yaml}"))
+            .expect_err("invalid")
+            .to_string()
+    };
+    // The leader must stop mutating before another replica may take the lease.
+    assert!(
+        err("lease: {duration: 10s, renew_deadline: 10s}").starts_with("lease.renew_deadline"),
+        "{}",
+        err("lease: {duration: 10s, renew_deadline: 10s}")
+    );
+    assert!(err("lease: {renew_deadline: 4s, renew_period: 4s}").starts_with("lease.renew_period"));
+    assert!(err("lease: {duration: 1500ms}").contains("whole number of seconds"));
+    assert!(err("lease: {enabled: maybe}").contains("auto, true or false"));
+    assert!(err("lease: {name: \"\"}").starts_with("lease.name"));
+    assert!(err("lease: {nmae: x}").contains("nmae"));
+    let off = Config::from_yaml(
+        base,
+        &Overrides {
+            leader_elect: Some("false".into()),
+            ..Overrides::default()
+        },
+        &env(),
+    )
+    .expect("valid");
+    assert_eq!(off.lease.mode, LeaseMode::Off);
+}

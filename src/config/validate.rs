@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use super::env::Env;
 use super::error::ConfigError;
+use super::fields::RawSwitch;
 use super::fields::{duration, read_secret_file, socket_addr};
-use super::model::{Config, NodeControllerConfig, Overrides, TlsFiles};
+use super::model::{Config, LeaseConfig, LeaseMode, NodeControllerConfig, Overrides, TlsFiles};
 use super::raw::{RawCloudify, RawConfig};
 use crate::cloudify::{Auth, ClientSettings};
 use crate::observability::LogFormat;
@@ -52,6 +53,7 @@ pub(super) fn build(
     let cloudify = cloudify_entries(&raw, env)?;
     let node_groups = super::groups::node_groups(&raw, &cloudify)?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
+    let lease = lease(&raw.lease, ov)?;
     Ok(Config {
         grpc_listen,
         tls,
@@ -67,6 +69,7 @@ pub(super) fn build(
             .gpu_label
             .unwrap_or_else(|| "cloudify.co/gpu-type".into()),
         node_controller,
+        lease,
     })
 }
 
@@ -356,6 +359,85 @@ fn node_controller(
         max_deletions_per_refresh,
         min_node_age,
         managed_provider_id_prefixes: raw.managed_provider_id_prefixes.clone(),
+    })
+}
+
+/// The `lease:` section, with `--leader-elect`, `--lease-name` and `--lease-namespace` over it.
+fn lease(raw: &super::raw::RawLease, ov: &Overrides) -> Result<LeaseConfig, ConfigError> {
+    let d = LeaseConfig::default();
+    let mode_text = match (&ov.leader_elect, &raw.enabled) {
+        (Some(v), _) => Some(("--leader-elect", v.clone())),
+        (None, Some(RawSwitch::Bool(b))) => Some(("lease.enabled", b.to_string())),
+        (None, Some(RawSwitch::Text(s))) => Some(("lease.enabled", s.clone())),
+        (None, None) => None,
+    };
+    let mode = match mode_text {
+        None => d.mode,
+        Some((key, v)) => match v.trim() {
+            "auto" => LeaseMode::Auto,
+            "true" | "on" => LeaseMode::On,
+            "false" | "off" => LeaseMode::Off,
+            other => {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("expected auto, true or false, got {other:?}"),
+                ));
+            }
+        },
+    };
+    let secs =
+        |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            let Some(text) = v else { return Ok(default) };
+            let t = duration(key, text)?;
+            if t.subsec_nanos() != 0 || t.is_zero() {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be a positive whole number of seconds, got {text:?}"),
+                ));
+            }
+            Ok(t)
+        };
+    let duration_ = secs("lease.duration", &raw.duration, d.duration)?;
+    let renew_deadline = secs(
+        "lease.renew_deadline",
+        &raw.renew_deadline,
+        d.renew_deadline,
+    )?;
+    let renew_period = secs("lease.renew_period", &raw.renew_period, d.renew_period)?;
+    if renew_deadline >= duration_ {
+        return Err(ConfigError::invalid(
+            "lease.renew_deadline",
+            "must be less than lease.duration (the leader must stop mutating before another \
+             replica can take the lease)",
+        ));
+    }
+    if renew_period >= renew_deadline {
+        return Err(ConfigError::invalid(
+            "lease.renew_period",
+            "must be less than lease.renew_deadline (a failed renewal needs a retry before the \
+             deadline)",
+        ));
+    }
+    let name = ov
+        .lease_name
+        .clone()
+        .or_else(|| raw.name.clone())
+        .unwrap_or(d.name);
+    if name.is_empty() {
+        return Err(ConfigError::invalid("lease.name", "must not be empty"));
+    }
+    let namespace = ov
+        .lease_namespace
+        .clone()
+        .or_else(|| raw.namespace.clone())
+        .filter(|n| !n.is_empty());
+    Ok(LeaseConfig {
+        mode,
+        name,
+        namespace,
+        duration: duration_,
+        renew_deadline,
+        renew_period,
     })
 }
 

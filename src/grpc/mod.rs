@@ -5,7 +5,7 @@ mod convert;
 pub mod server;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -27,7 +27,7 @@ pub fn to_status(e: &DomainError) -> Status {
         DomainError::FailedPrecondition(_) => Status::failed_precondition(msg),
         DomainError::AboveMax { .. } => Status::resource_exhausted(msg),
         DomainError::NotImplemented(_) => Status::unimplemented(msg),
-        DomainError::Unavailable { .. } => Status::unavailable(msg),
+        DomainError::Unavailable { .. } | DomainError::NotLeader(_) => Status::unavailable(msg),
         DomainError::Cloudify(inner) => match inner.code() {
             Some(_) => Status::failed_precondition(msg),
             None => Status::internal(msg),
@@ -103,22 +103,6 @@ impl Provider {
             }
         }
     }
-}
-
-/// The client's deadline (`grpc-timeout` header), if it sent one.
-fn deadline<T>(req: &Request<T>) -> Option<Duration> {
-    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 #[tonic::async_trait]
@@ -240,16 +224,11 @@ impl CloudProvider for Provider {
 
     async fn refresh(
         &self,
-        req: Request<proto::RefreshRequest>,
+        _req: Request<proto::RefreshRequest>,
     ) -> Result<Response<proto::RefreshResponse>, Status> {
-        // Answer well inside the caller's deadline (CA: 5 s); the refresh goes on in the
-        // background if it takes longer.
-        let budget = deadline(&req)
-            .map(|d| d.saturating_sub(Duration::from_millis(500)))
-            .unwrap_or(Duration::from_secs(4))
-            .max(Duration::from_millis(50));
+        // Answered from the snapshot, never waiting on Cloudify (see NodeGroupService::refresh).
         self.call("Refresh", "", async {
-            self.service.refresh(budget).await?;
+            self.service.refresh()?;
             Ok(proto::RefreshResponse {})
         })
         .await

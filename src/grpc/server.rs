@@ -2,8 +2,12 @@
 //! (`client_ca_root`) or, on loopback or with `--insecure`, plaintext h2c.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use futures::Stream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
@@ -58,10 +62,26 @@ pub struct ServerHandle {
     /// The bound address.
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
+    reset: Arc<Notify>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
 impl ServerHandle {
+    /// Closes every client connection (HTTP/2 GOAWAY, in-flight calls finish) and goes on
+    /// serving on the same socket. A replica that loses the lease calls it so CA reconnects,
+    /// through the Service, to the new leader (issue #13). tonic has no per-connection close:
+    /// this is a graceful shutdown of the serving future and a new one on the kept listener, so
+    /// the port never stops accepting (connections wait in the backlog for a moment).
+    pub fn close_connections(&self) {
+        self.reset.notify_one();
+    }
+
+    /// [`close_connections`](Self::close_connections) as a callable another task can keep.
+    pub fn connection_closer(&self) -> impl Fn() + Send + Sync + 'static {
+        let reset = Arc::clone(&self.reset);
+        move || reset.notify_one()
+    }
+
     /// Stops accepting, finishes in-flight calls, and waits.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -144,26 +164,70 @@ pub async fn serve(
         addr: listen,
         source,
     })?;
-    // `serve_with_incoming*` ignores the builder's `tcp_nodelay`, so set it on the incoming
-    // stream: without it small unary answers wait for the client's delayed ACK (~40 ms on
-    // Linux), which the load test showed as 44 ms NodeGroups/TargetSize calls (BENCHMARKS.md).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let (tx, rx) = oneshot::channel::<()>();
+    let listener = Arc::new(listener);
+    let (tx, mut rx) = oneshot::channel::<()>();
+    let reset = Arc::new(Notify::new());
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(CloudProviderServer::new(provider));
-    let task = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let task = {
+        let reset = Arc::clone(&reset);
+        tokio::spawn(async move {
+            loop {
+                let stopped = Arc::new(Notify::new());
+                let serving =
+                    router
+                        .clone()
+                        .serve_with_incoming_shutdown(incoming(Arc::clone(&listener)), {
+                            let stopped = Arc::clone(&stopped);
+                            async move { stopped.notified().await }
+                        });
+                tokio::pin!(serving);
+                let reset_asked = tokio::select! {
+                    r = &mut serving => return r,
+                    _ = &mut rx => false,
+                    () = reset.notified() => true,
+                };
+                // Graceful: GOAWAY to every connection, wait for in-flight calls.
+                stopped.notify_one();
+                let r = serving.await;
+                if !reset_asked {
+                    return r;
+                }
+                tracing::info!(%addr, "gRPC connections closed; serving new ones");
+            }
+        })
+    };
     tracing::info!(%addr, tls = tls.is_some(), "gRPC server listening");
     Ok(ServerHandle {
         addr,
         shutdown: Some(tx),
+        reset,
         task,
+    })
+}
+
+/// Accepted connections of a listener that outlives each serving future (see
+/// [`ServerHandle::close_connections`]). `serve_with_incoming*` ignores the builder's
+/// `tcp_nodelay`, so it is set here: without it small unary answers wait for the client's delayed
+/// ACK (~40 ms on Linux), which the load test showed as 44 ms NodeGroups/TargetSize calls
+/// (BENCHMARKS.md).
+fn incoming(listener: Arc<TcpListener>) -> impl Stream<Item = Result<TcpStream, std::io::Error>> {
+    futures::stream::unfold(listener, |l| async move {
+        loop {
+            match l.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((Ok(stream), l));
+                }
+                // Out of file descriptors or a connection reset before accept: not fatal for
+                // the server; wait a little instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
     })
 }

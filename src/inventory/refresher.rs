@@ -85,6 +85,8 @@ pub struct Inventory {
     last_error: Mutex<Option<(String, bool)>>,
     ready: tokio::sync::watch::Sender<bool>,
     generation: tokio::sync::watch::Sender<(RefreshGeneration, Arc<Snapshot>)>,
+    /// Wakes the refresh loop at once (see [`Inventory::trigger_refresh`]).
+    wake: tokio::sync::Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -104,6 +106,7 @@ impl Inventory {
             refresh_lock: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
             ready: tokio::sync::watch::channel(false).0,
+            wake: tokio::sync::Notify::new(),
             metrics,
         })
     }
@@ -225,16 +228,35 @@ impl Inventory {
         self.refresh().await.map(|_| ())
     }
 
-    /// Runs the periodic refresh until the returned task is aborted.
+    /// Asks the refresh loop for a refresh now, without waiting for it (issue #13: after an
+    /// accepted mutation, after a scale execution ends, and from a Refresh RPC that found the
+    /// snapshot old). Requests made while a refresh runs coalesce into one more refresh, so a
+    /// burst of triggers costs at most two refreshes; with no loop running it does nothing.
+    pub fn trigger_refresh(&self) {
+        // `notify_one` stores a permit when the loop is busy refreshing: the request is not lost.
+        self.wake.notify_one();
+    }
+
+    /// Runs the periodic refresh until the returned task is aborted: every `interval`, and at once
+    /// when [`trigger_refresh`](Self::trigger_refresh) is called.
     pub fn spawn_refresh_loop(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let inv = Arc::clone(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                // Errors are logged and kept for /readyz inside refresh().
-                let _ = inv.refresh_if_older(interval / 2).await;
+                let triggered = tokio::select! {
+                    _ = tick.tick() => false,
+                    () = inv.wake.notified() => true,
+                };
+                // Errors are logged and kept for /readyz inside refresh(). A triggered refresh
+                // always fetches (the trigger means "Cloudify changed"); a periodic one skips
+                // when a triggered one just ran.
+                let _ = if triggered {
+                    inv.refresh().await.map(|_| ())
+                } else {
+                    inv.refresh_if_older(interval / 2).await
+                };
             }
         })
     }

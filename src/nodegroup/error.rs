@@ -43,6 +43,9 @@ pub enum DomainError {
         #[source]
         source: Option<Arc<CloudifyError>>,
     },
+    /// Another replica leads (or this one's lease lapsed): mutations go to the leader.
+    #[error("{0}")]
+    NotLeader(super::NotLeader),
     /// Cloudify refused or failed the call.
     #[error("Cloudify call failed: {0}")]
     Cloudify(#[source] Arc<CloudifyError>),

@@ -7,6 +7,8 @@
 //! logic in [`template`](self::template).
 
 mod error;
+mod follow;
+pub mod leadership;
 mod overlay;
 mod scale;
 pub mod template;
@@ -15,10 +17,11 @@ mod tests;
 mod verify;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 pub use error::DomainError;
+pub use leadership::{LeaderTerm, Leadership, NotLeader, SoleReplica};
 pub use overlay::GroupRuntime;
 pub use scale::NodeRef;
 
@@ -107,6 +110,8 @@ pub struct NodeGroupService {
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
     templates: moka::sync::Cache<String, Arc<Vec<u8>>>,
+    /// Who may mutate; unset = [`SoleReplica`] (a single process, tests).
+    leadership: OnceLock<Arc<dyn Leadership>>,
 }
 
 impl NodeGroupService {
@@ -123,7 +128,63 @@ impl NodeGroupService {
             settings,
             // Encoded template nodes depend only on configuration and the group id: build once.
             templates: moka::sync::Cache::new(10_000),
+            leadership: OnceLock::new(),
         })
+    }
+
+    /// Plugs in the leadership gate (the composition root does, when a Lease is configured).
+    /// Set once, before serving; a second call is ignored and returns false.
+    pub fn set_leadership(&self, gate: Arc<dyn Leadership>) -> bool {
+        self.leadership.set(gate).is_ok()
+    }
+
+    /// The current leadership term, or `UNAVAILABLE` naming the leader. Every mutation asks
+    /// right before it calls Cloudify.
+    fn leader_term(&self) -> Result<LeaderTerm, DomainError> {
+        match self.leadership.get() {
+            Some(gate) => gate.check().map_err(DomainError::NotLeader),
+            None => SoleReplica.check().map_err(DomainError::NotLeader),
+        }
+    }
+
+    /// Runs one Cloudify mutation inside the current term: it must be answered before another
+    /// replica could take the lease, or the caller gets `UNAVAILABLE` (the call is abandoned; if
+    /// Cloudify still accepted it, every replica's next refresh counts it).
+    async fn within_term<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, DomainError>>,
+    ) -> Result<T, DomainError> {
+        let term = self.leader_term()?;
+        let Some(expires) = term.expires else {
+            return call.await;
+        };
+        match tokio::time::timeout_at(tokio::time::Instant::from_std(expires), call).await {
+            Ok(r) => r,
+            Err(_) => Err(DomainError::Unavailable {
+                message: "the leadership term ended while Cloudify was answering; the next \
+                          refresh shows whether the call took effect"
+                    .into(),
+                source: None,
+            }),
+        }
+    }
+
+    /// The snapshot a mutation may decide on: for a new term, one fetched after the term began
+    /// (the previous leader's executions are then in it), refreshing first if needed.
+    async fn leader_snapshot(&self) -> Result<Arc<Snapshot>, DomainError> {
+        let term = self.leader_term()?;
+        let snap = self.inventory.snapshot();
+        match term.since {
+            Some(since) if snap.fetched_at < since => {
+                self.inventory.refresh().await.map_err(|e| DomainError::Unavailable {
+                    message: format!(
+                        "new leader: catching up with Cloudify before the first mutation failed: {e}"
+                    ),
+                    source: None,
+                })
+            }
+            _ => Ok(snap),
+        }
     }
 
     /// The inventory.
@@ -202,20 +263,22 @@ impl NodeGroupService {
             .ok_or_else(|| DomainError::GroupNotFound(id.to_owned()))
     }
 
-    /// The Refresh RPC: refresh when the snapshot is older than the bound, waiting at most
-    /// `budget` (the refresh itself continues in the background). Fails only before the first
-    /// complete snapshot.
-    pub async fn refresh(&self, budget: Duration) -> Result<(), DomainError> {
-        let inv = Arc::clone(&self.inventory);
-        let max_age = self.settings.refresh_max_age;
-        let task = tokio::spawn(async move { inv.refresh_if_older(max_age).await });
-        let outcome = tokio::time::timeout(budget, task).await;
-        if self.inventory.is_ready() {
+    /// The Refresh RPC. CA calls it at the start of every loop under its `grpc_timeout`, so it
+    /// never waits on Cloudify (issue #13: it took 0.6-1.2 s with the manager down): it answers
+    /// from the snapshot at once and, when the snapshot is older than `refresh_max_age`, asks the
+    /// background refresher for a new one. Fails only before the first complete snapshot.
+    pub fn refresh(&self) -> Result<(), DomainError> {
+        let st = self.inventory.status();
+        if st.ready {
+            if st.snapshot_age > self.settings.refresh_max_age {
+                self.inventory.trigger_refresh();
+            }
             return Ok(());
         }
-        let message = match outcome {
-            Ok(Ok(Err(e))) => format!("no inventory yet: {e}"),
-            _ => "no inventory yet: the first refresh has not completed".to_owned(),
+        self.inventory.trigger_refresh();
+        let message = match st.last_error {
+            Some(e) => format!("no inventory yet: {e}"),
+            None => "no inventory yet: the first refresh has not completed".to_owned(),
         };
         Err(DomainError::Unavailable {
             message,

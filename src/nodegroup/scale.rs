@@ -62,6 +62,9 @@ impl NodeGroupService {
         Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
+        // A follower refuses here; a new leader first catches up with what its predecessor
+        // queued (the overlay then reads that snapshot).
+        self.leader_snapshot().await?;
         let (g, target, upper) = rt.with_overlay(&self.inventory, |o, snap| {
             Self::group(snap, id).map(|g| (g.clone(), o.target_wide(g), o.upper_bound(g)))
         })?;
@@ -82,11 +85,16 @@ impl NodeGroupService {
             include_instances: Vec::new(),
             abort_started: g.orphan_modification,
         };
-        let execution = cloudify.start_scale(&request).await.map_err(|e| {
-            self.metrics.scale("up", "error");
-            tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
-            DomainError::from(e)
-        })?;
+        // Asked again right before the POST: the lease may have lapsed while we waited.
+        let execution = self
+            .within_term(async {
+                cloudify.start_scale(&request).await.map_err(|e| {
+                    self.metrics.scale("up", "error");
+                    tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
+                    DomainError::from(e)
+                })
+            })
+            .await?;
         rt.with_overlay(&self.inventory, |o, _| {
             o.changes.push(LocalChange {
                 accepted_at: Instant::now(),
@@ -101,6 +109,9 @@ impl NodeGroupService {
             group = id, delta, from = target, to = target.saturating_add(i64::from(delta)),
             execution = %execution.id, status = %execution.status, "scale-out queued in Cloudify"
         );
+        // Freshness for CA's next loop: refresh now, and again when the execution ends.
+        self.inventory.trigger_refresh();
+        self.follow_execution(cloudify, execution.id);
         Ok(())
     }
 
@@ -126,6 +137,7 @@ impl NodeGroupService {
         Self::group(&self.inventory.peek(), id)?;
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
+        self.leader_snapshot().await?;
         let need = delta.saturating_neg();
         // Newest first: local scale-outs the snapshot does not show yet, then waiting ones.
         let (g, target, candidates) = rt.with_overlay(&self.inventory, |o, snap| {
@@ -171,7 +183,14 @@ impl NodeGroupService {
                 break;
             }
             let removed = self
-                .cancel_or_shrink(&rt, cloudify.as_ref(), &g, &exec_id, exec_delta, remaining)
+                .within_term(self.cancel_or_shrink(
+                    &rt,
+                    cloudify.as_ref(),
+                    &g,
+                    &exec_id,
+                    exec_delta,
+                    remaining,
+                ))
                 .await?;
             remaining -= removed;
             applied += i64::from(removed);
@@ -182,6 +201,7 @@ impl NodeGroupService {
                 by = applied,
                 "target decreased by cancelling waiting scale-outs"
             );
+            self.inventory.trigger_refresh();
         }
         Ok(())
     }
@@ -265,6 +285,8 @@ impl NodeGroupService {
         id: &str,
         nodes: &[NodeRef],
     ) -> Result<(), DomainError> {
+        // A follower refuses before batching (the flush asks again before its POST).
+        self.leader_term()?;
         let snap = self.inventory.snapshot();
         let g = Self::group(&snap, id)?;
         if nodes.is_empty() {
@@ -426,6 +448,7 @@ impl NodeGroupService {
         match &result {
             Ok((exec_id, before)) => {
                 self.metrics.scale("down", "accepted");
+                self.inventory.trigger_refresh();
                 tracing::info!(group = id, execution = %exec_id, instances = ?named, "scale-in queued in Cloudify");
                 let this = Arc::clone(self);
                 let (exec_id, before) = (exec_id.clone(), before.clone());
@@ -450,6 +473,8 @@ impl NodeGroupService {
         g: &NodeGroup,
         instances: &[(String, String)],
     ) -> Result<String, DomainError> {
+        // A new leader catches up first: its predecessor may have queued a scale-in already.
+        self.leader_snapshot().await?;
         let cloudify = self.source(g)?;
         let include: Vec<String> = instances.iter().map(|(_, v)| v.clone()).collect();
         let request = ScaleRequest {
@@ -459,7 +484,9 @@ impl NodeGroupService {
             include_instances: include,
             abort_started: g.orphan_modification,
         };
-        let execution = cloudify.start_scale(&request).await?;
+        let execution = self
+            .within_term(async { Ok(cloudify.start_scale(&request).await?) })
+            .await?;
         Ok(execution.id)
     }
 }

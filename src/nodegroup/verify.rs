@@ -58,6 +58,8 @@ impl NodeGroupService {
             }
             poll = (poll * 2).min(Duration::from_secs(15));
         };
+        // The scale-in ended: CA should see its outcome without waiting for the next period.
+        self.inventory.trigger_refresh();
         if status != "terminated" {
             self.metrics.scale("down", &status);
             tracing::warn!(group = id, execution = exec_id, %status, "scale-in did not complete");

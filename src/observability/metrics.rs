@@ -112,6 +112,8 @@ pub struct Metrics {
     /// 1 once the first complete snapshot is loaded (the same condition as `/readyz`'s
     /// `snapshot_loaded`), else 0.
     pub ready: Gauge,
+    /// 1 while this process may mutate: the Lease leader, or the only replica (no election).
+    pub leader: Gauge,
     /// gRPC requests by method and code.
     pub grpc_requests: Family<GrpcLabels, Counter>,
     /// gRPC request durations by method.
@@ -149,6 +151,7 @@ impl Metrics {
         let m = Metrics {
             build_info: Family::default(),
             ready: Gauge::default(),
+            leader: Gauge::default(),
             grpc_requests: Family::default(),
             grpc_duration: Family::new_with_constructor(latency_histogram),
             cloudify_requests: Family::default(),
@@ -179,6 +182,11 @@ impl Metrics {
             "ready",
             "1 once the first complete inventory snapshot is loaded",
             m.ready.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica may mutate (Lease leader, or the only replica)",
+            m.leader.clone(),
         );
         registry.register(
             "grpc_requests",

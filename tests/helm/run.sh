@@ -117,7 +117,7 @@ expect_in() { # TEXT PATTERN... (fixed strings)
 
 check_default_render() {
   local f=$OUT/default.yaml dep cc cert host
-  expect_kinds "$f" "Deployment=1 Service=1 ServiceAccount=1 ConfigMap=2 Secret=1 Certificate=3 Issuer=2 NetworkPolicy=1 PodDisruptionBudget=1 ServiceMonitor=0 Pod=1 ClusterRole=1 ClusterRoleBinding=1" || return 1
+  expect_kinds "$f" "Deployment=1 Service=1 ServiceAccount=1 ConfigMap=2 Secret=1 Certificate=3 Issuer=2 NetworkPolicy=1 PodDisruptionBudget=1 ServiceMonitor=0 Pod=1 Role=1 RoleBinding=1 ClusterRole=1 ClusterRoleBinding=1" || return 1
   # The node controller's RBAC (issue 15): nodes, nodes/status, events; the token is mounted for it.
   expect_in "$(doc_of "$f" ClusterRole autoscaler-cloudify-nodes)" '"watch", "patch", "delete"' 'resources: ["nodes/status"]' \
     'resources: ["events"]' || return 1
@@ -143,6 +143,17 @@ check_default_render() {
   expect_in "$(doc_of "$f" Service autoscaler-cloudify)" "port: 8086" "port: 8087" "name: grpc" "name: http-metrics" || return 1
   expect_in "$(doc_of "$f" NetworkPolicy autoscaler-cloudify)" 'autoscaler-cloudify.io/client: "true"' \
     "port: grpc" "port: http" "kubernetes.io/metadata.name: monitoring" || return 1
+  # High availability (issue #13): two replicas on a Lease, spread over nodes, one always up.
+  expect_in "$dep" "replicas: 2" "automountServiceAccountToken: true" "podAntiAffinity:" \
+    "topologyKey: kubernetes.io/hostname" "fieldPath: metadata.name" "name: POD_NAME" \
+    "periodSeconds: 2" || return 1
+  expect_in "$(doc_of "$f" PodDisruptionBudget autoscaler-cloudify)" "minAvailable: 1" || return 1
+  expect_in "$(doc_of "$f" ConfigMap autoscaler-cloudify)" "enabled: true" "name: autoscaler-cloudify" \
+    "namespace: kube-system" "duration: 15s" "renew_deadline: 10s" "renew_period: 4s" || return 1
+  expect_in "$(doc_of "$f" Role autoscaler-cloudify-lease)" "coordination.k8s.io" "leases" \
+    'resourceNames: ["autoscaler-cloudify"]' 'verbs: ["create"]' '"watch", "update", "patch"' || return 1
+  expect_in "$(doc_of "$f" RoleBinding autoscaler-cloudify-lease)" "kind: ServiceAccount" \
+    "name: autoscaler-cloudify-lease" || return 1
 }
 
 check_ci_render() {
@@ -164,7 +175,13 @@ check_ci_render() {
 
 check_bad_values_rejected() {
   # The chart owns grpc/http: a user value there must fail the render, not be silently ignored.
-  ! "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set config.grpc.listen=0.0.0.0:1 >/dev/null 2>&1
+  ! "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set config.grpc.listen=0.0.0.0:1 >/dev/null 2>&1 || return 1
+  ! "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set config.lease.enabled=false >/dev/null 2>&1 || return 1
+  # Two replicas without a leader could together scale past max (issue #13).
+  ! "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set leaderElection.enabled=false >/dev/null 2>&1 || return 1
+  # One replica without the election renders (the PDB must then not block drains).
+  "$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" --set leaderElection.enabled=false \
+    --set replicaCount=1 --set podDisruptionBudget.minAvailable=null >/dev/null 2>&1
 }
 
 check_ca_values_wiring() {
@@ -257,6 +274,10 @@ api_path() {
     Issuer) plural=issuers ;;
     ClusterIssuer) plural=clusterissuers ;;
     ServiceMonitor) plural=servicemonitors ;;
+    Role) plural=roles ;;
+    RoleBinding) plural=rolebindings ;;
+    ClusterRole) plural=clusterroles ;;
+    ClusterRoleBinding) plural=clusterrolebindings ;;
     CustomResourceDefinition) plural=customresourcedefinitions ;;
     ClusterRole) plural=clusterroles ;;
     ClusterRoleBinding) plural=clusterrolebindings ;;
@@ -404,7 +425,7 @@ check "helm template (default values)" render "$OUT/default.yaml"
 check "helm template (tests/helm/values-ci.yaml)" render "$OUT/ci.yaml" -f "$HERE/values-ci.yaml"
 check "rendered objects (default values)" check_default_render
 check "rendered objects (values-ci)" check_ci_render
-check "config.grpc in values is refused" check_bad_values_rejected
+check "config.grpc/config.lease and 2 replicas without leader election are refused" check_bad_values_rejected
 check "deploy/manifests/autoscaler-cloudify.yaml is up to date (else: run.sh --update-manifests)" check_manifests_current
 check "deploy/cluster-autoscaler-values.yaml mounts what the chart renders" check_ca_values_wiring
 dry_run_tier

@@ -18,8 +18,8 @@ use tonic::transport::Channel;
 pub const WORKERS: &str = "k8s-pool-a/workers";
 pub const GPU: &str = "k8s-pool-b/gpu-workers";
 
-/// Test configuration: a long background interval (tests refresh explicitly through the Refresh
-/// RPC, which always refreshes since max_age is 0).
+/// Test configuration: a long background interval (tests refresh explicitly with
+/// [`Env::refresh`]).
 pub const TEST_CONFIG: &str = r#"
 refresh: {interval: 1h, max_age: 0s}
 cloudify:
@@ -98,15 +98,10 @@ pub async fn start_default() -> Env {
 }
 
 impl Env {
+    /// The simulator's request counts (its typed control client), as JSON.
     pub async fn requests(&self) -> Value {
-        self.http
-            .get(format!("{}/_sim/requests", self.sim.url()))
-            .send()
-            .await
-            .expect("sim requests")
-            .json()
-            .await
-            .expect("json")
+        let log = self.sim.control().requests().await.expect("sim requests");
+        serde_json::to_value(log).expect("json")
     }
 
     pub async fn request_total(&self) -> u64 {
@@ -117,23 +112,15 @@ impl Env {
         self.requests().await["routes"][route].as_u64().unwrap_or(0)
     }
 
+    /// Merges `body` (a `/_sim/faults` patch as JSON) into the simulator's faults.
     pub async fn faults(&self, body: Value) {
-        let r = self
-            .http
-            .post(format!("{}/_sim/faults", self.sim.url()))
-            .json(&body)
-            .send()
-            .await
-            .expect("faults");
-        assert!(r.status().is_success(), "faults: {}", r.status());
+        let patch: cloudify_sim::FaultsPatch =
+            serde_json::from_value(body).expect("a /_sim/faults patch");
+        self.sim.control().set_faults(&patch).await.expect("faults");
     }
 
     pub async fn clear_faults(&self) {
-        self.http
-            .delete(format!("{}/_sim/faults", self.sim.url()))
-            .send()
-            .await
-            .expect("faults");
+        self.sim.control().clear_faults().await.expect("faults");
     }
 
     /// GET on the simulator's REST API as admin.
@@ -176,11 +163,40 @@ impl Env {
         }
     }
 
+    /// CA's Refresh RPC, then a wait until the background refresh it asked for has finished
+    /// (ok or not): the RPC itself never waits on Cloudify (issue #13), and tests read right
+    /// after. TEST_CONFIG's `max_age: 0s` makes every Refresh ask for one.
     pub async fn refresh(&mut self) {
+        let done = |app: &App| {
+            ["ok", "error"]
+                .iter()
+                .map(|r| {
+                    app.metrics
+                        .refreshes
+                        .get_or_create(&autoscaler_cloudify::observability::metrics::ResultLabels {
+                            result: (*r).into(),
+                        })
+                        .get()
+                })
+                .sum::<u64>()
+        };
+        let before = done(&self.app);
+        let asked = Instant::now();
         self.client
             .refresh(proto::RefreshRequest {})
             .await
             .expect("refresh");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // A snapshot fetched after the call, or a refresh that failed since.
+        while self.app.inventory.snapshot().fetched_at < asked
+            && !(done(&self.app) > before && self.app.inventory.status().last_error.is_some())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no refresh after the Refresh RPC"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     pub async fn target(&mut self, id: &str) -> i32 {

@@ -120,5 +120,19 @@ grpc:
   {{- end }}
 http:
   listen: {{ printf "0.0.0.0:%d" (int .Values.containerPorts.http) | quote }}
+lease:
+  enabled: {{ .Values.leaderElection.enabled }}
+  {{- if .Values.leaderElection.enabled }}
+  name: {{ include "autoscaler-cloudify.leaseName" . }}
+  namespace: {{ .Release.Namespace }}
+  duration: {{ .Values.leaderElection.duration }}
+  renew_deadline: {{ .Values.leaderElection.renewDeadline }}
+  renew_period: {{ .Values.leaderElection.renewPeriod }}
+  {{- end }}
 {{ toYaml .Values.config }}
+{{- end }}
+
+{{/* The Lease the replicas elect a leader on. */}}
+{{- define "autoscaler-cloudify.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "autoscaler-cloudify.fullname" .) -}}
 {{- end }}

@@ -1,0 +1,352 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease (issue #13).
+//!
+//! The lease algorithm (acquire an orphaned or expired lease with server-side apply, renew,
+//! release) is kube-lease-manager's. It reports a change of holder, but not a failed renewal: with
+//! the API server unreachable its "leader" flag stays up. So this module keeps its own clock,
+//! [`LeaderClock`]: it watches the Lease and, each time it sees a renewal by this replica, opens the
+//! gate until `renewTime + renew_deadline`. `renew_deadline < duration`, so the leader stops
+//! mutating strictly before any other replica may take the lease (others wait `duration` after the
+//! last renewal). The gate is what the domain consults ([`Leadership`]).
+//!
+//! Every replica keeps its snapshot warm and answers reads; [`LeaseElection::leading`] tells the
+//! composition root when to be Ready and when to drop CA's gRPC connections.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseParams};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::LeaseConfig;
+use crate::nodegroup::{LeaderTerm, Leadership, NotLeader};
+
+mod clock;
+pub use clock::LeaderClock;
+
+/// This replica's identity in the Lease: the pod name (`POD_NAME`, else `HOSTNAME`) plus a random
+/// suffix, so a restarted pod with the same name is a new holder and never mistakes the old
+/// holder's lease for its own.
+pub fn identity() -> String {
+    let base = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "autoscaler-cloudify".into());
+    format!("{base}-{}", random_suffix())
+}
+
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process; mixing in the time and pid makes two
+    // processes started in the same instant differ too.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// The gate the domain consults: a [`LeaderClock`] behind a mutex held only for a few field
+/// reads (never across an await), so mutations pay nanoseconds for it.
+#[derive(Debug)]
+pub struct LeaseGate {
+    clock: Mutex<LeaderClock>,
+}
+
+impl LeaseGate {
+    fn with<R>(&self, f: impl FnOnce(&mut LeaderClock) -> R) -> R {
+        let mut guard = match self.clock.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// The holder named by the Lease and the current problem, for `/readyz`.
+    pub fn describe(&self) -> (Option<String>, Option<String>) {
+        self.with(|c| {
+            (
+                c.holder().map(str::to_owned),
+                c.problem().map(str::to_owned),
+            )
+        })
+    }
+}
+
+impl Leadership for LeaseGate {
+    fn check(&self) -> Result<LeaderTerm, NotLeader> {
+        self.with(|c| c.check(Instant::now()))
+    }
+}
+
+/// A running election.
+pub struct LeaseElection {
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// The gate for the domain.
+    pub gate: Arc<LeaseGate>,
+    /// True while this replica leads (the gate is open); changes when it opens or closes.
+    pub leading: watch::Receiver<bool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseElection {
+    /// Stops mutating at once, then releases the lease (so another replica takes over without
+    /// waiting for it to expire) and stops, waiting at most `limit`.
+    pub async fn stop(mut self, limit: Duration) {
+        self.gate.with(|c| c.set_elected(false));
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if tokio::time::timeout(limit, &mut self.task).await.is_err() {
+            self.task.abort();
+        }
+    }
+}
+
+/// Starts the election in the background. Never fails: an unreachable or forbidden API server is
+/// logged, shown by [`LeaseGate::describe`], and retried.
+pub fn start(client: kube::Client, settings: &LeaseConfig, identity: String) -> LeaseElection {
+    let namespace = settings
+        .namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let gate = Arc::new(LeaseGate {
+        clock: Mutex::new(LeaderClock::new(
+            identity.clone(),
+            settings.renew_deadline,
+            settings.duration,
+        )),
+    });
+    let (leading_tx, leading) = watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    tracing::info!(
+        lease = %settings.name, %namespace, %identity,
+        duration = ?settings.duration, renew_deadline = ?settings.renew_deadline,
+        renew_period = ?settings.renew_period,
+        "leader election on a Kubernetes Lease: only the leader mutates and is Ready"
+    );
+    let task = tokio::spawn(run(
+        client,
+        settings.clone(),
+        namespace,
+        identity.clone(),
+        Arc::clone(&gate),
+        leading_tx,
+        stop_rx,
+    ));
+    LeaseElection {
+        identity,
+        gate,
+        leading,
+        stop: Some(stop_tx),
+        task,
+    }
+}
+
+/// A Kubernetes API error in words an operator can act on.
+fn explain(e: &kube::Error, lease: &str, namespace: &str) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => format!(
+            "Kubernetes API forbids access to Lease {namespace}/{lease} (the service account \
+             needs get, list, watch, create, update and patch on leases.coordination.k8s.io): {}",
+            s.message
+        ),
+        kube::Error::Api(s) => format!(
+            "Kubernetes API refused Lease {namespace}/{lease}: {} ({})",
+            s.message, s.code
+        ),
+        other => format!("Kubernetes API server unreachable: {other}"),
+    }
+}
+
+fn lease_error(e: &kube_lease_manager::LeaseManagerError, lease: &str, namespace: &str) -> String {
+    use kube_lease_manager::LeaseManagerError as E;
+    match e {
+        E::KubeError(k) => explain(k, lease, namespace),
+        other => format!("Lease {namespace}/{lease}: {other}"),
+    }
+}
+
+/// Records a problem, logging it when it is new (not on every retry).
+fn report(gate: &LeaseGate, problem: Option<String>) {
+    gate.with(|c| {
+        if c.problem() != problem.as_deref() {
+            match &problem {
+                Some(p) => tracing::warn!(problem = %p, "leader election: Kubernetes API problem"),
+                None => tracing::info!("leader election: Kubernetes API reachable again"),
+            }
+        }
+        c.set_problem(problem);
+    });
+}
+
+async fn build_manager(
+    client: &kube::Client,
+    s: &LeaseConfig,
+    namespace: &str,
+    identity: &str,
+    gate: &LeaseGate,
+) -> LeaseManager {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        // kube-lease-manager renews `grace` seconds before expiry: renew every renew_period.
+        let grace = s.duration.saturating_sub(s.renew_period).as_secs().max(1);
+        let params = LeaseParams::new(identity, s.duration.as_secs(), grace);
+        match LeaseManagerBuilder::new(client.clone(), &s.name)
+            .with_namespace(namespace)
+            .with_parameters(params)
+            .build()
+            .await
+        {
+            Ok(m) => return m,
+            Err(e) => report(gate, Some(lease_error(&e, &s.name, namespace))),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn renew_time(l: &Lease) -> Option<SystemTime> {
+    let t = l.spec.as_ref()?.renew_time.as_ref()?;
+    let ns = t.0.as_nanosecond();
+    let since_epoch = Duration::from_nanos(u64::try_from(ns).ok()?);
+    SystemTime::UNIX_EPOCH.checked_add(since_epoch)
+}
+
+async fn run(
+    client: kube::Client,
+    s: LeaseConfig,
+    namespace: String,
+    identity: String,
+    gate: Arc<LeaseGate>,
+    leading: watch::Sender<bool>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let publish = |gate: &LeaseGate| {
+        if let Some(open) = gate.with(|c| c.tick(Instant::now())) {
+            let holder = gate.with(|c| c.holder().map(str::to_owned));
+            if open {
+                tracing::info!(%identity, "leader: this replica holds the lease; accepting mutations");
+            } else {
+                tracing::warn!(%identity, ?holder, "no longer the leader: mutations refused, closing CA's connections");
+            }
+            leading.send_replace(open);
+        }
+    };
+    // The Lease watch: every renewal (ours or another's) is an event. It starts before the
+    // manager so a problem reaching the API server shows at once.
+    let api: kube::Api<Lease> = kube::Api::namespaced(client.clone(), &namespace);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", s.name));
+    let mut events = watcher(api, cfg).default_backoff().boxed();
+    let manager = tokio::select! {
+        m = build_manager(&client, &s, &namespace, &identity, &gate) => m,
+        _ = &mut stop => return,
+    };
+    report(&gate, None);
+    let (mut elected, mut manager_task) = manager.watch().await;
+    loop {
+        let closes = gate.with(|c| c.closes_at(Instant::now()));
+        let mut released = false;
+        tokio::select! {
+            _ = &mut stop => break,
+            changed = elected.changed() => {
+                if changed.is_err() {
+                    report(&gate, Some("lease manager stopped".into()));
+                    gate.with(|c| c.set_elected(false));
+                    publish(&gate);
+                    return;
+                }
+                let now_elected = *elected.borrow_and_update();
+                gate.with(|c| c.set_elected(now_elected));
+            }
+            ev = events.next() => match ev {
+                Some(Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) => {
+                    let holder = l.spec.as_ref().and_then(|sp| sp.holder_identity.clone());
+                    let renewed = renew_time(&l);
+                    // Another holder released the lease (a clean shutdown: rolling update,
+                    // drain). kube-lease-manager would only notice when that holder's last term
+                    // expires; a fresh manager reads the Lease now and takes it at once.
+                    released = holder.is_none()
+                        && !*elected.borrow()
+                        && gate.with(|c| c.holder().is_some_and(|h| h != identity));
+                    gate.with(|c| c.observe(holder, renewed, Instant::now(), SystemTime::now()));
+                    if gate.with(|c| c.problem().is_some()) {
+                        report(&gate, None);
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(_))) => {
+                    gate.with(|c| c.observe(None, None, Instant::now(), SystemTime::now()));
+                }
+                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+                Some(Err(e)) => {
+                    let msg = match &e {
+                        watcher::Error::InitialListFailed(k)
+                        | watcher::Error::WatchStartFailed(k)
+                        | watcher::Error::WatchFailed(k) => explain(k, &s.name, &namespace),
+                        other => format!("watching Lease {namespace}/{}: {other}", s.name),
+                    };
+                    report(&gate, Some(msg));
+                }
+                None => {
+                    report(&gate, Some("the Lease watch ended".into()));
+                    break;
+                }
+            },
+            // The renew deadline passed without a renewal: close now, before the lease expires
+            // for others.
+            () = async { match closes { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {}
+        }
+        publish(&gate);
+        if released {
+            tracing::info!(%identity, "the leader released the lease; trying to take it now");
+            // Dropping the receiver stops the old manager (it holds nothing to release).
+            drop(elected);
+            if tokio::time::timeout(Duration::from_secs(5), &mut manager_task)
+                .await
+                .is_err()
+            {
+                manager_task.abort();
+            }
+            let manager = tokio::select! {
+                m = build_manager(&client, &s, &namespace, &identity, &gate) => m,
+                _ = &mut stop => return,
+            };
+            (elected, manager_task) = manager.watch().await;
+        }
+    }
+    gate.with(|c| c.set_elected(false));
+    publish(&gate);
+    // Dropping the receiver makes kube-lease-manager release the lease and stop.
+    drop(elected);
+    match manager_task.await {
+        Ok(Ok(_)) => tracing::info!("lease released"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not release the lease; it expires by itself")
+        }
+        Err(e) => tracing::warn!(error = %e, "lease manager task failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn identities_differ_per_call() {
+        assert_ne!(super::identity(), super::identity());
+    }
+}
