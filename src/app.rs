@@ -132,7 +132,17 @@ pub fn clients(
 /// refresh, gRPC and HTTP servers, and, when Kubernetes credentials are present, the Lease
 /// election and the node controller (which, like the domain, mutates only while this replica
 /// leads).
-pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, AppError> {
+pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App, AppError> {
+    let node_client = if config.node_controller.enabled {
+        crate::kube::connect().await?
+    } else {
+        None
+    };
+    // With the node controller, a Node without a provider id is one it has not initialized yet
+    // (at most a refresh interval): CA must not count it as a registered node of its group, or it
+    // simulates pods on a tainted Node, finds no room and scales up once more. Left unmatched,
+    // CA counts the instance as upcoming until the controller sets the id.
+    settings.name_lookup_without_provider_id = node_client.is_none();
     let metrics = Metrics::new();
     let clients = clients(config, &metrics)?;
     let sources: Vec<Arc<dyn Cloudify>> = clients
@@ -175,7 +185,7 @@ pub async fn start(config: &Config, settings: ServiceSettings) -> Result<App, Ap
         None => always_leader(),
     };
     let node_controller = if config.node_controller.enabled {
-        match crate::kube::connect().await? {
+        match node_client {
             Some(client) => {
                 tracing::info!(
                     max_deletions_per_refresh = config.node_controller.max_deletions_per_refresh,

@@ -35,6 +35,10 @@ use crate::observability::metrics::Metrics;
 pub struct ServiceSettings {
     /// Label whose value names the GPU type.
     pub gpu_label: String,
+    /// NodeGroupForNode matches a Node that has no provider id by its name (the configured
+    /// runtime property). Off while the node controller runs: such a Node is then one it has not
+    /// initialized yet, and CA must count its instance as upcoming, not as a registered node.
+    pub name_lookup_without_provider_id: bool,
     /// How long DeleteNodes waits for more calls on the same group before sending one `scale`.
     /// CA sends one node per call, up to 10 calls at once (`--max-scale-down-parallelism`);
     /// 300 ms gathers such a burst into one execution while staying far inside CA's 5 s deadline.
@@ -51,6 +55,7 @@ impl Default for ServiceSettings {
     fn default() -> Self {
         ServiceSettings {
             gpu_label: "cloudify.co/gpu-type".into(),
+            name_lookup_without_provider_id: true,
             delete_batch_window: Duration::from_millis(300),
             refresh_max_age: Duration::from_secs(5),
             verify_poll: Duration::from_secs(2),
@@ -227,6 +232,9 @@ impl NodeGroupService {
     /// (control plane) several times per loop; a miss costs the same three lookups, so no
     /// negative cache (moka) sits in front of it: it would add a lookup of its own.
     pub fn node_group_for_node(&self, provider_id: &str, name: &str) -> Option<GroupView> {
+        if provider_id.is_empty() && !self.settings.name_lookup_without_provider_id {
+            return None;
+        }
         let snap = self.inventory.peek();
         match snap.lookup(provider_id, name) {
             Some(r) => snap.instance(r).map(|(g, _)| view(g)),

@@ -64,6 +64,10 @@ node_groups:
 "#;
 
 async fn service(fake: Arc<FakeCloudify>) -> Arc<NodeGroupService> {
+    service_with(fake, ServiceSettings::default()).await
+}
+
+async fn service_with(fake: Arc<FakeCloudify>, settings: ServiceSettings) -> Arc<NodeGroupService> {
     let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "x".to_owned())]);
     let cfg = Config::from_yaml(YAML, &Overrides::default(), &env).expect("config");
     let metrics = Metrics::new();
@@ -73,7 +77,7 @@ async fn service(fake: Arc<FakeCloudify>) -> Arc<NodeGroupService> {
         Arc::clone(&metrics),
     );
     inv.refresh().await.expect("refresh");
-    NodeGroupService::new(inv, metrics, ServiceSettings::default())
+    NodeGroupService::new(inv, metrics, settings)
 }
 
 #[tokio::test(start_paused = true)]
@@ -232,6 +236,24 @@ async fn lookups_by_provider_id_normalized_id_and_name() {
     assert_eq!(o.len(), 1);
     assert_eq!(o[0].id, "cloudify-pending://t/other/o_host_0");
     assert_eq!(o[0].state, InstanceState::Creating);
+}
+
+/// With the node controller running, a Node without a provider id is not initialized yet: CA
+/// must see it in no group (its instance stays upcoming), or it scales up once more.
+#[tokio::test]
+async fn nodes_without_provider_id_match_no_group_while_the_node_controller_initializes() {
+    let settings = ServiceSettings {
+        name_lookup_without_provider_id: false,
+        ..ServiceSettings::default()
+    };
+    let svc = service_with(fake_with_instances(2), settings).await;
+    let g = |p: &str, n: &str| svc.node_group_for_node(p, n).map(|v| v.id);
+    assert_eq!(g("", "node-1"), None);
+    // Once initialized (provider id set), the same Node is in its group.
+    assert_eq!(
+        g("cloudify://t/d/g_host_1", "node-1").as_deref(),
+        Some("d/g")
+    );
 }
 
 #[tokio::test(start_paused = true)]
