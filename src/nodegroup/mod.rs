@@ -155,9 +155,29 @@ impl NodeGroupService {
     }
 
     /// Every node group.
+    ///
+    /// While Cloudify is unreachable the bounds are reported frozen at the current target
+    /// (min = max = target): no scale can be started then, and a CA that saw room would call
+    /// IncreaseSize/DeleteNodes, get UNAVAILABLE, log a failed loop and back the group off for
+    /// minutes after the manager is back. Frozen, CA skips the group ("max size reached") and
+    /// scales in the first loop after a refresh succeeds again.
     pub fn node_groups(&self) -> Vec<GroupView> {
         let snap = self.inventory.peek();
-        snap.groups.iter().map(view).collect()
+        let frozen = self.inventory.cloudify_unreachable();
+        snap.groups
+            .iter()
+            .map(|g| self.view_of(g, &snap, frozen))
+            .collect()
+    }
+
+    fn view_of(&self, g: &NodeGroup, snap: &Snapshot, frozen: bool) -> GroupView {
+        let mut v = view(g);
+        if frozen {
+            let target = self.runtime(&g.id).target(g, snap);
+            v.min = target.min(g.max);
+            v.max = target.max(g.min);
+        }
+        v
     }
 
     /// The group of a Kubernetes node, `None` for nodes of no group (control plane, other pools).
@@ -168,7 +188,11 @@ impl NodeGroupService {
     pub fn node_group_for_node(&self, provider_id: &str, name: &str) -> Option<GroupView> {
         let snap = self.inventory.peek();
         match snap.lookup(provider_id, name) {
-            Some(r) => snap.instance(r).map(|(g, _)| view(g)),
+            Some(r) => {
+                let frozen = self.inventory.cloudify_unreachable();
+                snap.instance(r)
+                    .map(|(g, _)| self.view_of(g, &snap, frozen))
+            }
             None => {
                 self.metrics.lookup_misses.inc();
                 None

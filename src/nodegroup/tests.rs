@@ -20,6 +20,8 @@ struct FakeCloudify {
     cancels: Mutex<Vec<String>>,
     planned: Mutex<i64>,
     fail_scale: Mutex<bool>,
+    /// Every read fails as with a manager in maintenance mode.
+    fail_reads: Mutex<bool>,
 }
 
 fn instance(
@@ -78,6 +80,12 @@ impl Cloudify for FakeCloudify {
         &self,
         _l: &[(String, String)],
     ) -> Result<Vec<Deployment>, CloudifyError> {
+        if *self.fail_reads.lock().expect("lock") {
+            return Err(CloudifyError::Timeout {
+                route: "GET /deployments".into(),
+                timeout: Duration::from_secs(1),
+            });
+        }
         let planned = *self.planned.lock().expect("lock");
         let dep = |id: &str, g: &str, planned: i64| -> Deployment {
             serde_json::from_value(json!({"id": id, "scaling_groups": {g: {
@@ -216,6 +224,38 @@ async fn increase_is_bounded_by_max_and_raises_target_at_once() {
     svc.inventory().refresh().await.expect("refresh");
     assert_eq!(svc.target_size("d/g").expect("target"), 5);
     assert_eq!(fake.scales().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bounds_are_frozen_at_target_while_cloudify_is_unreachable() {
+    let fake = FakeCloudify::with_instances(2);
+    let svc = service(Arc::clone(&fake)).await;
+    let bounds = |svc: &NodeGroupService| -> Vec<(String, i32, i32)> {
+        svc.node_groups()
+            .into_iter()
+            .map(|g| (g.id, g.min, g.max))
+            .collect()
+    };
+    assert!(bounds(&svc).contains(&("d/g".to_owned(), 1, 5)));
+    *fake.fail_reads.lock().expect("lock") = true;
+    assert!(svc.inventory().refresh().await.is_err());
+    // CA must see no room to scale either way (it would only get UNAVAILABLE and back off).
+    assert!(
+        bounds(&svc).contains(&("d/g".to_owned(), 2, 2)),
+        "{:?}",
+        bounds(&svc)
+    );
+    let g = svc
+        .node_group_for_node("", "node-0")
+        .expect("node-0 is in d/g");
+    assert_eq!((g.min, g.max), (2, 2));
+    assert_eq!(svc.target_size("d/g").expect("target"), 2);
+    // The first good refresh gives the real bounds back.
+    *fake.fail_reads.lock().expect("lock") = false;
+    svc.inventory().refresh().await.expect("refresh");
+    assert!(bounds(&svc).contains(&("d/g".to_owned(), 1, 5)));
+    let g = svc.node_group_for_node("", "node-0").expect("node-0");
+    assert_eq!((g.min, g.max), (1, 5));
 }
 
 #[tokio::test(start_paused = true)]
