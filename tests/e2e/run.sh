@@ -44,6 +44,8 @@ finish() {
   # not about being shut down.
   if [ "$RESULT" != 0 ] && [ -d "$WORK/logs" ]; then dump_logs; fi
   cp_stop
+  # A CA restarted by the harness is not among cp_spawn's pids.
+  if [ -f "$WORK/logs/cluster-autoscaler.pid" ]; then kill "$(cat "$WORK/logs/cluster-autoscaler.pid")" 2>/dev/null || true; fi
   if [ "$RESULT" = 0 ] && [ "${E2E_KEEP:-0}" != 1 ]; then rm -rf "$WORK/etcd"; fi
 }
 trap finish EXIT
@@ -135,25 +137,41 @@ say "provider serving gRPC (mTLS) on 127.0.0.1:$GRPC_PORT"
 # The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found both
 # groups (and not the control-plane deployment).
 if ! "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups >"$WORK/logs/inspect.log" 2>&1 \
-  || ! grep -q 'e2e-pool/workers' "$WORK/logs/inspect.log" || ! grep -q 'e2e-zero/batch' "$WORK/logs/inspect.log"; then
-  cat "$WORK/logs/inspect.log"; fail "inspect over mTLS with CA's cloud-config did not list e2e-pool/workers and e2e-zero/batch"
+  || ! grep -q 'e2e-pool/workers' "$WORK/logs/inspect.log" || ! grep -q 'e2e-zero/batch' "$WORK/logs/inspect.log" \
+  || [ "$(grep -c ' e2e-' "$WORK/logs/inspect.log")" != 5 ]; then
+  cat "$WORK/logs/inspect.log"; fail "inspect over mTLS with CA's cloud-config did not list the 5 e2e groups (and not the control plane)"
 fi
 sed 's/^/  inspect groups: /' "$WORK/logs/inspect.log"
 
 # ---------------------------------------------------------------- cluster-autoscaler
 if [ "$MODE" = ca ]; then
-  cp_spawn cluster-autoscaler "$CA_BIN" \
-    --cloud-provider=externalgrpc --cloud-config="$WORK/cloud-config.yaml" \
-    --kubeconfig="$K" --leader-elect=false --namespace=kube-system --address="127.0.0.1:$CA_PORT" \
-    --scan-interval=2s \
-    --scale-down-delay-after-add=0s --scale-down-delay-after-delete=0s --scale-down-delay-after-failure=5s \
-    --scale-down-unneeded-time=20s --scale-down-unready-time=20s --unremovable-node-recheck-timeout=5s \
-    --node-delete-delay-after-taint=0s --max-node-provision-time=30s \
-    --initial-node-group-backoff-duration=10s --max-node-group-backoff-duration=30s --node-group-backoff-reset-timeout=1m \
-    --skip-nodes-with-local-storage=false --skip-nodes-with-system-pods=false \
-    --max-graceful-termination-sec=5 --max-pod-eviction-time=30s \
-    --expander=least-waste --v=4
+  CA_ARGS=(--cloud-provider=externalgrpc --cloud-config="$WORK/cloud-config.yaml"
+    --kubeconfig="$K" --leader-elect=false --namespace=kube-system --address="127.0.0.1:$CA_PORT"
+    --scan-interval=2s
+    --scale-down-delay-after-add=0s --scale-down-delay-after-delete=0s --scale-down-delay-after-failure=5s
+    --scale-down-unneeded-time=20s --scale-down-unready-time=20s --unremovable-node-recheck-timeout=5s
+    --node-delete-delay-after-taint=0s --max-node-provision-time=30s
+    --initial-node-group-backoff-duration=10s --max-node-group-backoff-duration=30s --node-group-backoff-reset-timeout=1m
+    --skip-nodes-with-local-storage=false --skip-nodes-with-system-pods=false
+    --max-graceful-termination-sec=5 --max-pod-eviction-time=30s
+    --expander=price --v=4)
+  cp_spawn cluster-autoscaler "$CA_BIN" "${CA_ARGS[@]}"
   cp_wait_http cluster-autoscaler "http://127.0.0.1:$CA_PORT/health-check" 60 || fail "cluster-autoscaler not healthy"
+  # The CA-restart phase runs this: stop CA (SIGTERM, then SIGKILL), start it again with the same
+  # flags appending to the same log, wait until it is healthy. finish() stops whichever CA is current.
+  {
+    echo '#!/usr/bin/env bash'
+    echo 'set -u'
+    printf 'log=%q; pidf=%q; health=%q\n' "$WORK/logs/cluster-autoscaler.log" "$WORK/logs/cluster-autoscaler.pid" "http://127.0.0.1:$CA_PORT/health-check"
+    echo 'pid=$(cat "$pidf"); kill "$pid" 2>/dev/null'
+    echo 'for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done; kill -9 "$pid" 2>/dev/null'
+    echo 'echo "==== e2e harness: cluster-autoscaler restarted at $(date -u +%FT%T.%NZ) ====" >>"$log"'
+    printf '%q ' "$CA_BIN" "${CA_ARGS[@]}"; echo '>>"$log" 2>&1 </dev/null &'
+    echo 'echo $! >"$pidf"; disown'
+    echo 'for _ in $(seq 1 240); do curl -fsS -o /dev/null --max-time 2 "$health" 2>/dev/null && { echo "pid $(cat "$pidf") healthy"; exit 0; }; sleep 0.25; done'
+    echo 'echo "restarted cluster-autoscaler not healthy within 60s" >&2; exit 1'
+  } >"$WORK/restart-ca.sh"
+  chmod +x "$WORK/restart-ca.sh"
   say "cluster-autoscaler running"
 else
   say "SKIP cluster-autoscaler: $SKIP_REASON"
@@ -165,7 +183,9 @@ say "scenario starting (stack up in $(($(date +%s) - T0))s)"
 TS=$(date +%s)
 "$E2E_BIN/harness" --kubeconfig="$K" --provider-config="$WORK/provider-config.yaml" --mode="$MODE" \
   --timeline="$WORK/timeline.txt" --timeout-scale="${E2E_TIMEOUT_SCALE:-1}" \
-  --inspect="$PROV inspect --cloud-config $WORK/cloud-config.yaml" 2>&1 | tee "$WORK/logs/harness.log"
+  --inspect="$PROV inspect --cloud-config $WORK/cloud-config.yaml" \
+  --ca-log="$WORK/logs/cluster-autoscaler.log" --provider-metrics="http://127.0.0.1:$HTTP_PORT/metrics" \
+  ${CA_ARGS:+--ca-restart="$WORK/restart-ca.sh"} 2>&1 | tee "$WORK/logs/harness.log"
 HRC=${PIPESTATUS[0]}
 counts="$(grep -Eo 'phases passed=[0-9]+ failed=[0-9]+' "$WORK/logs/harness.log" | tail -n 1)"
 P=$(sed -E 's/.*passed=([0-9]+).*/\1/' <<<"$counts"); F=$(sed -E 's/.*failed=([0-9]+).*/\1/' <<<"$counts")

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -19,6 +20,9 @@ import (
 
 // joinedLabel marks the Nodes the joiner owns; the joiner never touches other Nodes.
 const joinedLabel = "e2e.autoscaler-cloudify/joined"
+
+// kwokAnnotation hands a Node to kwok, which then plays its kubelet (reports Ready, runs pods).
+const kwokAnnotation = "kwok.x-k8s.io/node"
 
 // groupTemplate is the node template of one group, read from the provider's own config file
 // (contract 2), so the Nodes that "join" look exactly like the template the provider gives CA.
@@ -74,6 +78,9 @@ type Joiner struct {
 	seen      map[string]string       // instance id -> last state logged
 	lastErr   error
 	names     map[string]string // node name -> provider id, kept after the Node is deleted
+	// bootDelay: per group id, how long a Node stays NotReady after it registers (a kubelet that
+	// registers before its network is up). kwok only manages the Node once the delay is over.
+	bootDelay map[string]time.Duration
 }
 
 // providerIDOf returns the provider id of a Node the joiner created (also after its deletion).
@@ -196,6 +203,17 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 		j.names[n.Name] = pid
 	}
 	j.mu.Unlock()
+	for _, n := range have {
+		if n.Annotations[kwokAnnotation] == "" && time.Since(n.CreationTimestamp.Time) >= j.bootDelay[n.Labels["cloudify.co/deployment"]+"/"+n.Labels["cloudify.co/scaling-group"]] {
+			patch := []byte(`{"metadata":{"annotations":{"` + kwokAnnotation + `":"fake"}}}`)
+			if _, err := j.kube.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				return fmt.Errorf("boot node %s: %w", n.Name, err)
+			}
+			if j.tl != nil {
+				j.tl.Event("joiner: node %s finished booting after %.0fs (kubelet ready to report)", n.Name, time.Since(n.CreationTimestamp.Time).Seconds())
+			}
+		}
+	}
 	for pid, n := range have {
 		if _, ok := want[pid]; ok {
 			continue
@@ -254,12 +272,12 @@ func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
 		alloc[corev1.ResourceName(k)] = q
 	}
 	ip, _ := ni.RuntimeProperties["ip"].(string)
+	booted := j.bootDelay[gid] <= 0
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   name,
 			Labels: labels,
 			Annotations: map[string]string{
-				"kwok.x-k8s.io/node":            "fake",
 				"node.alpha.kubernetes.io/ttl":  "0",
 				"e2e.autoscaler-cloudify/vm-ip": ip,
 			},
@@ -270,6 +288,9 @@ func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
 			Allocatable: alloc,
 			// Ready=True is left to kwok's node-initialize stage, as a kubelet would report it.
 		},
+	}
+	if booted {
+		node.Annotations[kwokAnnotation] = "fake"
 	}
 	return node, nil
 }
