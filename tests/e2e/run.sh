@@ -138,7 +138,7 @@ say "provider serving gRPC (mTLS) on 127.0.0.1:$GRPC_PORT"
 # groups (and not the control-plane deployment).
 if ! "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups >"$WORK/logs/inspect.log" 2>&1 \
   || ! grep -q 'e2e-pool/workers' "$WORK/logs/inspect.log" || ! grep -q 'e2e-zero/batch' "$WORK/logs/inspect.log" \
-  || [ "$(grep -c ' e2e-' "$WORK/logs/inspect.log")" != 5 ]; then
+  || [ "$(grep -c '^e2e-' "$WORK/logs/inspect.log")" != 5 ]; then
   cat "$WORK/logs/inspect.log"; fail "inspect over mTLS with CA's cloud-config did not list the 5 e2e groups (and not the control plane)"
 fi
 sed 's/^/  inspect groups: /' "$WORK/logs/inspect.log"

@@ -30,8 +30,8 @@ type outageCheck struct {
 // outageWindow is what the outage phase observed, for outageChecks.
 type outageWindow struct {
 	down, up     time.Time
-	caLogOffset  int64          // CA log at the start of the outage
-	execMark     int            // executions seen before the outage
+	caLogOffset  int64           // CA log at the start of the outage
+	execMark     int             // executions seen before the outage
 	nodesAtStart map[string]bool // Node names at the start of the outage
 }
 
@@ -56,6 +56,9 @@ var outageChecks = []outageCheck{
 // new pods go pending; then it returns.
 func (s *scenario) managerOutage(ctx context.Context) error {
 	s.tl.Phase("6 manager outage 60s")
+	if err := s.groupAt(ctx, s.pool, s.poolMin, 150*time.Second); err != nil { // from the previous phase
+		return err
+	}
 	dep, _ := split(s.pool)
 	w := outageWindow{caLogOffset: s.caLog.mark(), execMark: s.w.execCount(), nodesAtStart: map[string]bool{}}
 	if nodes, err := s.kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{}); err == nil {
@@ -135,6 +138,9 @@ func (s *scenario) managerOutage(ctx context.Context) error {
 // pod is evicted and replaced on the other node), then deletes exactly that VM.
 func (s *scenario) drainScaleDown(ctx context.Context) error {
 	s.tl.Phase("7 drain + scale-down")
+	if err := s.groupAt(ctx, s.pool, s.poolMin, 150*time.Second); err != nil { // from the previous phase
+		return err
+	}
 	dep, _ := split(s.pool)
 	mark := s.w.execCount()
 	if err := s.create(ctx, workload{name: "drain", replicas: 3, cpu: "900m", memory: "512Mi", selector: s.poolSel}); err != nil {
@@ -408,6 +414,9 @@ func (s *scenario) caRestartMidScaleUp(ctx context.Context) error {
 	if len(s.caRestart) == 0 {
 		s.tl.Event("no --ca-restart command: skipped")
 		return nil
+	}
+	if err := s.groupAt(ctx, s.pool, s.poolMin, 150*time.Second); err != nil { // from the previous phase
+		return err
 	}
 	dep, _ := split(s.pool)
 	mark := s.w.execCount()

@@ -456,7 +456,7 @@ func (s *scenario) failedScaleOut(ctx context.Context) error {
 }
 
 func (s *scenario) finalChecks(ctx context.Context) error {
-	s.tl.Phase("5 back to min")
+	s.tl.Phase("11 back to min")
 	if err := s.groupAt(ctx, s.pool, s.poolMin, 150*time.Second); err != nil {
 		return err
 	}
