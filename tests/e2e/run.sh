@@ -11,6 +11,7 @@
 #   E2E_MODE=no-ca           run the reduced no-CA mode (the harness scales through Cloudify's REST
 #                            API). Only when asked for: without it, CA that cannot be obtained is an error.
 #   E2E_TIMEOUT_SCALE=N      multiply the scenario's step timeouts (slow machines)
+#   E2E_PHASES=a,b,...       run only these phases (names: harness --help; baseline first)
 #   E2E_KEEP=1               leave the run directory (logs, configs) in place; it is always kept on failure
 set -uo pipefail
 
@@ -184,7 +185,7 @@ TS=$(date +%s)
 "$E2E_BIN/harness" --kubeconfig="$K" --provider-config="$WORK/provider-config.yaml" --mode="$MODE" \
   --timeline="$WORK/timeline.txt" --timeout-scale="${E2E_TIMEOUT_SCALE:-1}" \
   --inspect="$PROV inspect --cloud-config $WORK/cloud-config.yaml" \
-  --ca-log="$WORK/logs/cluster-autoscaler.log" --provider-metrics="http://127.0.0.1:$HTTP_PORT/metrics" \
+  ${E2E_PHASES:+--phases="$E2E_PHASES"} --ca-log="$WORK/logs/cluster-autoscaler.log" --provider-metrics="http://127.0.0.1:$HTTP_PORT/metrics" \
   ${CA_ARGS:+--ca-restart="$WORK/restart-ca.sh"} 2>&1 | tee "$WORK/logs/harness.log"
 HRC=${PIPESTATUS[0]}
 counts="$(grep -Eo 'phases passed=[0-9]+ failed=[0-9]+' "$WORK/logs/harness.log" | tail -n 1)"

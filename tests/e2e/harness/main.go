@@ -151,7 +151,7 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 		err := p.fn(ctx)
 		st.end = time.Now()
 		if m1, err1 := scrapeGRPC(ctx, s.metricsURL); merr == nil && err1 == nil && s.metricsURL != "" {
-			st.grpc = grpcTotals{seconds: m1.seconds - m0.seconds, calls: m1.calls - m0.calls}
+			st.grpc = m1.minus(m0)
 			st.measured = true
 		}
 		stats = append(stats, st)

@@ -234,7 +234,8 @@ func (s *scenario) drainScaleDown(ctx context.Context) error {
 		s.tl.Event("FAIL: %s", msg)
 		return stepErr{msg}
 	}
-	if err := s.groupAt(ctx, s.pool, s.poolMin+1, 90*time.Second); err != nil {
+	// Two nodes before, the drained one gone: back at min.
+	if err := s.groupAt(ctx, s.pool, s.poolMin, 90*time.Second); err != nil {
 		return err
 	}
 	if _, still := s.joiner.VMs()[want]; still {
@@ -244,10 +245,7 @@ func (s *scenario) drainScaleDown(ctx context.Context) error {
 		return err
 	}
 	s.tl.Event("exactly VM %s (node %s) went; both pods Running on the remaining node", want, victim)
-	if err := scaleWorkloadToZero(ctx, s.kube, "drain"); err != nil {
-		return err
-	}
-	return s.groupAt(ctx, s.pool, s.poolMin, 150*time.Second)
+	return scaleWorkloadToZero(ctx, s.kube, "drain")
 }
 
 // priceExpander: two pools with the same template label, prices 0.05/h and 0.20/h, CA runs
@@ -364,43 +362,64 @@ func (s *scenario) startupOptions(ctx context.Context) error {
 	return s.groupAt(ctx, s.slowGroup, 0, 180*time.Second)
 }
 
-var statusCount = regexp.MustCompile(`(?m)^\s*(registered|ready|notStarted|unready|total):\s*(\d+)`)
-
-// statusCounts reads the node counts of one node group from CA's status ConfigMap (YAML of CA
-// 1.36: nodeGroups[].health.nodeCounts.registered.{total,ready,notStarted,unready.total}).
-func (s *scenario) statusCounts(ctx context.Context, gid string) map[string]int {
-	out := map[string]int{}
+// statusSection returns one node group's entry of CA's status ConfigMap (YAML of CA 1.36: a list
+// of "- health: {...}\n  name: <id>\n  scaleDown: ...", so the entry starts before its name).
+func (s *scenario) statusSection(ctx context.Context, gid string) string {
 	cm, err := s.kube.CoreV1().ConfigMaps("kube-system").Get(ctx, "cluster-autoscaler-status", metav1.GetOptions{})
 	if err != nil {
-		return out
+		return ""
 	}
 	st := cm.Data["status"]
-	i := strings.Index(st, "name: "+gid)
+	i := strings.Index(st, "\n  name: "+gid+"\n")
 	if i < 0 {
+		return ""
+	}
+	start := strings.LastIndex(st[:i], "\n- ")
+	if start < 0 {
+		start = 0
+	}
+	end := strings.Index(st[i+1:], "\n- ")
+	if end < 0 {
+		return st[start:]
+	}
+	return st[start : i+1+end]
+}
+
+// statusCounts reads a group's registered node counts from CA's status ConfigMap:
+// health.nodeCounts.registered.{total,ready,notStarted,unready.total}.
+func (s *scenario) statusCounts(ctx context.Context, gid string) map[string]int {
+	out := map[string]int{}
+	lines := strings.Split(s.statusSection(ctx, gid), "\n")
+	indent := -1
+	for _, l := range lines {
+		if strings.Contains(l, "notStarted:") {
+			indent = len(l) - len(strings.TrimLeft(l, " "))
+		}
+	}
+	if indent < 0 {
 		return out
 	}
-	section := st[i:]
-	if j := strings.Index(section[1:], "\n- name: "); j > 0 {
-		section = section[:j+1]
-	}
-	// registered.total comes first, then ready, notStarted, unready.total.
-	key := ""
-	for _, m := range statusCount.FindAllStringSubmatch(section, -1) {
-		v, _ := strconv.Atoi(m[2])
-		switch m[1] {
-		case "total":
-			if key == "" {
-				out["registered"] = v
-				key = "registered"
-			} else if key == "notStarted" {
-				out["unready"] = v
-				key = "unready"
+	inUnready := false
+	for _, l := range lines {
+		ind := len(l) - len(strings.TrimLeft(l, " "))
+		k, v, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		switch {
+		case ind == indent && k == "unready":
+			inUnready = true
+		case ind == indent && err == nil:
+			inUnready = false
+			if k == "total" {
+				k = "registered"
 			}
-		default:
-			if _, seen := out[m[1]]; !seen {
-				out[m[1]] = v
-				key = m[1]
-			}
+			out[k] = n
+		case ind > indent && inUnready && k == "total" && err == nil:
+			out["unready"] = n
+		case ind < indent:
+			inUnready = false
 		}
 	}
 	return out
@@ -491,16 +510,7 @@ var statusTarget = regexp.MustCompile(`cloudProviderTarget:\s*(\d+)`)
 // statusTarget is the cloudProviderTarget CA reports for a group in its status ConfigMap (-1 if
 // absent).
 func (s *scenario) statusTarget(ctx context.Context, gid string) int {
-	cm, err := s.kube.CoreV1().ConfigMaps("kube-system").Get(ctx, "cluster-autoscaler-status", metav1.GetOptions{})
-	if err != nil {
-		return -1
-	}
-	st := cm.Data["status"]
-	i := strings.Index(st, "name: "+gid)
-	if i < 0 {
-		return -1
-	}
-	m := statusTarget.FindStringSubmatch(st[i:])
+	m := statusTarget.FindStringSubmatch(s.statusSection(ctx, gid))
 	if m == nil {
 		return -1
 	}

@@ -13,14 +13,38 @@ import (
 // grpcTotals is the provider's own account of the gRPC calls it served (its Prometheus
 // histogram autoscaler_cloudify_grpc_request_duration_seconds): server-side seconds and calls.
 type grpcTotals struct {
-	seconds float64
-	calls   int
+	seconds  float64
+	calls    int
+	byMethod map[string]float64 // server-side seconds per RPC method
+}
+
+// minus returns t - o, per method too.
+func (t grpcTotals) minus(o grpcTotals) grpcTotals {
+	d := grpcTotals{seconds: t.seconds - o.seconds, calls: t.calls - o.calls, byMethod: map[string]float64{}}
+	for m, v := range t.byMethod {
+		d.byMethod[m] = v - o.byMethod[m]
+	}
+	return d
+}
+
+// top names the method with the most server-side time.
+func (t grpcTotals) top() string {
+	best, bestV := "", 0.0
+	for m, v := range t.byMethod {
+		if v > bestV {
+			best, bestV = m, v
+		}
+	}
+	if best == "" {
+		return "-"
+	}
+	return fmt.Sprintf("%s %.3f s", best, bestV)
 }
 
 // scrapeGRPC reads GET {url} (the provider's /metrics) and sums the gRPC duration histogram over
 // all methods.
 func scrapeGRPC(ctx context.Context, url string) (grpcTotals, error) {
-	var t grpcTotals
+	t := grpcTotals{byMethod: map[string]float64{}}
 	if url == "" {
 		return t, nil
 	}
@@ -42,7 +66,15 @@ func scrapeGRPC(ctx context.Context, url string) (grpcTotals, error) {
 	for sc.Scan() {
 		line := sc.Text()
 		for suffix, add := range map[string]func(float64){
-			"_sum{":   func(v float64) { t.seconds += v },
+			"_sum{": func(v float64) {
+				t.seconds += v
+				if i := strings.Index(line, `method="`); i >= 0 {
+					m := line[i+len(`method="`):]
+					if j := strings.IndexByte(m, '"'); j >= 0 {
+						t.byMethod[m[:j]] += v
+					}
+				}
+			},
 			"_count{": func(v float64) { t.calls += int(v) },
 		} {
 			if !strings.HasPrefix(line, "autoscaler_cloudify_grpc_request_duration_seconds"+suffix) {

@@ -79,23 +79,24 @@ type phaseStat struct {
 // provider's share of the phase (server-side seconds of CA's gRPC calls / phase duration).
 func summaryTable(stats []*phaseStat) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| phase | duration | pending -> Running | gRPC calls | server-side gRPC time | provider share |\n")
-	fmt.Fprintf(&b, "|---|---:|---|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| phase | duration | pending -> Running | gRPC calls | server-side gRPC time | provider share | most time in |\n")
+	fmt.Fprintf(&b, "|---|---:|---|---:|---:|---:|---|\n")
 	for _, st := range stats {
 		d := st.end.Sub(st.start).Seconds()
 		pend := strings.Join(st.pending, ", ")
 		if pend == "" {
 			pend = "-"
 		}
-		calls, secs, share := "-", "-", "-"
+		calls, secs, share, top := "-", "-", "-", "-"
 		if st.measured {
 			calls = fmt.Sprint(st.grpc.calls)
 			secs = fmt.Sprintf("%.3f s", st.grpc.seconds)
+			top = st.grpc.top()
 			if d > 0 {
 				share = fmt.Sprintf("%.3f %%", 100*st.grpc.seconds/d)
 			}
 		}
-		fmt.Fprintf(&b, "| %s | %.1f s | %s | %s | %s | %s |\n", st.name, d, pend, calls, secs, share)
+		fmt.Fprintf(&b, "| %s | %.1f s | %s | %s | %s | %s | %s |\n", st.name, d, pend, calls, secs, share, top)
 	}
 	return b.String()
 }
