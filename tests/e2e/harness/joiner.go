@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -23,6 +24,9 @@ const joinedLabel = "e2e.autoscaler-cloudify/joined"
 
 // kwokAnnotation hands a Node to kwok, which then plays its kubelet (reports Ready, runs pods).
 const kwokAnnotation = "kwok.x-k8s.io/node"
+
+// taintNotReady is the taint a Node carries while it is not Ready.
+const taintNotReady = "node.kubernetes.io/not-ready"
 
 // groupTemplate is the node template of one group, read from the provider's own config file
 // (contract 2), so the Nodes that "join" look exactly like the template the provider gives CA.
@@ -205,7 +209,21 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 	j.mu.Unlock()
 	for _, n := range have {
 		if n.Annotations[kwokAnnotation] == "" && time.Since(n.CreationTimestamp.Time) >= j.bootDelay[n.Labels["cloudify.co/deployment"]+"/"+n.Labels["cloudify.co/scaling-group"]] {
-			patch := []byte(`{"metadata":{"annotations":{"` + kwokAnnotation + `":"fake"}}}`)
+			// Booted: kwok takes over (reports Ready) and the not-ready taint goes, as the node
+			// lifecycle controller would remove it.
+			var keep []corev1.Taint
+			for _, t := range n.Spec.Taints {
+				if t.Key != taintNotReady {
+					keep = append(keep, t)
+				}
+			}
+			patch, err := json.Marshal(map[string]any{
+				"metadata": map[string]any{"annotations": map[string]string{kwokAnnotation: "fake"}},
+				"spec":     map[string]any{"taints": keep},
+			})
+			if err != nil {
+				return err
+			}
 			if _, err := j.kube.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 				return fmt.Errorf("boot node %s: %w", n.Name, err)
 			}
@@ -291,6 +309,10 @@ func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
 	}
 	if booted {
 		node.Annotations[kwokAnnotation] = "fake"
+	} else {
+		// A kubelet that registers NotReady carries this taint until it is Ready, so nothing is
+		// scheduled onto the booting node.
+		node.Spec.Taints = append(append([]corev1.Taint{}, tmpl.Taints...), corev1.Taint{Key: taintNotReady, Effect: corev1.TaintEffectNoSchedule})
 	}
 	return node, nil
 }

@@ -345,6 +345,11 @@ func (s *scenario) startupOptions(ctx context.Context) error {
 		return err
 	}
 	s.tl.Event("cluster-autoscaler status for %s while its node boots: %s (CA's default MaxNodeStartupTime 15m would count it notStarted)", s.slowGroup, counted)
+	// The behaviour `check` warns about and docs/configuration.md documents: if this ever reads
+	// notStarted, CA sends MaxNodeStartupTime again (issue 10245 fixed) and the advice can go.
+	if c := s.statusCounts(ctx, s.slowGroup); c["unready"] != 1 || c["notStarted"] != 0 {
+		return stepErr{fmt.Sprintf("CA counts the booting node of %s as %v, want unready (CA 1.36 without MaxNodeStartupTime): revisit the `check` warning", s.slowGroup, c)}
+	}
 	if err := s.waitRunning(ctx, "slowboot", 1, 150*time.Second); err != nil {
 		return err
 	}
@@ -426,8 +431,9 @@ func (s *scenario) statusCounts(ctx context.Context, gid string) map[string]int 
 }
 
 // caRestartMidScaleUp: CA is restarted while its scale-up's execution waits in Cloudify's queue.
-// The new CA must see the same target (from the provider, which counts the waiting execution)
-// and Cloudify must get no second execution.
+// The new CA must see the same target (from the provider, which counts the waiting execution),
+// and Cloudify must get exactly one execution per IncreaseSize (see the note below on what CA
+// 1.36 itself does after a restart).
 func (s *scenario) caRestartMidScaleUp(ctx context.Context) error {
 	s.tl.Phase("10 CA restart mid scale-up")
 	if len(s.caRestart) == 0 {
@@ -475,10 +481,30 @@ func (s *scenario) caRestartMidScaleUp(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	// What the new CA saw: its own "Scale-up: setting group G size to N instead of M" names the
+	// target it got from the provider (M). CA 1.36 ignores upcoming nodes for which this process
+	// made no scale-up request (clusterstate GetUpcomingNodes), so a restarted CA scales up again
+	// for pods whose nodes are still queued: that is CA's behaviour, recorded here; the provider's
+	// part is to report the queued execution in the target and to start exactly one execution per
+	// IncreaseSize.
+	lines, _ := s.caLinesContaining(off, "Scale-up: setting group "+s.pool+" size to ")
+	again := 0
+	for _, l := range lines {
+		m := regexp.MustCompile(`size to (\d+) instead of (\d+)`).FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		again++
+		if seen, _ := strconv.Atoi(m[2]); seen != s.poolMin+1 {
+			msg := fmt.Sprintf("the restarted CA saw target %d for %s, want %d (the queued scale-out): %s", seen, s.pool, s.poolMin+1, l)
+			s.tl.Event("FAIL: %s", msg)
+			return stepErr{msg}
+		}
+	}
 	after := s.statusTarget(ctx, s.pool)
-	s.tl.Event("cloudProviderTarget of %s in CA's status: %d before the restart, %d after", s.pool, before, after)
-	if after != s.poolMin+1 {
-		return stepErr{fmt.Sprintf("restarted CA sees target %d for %s, want %d (the queued scale-out)", after, s.pool, s.poolMin+1)}
+	s.tl.Event("cloudProviderTarget of %s in CA's status: %d before the restart, %d after 3 loops of the new CA; the new CA scaled up again %d time(s) (it saw target %d)", s.pool, before, after, again, s.poolMin+1)
+	if after != s.poolMin+1+again {
+		return stepErr{fmt.Sprintf("target %d after the restart, want %d (queued) + %d (new CA's scale-ups)", after, s.poolMin+1, again)}
 	}
 	if err := s.cfy.faults(ctx, map[string]any{"hold_executions": false}); err != nil {
 		return err
@@ -493,12 +519,12 @@ func (s *scenario) caRestartMidScaleUp(ctx context.Context) error {
 			ups = append(ups, describeExec(ex))
 		}
 	}
-	if len(ups) != 1 {
-		msg := fmt.Sprintf("%d scale-out executions for one pending pod across the CA restart, want 1: %v", len(ups), ups)
+	if len(ups) != 1+again {
+		msg := fmt.Sprintf("%d scale-out executions across the CA restart, want 1 + %d (one per IncreaseSize CA made): %v", len(ups), again, ups)
 		s.tl.Event("FAIL: %s", msg)
 		return stepErr{msg}
 	}
-	s.tl.Event("one execution for the scale-up across the CA restart: %s", ups[0])
+	s.tl.Event("executions across the CA restart: %v (1 before, %d from the restarted CA)", ups, again)
 	if err := scaleWorkloadToZero(ctx, s.kube, "restart"); err != nil {
 		return err
 	}
