@@ -599,7 +599,7 @@ func TestConformance134(t *testing.T) {
 		ScaleDownUnneededTime:            10 * time.Minute,
 		ScaleDownUnreadyTime:             20 * time.Minute,
 		MaxNodeProvisionTime:             15 * time.Minute,
-		ZeroOrMaxNodeScaling:             true,             // non-default on purpose: must be echoed
+		ZeroOrMaxNodeScaling:             true, // non-default on purpose: must be echoed
 		IgnoreDaemonSetsUtilization:      false,
 	}
 	t.Run("GetOptions/configured", func(t *testing.T) {
