@@ -360,7 +360,7 @@ func (s *scenario) startupOptions(ctx context.Context) error {
 		}
 	}
 	nodes, _ := groupNodes(ctx, s.kube, s.slowGroup)
-	s.tl.Event("cluster-autoscaler started %d scale-up(s) of %s for 1 pod; the group has %d node(s); the booting node was not removed", ups, s.slowGroup, len(nodes))
+	s.tl.Event("cluster-autoscaler started %d scale-up(s) of %s for 1 pod; the group has %d node(s)", ups, s.slowGroup, len(nodes))
 	if err := scaleWorkloadToZero(ctx, s.kube, "slowboot"); err != nil {
 		return err
 	}
