@@ -27,6 +27,10 @@ use crate::config::NodeGroupsConfig;
 use crate::inventory::{InstanceState, Inventory, NodeGroup, Snapshot};
 use crate::observability::metrics::Metrics;
 
+/// The longest a Refresh RPC waits for Cloudify while the last refresh failed (see
+/// [`NodeGroupService::refresh`]).
+pub const UNREACHABLE_REFRESH_WAIT: Duration = Duration::from_millis(100);
+
 /// Tunables of the domain.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
@@ -225,9 +229,19 @@ impl NodeGroupService {
     /// The Refresh RPC: refresh when the snapshot is older than the bound, waiting at most
     /// `budget` (the refresh itself continues in the background). Fails only before the first
     /// complete snapshot.
+    ///
+    /// While Cloudify is unreachable (the last refresh failed) the wait is at most
+    /// [`UNREACHABLE_REFRESH_WAIT`]: a failing attempt takes its retries' time (~0.6 s against a
+    /// manager in maintenance mode), CA calls Refresh every loop, and there is nothing fresher to
+    /// wait for; a manager that is back answers within that bound and the snapshot is fresh again.
     pub async fn refresh(&self, budget: Duration) -> Result<(), DomainError> {
         let inv = Arc::clone(&self.inventory);
         let max_age = self.settings.refresh_max_age;
+        let budget = if self.inventory.is_ready() && self.inventory.cloudify_unreachable() {
+            budget.min(UNREACHABLE_REFRESH_WAIT)
+        } else {
+            budget
+        };
         let task = tokio::spawn(async move { inv.refresh_if_older(max_age).await });
         let outcome = tokio::time::timeout(budget, task).await;
         if self.inventory.is_ready() {

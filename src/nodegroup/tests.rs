@@ -81,6 +81,8 @@ impl Cloudify for FakeCloudify {
         _l: &[(String, String)],
     ) -> Result<Vec<Deployment>, CloudifyError> {
         if *self.fail_reads.lock().expect("lock") {
+            // A failing manager costs the client's retries.
+            tokio::time::sleep(Duration::from_millis(600)).await;
             return Err(CloudifyError::Timeout {
                 route: "GET /deployments".into(),
                 timeout: Duration::from_secs(1),
@@ -184,6 +186,10 @@ node_groups:
 "#;
 
 async fn service(fake: Arc<FakeCloudify>) -> Arc<NodeGroupService> {
+    service_with(fake, ServiceSettings::default()).await
+}
+
+async fn service_with(fake: Arc<FakeCloudify>, settings: ServiceSettings) -> Arc<NodeGroupService> {
     let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "x".to_owned())]);
     let cfg = Config::from_yaml(YAML, &Overrides::default(), &env).expect("config");
     let metrics = Metrics::new();
@@ -193,7 +199,7 @@ async fn service(fake: Arc<FakeCloudify>) -> Arc<NodeGroupService> {
         Arc::clone(&metrics),
     );
     inv.refresh().await.expect("refresh");
-    NodeGroupService::new(inv, metrics, ServiceSettings::default())
+    NodeGroupService::new(inv, metrics, settings)
 }
 
 #[tokio::test(start_paused = true)]
@@ -229,7 +235,12 @@ async fn increase_is_bounded_by_max_and_raises_target_at_once() {
 #[tokio::test(start_paused = true)]
 async fn bounds_are_frozen_at_target_while_cloudify_is_unreachable() {
     let fake = FakeCloudify::with_instances(2);
-    let svc = service(Arc::clone(&fake)).await;
+    // max age 0: every Refresh RPC tries Cloudify, as CA's loop does with the e2e settings.
+    let settings = ServiceSettings {
+        refresh_max_age: Duration::ZERO,
+        ..ServiceSettings::default()
+    };
+    let svc = service_with(Arc::clone(&fake), settings).await;
     let bounds = |svc: &NodeGroupService| -> Vec<(String, i32, i32)> {
         svc.node_groups()
             .into_iter()
@@ -250,6 +261,16 @@ async fn bounds_are_frozen_at_target_while_cloudify_is_unreachable() {
         .expect("node-0 is in d/g");
     assert_eq!((g.min, g.max), (2, 2));
     assert_eq!(svc.target_size("d/g").expect("target"), 2);
+    // CA's Refresh RPC does not wait for the retries of a manager known to be down.
+    let t0 = tokio::time::Instant::now();
+    svc.refresh(Duration::from_secs(4))
+        .await
+        .expect("stale snapshot served");
+    assert!(
+        t0.elapsed() <= UNREACHABLE_REFRESH_WAIT,
+        "{:?}",
+        t0.elapsed()
+    );
     // The first good refresh gives the real bounds back.
     *fake.fail_reads.lock().expect("lock") = false;
     svc.inventory().refresh().await.expect("refresh");
