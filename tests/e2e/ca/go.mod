@@ -1,9 +1,9 @@
 // Builds cluster-autoscaler 1.36.1 (tag cluster-autoscaler-1.36.1 = commit 35e8a280425c) with
-// `-tags externalgrpc`. A module of its own so that the rest of the e2e tier still builds when the
-// Go module proxy does not serve CA (it answers 403 "This module version is not available" on the
-// machine this was written on): lib/build.sh then reports that error and run.sh skips the CA phases.
-// No go.sum is committed because it could not be produced here; builds use -mod=mod and go.sum
-// entries are still checked against the checksum database.
+// `-tags externalgrpc` (lib/build.sh: go build -mod=readonly). A module of its own so that only
+// the CA build needs CA's modules, which come from the module mirror (tests/ca-harness/gomirror.sh)
+// or a Go proxy that serves them; go.sum is committed and its CA hashes are checked against the
+// mirror's README. No `go mod tidy`: it would pull every cloud provider's SDK, while the tagged
+// build needs only what externalgrpc uses.
 module autoscaler-cloudify/tests/e2e/ca
 
 go 1.26.0
