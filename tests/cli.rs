@@ -42,6 +42,47 @@ async fn check_prints_groups_and_fails_on_bad_config() {
     );
     assert!(stdout.contains("k8s-pool-a/workers"), "{stdout}");
     assert!(stdout.contains("k8s-pool-b/gpu-workers"), "{stdout}");
+    assert!(
+        !stdout.contains("warning"),
+        "no options, no warning: {stdout}"
+    );
+
+    // A group with options: warned about CA 1.35+'s missing MaxNodeStartupTime (issue 10245),
+    // with the unready time that then applies; the group without options is not named.
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("opts.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "cloudify: [{{url: \"{}\"}}]\nnode_groups:\n  auto_discovery: [\"cloudify:label=k8s-cluster=demo\"]\n  groups: {{\"k8s-pool-a/workers\": {{options: {{scale_down_unready_time: 90s}}}}}}\n",
+            sim.url()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("CLOUDIFY_PASSWORD", "admin")
+        .output()
+        .expect("run check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(warnings[0].contains("group k8s-pool-a/workers"), "{stdout}");
+    assert!(warnings[0].contains("MaxNodeStartupTime"), "{stdout}");
+    assert!(warnings[0].contains("10245"), "{stdout}");
+    assert!(
+        warnings[0].contains("90s (options.scale_down_unready_time)"),
+        "{stdout}"
+    );
 
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = dir.path().join("c.yaml");

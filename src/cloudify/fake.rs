@@ -28,6 +28,7 @@ pub struct FakeCloudify {
     scales: Mutex<Vec<ScaleRequest>>,
     cancels: Mutex<Vec<String>>,
     fail_scales: AtomicBool,
+    fail_reads: AtomicBool,
     scale_latency: Duration,
 }
 
@@ -90,6 +91,21 @@ impl FakeCloudify {
         self.fail_scales.store(fail, Ordering::SeqCst);
     }
 
+    /// While `true`, every list read times out (a manager that is down), so a refresh fails.
+    pub fn fail_reads(&self, fail: bool) {
+        self.fail_reads.store(fail, Ordering::SeqCst);
+    }
+
+    fn read(&self, route: &str) -> Result<(), CloudifyError> {
+        if self.fail_reads.load(Ordering::SeqCst) {
+            return Err(CloudifyError::Timeout {
+                route: route.into(),
+                timeout: Duration::from_secs(1),
+            });
+        }
+        Ok(())
+    }
+
     /// Every accepted scale request, oldest first.
     pub fn scales(&self) -> Vec<ScaleRequest> {
         lock(&self.scales).clone()
@@ -112,6 +128,7 @@ impl Cloudify for FakeCloudify {
     }
 
     async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
+        self.read("GET /deployments")?;
         Ok(self
             .deployments
             .iter()
@@ -124,6 +141,7 @@ impl Cloudify for FakeCloudify {
         &self,
         labels: &[(String, String)],
     ) -> Result<Vec<Deployment>, CloudifyError> {
+        self.read("POST /searches/deployments")?;
         Ok(self
             .deployments
             .iter()
@@ -137,6 +155,7 @@ impl Cloudify for FakeCloudify {
     }
 
     async fn nodes(&self, deployment_ids: &[String]) -> Result<Vec<Node>, CloudifyError> {
+        self.read("GET /nodes")?;
         let wanted: HashSet<&str> = deployment_ids.iter().map(String::as_str).collect();
         Ok(self
             .nodes
@@ -151,6 +170,7 @@ impl Cloudify for FakeCloudify {
         deployment_ids: &[String],
         node_ids: &[String],
     ) -> Result<Vec<NodeInstance>, CloudifyError> {
+        self.read("GET /node-instances")?;
         let deployments: HashSet<&str> = deployment_ids.iter().map(String::as_str).collect();
         let nodes: HashSet<&str> = node_ids.iter().map(String::as_str).collect();
         Ok(lock(&self.instances)
@@ -168,6 +188,7 @@ impl Cloudify for FakeCloudify {
         statuses: &[&str],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError> {
+        self.read("GET /executions")?;
         Ok(lock(&self.executions)
             .iter()
             .rev() // newest first, like `_sort=-created_at`

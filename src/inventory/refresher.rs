@@ -151,6 +151,12 @@ impl Inventory {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// True while the last refresh failed (Cloudify unreachable, or refusing us): the snapshot
+    /// served is the last good one and no scale can be started.
+    pub fn cloudify_unreachable(&self) -> bool {
+        self.last_error.lock().map(|e| e.is_some()).unwrap_or(false)
+    }
+
     /// Health summary.
     pub fn status(&self) -> InventoryStatus {
         let snap = self.peek();

@@ -221,9 +221,30 @@ impl NodeGroupService {
     }
 
     /// Every node group.
+    ///
+    /// While Cloudify is unreachable the bounds are reported frozen at the current target
+    /// (min = max = target): no scale can be started then, and a CA that saw room would call
+    /// IncreaseSize/DeleteNodes, get UNAVAILABLE, log a failed loop and back the group off for
+    /// minutes after the manager is back. Frozen, CA skips the group ("max size reached") and
+    /// scales in the first loop after a refresh succeeds again.
     pub fn node_groups(&self) -> Vec<GroupView> {
         let snap = self.inventory.peek();
-        snap.groups.iter().map(view).collect()
+        let frozen = self.inventory.cloudify_unreachable();
+        snap.groups
+            .iter()
+            .map(|g| self.view_of(g, frozen))
+            .collect()
+    }
+
+    fn view_of(&self, g: &NodeGroup, frozen: bool) -> GroupView {
+        let mut v = view(g);
+        if frozen {
+            if let Some(target) = self.runtime(&g.id).target(&self.inventory, &g.id) {
+                v.min = target.min(g.max);
+                v.max = target.max(g.min);
+            }
+        }
+        v
     }
 
     /// The group of a Kubernetes node, `None` for nodes of no group (control plane, other pools).
@@ -237,7 +258,10 @@ impl NodeGroupService {
         }
         let snap = self.inventory.peek();
         match snap.lookup(provider_id, name) {
-            Some(r) => snap.instance(r).map(|(g, _)| view(g)),
+            Some(r) => {
+                let frozen = self.inventory.cloudify_unreachable();
+                snap.instance(r).map(|(g, _)| self.view_of(g, frozen))
+            }
             None => {
                 self.metrics.lookup_misses.inc();
                 None

@@ -111,6 +111,40 @@ async fn increase_is_bounded_by_max_and_raises_target_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn bounds_are_frozen_at_target_while_cloudify_is_unreachable() {
+    let fake = fake_with_instances(2);
+    let svc = service(Arc::clone(&fake)).await;
+    let bounds = |svc: &NodeGroupService| -> Vec<(String, i32, i32)> {
+        svc.node_groups()
+            .into_iter()
+            .map(|g| (g.id, g.min, g.max))
+            .collect()
+    };
+    assert!(bounds(&svc).contains(&("d/g".to_owned(), 1, 5)));
+    fake.fail_reads(true);
+    assert!(svc.inventory().refresh().await.is_err());
+    // CA must see no room to scale either way (it would only get UNAVAILABLE and back off).
+    assert!(
+        bounds(&svc).contains(&("d/g".to_owned(), 2, 2)),
+        "{:?}",
+        bounds(&svc)
+    );
+    let g = svc
+        .node_group_for_node("", "node-0")
+        .expect("node-0 is in d/g");
+    assert_eq!((g.min, g.max), (2, 2));
+    assert_eq!(svc.target_size("d/g").expect("target"), 2);
+    // CA's Refresh RPC still answers from the snapshot.
+    svc.refresh().expect("stale snapshot served");
+    // The first good refresh gives the real bounds back.
+    fake.fail_reads(false);
+    svc.inventory().refresh().await.expect("refresh");
+    assert!(bounds(&svc).contains(&("d/g".to_owned(), 1, 5)));
+    let g = svc.node_group_for_node("", "node-0").expect("node-0");
+    assert_eq!((g.min, g.max), (1, 5));
+}
+
+#[tokio::test(start_paused = true)]
 async fn concurrent_increases_are_serialized() {
     let fake = fake_with_instances(1);
     let svc = service(Arc::clone(&fake)).await;

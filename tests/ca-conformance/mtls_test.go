@@ -1,15 +1,24 @@
 package conformance
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 	"testing"
+	"time"
 
-	ca "autoscaler-cloudify/tests/ca-conformance/internal/caclient"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider"
+	"k8s.io/autoscaler/cluster-autoscaler/cloudprovider/externalgrpc/protos"
+
 	"autoscaler-cloudify/tests/ca-harness"
 )
 
-// TestMTLS: serve with --tls-cert/--tls-key/--tls-client-ca; CA's client configured with
-// cert/key/cacert works (address by IP and by name, both in the server cert's SANs); a client
+// TestMTLS: serve with --tls-cert/--tls-key/--tls-client-ca; CA's client built from a cloud-config
+// with cert/key/cacert works (address by IP and by name, both in the server cert's SANs); a client
 // without a certificate, with a certificate from another CA, or in plaintext is refused.
 func TestMTLS(t *testing.T) {
 	pki := harness.NewPKI(t)
@@ -17,15 +26,9 @@ func TestMTLS(t *testing.T) {
 		ConfigTemplate: "testdata/provider.yaml",
 		ExtraArgs:      []string{"--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-client-ca", pki.CACert},
 	})
-
-	build := func(t *testing.T, body string) *ca.ExternalGrpcCloudProvider {
+	build := func(t *testing.T, body string) cloudprovider.CloudProvider {
 		t.Helper()
-		p, err := ca.BuildFromCloudConfigFile(s.CloudConfig(t, body))
-		if err != nil {
-			t.Fatalf("build provider: %v", err)
-		}
-		t.Cleanup(func() { _ = p.Close() })
-		return p
+		return buildCA(t, s.CloudConfig(t, body))
 	}
 
 	for _, host := range []string{"127.0.0.1", "localhost"} {
@@ -49,7 +52,7 @@ func TestMTLS(t *testing.T) {
 		})
 	}
 
-	refused := func(t *testing.T, p *ca.ExternalGrpcCloudProvider) {
+	refused := func(t *testing.T, p cloudprovider.CloudProvider) {
 		t.Helper()
 		err := p.Refresh()
 		if err == nil {
@@ -61,14 +64,26 @@ func TestMTLS(t *testing.T) {
 		}
 	}
 	t.Run("no-client-cert", func(t *testing.T) {
-		// CA itself cannot express "TLS without a client cert" (no cert => plaintext); this is the
-		// same dial with the client certificate left out, which a server must refuse.
-		p, err := ca.BuildTLSWithoutClientCert(fmt.Sprintf("127.0.0.1:%d", s.GRPCPort), pki.CACert)
+		// CA itself cannot express "TLS without a client cert" (no cert => plaintext): this is CA's
+		// generated client over the same TLS dial with the client certificate left out.
+		pem, err := os.ReadFile(pki.CACert)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { _ = p.Close() })
-		refused(t, p)
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(pem)
+		conn, err := grpc.NewClient(s.GRPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{ServerName: "127.0.0.1", RootCAs: roots})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := protos.NewCloudProviderClient(conn).Refresh(ctx, &protos.RefreshRequest{}); err == nil {
+			t.Fatalf("Refresh without a client certificate succeeded")
+		} else {
+			t.Logf("refused as expected: %v", err)
+		}
 	})
 	t.Run("rogue-client-cert", func(t *testing.T) {
 		refused(t, build(t, fmt.Sprintf("address: \"127.0.0.1:%d\"\ncert: %q\nkey: %q\ncacert: %q\ngrpc_timeout: 5s\n",

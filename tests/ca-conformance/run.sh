@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Go conformance tier: CA's externalgrpc client semantics (CA 1.36.1 and CA 1.34.1 wire shapes)
-# against the real autoscaler-cloudify binary and its simulator. See README.md.
+# Go conformance tier: Cluster Autoscaler's own externalgrpc client (CA 1.36.1 and CA 1.34.1, imported
+# as Go modules) against the real autoscaler-cloudify binary and its simulator. See README.md.
 #
 #   tests/ca-conformance/run.sh            # builds target/release/autoscaler-cloudify (no-op if fresh), runs both modules
 #   AUTOSCALER_CLOUDIFY_BIN=/path/bin tests/ca-conformance/run.sh   # use that binary, no cargo build
 #   CA_CONFORMANCE_LOGS=1 ...              # always print the server/simulator logs
 #   CA_CONFORMANCE_RPCLOG=1 ...            # log every RPC the client makes
 #
-# Exits non-zero if the build or any test fails. Go modules come through the Go module proxy
-# (go.sum is committed; -mod=readonly); the first run downloads them, warm runs reuse ~/go/pkg/mod.
+#   GO_MODULE_MIRROR=DIR|URL ...           # Go module mirror holding CA's modules (default: ../shared/goproxy
+#                                          # next to the checkout, when it exists; see ../ca-harness/gomirror.sh)
+#
+# Exits non-zero if the build or any test fails. CA's modules come from the mirror or the Go module
+# proxy (go.sum is committed and checked against the mirror's README; -mod=readonly); the first run
+# downloads them, warm runs reuse ~/go/pkg/mod.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,6 +28,15 @@ case "$gover" in
   *) echo "ca-conformance: need Go >= 1.26, have $gover" >&2; exit 1 ;;
 esac
 
+# shellcheck source=../ca-harness/gomirror.sh
+source "$repo/tests/ca-harness/gomirror.sh"
+go_mirror_setup "$repo" || exit 1
+echo "== CA modules from: $(go_mirror_describe)"
+for module in ca-conformance ca-conformance-134; do
+  go_mirror_check_sums "$repo/tests/$module/go.sum" || exit 1
+  go_mirror_require "ca-conformance" "$repo/tests/$module" || exit 1
+done
+
 if [[ -z "${AUTOSCALER_CLOUDIFY_BIN:-}" ]]; then
   echo "== cargo build --release (autoscaler-cloudify)"
   (cd "$repo" && cargo build --release --bin autoscaler-cloudify)
@@ -36,10 +49,12 @@ fi
 echo "== binary: $AUTOSCALER_CLOUDIFY_BIN"
 
 rc=0
+# CGO_ENABLED=0 -trimpath: the flags tests/e2e builds CA and Kubernetes with, so the packages both
+# tiers share (CA's, k8s.io v0.36.2) are compiled once per machine, not once per tier.
 for module in ca-conformance ca-conformance-134; do
   echo "== go test $module"
   start=$(date +%s)
-  if (cd "$repo/tests/$module" && go mod download && go test -mod=readonly -count=1 -v -timeout 20m ./...); then
+  if (cd "$repo/tests/$module" && CGO_ENABLED=0 go test -trimpath -mod=readonly -count=1 -v -timeout 20m ./...); then
     echo "== $module: PASS in $(( $(date +%s) - start ))s"
   else
     echo "== $module: FAIL in $(( $(date +%s) - start ))s"

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -13,12 +14,19 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 )
 
 // joinedLabel marks the Nodes the joiner owns; the joiner never touches other Nodes.
 const joinedLabel = "e2e.autoscaler-cloudify/joined"
+
+// kwokAnnotation hands a Node to kwok, which then plays its kubelet (reports Ready, runs pods).
+const kwokAnnotation = "kwok.x-k8s.io/node"
+
+// taintNotReady is the taint a Node carries while it is not Ready.
+const taintNotReady = "node.kubernetes.io/not-ready"
 
 // groupTemplate is the node template of one group, read from the provider's own config file
 // (contract 2), so the Nodes that "join" look exactly like the template the provider gives CA.
@@ -86,6 +94,9 @@ type Joiner struct {
 	joinedAt  map[string]time.Time // node name -> when the joiner created it (external mode)
 	removed   []removedVM          // VM instances seen to disappear, in order
 	stopped   map[string]bool      // node name -> its "kubelet" was stopped (external mode)
+	// bootDelay: per group id, how long a Node stays NotReady after it registers (a kubelet that
+	// registers before its network is up). kwok only manages the Node once the delay is over.
+	bootDelay map[string]time.Duration
 }
 
 // providerIDOf returns the provider id of a Node the joiner created (also after its deletion).
@@ -215,6 +226,9 @@ func (j *Joiner) syncOnce(ctx context.Context) error {
 			}
 		}
 	}
+	if err := j.bootNodes(ctx, have); err != nil {
+		return err
+	}
 	if j.external {
 		return j.syncExternal(ctx, want, have)
 	}
@@ -281,15 +295,15 @@ func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
 		alloc[corev1.ResourceName(k)] = q
 	}
 	ip, _ := ni.RuntimeProperties["ip"].(string)
+	booted := j.bootDelay[gid] <= 0
 	if j.external {
-		return externalNode(name, capacity, alloc), nil
+		return externalNode(name, ni, capacity, alloc, booted), nil
 	}
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   name,
 			Labels: labels,
 			Annotations: map[string]string{
-				"kwok.x-k8s.io/node":            "fake",
 				"node.alpha.kubernetes.io/ttl":  "0",
 				"e2e.autoscaler-cloudify/vm-ip": ip,
 			},
@@ -301,5 +315,48 @@ func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
 			// Ready=True is left to kwok's node-initialize stage, as a kubelet would report it.
 		},
 	}
+	if booted {
+		node.Annotations[kwokAnnotation] = "fake"
+	} else {
+		// A kubelet that registers NotReady carries this taint until it is Ready, so nothing is
+		// scheduled onto the booting node.
+		node.Spec.Taints = append(append([]corev1.Taint{}, tmpl.Taints...), corev1.Taint{Key: taintNotReady, Effect: corev1.TaintEffectNoSchedule})
+	}
 	return node, nil
+}
+
+// bootNodes hands Nodes whose boot delay is over to kwok (which then reports them Ready) and
+// drops their not-ready taint, as the node lifecycle controller would.
+func (j *Joiner) bootNodes(ctx context.Context, have map[string]corev1.Node) error {
+	for _, n := range have {
+		if n.Annotations[kwokAnnotation] == "" && time.Since(n.CreationTimestamp.Time) >= j.bootDelay[n.Labels["cloudify.co/deployment"]+"/"+n.Labels["cloudify.co/scaling-group"]] {
+			// Booted: kwok takes over (reports Ready) and the not-ready taint goes, as the node
+			// lifecycle controller would remove it.
+			var keep []corev1.Taint
+			for _, t := range n.Spec.Taints {
+				if t.Key != taintNotReady {
+					keep = append(keep, t)
+				}
+			}
+			// The resourceVersion makes the patch fail on a Node that changed since it was read
+			// (the node controller removing its taint meanwhile); the next sync tries again.
+			patch, err := json.Marshal(map[string]any{
+				"metadata": map[string]any{"annotations": map[string]string{kwokAnnotation: "fake"}, "resourceVersion": n.ResourceVersion},
+				"spec":     map[string]any{"taints": keep},
+			})
+			if err != nil {
+				return err
+			}
+			if _, err := j.kube.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+				if apierrors.IsConflict(err) {
+					continue
+				}
+				return fmt.Errorf("boot node %s: %w", n.Name, err)
+			}
+			if j.tl != nil {
+				j.tl.Event("joiner: node %s finished booting after %.0fs (kubelet ready to report)", n.Name, time.Since(n.CreationTimestamp.Time).Seconds())
+			}
+		}
+	}
+	return nil
 }

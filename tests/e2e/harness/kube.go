@@ -66,21 +66,18 @@ func createWorkload(ctx context.Context, kube kubernetes.Interface, w workload) 
 		return fmt.Errorf("create replicaset %s: %w", w.name, err)
 	}
 	yes := true
+	owner := []metav1.OwnerReference{{
+		APIVersion: "apps/v1", Kind: "ReplicaSet", Name: created.Name, UID: created.UID,
+		Controller: &yes, BlockOwnerDeletion: &yes,
+	}}
+	// Tracked at 0 while the first pods are created, so the controller loop does not add more.
+	replicaSets.track(w.name, labels, owner, spec, 0)
 	for i := 0; i < w.replicas; i++ {
-		pod := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{
-				Name: fmt.Sprintf("%s-%d", w.name, i), Namespace: ns, Labels: labels,
-				OwnerReferences: []metav1.OwnerReference{{
-					APIVersion: "apps/v1", Kind: "ReplicaSet", Name: created.Name, UID: created.UID,
-					Controller: &yes, BlockOwnerDeletion: &yes,
-				}},
-			},
-			Spec: spec,
-		}
-		if _, err := kube.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("create pod %s: %w", pod.Name, err)
+		if err := replicaSets.createPod(ctx, kube, w.name); err != nil {
+			return err
 		}
 	}
+	replicaSets.setReplicas(w.name, w.replicas)
 	return nil
 }
 
@@ -95,6 +92,7 @@ func scaleWorkloadToZero(ctx context.Context, kube kubernetes.Interface, name st
 	if _, err := kube.AppsV1().ReplicaSets(ns).Update(ctx, rs, metav1.UpdateOptions{}); err != nil {
 		return err
 	}
+	replicaSets.setReplicas(name, 0)
 	pods, err := podsOf(ctx, kube, name)
 	if err != nil {
 		return err

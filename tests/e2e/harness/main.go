@@ -31,7 +31,16 @@ func main() {
 		zero       = flag.String("zero", "e2e-zero/batch", "group at 0 with a template")
 		zeroLabel  = flag.String("zero-label", "e2e.autoscaler-cloudify/pool=zero", "label of --zero's template that pods select")
 		timeline   = flag.String("timeline", "", "also write the timeline to this file")
-		phases     = flag.String("phases", "baseline,scale-up,scale-down,from-zero,failure,final", "phases to run")
+		phases     = flag.String("phases", "baseline,scale-up,scale-down,from-zero,failure,outage,drain,price,startup-options,ca-restart,oob-scale-in,outage-nodes,final", "phases to run (CA-only phases are skipped in the no-CA mode)")
+		priceCheap = flag.String("price-cheap", "e2e-cheap/workers", "the cheaper of two pools with the same template label")
+		priceDear  = flag.String("price-dear", "e2e-dear/workers", "the dearer pool")
+		priceLabel = flag.String("price-label", "e2e.autoscaler-cloudify/pool=priced", "template label of both priced pools")
+		slowGroup  = flag.String("slow-group", "e2e-slow/boot", "group with per-group options whose Nodes boot slowly")
+		slowLabel  = flag.String("slow-label", "e2e.autoscaler-cloudify/pool=slow", "template label of --slow-group")
+		slowBoot   = flag.Duration("slow-boot", 20*time.Second, "how long --slow-group's Nodes stay NotReady after registering")
+		caLogPath  = flag.String("ca-log", "", "cluster-autoscaler's log file (error lines, loops, decisions)")
+		caRestart  = flag.String("ca-restart", "", "command restarting cluster-autoscaler with the same flags (space-separated)")
+		metricsURL = flag.String("provider-metrics", "", "the provider's /metrics URL (server-side gRPC time per phase)")
 		slow       = flag.Float64("timeout-scale", 1, "multiply every timeout")
 		joinOnly   = flag.Bool("join-only", false, "only run the joiner until interrupted")
 		joinMode   = flag.String("join-mode", "provider-id", "provider-id: Nodes join with kubelet --provider-id; external: as kubelet --cloud-provider=external (tainted, no providerID), the provider's node controller initializes and deletes them (issue 15, nodelife.go)")
@@ -39,7 +48,19 @@ func main() {
 	)
 	flag.Parse()
 	externalJoin = *joinMode == "external" // issue 15
-	os.Exit(run(*kubeconfig, *provCfg, *simURL, *password, *mode, *pool, *poolMin, *poolLabel, *zero, *zeroLabel, *timeline, *phases, *slow, *joinOnly, strings.Fields(*inspect)))
+	x := extras{priceCheap: *priceCheap, priceDear: *priceDear, priceLabel: *priceLabel, slowGroup: *slowGroup, slowLabel: *slowLabel,
+		slowBoot: *slowBoot, caLog: *caLogPath, caRestart: strings.Fields(*caRestart), metricsURL: *metricsURL}
+	os.Exit(run(*kubeconfig, *provCfg, *simURL, *password, *mode, *pool, *poolMin, *poolLabel, *zero, *zeroLabel, *timeline, *phases, *slow, *joinOnly, strings.Fields(*inspect), x))
+}
+
+// extras are the inputs of the CA-only phases.
+type extras struct {
+	priceCheap, priceDear, priceLabel string
+	slowGroup, slowLabel              string
+	slowBoot                          time.Duration
+	caLog                             string
+	caRestart                         []string
+	metricsURL                        string
 }
 
 // externalJoin: --join-mode=external (issue 15, node lifecycle; see nodelife.go).
@@ -50,7 +71,7 @@ func kv(s string) map[string]string {
 	return map[string]string{k: v}
 }
 
-func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, poolLabel, zero, zeroLabel, timelinePath, phases string, slow float64, joinOnly bool, inspect []string) int {
+func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, poolLabel, zero, zeroLabel, timelinePath, phases string, slow float64, joinOnly bool, inspect []string, x extras) int {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	cfg, err := loadProviderConfig(provCfg)
@@ -83,7 +104,8 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 	tl := newTimeline(timelinePath)
 	j := &Joiner{kube: kube, cfy: cfy, groups: groups, tl: tl, interval: 500 * time.Millisecond,
 		instances: map[string]nodeInstance{}, seen: map[string]string{}, names: map[string]string{},
-		joinedAt: map[string]time.Time{}, stopped: map[string]bool{}}
+		joinedAt: map[string]time.Time{}, stopped: map[string]bool{},
+		bootDelay: map[string]time.Duration{x.slowGroup: x.slowBoot}}
 	// --- issue 15 (node lifecycle, nodelife.go): external join mode and its timing tracker.
 	if externalJoin {
 		j.external = true
@@ -97,45 +119,79 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 		return 0
 	}
 	go j.Run(ctx)
+	go replicaSets.run(ctx, kube, tl)
 	w := newWatcher(kube, cfy, tl)
 	go w.run(ctx)
 
 	s := &scenario{kube: kube, cfy: cfy, joiner: j, w: w, tl: tl, withCA: mode == "ca",
-		pool: pool, poolMin: poolMin, poolSel: kv(poolLabel), zero: zero, zeroSel: kv(zeroLabel), slow: slow, inspect: inspect}
-	type phase struct {
-		name string
-		fn   func(context.Context) error
+		pool: pool, poolMin: poolMin, poolSel: kv(poolLabel), zero: zero, zeroSel: kv(zeroLabel), slow: slow, inspect: inspect,
+		priceCheap: x.priceCheap, priceDear: x.priceDear, priceSel: kv(x.priceLabel), slowGroup: x.slowGroup, slowSel: kv(x.slowLabel),
+		slowBoot: x.slowBoot, caLog: &caLog{path: x.caLog}, caRestart: x.caRestart, metricsURL: x.metricsURL,
+		created: map[string]time.Time{}}
+	for id := range groups {
+		s.allGroups = append(s.allGroups, id)
 	}
-	all := []phase{{"baseline", s.baseline}, {"scale-up", s.scaleUp}, {"scale-down", s.scaleDown},
-		{"from-zero", s.fromZero}, {"failure", s.failedScaleOut}, {"final", s.finalChecks},
-		{"oob-scale-in", s.outOfBandScaleIn}, {"outage", s.managerOutage}} // issue 15: last two, nodelife.go
+	// clean: a CA error-level line naming our RPCs, groups or instances during the phase fails it
+	// (the failure and price phases inject failures, so CA reports errors there by design).
+	type phase struct {
+		name   string
+		fn     func(context.Context) error
+		caOnly bool
+		clean  bool
+	}
+	all := []phase{{"baseline", s.baseline, false, true}, {"scale-up", s.scaleUp, false, true}, {"scale-down", s.scaleDown, false, true},
+		{"from-zero", s.fromZero, false, true}, {"failure", s.failedScaleOut, false, false},
+		{"outage", s.managerOutage, true, true}, {"drain", s.drainScaleDown, true, true}, {"price", s.priceExpander, true, false},
+		{"startup-options", s.startupOptions, true, true}, {"ca-restart", s.caRestartMidScaleUp, true, true},
+		// The node controller's phases (nodelife.go, external join mode): they change Cloudify
+		// behind CA's back or stop kubelets, so CA may rightly complain.
+		{"oob-scale-in", s.outOfBandScaleIn, false, false}, {"outage-nodes", s.nodeControllerOutage, false, false},
+		{"final", s.finalChecks, false, true}}
 	want := map[string]bool{}
 	for _, p := range strings.Split(phases, ",") {
 		want[strings.TrimSpace(p)] = true
 	}
 	passed, failed, skipped := 0, 0, 0
+	var stats []*phaseStat
 	var results []string
 	stop := false
 	for _, p := range all {
-		if !want[p.name] || stop {
+		if !want[p.name] || stop || (p.caOnly && !s.withCA) {
 			skipped++
 			results = append(results, fmt.Sprintf("SKIP %s", p.name))
 			continue
 		}
-		t0 := time.Now()
-		if err := p.fn(ctx); err != nil {
+		st := &phaseStat{name: p.name, start: time.Now()}
+		s.cur = st
+		m0, merr := scrapeGRPC(ctx, s.metricsURL)
+		logOff := s.caLog.mark()
+		err := p.fn(ctx)
+		st.end = time.Now()
+		if m1, err1 := scrapeGRPC(ctx, s.metricsURL); merr == nil && err1 == nil && s.metricsURL != "" {
+			st.grpc = m1.minus(m0)
+			st.measured = true
+		}
+		stats = append(stats, st)
+		if err == nil && p.clean && s.withCA {
+			if lines := s.caErrorsNamingUs(logOff); len(lines) > 0 {
+				err = stepErr{fmt.Sprintf("%d cluster-autoscaler error line(s) naming our RPCs, groups or instances:\n  %s", len(lines), strings.Join(lines, "\n  "))}
+			}
+		}
+		if err != nil {
 			failed++
-			results = append(results, fmt.Sprintf("FAIL %s (%.0fs): %v", p.name, time.Since(t0).Seconds(), err))
+			results = append(results, fmt.Sprintf("FAIL %s (%.0fs): %v", p.name, st.end.Sub(st.start).Seconds(), err))
 			stop = true // later phases build on this one's end state
 			continue
 		}
 		passed++
-		results = append(results, fmt.Sprintf("PASS %s (%.0fs)", p.name, time.Since(t0).Seconds()))
+		results = append(results, fmt.Sprintf("PASS %s (%.0fs)", p.name, st.end.Sub(st.start).Seconds()))
 	}
 	_ = cfy.clearFaults(context.Background())
 	fmt.Println()
 	fmt.Println("==================== e2e timeline (mode " + mode + ") ====================")
 	fmt.Println(tl.Dump())
+	fmt.Println("==================== e2e timeline summary ====================")
+	fmt.Print(summaryTable(stats))
 	fmt.Println("==================== e2e phases ====================")
 	for _, r := range results {
 		fmt.Println(r)

@@ -22,10 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-const (
-	uninitializedTaint = "node.cloudprovider.kubernetes.io/uninitialized"
-	kwokAnnotation     = "kwok.x-k8s.io/node"
-)
+const uninitializedTaint = "node.cloudprovider.kubernetes.io/uninitialized"
 
 // controllerTiming reads refresh.interval and node_controller.min_node_age from the provider
 // config (defaults as the provider's: 10s and 2m).
@@ -95,22 +92,31 @@ func nodeNameOf(ni nodeInstance) string {
 
 // externalNode is the Node kubelet --cloud-provider=external creates: its own default labels, the
 // uninitialized taint, no providerID, no addresses (kubelet 1.29+ waits for the cloud provider).
-func externalNode(name string, capacity, alloc corev1.ResourceList) *corev1.Node {
-	return &corev1.Node{
+func externalNode(name string, ni nodeInstance, capacity, alloc corev1.ResourceList, booted bool) *corev1.Node {
+	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,
 			Labels: map[string]string{
 				"kubernetes.io/os":       "linux",
 				"kubernetes.io/arch":     "amd64",
 				"kubernetes.io/hostname": name,
-				"type":                   "kwok",
-				joinedLabel:              "true",
+				// What kubelet's --node-labels would carry; the joiner's boot delay is per group.
+				"cloudify.co/deployment":    ni.DeploymentID,
+				"cloudify.co/scaling-group": ni.ScalingGroups[0].Name,
+				"type":                      "kwok",
+				joinedLabel:                 "true",
 			},
-			Annotations: map[string]string{kwokAnnotation: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+			Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0"},
 		},
 		Spec:   corev1.NodeSpec{Taints: []corev1.Taint{{Key: uninitializedTaint, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
 		Status: corev1.NodeStatus{Capacity: capacity, Allocatable: alloc},
 	}
+	if booted {
+		node.Annotations[kwokAnnotation] = "fake"
+	} else {
+		node.Spec.Taints = append(node.Spec.Taints, corev1.Taint{Key: taintNotReady, Effect: corev1.TaintEffectNoSchedule})
+	}
+	return node
 }
 
 // syncExternal: a Node whose VM is gone loses its "kubelet" (kwok stops managing it and the Node
@@ -274,7 +280,7 @@ func (l *nodeLife) deleted(name string) (time.Time, bool) {
 // CA). The new Node is initialized by the node controller; after the scale-in its VM is gone and
 // the controller must delete the Node within two refresh intervals of it turning NotReady.
 func (s *scenario) outOfBandScaleIn(ctx context.Context) error {
-	s.tl.Phase("6 out-of-band scale-in (node controller)")
+	s.tl.Phase("11 out-of-band scale-in (node controller)")
 	if s.joiner.life == nil {
 		return stepErr{"the joiner does not run in external mode (--join-mode=external)"}
 	}
@@ -375,10 +381,10 @@ func (s *scenario) outOfBandScaleIn(ctx context.Context) error {
 	return s.groupAt(ctx, s.pool, s.poolMin, 60*time.Second)
 }
 
-// managerOutage: Cloudify answers 503 for 60 s while the pool's Nodes are NotReady (as in a
+// nodeControllerOutage: Cloudify answers 503 for 60 s while the pool's Nodes are NotReady (as in a
 // network partition); the node controller must delete nothing, during the outage or after it.
-func (s *scenario) managerOutage(ctx context.Context) error {
-	s.tl.Phase("7 60 s manager outage (node controller)")
+func (s *scenario) nodeControllerOutage(ctx context.Context) error {
+	s.tl.Phase("12 60 s manager outage with NotReady Nodes (node controller)")
 	if s.joiner.life == nil {
 		return stepErr{"the joiner does not run in external mode (--join-mode=external)"}
 	}

@@ -30,6 +30,20 @@ type scenario struct {
 	slow     float64  // multiplies every timeout (slow machines)
 	inspect  []string // `autoscaler-cloudify inspect --cloud-config F` (empty: skip the gRPC checks)
 	failures []string
+
+	priceCheap, priceDear string            // two groups with the same template label and different prices
+	priceSel              map[string]string // their template label
+	slowGroup             string            // group with per-group options whose Nodes boot slowly
+	slowSel               map[string]string
+	slowBoot              time.Duration
+	allGroups             []string
+	caLog                 *caLog
+	caRestart             []string // command restarting CA (same flags), empty: phase skipped
+	caHealth              string   // CA's /health-check URL
+	metricsURL            string   // the provider's /metrics
+
+	created map[string]time.Time // workload -> when its pods were created
+	cur     *phaseStat           // statistics of the running phase
 }
 
 type stepErr struct{ msg string }
@@ -62,6 +76,12 @@ func (s *scenario) waitFor(ctx context.Context, timeout time.Duration, what stri
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// create starts a workload and notes when, for the pending -> Running column of the summary.
+func (s *scenario) create(ctx context.Context, w workload) error {
+	s.created[w.name] = time.Now()
+	return createWorkload(ctx, s.kube, w)
 }
 
 func split(gid string) (string, string) {
@@ -138,6 +158,9 @@ func (s *scenario) waitRunning(ctx context.Context, app string, n int, timeout t
 		}
 		if r == n {
 			s.tl.Event("kwok: all %d pods of %s Running on %d nodes", n, app, len(nodes))
+			if t0, ok := s.created[app]; ok && s.cur != nil {
+				s.cur.pending = append(s.cur.pending, fmt.Sprintf("%s %.1fs", app, time.Since(t0).Seconds()))
+			}
 			return true, nil
 		}
 		return false, nil
@@ -198,7 +221,7 @@ func (s *scenario) scaleUp(ctx context.Context) error {
 	s.tl.Phase("1 scale-up")
 	dep, grp := split(s.pool)
 	mark := s.w.execCount()
-	if err := createWorkload(ctx, s.kube, workload{name: "web", replicas: 6, cpu: "900m", memory: "512Mi", selector: s.poolSel}); err != nil {
+	if err := s.create(ctx, workload{name: "web", replicas: 6, cpu: "900m", memory: "512Mi", selector: s.poolSel}); err != nil {
 		return err
 	}
 	s.tl.Event("harness: ReplicaSet web with 6 pods (900m CPU each, 2 fit per node) created")
@@ -315,7 +338,7 @@ func (s *scenario) fromZero(ctx context.Context) error {
 	s.tl.Phase("3 scale-from-zero")
 	dep, grp := split(s.zero)
 	mark := s.w.execCount()
-	if err := createWorkload(ctx, s.kube, workload{name: "batch", replicas: 2, cpu: "1500m", memory: "1Gi", selector: s.zeroSel}); err != nil {
+	if err := s.create(ctx, workload{name: "batch", replicas: 2, cpu: "1500m", memory: "1Gi", selector: s.zeroSel}); err != nil {
 		return err
 	}
 	s.tl.Event("harness: ReplicaSet batch with 2 pods selecting %v (group %s has 0 nodes) created", s.zeroSel, s.zero)
@@ -381,7 +404,7 @@ func (s *scenario) failedScaleOut(ctx context.Context) error {
 		return err
 	}
 	s.tl.Event("harness: simulator fault fail_next_executions=1")
-	if err := createWorkload(ctx, s.kube, workload{name: "burst", replicas: 3, cpu: "900m", memory: "512Mi", selector: s.poolSel}); err != nil {
+	if err := s.create(ctx, workload{name: "burst", replicas: 3, cpu: "900m", memory: "512Mi", selector: s.poolSel}); err != nil {
 		return err
 	}
 	s.tl.Event("harness: ReplicaSet burst with 3 pods (one does not fit) created")
@@ -439,7 +462,7 @@ func (s *scenario) failedScaleOut(ctx context.Context) error {
 }
 
 func (s *scenario) finalChecks(ctx context.Context) error {
-	s.tl.Phase("5 back to min")
+	s.tl.Phase("13 back to min")
 	if err := s.groupAt(ctx, s.pool, s.poolMin, 150*time.Second); err != nil {
 		return err
 	}

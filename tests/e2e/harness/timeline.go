@@ -65,3 +65,38 @@ func (t *Timeline) Dump() string {
 	defer t.mu.Unlock()
 	return strings.Join(t.lines, "\n")
 }
+
+// phaseStat is one row of the summary printed at the end of the run.
+type phaseStat struct {
+	name       string
+	start, end time.Time
+	pending    []string // "<workload> <seconds>": pods created -> all Running
+	grpc       grpcTotals
+	measured   bool
+}
+
+// summaryTable renders the per-phase summary: duration, pending -> Running per workload, and the
+// provider's share of the phase (server-side seconds of CA's gRPC calls / phase duration).
+func summaryTable(stats []*phaseStat) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| phase | duration | pending -> Running | gRPC calls | server-side gRPC time | provider share | most time in |\n")
+	fmt.Fprintf(&b, "|---|---:|---|---:|---:|---:|---|\n")
+	for _, st := range stats {
+		d := st.end.Sub(st.start).Seconds()
+		pend := strings.Join(st.pending, ", ")
+		if pend == "" {
+			pend = "-"
+		}
+		calls, secs, share, top := "-", "-", "-", "-"
+		if st.measured {
+			calls = fmt.Sprint(st.grpc.calls)
+			secs = fmt.Sprintf("%.3f s", st.grpc.seconds)
+			top = st.grpc.top()
+			if d > 0 {
+				share = fmt.Sprintf("%.3f %%", 100*st.grpc.seconds/d)
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %.1f s | %s | %s | %s | %s | %s |\n", st.name, d, pend, calls, secs, share, top)
+	}
+	return b.String()
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the e2e binaries from the Go module proxy (pinned by tests/e2e/go.mod + go.sum) into a cache
+# Builds the e2e binaries from the Go module proxy (pinned by tests/e2e/go.mod + go.sum, -mod=readonly) into a cache
 # directory keyed by the hash of go.mod, go.sum, our own Go sources and the Go version, so warm runs
 # skip building. Source this file and call e2e_build [names...], or run it directly.
 #   names: etcd kube-apiserver kube-scheduler kwok kubectl-lite harness (default: all)
@@ -7,6 +7,11 @@
 
 
 E2E_DIR="${E2E_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+# shellcheck source=../../ca-harness/gomirror.sh
+source "$E2E_DIR/../ca-harness/gomirror.sh"
+# CA's modules come from the module mirror when there is one (GO_MODULE_MIRROR, or ../shared/goproxy
+# next to the checkout), else from GOPROXY.
+go_mirror_setup "$(cd "$E2E_DIR/../.." && pwd)" || E2E_MIRROR_ERROR=1
 
 e2e_pkg() {
   case "$1" in
@@ -43,7 +48,7 @@ e2e_build() {
       echo "e2e: build $n: cached ($E2E_BIN)"; continue
     fi
     t0=$(date +%s)
-    ( cd "$E2E_DIR" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ver" -o "$E2E_BIN/$n.tmp" "$(e2e_pkg "$n")" ) || {
+    ( cd "$E2E_DIR" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w $ver" -o "$E2E_BIN/$n.tmp" "$(e2e_pkg "$n")" ) || {
       echo "e2e: build $n FAILED" >&2; return 1; }
     mv "$E2E_BIN/$n.tmp" "$E2E_BIN/$n"
     printf '%s' "$src" >"$E2E_BIN/.$n.src"
@@ -52,37 +57,44 @@ e2e_build() {
   done
 }
 
-# e2e_build_ca: cluster-autoscaler 1.36.1 with -tags externalgrpc from the module in tests/e2e/ca.
-# Uses $CA_BIN instead when set (a prebuilt binary). On success sets CA_BIN; on failure prints the
-# go command's error, stores it in $E2E_CA_ERROR and returns 1.
+# e2e_build_ca: cluster-autoscaler 1.36.1 with -tags externalgrpc from the module in tests/e2e/ca
+# (go.mod + go.sum committed, -mod=readonly). Uses $CA_BIN instead when set (a prebuilt binary). On
+# success sets CA_BIN; on failure stores ONE line saying what is missing in $E2E_CA_ERROR, prints
+# it, and returns 1.
 e2e_build_ca() {
   E2E_CA_ERROR=""
   if [ -n "${CA_BIN:-}" ]; then
     [ -x "$CA_BIN" ] && { echo "e2e: cluster-autoscaler: using CA_BIN=$CA_BIN"; return 0; }
     E2E_CA_ERROR="CA_BIN=$CA_BIN is not an executable"; echo "e2e: $E2E_CA_ERROR" >&2; return 1
   fi
+  if [ "${E2E_MIRROR_ERROR:-0}" = 1 ]; then
+    E2E_CA_ERROR="GO_MODULE_MIRROR=${GO_MODULE_MIRROR:-} is not a directory or URL"; echo "e2e: $E2E_CA_ERROR" >&2; return 1
+  fi
   local key dir t0 out
-  key="$( { cat "$E2E_DIR/ca/go.mod"; go version; } | sha256sum | cut -c1-16)"
+  key="$( { cat "$E2E_DIR/ca/go.mod" "$E2E_DIR/ca/go.sum"; go version; } | sha256sum | cut -c1-16)"
   dir="$E2E_DIR/.cache/bin/ca-$key"
   mkdir -p "$dir"
   if [ -x "$dir/cluster-autoscaler" ]; then
     CA_BIN="$dir/cluster-autoscaler"; export CA_BIN
     echo "e2e: build cluster-autoscaler: cached ($dir)"; return 0
   fi
+  go_mirror_check_sums "$E2E_DIR/ca/go.sum" || { E2E_CA_ERROR="ca/go.sum disagrees with the module mirror's README"; return 1; }
+  if ! out="$(go_mirror_require e2e "$E2E_DIR/ca" 2>&1)"; then
+    E2E_CA_ERROR="$out"; export E2E_CA_ERROR; echo "$E2E_CA_ERROR" >&2; return 1
+  fi
+  echo "e2e: building cluster-autoscaler 1.36.1 (CA modules from $(go_mirror_describe); 4-7 min cold on 2 cores)"
   t0=$(date +%s)
-  # -mod=mod: no go.sum could be committed (see ca/go.mod); `go mod tidy` would fetch every cloud
-  # provider's SDK, while a tagged build fetches only what the externalgrpc build needs.
-  if out="$(cd "$E2E_DIR/ca" && CGO_ENABLED=0 go build -mod=mod -tags externalgrpc -trimpath -ldflags "-s -w" \
+  if out="$(cd "$E2E_DIR/ca" && CGO_ENABLED=0 go build -mod=readonly -tags externalgrpc -trimpath -ldflags "-s -w" \
       -o "$dir/cluster-autoscaler.tmp" k8s.io/autoscaler/cluster-autoscaler 2>&1)"; then
     mv "$dir/cluster-autoscaler.tmp" "$dir/cluster-autoscaler"
     CA_BIN="$dir/cluster-autoscaler"; export CA_BIN
     echo "e2e: build cluster-autoscaler: $(($(date +%s) - t0))s"
     return 0
   fi
-  E2E_CA_ERROR="$(printf '%s\n' "$out" | grep -v '^go: downloading' | head -n 6)"
+  E2E_CA_ERROR="building cluster-autoscaler failed after $(($(date +%s) - t0))s: $(printf '%s\n' "$out" | grep -v '^go: downloading' | head -n 1 | cut -c1-200)"
   export E2E_CA_ERROR
-  echo "e2e: build cluster-autoscaler FAILED after $(($(date +%s) - t0))s:" >&2
-  printf '%s\n' "$E2E_CA_ERROR" >&2
+  echo "e2e: $E2E_CA_ERROR" >&2
+  printf '%s\n' "$out" | grep -v '^go: downloading' | head -n 20 >&2
   return 1
 }
 
