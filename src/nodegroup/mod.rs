@@ -238,11 +238,9 @@ impl NodeGroupService {
 
     fn view_of(&self, g: &NodeGroup, frozen: bool) -> GroupView {
         let mut v = view(g);
-        if frozen {
-            if let Some(target) = self.runtime(&g.id).target(&self.inventory, &g.id) {
-                v.min = target.min(g.max);
-                v.max = target.max(g.min);
-            }
+        if frozen && let Some(target) = self.runtime(&g.id).target(&self.inventory, &g.id) {
+            v.min = target.min(g.max);
+            v.max = target.max(g.min);
         }
         v
     }
