@@ -36,6 +36,7 @@ mod routes;
 mod scenario;
 mod search;
 mod server;
+mod shared;
 mod state;
 mod workflow;
 

@@ -4,15 +4,17 @@
 //! releasing the lock; serialization to bytes happens after.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use rand::Rng;
 use serde_json::{Map, Value, json};
 
 use super::auth::{Caller, authenticate, create_token, parse_expiration};
@@ -23,7 +25,7 @@ use super::instance_json::instance_page;
 use super::query::{ListQuery, Listable, list_page, parse_include, project, select_page};
 use super::resources::token_json;
 use super::search::parse_rules;
-use super::server::{Shared, observe};
+use super::shared::Shared;
 use super::state::{Deployment, Execution, ModificationRecord, Node, NodeInstance, Token};
 use super::workflow::{ensure_runner, spawn_forced};
 
@@ -457,4 +459,38 @@ async fn requests_get(State(shared): S) -> ApiResult {
 async fn requests_delete(State(shared): S) -> ApiResult {
     *shared.requests() = RequestLog::default();
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Counts every `/api/v3.1` request by method and templated route, then applies the injected
+/// faults (latency, maintenance mode, random 500s). `/_sim/*` is neither counted nor faulted.
+async fn observe(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    if request.uri().path().starts_with("/_sim") {
+        return next.run(request).await;
+    }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("<unmatched>", MatchedPath::as_str)
+        .to_string();
+    shared
+        .requests()
+        .record(format!("{} {route}", request.method()));
+    let faults = shared.faults().clone();
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    if faults.down {
+        return SimError::MaintenanceMode(
+            "Your request was rejected since Cloudify manager is currently under maintenance mode"
+                .into(),
+        )
+        .into_response();
+    }
+    if faults.error_rate > 0.0 && rand::rng().random::<f64>() < faults.error_rate {
+        return SimError::Internal(
+            "Internal error occurred in manager REST server (simulated)".into(),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }

@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use serde_json::Value;
 
 use super::query::parse_bool;
-use super::server::Shared;
+use super::shared::Shared;
 use super::state::{
     ExecStatus, Model, Modification, ModificationRecord, ModificationStatus, now_stamp,
 };
