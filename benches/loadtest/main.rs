@@ -11,9 +11,11 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = run::Args::parse();
     if !args.bench {
-        // `cargo test --all-targets` runs bench targets too; tests/loadtest_smoke.rs already
+        // `cargo test --all-targets` runs bench targets too; tests/tooling/loadtest_smoke.rs already
         // runs the quick load test there, with assertions.
-        eprintln!("loadtest: skipped outside `cargo bench` (tests/loadtest_smoke.rs runs --quick)");
+        eprintln!(
+            "loadtest: skipped outside `cargo bench` (tests/tooling/loadtest_smoke.rs runs --quick)"
+        );
         return std::process::ExitCode::SUCCESS;
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -14,7 +14,7 @@
 //! with the no-op `GPULabel` on the same server.
 //!
 //! This file is the bench target `loadtest` (`benches/loadtest/main.rs` parses the flags) and is
-//! included by `tests/loadtest_smoke.rs`, which runs `--quick` in-process:
+//! included by `tests/tooling/loadtest_smoke.rs`, which runs `--quick` in-process:
 //!
 //! `--refresh-loops` adds the Refresh phase (issue #13, [`refresh`]): CA's loop against a provider
 //! with a production-like refresh configuration while the simulated manager is healthy, down,
@@ -23,7 +23,7 @@
 //!
 //! ```text
 //! cargo bench --bench loadtest -- --nodes 1000,5000,20000 --loops 10 --throughput-secs 6
-//! cargo test --test loadtest_smoke
+//! cargo test --test tooling loadtest_smoke::
 //! ```
 
 use std::collections::BTreeMap;
@@ -92,7 +92,7 @@ pub struct Args {
     /// The provider binary (default: the one Cargo built with this target).
     #[arg(long)]
     server_bin: Option<PathBuf>,
-    /// Small and fast: 200 and 800 nodes in 10 groups, 3 loops (used by tests/loadtest_smoke.rs).
+    /// Small and fast: 200 and 800 nodes in 10 groups, 3 loops (used by tests/tooling/loadtest_smoke.rs).
     #[arg(long)]
     quick: bool,
     /// Also write the results as JSON to this file.

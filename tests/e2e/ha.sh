@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HA e2e tier (issue #13): two `autoscaler-cloudify serve` processes electing a leader on a
 # coordination.k8s.io/v1 Lease in a real kube-apiserver (with etcd, on 127.0.0.1), against the
-# simulator. The checks live in tests/ha_lease.rs (see its header); this script starts the
+# simulator. The checks live in tests/reliability/ha_lease.rs (see its header); this script starts the
 # control plane and runs it with HA_E2E_KUBECONFIG / HA_E2E_APISERVER_PID set.
 #
 # The replicas authenticate as the chart's ServiceAccount (a client certificate for
@@ -47,7 +47,7 @@ e2e_build etcd kube-apiserver kubectl-lite || { say "FAIL: building the control 
 HA_CA_BIN=""
 if e2e_build_ca; then HA_CA_BIN="$CA_BIN"; else say "cluster-autoscaler unavailable: the real-CA phase is skipped"; fi
 say "building the provider and the HA test"
-(cd "$REPO" && cargo test --quiet --no-run --test ha_lease) || { say "FAIL: cargo build"; exit 1; }
+(cd "$REPO" && cargo test --quiet --no-run --test reliability) || { say "FAIL: cargo build"; exit 1; }
 
 rm -rf "$WORK" && mkdir -p "$WORK/logs"
 cp_start "$WORK" || { say "FAIL: control plane did not start"; exit 1; }
@@ -80,11 +80,11 @@ PY
 "$CP_KUBECTL" --kubeconfig "$CP_KUBECONFIG" apply -f "$WORK/rbac.yaml" >"$WORK/logs/rbac.log" 2>&1 \
   || { say "FAIL: applying the chart's RBAC"; cat "$WORK/logs/rbac.log"; exit 1; }
 
-say "control plane up; running tests/ha_lease.rs"
+say "control plane up; running tests/reliability/ha_lease.rs"
 if (cd "$REPO" && HA_E2E_KUBECONFIG="$CP_KUBECONFIG" HA_E2E_APISERVER_PID="$APISERVER_PID" \
       HA_E2E_PROVIDER_KUBECONFIG="$WORK/provider.kubeconfig" \
       HA_E2E_FORBIDDEN_KUBECONFIG="$WORK/nobody.kubeconfig" HA_E2E_CA_BIN="$HA_CA_BIN" \
-      RELIABILITY_KEEP="${E2E_KEEP:-0}" cargo test --quiet --test ha_lease -- --nocapture); then
+      RELIABILITY_KEEP="${E2E_KEEP:-0}" cargo test --quiet --test reliability ha_lease:: -- --nocapture); then
   RESULT=0
   say "PASS (total $(($(date +%s) - T0))s)"
   echo "e2e-ha: 1 passed, 0 failed"

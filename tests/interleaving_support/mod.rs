@@ -1,4 +1,4 @@
-//! One seed of the interleaving checker (see `tests/interleavings.rs`): the simulator, a
+//! One seed of the interleaving checker (see `tests/provider/interleavings.rs`): the simulator, a
 //! restartable provider, CA-like actors, a chaos task, a monitor of Cloudify's own state, and
 //! the end-state checks.
 

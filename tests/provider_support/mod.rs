@@ -1,8 +1,6 @@
 //! Shared harness for the provider integration tests: a simulator on 127.0.0.1:0 over real HTTP,
 //! the provider (gRPC + HTTP) on 127.0.0.1:0, and a tonic client over a real socket.
 
-#![allow(dead_code)] // each test crate uses a different subset
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -12,7 +10,7 @@ use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tonic::transport::Channel;
 
 pub const WORKERS: &str = "k8s-pool-a/workers";
@@ -283,8 +281,4 @@ pub fn node(provider_id: &str, name: &str) -> proto::ExternalGrpcNode {
 
 pub fn state(i: &proto::Instance) -> i32 {
     i.status.as_ref().map_or(0, |s| s.instance_state)
-}
-
-pub fn json_ok(v: &Value) -> bool {
-    v != &json!(null)
 }

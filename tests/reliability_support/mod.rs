@@ -3,8 +3,6 @@
 //! secrets) or in-process, a tonic client that plays Cluster Autoscaler's calls with CA's 5 s
 //! deadline, and small measurement helpers (latency percentiles, RSS/threads/fds of a child).
 
-#![allow(dead_code)] // each test crate uses a different subset
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,7 +13,7 @@ use std::time::{Duration, Instant};
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tonic::transport::Channel;
 
 #[path = "../kit/procfs.rs"]
@@ -606,8 +604,4 @@ pub fn assert_no_secrets(what: &str, text: &str, secrets: &[&str]) {
             );
         }
     }
-}
-
-pub fn json_body(v: Value) -> Value {
-    json!(v)
 }

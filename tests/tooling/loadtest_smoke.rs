@@ -5,10 +5,8 @@
 //! reported, never asserted. In the Refresh phase, Refresh never fails whatever the manager does
 //! (issue #13).
 
-#[path = "../benches/loadtest/run.rs"]
+#[path = "../../benches/loadtest/run.rs"]
 mod loadtest;
-#[path = "kit/procfs.rs"]
-mod procfs;
 
 use std::ffi::OsStr;
 

@@ -1,16 +1,14 @@
 //! The server around the service: mTLS, plaintext policy, gRPC health and reflection, and the HTTP
 //! port (/healthz, /readyz, /metrics).
 
-mod provider_support;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::provider_support::*;
 use autoscaler_cloudify::config::TlsFiles;
 use autoscaler_cloudify::grpc::{Provider, ServeError, serve};
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
-use provider_support::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 

@@ -3,13 +3,12 @@
 //! concurrency on one group, failed executions, bad input from CA, and a property-based fuzz of
 //! the gRPC requests.
 
-mod reliability_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::reliability_support::*;
 use autoscaler_cloudify::app::{App, start};
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
@@ -17,7 +16,6 @@ use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{Scenario, SimulatorHandle, Timing};
 use prost::Message;
-use reliability_support::*;
 use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;

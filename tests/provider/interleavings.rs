@@ -9,21 +9,19 @@
 //! shut down, so its tasks die as a process would). Invariants are checked on every read and on
 //! Cloudify's own state; then everything settles and the end state is checked.
 //!
-//! - `cargo test --test interleavings` runs `INTERLEAVING_SEEDS` seeds (default 120) from
+//! - `cargo test --test provider interleavings::` runs `INTERLEAVING_SEEDS` seeds (default 120) from
 //!   `INTERLEAVING_FIRST_SEED` (default 0).
-//! - `INTERLEAVING_SEEDS=5000 cargo test --release --test interleavings -- --nocapture` runs
+//! - `INTERLEAVING_SEEDS=5000 cargo test --release --test provider -- --nocapture` runs
 //!   thousands.
-//! - `INTERLEAVING_SEED=N cargo test --test interleavings -- --nocapture` replays seed N
+//! - `INTERLEAVING_SEED=N cargo test --test provider interleavings:: -- --nocapture` replays seed N
 //!   (`INTERLEAVING_REPEAT` times, default 10: the seed fixes the operations, faults and pace,
 //!   not the thread schedule).
 //!
 //! A failure prints its seed and what broke.
 
-mod interleaving_support;
-
 use std::time::Instant;
 
-use interleaving_support::run_seed;
+use crate::interleaving_support::run_seed;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
@@ -46,7 +44,7 @@ async fn random_interleavings_keep_the_invariants() {
             panic!(
                 "seed {seed} broke the invariants after {} seed(s) ({:?}):\n  {}\n\
                  events:\n  {}\n\
-                 replay: INTERLEAVING_SEED={seed} cargo test --test interleavings -- --nocapture",
+                 replay: INTERLEAVING_SEED={seed} cargo test --test provider interleavings:: -- --nocapture",
                 i + 1,
                 started.elapsed(),
                 report.violations.join("\n  "),

@@ -3,12 +3,10 @@
 //! deployment modification, a POST that takes its time, VMs a failed scale-in leaves `stopped`),
 //! over real gRPC and HTTP. Each failed before its fix.
 
-mod provider_support;
-
 use std::time::{Duration, Instant};
 
+use crate::provider_support::*;
 use autoscaler_cloudify::proto;
-use provider_support::*;
 use serde_json::{Value, json};
 use tonic::Code;
 

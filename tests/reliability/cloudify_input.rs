@@ -5,12 +5,11 @@
 //! types and missing fields: every such answer must become a typed error and the last good
 //! snapshot must stay in place.
 
-mod reliability_support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::reliability_support::*;
 use autoscaler_cloudify::app::start;
 use autoscaler_cloudify::cloudify::models::ListPage;
 use autoscaler_cloudify::cloudify::{CloudifyError, Deployment, Execution, Node, NodeInstance};
@@ -23,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use cloudify_sim::Timing;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
-use reliability_support::*;
 use serde_json::Value;
 
 fn arb_json() -> impl Strategy<Value = Value> {

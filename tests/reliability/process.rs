@@ -4,13 +4,11 @@
 //! and `docs/reliability.md`. `RELIABILITY_SOAK=1` runs the long variants (60 s outage phases,
 //! 5 min of wrong-password back-off).
 
-mod reliability_support;
-
 use std::time::{Duration, Instant};
 
+use crate::reliability_support::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::Timing;
-use reliability_support::*;
 use serde_json::json;
 use tonic::Code;
 

@@ -2,11 +2,9 @@
 //! moves only when every manager and page was read, so a manager outage never looks like
 //! instances going away. Real HTTP to the simulator, which answers 503 while "down".
 
-mod provider_support;
-
 use std::sync::Arc;
 
-use provider_support::*;
+use crate::provider_support::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,14 +1,12 @@
 //! Every RPC of CA's CloudProvider service, over a real socket, against the simulator over real
 //! HTTP.
 
-mod provider_support;
-
 use std::time::Duration;
 
+use crate::provider_support::*;
 use autoscaler_cloudify::proto;
 use k8s_pb::api::core::v1::Node;
 use prost::Message;
-use provider_support::*;
 use tonic::Code;
 
 #[tokio::test]

@@ -2,14 +2,12 @@
 //! (issue #13): a refresh starts at once after an accepted mutation and after a scale execution
 //! ends, with the periodic refresh switched off (1 h) so only those triggers can explain it.
 
-mod provider_support;
-
 use std::time::{Duration, Instant};
 
+use crate::provider_support::*;
 use autoscaler_cloudify::nodegroup::{LeaderTerm, Leadership, NotLeader};
 use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Timing};
-use provider_support::*;
 
 /// Before #13 the RPC waited up to its budget (deadline − 500 ms, 4 s without a deadline) for a
 /// refresh: with 3 s of manager latency it took ~3 s. Now it answers from the snapshot.
@@ -83,7 +81,7 @@ async fn mutations_and_ended_executions_trigger_a_refresh() {
     env.shutdown().await;
 }
 
-/// A leadership gate the test sets by hand (the Lease is tested in tests/ha_lease.rs).
+/// A leadership gate the test sets by hand (the Lease is tested in tests/reliability/ha_lease.rs).
 struct ManualGate(std::sync::Mutex<Result<LeaderTerm, NotLeader>>);
 
 impl Leadership for ManualGate {

@@ -1,12 +1,10 @@
 //! Several managers at once, static groups with overrides, and Refresh under a slow manager.
 
-mod provider_support;
-
 use std::time::{Duration, Instant};
 
+use crate::provider_support::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Simulator, Timing};
-use provider_support::*;
 
 #[tokio::test]
 async fn two_managers_get_prefixed_group_ids() {

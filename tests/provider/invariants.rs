@@ -1,13 +1,11 @@
 //! The design's invariants, each one a test, over real sockets against the simulator.
 
-mod provider_support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::provider_support::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Timing};
-use provider_support::*;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use tonic::Code;

@@ -1,0 +1,20 @@
+//! The provider over real gRPC against the simulator over real HTTP: every RPC, the invariants
+//! (also under a real manager's timing and randomized interleavings), the server (mTLS, health,
+//! metrics), topologies, Refresh, the node controller's refresh generations, the wire
+//! compatibility of CA 1.29-1.36, and the Cloudify client.
+
+mod cloudify_client;
+mod cloudify_tls;
+#[path = "../interleaving_support/mod.rs"]
+mod interleaving_support;
+mod interleavings;
+mod invariants;
+mod manager_timing;
+mod node_controller;
+mod proto_compat;
+#[path = "../provider_support/mod.rs"]
+mod provider_support;
+mod refresh;
+mod rpcs;
+mod server;
+mod topologies;

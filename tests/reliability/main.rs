@@ -1,0 +1,11 @@
+//! The reliability suite (docs/reliability.md): the real binary and the in-process provider
+//! under manager outages, latency, errors and restarts; security; hostile Cloudify input; and the
+//! Lease HA checks that tests/e2e/ha.sh runs against a real kube-apiserver.
+
+mod cloudify_input;
+mod ha_lease;
+mod inprocess;
+mod process;
+#[path = "../reliability_support/mod.rs"]
+mod reliability_support;
+mod security;

@@ -1,0 +1,10 @@
+//! What ships around the provider: the command line, the chart's and manifests' configuration,
+//! the example blueprint, and the load test in its quick mode.
+
+// The load test (included by loadtest_smoke) reads /proc through `crate::procfs`.
+mod blueprint_example;
+mod cli;
+mod deploy_config;
+mod loadtest_smoke;
+#[path = "../kit/procfs.rs"]
+mod procfs;
