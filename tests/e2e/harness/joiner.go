@@ -329,7 +329,13 @@ func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
 // drops their not-ready taint, as the node lifecycle controller would.
 func (j *Joiner) bootNodes(ctx context.Context, have map[string]corev1.Node) error {
 	for _, n := range have {
-		if n.Annotations[kwokAnnotation] == "" && time.Since(n.CreationTimestamp.Time) >= j.bootDelay[n.Labels["cloudify.co/deployment"]+"/"+n.Labels["cloudify.co/scaling-group"]] {
+		// Only Nodes registered booting (the not-ready taint): a Node whose kubelet the joiner
+		// stopped (VM gone, outage phase) also lacks the kwok annotation and must stay NotReady.
+		booting := false
+		for _, t := range n.Spec.Taints {
+			booting = booting || t.Key == taintNotReady
+		}
+		if booting && n.Annotations[kwokAnnotation] == "" && time.Since(n.CreationTimestamp.Time) >= j.bootDelay[n.Labels["cloudify.co/deployment"]+"/"+n.Labels["cloudify.co/scaling-group"]] {
 			// Booted: kwok takes over (reports Ready) and the not-ready taint goes, as the node
 			// lifecycle controller would remove it.
 			var keep []corev1.Taint
