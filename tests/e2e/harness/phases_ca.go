@@ -71,6 +71,15 @@ func (s *scenario) managerOutage(ctx context.Context) error {
 	}
 	w.down = time.Now()
 	s.tl.Event("harness: simulator fault down=true (every request answers 503 maintenance_mode_active)")
+	// The pods go pending once the provider has noticed (its next refresh, at most a refresh
+	// interval): a CA loop inside that first gap may still try a scale-up and get UNAVAILABLE,
+	// which is the truth, not a failed loop this phase is about (docs/operations.md).
+	if err := s.waitFor(ctx, 30*time.Second, "the provider notices the manager is down (/readyz cloudify_reachable false)", func() (bool, error) {
+		return providerSeesCloudifyDown(ctx, s.metricsURL)
+	}); err != nil {
+		return err
+	}
+	s.tl.Event("provider: /readyz reports Cloudify unreachable %.1fs after the outage began (bounds frozen from now)", time.Since(w.down).Seconds())
 	if err := s.create(ctx, workload{name: "outage", replicas: 3, cpu: "900m", memory: "512Mi", selector: s.poolSel}); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -88,4 +89,32 @@ func scrapeGRPC(ctx context.Context, url string) (grpcTotals, error) {
 		}
 	}
 	return t, sc.Err()
+}
+
+// providerSeesCloudifyDown reports whether the provider's /readyz (next to its /metrics) says its
+// last refresh could not reach Cloudify.
+func providerSeesCloudifyDown(ctx context.Context, metricsURL string) (bool, error) {
+	if metricsURL == "" {
+		return false, fmt.Errorf("no provider metrics URL (--provider-metrics)")
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, strings.TrimSuffix(metricsURL, "/metrics")+"/readyz", nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Detail struct {
+			Reachable *bool `json:"cloudify_reachable"`
+		} `json:"detail"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return false, err
+	}
+	return body.Detail.Reachable != nil && !*body.Detail.Reachable, nil
 }
