@@ -29,8 +29,9 @@ pub enum AppError {
     /// The gRPC server could not start.
     #[error(transparent)]
     Serve(#[from] ServeError),
-    /// Kubernetes credentials are present but unusable (`--node-controller=false` skips them).
-    #[error("node controller: {0}")]
+    /// Kubernetes credentials are present but unusable (the node controller or leader election
+    /// would use them; `--node-controller=false` with `--leader-elect=false` skips them).
+    #[error("kubernetes: {0}")]
     Kube(#[from] crate::kube::KubeError),
     /// Leader election was asked for (`lease.enabled: true`) but cannot run.
     #[error("leader election: {0}")]
@@ -84,13 +85,13 @@ impl App {
 
 /// Starts leader election when the configuration asks for it (or, in `auto`, when Kubernetes
 /// credentials are present).
-async fn election(config: &Config) -> Result<Option<LeaseElection>, AppError> {
+fn election(
+    config: &Config,
+    client: Option<::kube::Client>,
+) -> Result<Option<LeaseElection>, AppError> {
     if config.lease.mode == LeaseMode::Off {
         return Ok(None);
     }
-    let client = crate::kube::connect()
-        .await
-        .map_err(|e| AppError::Lease(e.to_string()))?;
     match (client, config.lease.mode) {
         (Some(client), _) => Ok(Some(crate::kube::lease::start(
             client,
@@ -133,11 +134,13 @@ pub fn clients(
 /// election and the node controller (which, like the domain, mutates only while this replica
 /// leads).
 pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App, AppError> {
-    let node_client = if config.node_controller.enabled {
+    // One Kubernetes client for the Lease and the node controller, when either may run.
+    let kube = if config.node_controller.enabled || config.lease.mode != LeaseMode::Off {
         crate::kube::connect().await?
     } else {
         None
     };
+    let node_client = kube.clone().filter(|_| config.node_controller.enabled);
     // With the node controller, a Node without a provider id is one it has not initialized yet
     // (at most a refresh interval): CA must not count it as a registered node of its group, or it
     // simulates pods on a tainted Node, finds no room and scales up once more. Left unmatched,
@@ -157,7 +160,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     let service = NodeGroupService::new(Arc::clone(&inventory), Arc::clone(&metrics), settings);
 
     let mut background = vec![inventory.spawn_refresh_loop(config.refresh_interval)];
-    let election = election(config).await?;
+    let election = election(config, kube)?;
     match &election {
         Some(e) => {
             service.set_leadership(Arc::clone(&e.gate) as Arc<dyn crate::nodegroup::Leadership>);
