@@ -1,0 +1,95 @@
+//! Hand-written Cloudify answers and half-built groups for the unit tests of the build steps.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A deployment whose scaling groups are given as Cloudify's JSON `scaling_groups` object.
+pub(super) fn deployment(id: &str, scaling_groups: Value) -> Deployment {
+    serde_json::from_value(json!({"id": id, "scaling_groups": scaling_groups})).expect("deployment")
+}
+
+/// A node of deployment `dep` with the given type hierarchy.
+pub(super) fn node(dep: &str, id: &str, types: &[&str]) -> Node {
+    serde_json::from_value(json!({"id": id, "deployment_id": dep, "type_hierarchy": types}))
+        .expect("node")
+}
+
+/// A `scale` execution of group `g` of deployment `dep`.
+pub(super) fn scale(id: &str, dep: &str, status: &str, delta: i64, include: &[&str]) -> Execution {
+    serde_json::from_value(
+        json!({"id": id, "workflow_id": "scale", "deployment_id": dep,
+        "status": status, "error": "boom",
+        "parameters": {"scalable_entity_name": "g", "delta": delta, "include_instances": include}}),
+    )
+    .expect("execution")
+}
+
+/// A `started` modification of `dep`, recorded as started by `execution` when given, setting
+/// group `g` to `target` instances.
+pub(super) fn modification(
+    dep: &str,
+    execution: Option<&str>,
+    target: i64,
+) -> DeploymentModification {
+    let context = match execution {
+        Some(e) => json!({"execution_id": e}),
+        None => json!({}),
+    };
+    serde_json::from_value(json!({"id": "m", "deployment_id": dep, "status": "started",
+        "context": context, "modified_nodes": {"g": {"instances": target}}}))
+    .expect("modification")
+}
+
+/// A VM instance `id` of node `vm` in group instance `g_<id>` of group `g`.
+pub(super) fn vm(id: &str, dep: &str, state: &str, runtime: Value) -> NodeInstance {
+    serde_json::from_value(
+        json!({"id": id, "node_id": "vm", "deployment_id": dep, "host_id": id,
+        "state": state, "runtime_properties": runtime,
+        "scaling_groups": [{"name": "g", "id": format!("g_{id}")}]}),
+    )
+    .expect("instance")
+}
+
+/// Group `group` of `dep` as [`groups::create`] leaves it: 3 planned and current, bounds 0..10.
+pub(super) fn group(dep: &str, group: &str) -> NodeGroup {
+    NodeGroup {
+        id: format!("{dep}/{group}"),
+        source: 0,
+        tenant: "t".into(),
+        deployment: dep.into(),
+        group: group.into(),
+        site: None,
+        min: 0,
+        max: 10,
+        planned: 3,
+        current: 3,
+        waiting: Vec::new(),
+        running: Vec::new(),
+        instances: Vec::new(),
+        failed: Vec::new(),
+        vm_nodes: vec!["vm".into()],
+        seen_executions: Vec::new(),
+        orphan_modification: false,
+        debug: String::new(),
+    }
+}
+
+/// The groups map of one group, `a/g`.
+pub(super) fn groups_a_g<'a>() -> Groups<'a> {
+    HashMap::from([(("a", "g"), group("a", "g"))])
+}
+
+/// A running instance with this provider id and node name.
+pub(super) fn instance_of(provider_id: &str, node_name: Option<&str>) -> GroupInstance {
+    GroupInstance {
+        provider_id: provider_id.into(),
+        vm_instance: normalize_provider_id(provider_id).into(),
+        group_instance: String::new(),
+        node_name: node_name.map(str::to_owned),
+        state: InstanceState::Running,
+        cloudify_state: "started".into(),
+        addresses: InstanceAddresses::default(),
+        being_removed: false,
+    }
+}
