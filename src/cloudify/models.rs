@@ -115,10 +115,10 @@ pub struct Deployment {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Label {
-    /// Matched exactly (case-sensitive) against a discovery rule's key.
+    /// What a discovery rule's `label=<key>=<value>` names as `<key>`.
     #[serde(deserialize_with = "lenient")]
     pub key: String,
-    /// Matched exactly against the rule's value for that key.
+    /// The rule's `<value>`: Cloudify's search (an `any_of` filter rule) matches it.
     #[serde(deserialize_with = "lenient")]
     pub value: String,
 }

@@ -200,14 +200,15 @@ impl Snapshot {
         }
     }
 
-    /// A group by id.
+    /// A group by id (`[<name>:]<deployment>/<group>`); `None` for an unknown id.
     pub fn group(&self, id: &str) -> Option<&NodeGroup> {
         self.group_index
             .get(id)
             .and_then(|i| self.groups.get(*i as usize))
     }
 
-    /// An instance by reference.
+    /// The group and instance `r` points at; `None` if `r` came from another snapshot and is out
+    /// of range.
     pub fn instance(&self, r: InstanceRef) -> Option<(&NodeGroup, &GroupInstance)> {
         let g = self.groups.get(r.group as usize)?;
         Some((g, g.instances.get(r.instance as usize)?))
