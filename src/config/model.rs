@@ -226,7 +226,7 @@ pub struct GroupSettings {
     /// Replaces the scaling policy's `max_instances`.
     pub max: Option<i32>,
     /// How an instance's id is rendered; must match the kubelet's `--provider-id`. Unset:
-    /// [`DEFAULT_PROVIDER_ID_TEMPLATE`].
+    /// [`DEFAULT_PROVIDER_ID_TEMPLATE`](super::DEFAULT_PROVIDER_ID_TEMPLATE).
     pub provider_id_template: Option<ProviderIdTemplate>,
     /// Runtime property holding the Kubernetes node name (default `hostname`); the name is a
     /// fallback for finding a Node whose provider id does not match.

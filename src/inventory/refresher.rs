@@ -129,8 +129,8 @@ impl Inventory {
         self.generation.subscribe()
     }
 
-    /// One client per `cloudify[]` entry, in configuration order ([`NodeGroup::source`]
-    /// indexes it).
+    /// One client per `cloudify[]` entry, in configuration order
+    /// ([`NodeGroup::source`](super::NodeGroup::source) indexes it).
     pub fn sources(&self) -> &[Arc<dyn Cloudify>] {
         &self.sources
     }

@@ -3,8 +3,8 @@
 //!
 //! Reads (groups, lookups, sizes, instances, templates, options) are answered from the snapshot
 //! plus a small per-group *overlay* of changes this process made since the snapshot was fetched;
-//! they never call Cloudify. Mutations live in [`scale`](self::scale) and the template/options
-//! logic in [`template`](self::template).
+//! they never call Cloudify. Mutations live in `scale.rs` and the template/options logic in
+//! [`template`].
 
 mod error;
 mod follow;
