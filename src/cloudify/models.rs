@@ -197,7 +197,7 @@ pub struct GroupRef {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct NodeInstance {
-    /// The node-instance id (`vm_a1b2c3`), unique per manager; empty fails the page.
+    /// The node-instance id (`<node>_<suffix>`, e.g. `vm_a1b2c3`); empty fails the page.
     #[serde(deserialize_with = "lenient")]
     pub id: String,
     /// The node (template) it instantiates: a compute node makes this a VM instance.

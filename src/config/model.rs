@@ -231,8 +231,8 @@ pub struct GroupSettings {
     /// Runtime property holding the Kubernetes node name (default `hostname`); the name is a
     /// fallback for finding a Node whose provider id does not match.
     pub node_name_property: Option<String>,
-    /// Price of one node per hour, in whatever currency CA's pricing expander compares; unset:
-    /// pricing RPCs answer `Unimplemented` for the group.
+    /// Price of one node per hour (any unit, the same for every group); unset: PricingNodePrice
+    /// answers `Unimplemented` for the group's nodes.
     pub price_per_hour: Option<f64>,
     /// `node.kubernetes.io/instance-type` of the group's Nodes (and template).
     pub instance_type: Option<String>,

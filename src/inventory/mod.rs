@@ -83,7 +83,7 @@ pub struct FailedScale {
 /// pending, or `started` before its deployment modification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitingExecution {
-    /// What a decrease cancels, and what `seen_executions` matches local changes against.
+    /// The execution's id: a decrease cancels a `cancellable` scale-out by it.
     pub id: String,
     /// The `delta` parameter (default 1), clamped to i32; never 0 (those are not listed).
     pub delta: i32,

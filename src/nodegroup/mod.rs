@@ -45,9 +45,9 @@ pub struct ServiceSettings {
     pub delete_batch_window: Duration,
     /// Refresh RPC: refresh when the snapshot is older than this.
     pub refresh_max_age: Duration,
-    /// How often a scale-in's execution is polled until it ends (default 2 s).
+    /// First pause between polls of a scale-in's execution (default 2 s, doubling up to 15 s).
     pub verify_poll: Duration,
-    /// Stop polling a scale-in after this long (default 30 min); the refresh still sees it end.
+    /// A scale-in still running after this long (default 30 min) is logged and left unverified.
     pub verify_timeout: Duration,
 }
 
