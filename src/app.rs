@@ -20,7 +20,7 @@ use crate::observability::metrics::Metrics;
 /// Starting the provider failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// Configuration problem.
+    /// The configuration is invalid (the message names the key or flag).
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A Cloudify client could not be built.
@@ -39,7 +39,7 @@ pub enum AppError {
     /// The HTTP port could not be bound.
     #[error("cannot listen on {addr} (http): {source}")]
     HttpBind {
-        /// The address.
+        /// The address asked for (`http.listen`, `--http-listen`).
         addr: SocketAddr,
         /// The I/O error.
         #[source]
@@ -49,15 +49,15 @@ pub enum AppError {
 
 /// A running provider.
 pub struct App {
-    /// The gRPC server.
+    /// The gRPC server; its `addr` is the bound port (the real one when `:0` was asked).
     pub grpc: ServerHandle,
-    /// The bound HTTP address.
+    /// The bound HTTP address (the real port when `:0` was asked).
     pub http_addr: SocketAddr,
-    /// The domain service.
+    /// The domain service behind the gRPC facade.
     pub service: Arc<NodeGroupService>,
-    /// The inventory.
+    /// The snapshot store the refresh loop fills, shared by the service and the node controller.
     pub inventory: Arc<Inventory>,
-    /// The metrics.
+    /// What `/metrics` serves; every layer records into this one registry.
     pub metrics: Arc<Metrics>,
     /// The node controller, when it runs (credentials present, not turned off).
     pub node_controller: Option<Arc<NodeController>>,
@@ -332,7 +332,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     })
 }
 
-/// Default domain settings for a configuration.
+/// Domain settings from the configuration (GPU label, Refresh max age); the rest default.
 pub fn service_settings(config: &Config) -> ServiceSettings {
     ServiceSettings {
         gpu_label: config.gpu_label.clone(),
@@ -341,7 +341,7 @@ pub fn service_settings(config: &Config) -> ServiceSettings {
     }
 }
 
-/// Waits for the first snapshot, logging progress, up to `limit`.
+/// Waits up to `limit` for the first complete snapshot; false when it did not come in time.
 pub async fn wait_ready(inventory: &Inventory, limit: Duration) -> bool {
     tokio::time::timeout(limit, inventory.wait_ready())
         .await

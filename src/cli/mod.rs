@@ -108,7 +108,7 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The flag overrides.
+    /// The flags as [`Overrides`] of the file; an unset flag leaves the file's value.
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen.clone(),

@@ -34,12 +34,12 @@ const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
 pub enum Auth {
     /// `Authorization: Basic`.
     Basic {
-        /// User name.
+        /// `cloudify[].username` (default `admin`).
         username: String,
         /// Password (never logged).
         password: String,
     },
-    /// `Authentication-Token`.
+    /// `Authentication-Token`, from `token_env` or `token_file`; preferred over a password.
     Token(String),
 }
 
@@ -55,19 +55,20 @@ impl std::fmt::Debug for Auth {
 /// Settings of one manager/tenant connection.
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
-    /// Entry name (prefix of group ids when several are configured).
+    /// Entry name (`cloudify[].name`, default `main`, then `cloudify<i>`): the prefix of group
+    /// ids when several entries are configured.
     pub name: String,
     /// Manager URL, e.g. `https://cfy.example:443` (the client appends `/api/v3.1`).
     pub url: String,
-    /// Tenant header value.
+    /// The `Tenant` header of every call (default `default_tenant`).
     pub tenant: String,
-    /// Credentials.
+    /// Sent on every call; a 401 starts the back-off instead of retrying.
     pub auth: Auth,
     /// PEM of the CA that signed the manager certificate (trusted exclusively when set).
     pub ca_cert_pem: Option<Vec<u8>>,
     /// Skip certificate verification (loudly warned about at start).
     pub insecure_skip_verify: bool,
-    /// Timeout of every request.
+    /// Timeout of every request (`request_timeout`, default 10 s, never zero).
     pub request_timeout: Duration,
 }
 

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 
 use super::{Cloudify, CloudifyError, Deployment, Execution, Node, NodeInstance, ScaleRequest};
 
-/// The fake manager/tenant: fixed deployments and nodes, instances and executions that tests can
-/// change, and a record of every scale and cancel request.
+/// The fake manager/tenant: fixed deployments, nodes and instances, executions that tests can
+/// add, and a record of every scale and cancel request.
 #[derive(Debug, Default)]
 pub struct FakeCloudify {
     name: String,
@@ -62,13 +62,13 @@ impl FakeCloudify {
         self
     }
 
-    /// With these nodes.
+    /// With these nodes; `nodes` answers those of the asked deployments.
     pub fn with_nodes(mut self, nodes: Vec<Node>) -> FakeCloudify {
         self.nodes = nodes;
         self
     }
 
-    /// With these node instances.
+    /// With these node instances, answered as given: a scale adds or removes none.
     pub fn with_instances(self, instances: Vec<NodeInstance>) -> FakeCloudify {
         *lock(&self.instances) = instances;
         self

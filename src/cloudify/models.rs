@@ -43,7 +43,7 @@ pub struct ListPage<T> {
     /// (`{}`, `[]`, a proxy's placeholder) must fail the refresh instead of reading as an empty
     /// manager, which would tell CA that every node vanished (issue #7).
     pub items: Vec<T>,
-    /// Pagination metadata.
+    /// Absent or malformed: no total, so the first page is taken as the whole list.
     #[serde(default, deserialize_with = "lenient")]
     pub metadata: ListMetadata,
 }
@@ -77,7 +77,7 @@ identified!(
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ListMetadata {
-    /// `pagination` block.
+    /// Only `pagination.total` is read.
     #[serde(deserialize_with = "lenient")]
     pub pagination: Pagination,
 }
@@ -86,22 +86,21 @@ pub struct ListMetadata {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct Pagination {
-    /// Total matching items.
+    /// Items matching the query over all pages: paging stops when the offset reaches it, and a
+    /// total that changes between pages restarts the listing. `None`: the first page is all.
     #[serde(deserialize_with = "lenient_i64")]
     pub total: Option<i64>,
-    /// Offset of this page.
-    #[serde(deserialize_with = "lenient_i64")]
-    pub offset: Option<i64>,
 }
 
 /// A deployment (`GET /deployments`, `POST /searches/deployments`).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Deployment {
-    /// Deployment id.
+    /// The first half of a group id (`<deployment>/<group>`). Empty fails the page.
     #[serde(deserialize_with = "lenient")]
     pub id: String,
-    /// Labels as `{key, value}` entries.
+    /// Labels as `{key, value}` entries; discovery matches them server-side, so only the fake
+    /// reads them.
     #[serde(deserialize_with = "lenient")]
     pub labels: Vec<Label>,
     /// Scaling groups by name.
@@ -116,10 +115,10 @@ pub struct Deployment {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Label {
-    /// Label key.
+    /// What a discovery rule's `label=<key>=<value>` names as `<key>`.
     #[serde(deserialize_with = "lenient")]
     pub key: String,
-    /// Label value.
+    /// The rule's `<value>`: Cloudify's search (an `any_of` filter rule) matches it.
     #[serde(deserialize_with = "lenient")]
     pub value: String,
 }
@@ -128,10 +127,10 @@ pub struct Label {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct ScalingGroup {
-    /// Member node ids.
+    /// Node ids in the group; its compute nodes among them are the group's VMs.
     #[serde(deserialize_with = "lenient")]
     pub members: Vec<String>,
-    /// Counts and bounds.
+    /// The policy's bounds and the current/planned counts.
     #[serde(deserialize_with = "lenient")]
     pub properties: ScalingGroupProperties,
 }
@@ -161,10 +160,10 @@ pub struct Node {
     /// Node id (template name).
     #[serde(deserialize_with = "lenient")]
     pub id: String,
-    /// Deployment id.
+    /// Node ids are unique only within one deployment, so nodes are keyed by both.
     #[serde(deserialize_with = "lenient")]
     pub deployment_id: String,
-    /// Type and its ancestors.
+    /// Type and its ancestors; a `cloudify.nodes.Compute` in it makes the node a VM.
     #[serde(deserialize_with = "lenient")]
     pub type_hierarchy: Vec<String>,
     /// Containing compute node (itself for a compute node).
@@ -186,10 +185,10 @@ impl Node {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct GroupRef {
-    /// Scaling group name.
+    /// Scaling group name (a key of [`Deployment::scaling_groups`]).
     #[serde(deserialize_with = "lenient")]
     pub name: String,
-    /// Group instance id.
+    /// Shared by every node instance of one scaling unit (the VM, its port, its floating IP).
     #[serde(deserialize_with = "lenient")]
     pub id: String,
 }
@@ -198,16 +197,17 @@ pub struct GroupRef {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct NodeInstance {
-    /// Instance id.
+    /// The node-instance id (`<node>_<suffix>`, e.g. `vm_a1b2c3`); empty fails the page.
     #[serde(deserialize_with = "lenient")]
     pub id: String,
-    /// Node id.
+    /// The node (template) it instantiates: a compute node makes this a VM instance.
     #[serde(deserialize_with = "lenient")]
     pub node_id: String,
-    /// Deployment id.
+    /// With `node_id`, finds the node (node ids repeat across deployments).
     #[serde(deserialize_with = "lenient")]
     pub deployment_id: String,
-    /// Containing compute instance (itself for a VM).
+    /// Containing compute instance: one that is its own host is a VM even if its node is not
+    /// known to be compute.
     #[serde(deserialize_with = "lenient")]
     pub host_id: Option<String>,
     /// Lifecycle state (`uninitialized` … `started` … `deleted`).
@@ -238,19 +238,20 @@ impl NodeInstance {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(default)]
 pub struct Execution {
-    /// Execution id.
+    /// What `cancel_execution` and a deployment modification's `context.execution_id` name.
     #[serde(deserialize_with = "lenient")]
     pub id: String,
     /// Workflow, `scale` here.
     #[serde(deserialize_with = "lenient")]
     pub workflow_id: String,
-    /// Deployment id.
+    /// With [`scaled_group`](Self::scaled_group), the group it scales.
     #[serde(deserialize_with = "lenient")]
     pub deployment_id: String,
     /// Status: `queued`, `pending`, `started`, `terminated`, `failed`, `cancelled`, …
     #[serde(deserialize_with = "lenient")]
     pub status: String,
-    /// Failure text.
+    /// Cloudify's failure text; CA sees it in the error of a failed scale-out's instances (a
+    /// `quota` in it makes their class `OutOfResources`).
     #[serde(deserialize_with = "lenient")]
     pub error: Option<String>,
     /// Workflow parameters after default merging.
@@ -269,7 +270,7 @@ pub struct Execution {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct DeploymentModification {
-    /// Modification id.
+    /// Only tells modifications apart across pages; the owning execution is in `context`.
     #[serde(deserialize_with = "lenient")]
     pub id: String,
     /// Deployment it modifies.
@@ -314,7 +315,7 @@ pub const ACTIVE_STATUSES: [&str; 7] = [
     "force_cancelling",
     "kill_cancelling",
 ];
-/// End states.
+/// Statuses after which an execution never changes the group again.
 pub const END_STATUSES: [&str; 3] = ["terminated", "failed", "cancelled"];
 
 impl Execution {
@@ -358,7 +359,7 @@ impl Execution {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ErrorBody {
-    /// Human message.
+    /// The error text; `detail` is used when it is absent.
     #[serde(deserialize_with = "lenient")]
     pub message: Option<String>,
     /// Some endpoints use `detail` instead of `message`.

@@ -24,27 +24,28 @@ pub struct TlsFiles {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// gRPC listen address.
+    /// Where CA connects (`grpc.listen`, `--listen`; default `0.0.0.0:8086`).
     pub grpc_listen: SocketAddr,
     /// mTLS files; `None` = plaintext (loopback or `insecure` only).
     pub tls: Option<TlsFiles>,
-    /// Allow plaintext on a non-loopback address.
+    /// Allow plaintext, or TLS without a client CA, on a non-loopback address.
     pub insecure: bool,
-    /// Plain HTTP listen address for /healthz, /readyz, /metrics.
+    /// Plain HTTP for /healthz, /readyz, /metrics (`http.listen`; default `0.0.0.0:8087`).
     pub http_listen: SocketAddr,
     /// Text for people, JSON for log collectors.
     pub log_format: LogFormat,
     /// A tracing filter directive (`info,autoscaler_cloudify=debug`), already checked to parse.
     pub log_level: String,
-    /// Background refresh period.
+    /// Background refresh period (`refresh.interval`; default 10 s, at least 100 ms).
     pub refresh_interval: Duration,
-    /// The Refresh RPC refreshes when the snapshot is older than this.
+    /// The Refresh RPC refreshes when the snapshot is older than this (`refresh.max_age`;
+    /// default 5 s).
     pub refresh_max_age: Duration,
     /// One entry per manager/tenant.
     pub cloudify: Vec<ClientSettings>,
     /// Node group selection and per-group settings.
     pub node_groups: NodeGroupsConfig,
-    /// Label whose value names a node's GPU type.
+    /// Label whose value names a node's GPU type (`gpu_label`; default `cloudify.co/gpu-type`).
     pub gpu_label: String,
     /// The node controller (initialize joining Nodes, remove Nodes whose VM is gone).
     pub node_controller: NodeControllerConfig,
@@ -147,7 +148,7 @@ impl Default for AddressProperties {
 pub struct StaticGroup {
     /// Index into [`Config::cloudify`]: the manager/tenant holding the deployment.
     pub source: usize,
-    /// Cloudify deployment id.
+    /// Cloudify deployment id; a group it does not have is warned about and skipped.
     pub deployment: String,
     /// Scaling group name inside the deployment.
     pub group: String,
@@ -172,11 +173,11 @@ pub struct NodeGroupsConfig {
     pub static_groups: Vec<StaticGroup>,
     /// Label discovery rules (applied to every cloudify entry).
     pub discovery: Vec<Discovery>,
-    /// Max used when Cloudify says `max_instances: -1`.
+    /// Max used when the policy's `max_instances` is `-1` (unbounded) or absent (default 100).
     pub unbounded_max: i32,
-    /// Settings applied to every group.
+    /// `node_groups.defaults`: what a group's own settings leave unset.
     pub defaults: GroupSettings,
-    /// Per-group settings by group id.
+    /// `node_groups.groups`, by group id (ids checked against the configured entries).
     pub groups: BTreeMap<String, GroupSettings>,
 }
 
@@ -225,11 +226,13 @@ pub struct GroupSettings {
     /// Replaces the scaling policy's `max_instances`.
     pub max: Option<i32>,
     /// How an instance's id is rendered; must match the kubelet's `--provider-id`. Unset:
-    /// [`DEFAULT_PROVIDER_ID_TEMPLATE`].
+    /// [`DEFAULT_PROVIDER_ID_TEMPLATE`](super::DEFAULT_PROVIDER_ID_TEMPLATE).
     pub provider_id_template: Option<ProviderIdTemplate>,
-    /// Runtime property holding the Kubernetes node name.
+    /// Runtime property holding the Kubernetes node name (default `hostname`); the name is a
+    /// fallback for finding a Node whose provider id does not match.
     pub node_name_property: Option<String>,
-    /// Hourly price of one node.
+    /// Price of one node per hour (any unit, the same for every group); unset: PricingNodePrice
+    /// answers `Unimplemented` for the group's nodes.
     pub price_per_hour: Option<f64>,
     /// `node.kubernetes.io/instance-type` of the group's Nodes (and template).
     pub instance_type: Option<String>,
@@ -239,9 +242,9 @@ pub struct GroupSettings {
     pub zone: Option<String>,
     /// Runtime properties holding the Node addresses (default `ip`, `public_ip`, `hostname`).
     pub address_properties: Option<AddressProperties>,
-    /// Template node for scale-from-zero.
+    /// Template node for scale-from-zero; unset: `NodeGroupTemplateNodeInfo` is `Unimplemented`.
     pub template: Option<TemplateSpec>,
-    /// Autoscaling options overrides.
+    /// Option overrides; unset: `NodeGroupGetOptions` is `Unimplemented` (CA keeps its defaults).
     pub options: Option<OptionsSpec>,
 }
 
@@ -264,7 +267,7 @@ pub struct TemplateSpec {
     pub labels: BTreeMap<String, String>,
     /// Taints a new node will carry, so CA does not scale up for pods that would not tolerate it.
     pub taints: Vec<TaintSpec>,
-    /// Capacity (Kubernetes quantities as text).
+    /// Capacity (Kubernetes quantities as text, shape checked); `pods` is added when missing.
     pub capacity: BTreeMap<String, String>,
     /// Allocatable; missing keys default to capacity.
     pub allocatable: BTreeMap<String, String>,

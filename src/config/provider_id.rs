@@ -6,7 +6,7 @@ pub const DEFAULT_PROVIDER_ID_TEMPLATE: &str = "cloudify://{tenant}/{deployment}
 /// One piece of a parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
-    /// Literal text.
+    /// Text between placeholders, copied as is.
     Literal(String),
     /// `{tenant}`.
     Tenant,

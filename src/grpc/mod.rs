@@ -35,7 +35,8 @@ pub fn to_status(e: &DomainError) -> Status {
     }
 }
 
-/// The `CloudProvider` implementation.
+/// The tonic `CloudProvider` service: decodes each request, calls the domain, and maps its
+/// errors through [`to_status`].
 pub struct Provider {
     service: Arc<NodeGroupService>,
     metrics: Arc<Metrics>,

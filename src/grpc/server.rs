@@ -34,7 +34,7 @@ pub enum ServeError {
     /// A TLS file could not be read.
     #[error("cannot read {path}: {source}")]
     TlsFile {
-        /// The file.
+        /// The path as configured (`grpc.tls.*_file` or its flag).
         path: String,
         /// The I/O error.
         #[source]
@@ -43,7 +43,7 @@ pub enum ServeError {
     /// Binding the port failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
-        /// The address.
+        /// The address asked for (`grpc.listen`, `--listen`).
         addr: SocketAddr,
         /// The I/O error.
         #[source]
@@ -59,7 +59,7 @@ pub enum ServeError {
 
 /// A running server.
 pub struct ServerHandle {
-    /// The bound address.
+    /// The bound address: the real port when `:0` was asked.
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     reset: Arc<Notify>,

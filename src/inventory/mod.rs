@@ -43,7 +43,8 @@ pub struct GroupInstance {
     pub group_instance: String,
     /// The Kubernetes node name, from the configured runtime property.
     pub node_name: Option<String>,
-    /// State for CA.
+    /// From `cloudify_state`, except: `Creating` while the provider id is a placeholder, and
+    /// `Deleting` once an active scale-in names the instance.
     pub state: InstanceState,
     /// Cloudify's node-instance state.
     pub cloudify_state: String,
@@ -57,11 +58,11 @@ pub struct GroupInstance {
 /// Addresses of a VM, read from the runtime properties the group configures.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceAddresses {
-    /// `InternalIP`.
+    /// The Node's `InternalIP` (runtime property `ip` unless configured otherwise).
     pub internal_ip: Option<String>,
-    /// `ExternalIP`.
+    /// The Node's `ExternalIP` (runtime property `public_ip` by default).
     pub external_ip: Option<String>,
-    /// `Hostname`.
+    /// The Node's `Hostname` (runtime property `hostname` by default).
     pub hostname: Option<String>,
 }
 
@@ -69,9 +70,10 @@ pub struct InstanceAddresses {
 /// deletes them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedScale {
-    /// The failed execution.
+    /// Id of the failed `scale` execution; part of every synthetic id and of CA's message.
     pub execution_id: String,
-    /// The failure text.
+    /// Cloudify's `error` text, empty when it gave none; `quota` in it makes the error class
+    /// `OutOfResources`.
     pub error: String,
     /// Synthetic instance ids, one per missing instance.
     pub synthetic_ids: Vec<String>,
@@ -81,9 +83,9 @@ pub struct FailedScale {
 /// pending, or `started` before its deployment modification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitingExecution {
-    /// Execution id.
+    /// The execution's id: a decrease cancels a `cancellable` scale-out by it.
     pub id: String,
-    /// Its delta.
+    /// The `delta` parameter (default 1), clamped to i32; never 0 (those are not listed).
     pub delta: i32,
     /// Still queued/pending, so a cancel removes it whole (a started one may be past that).
     pub cancellable: bool,
@@ -94,23 +96,26 @@ pub struct WaitingExecution {
 pub struct NodeGroup {
     /// Group id, `<deployment>/<group>` (prefixed `<name>:` with several managers).
     pub id: String,
-    /// Index of the Cloudify entry.
+    /// Index into `cloudify[]` (and [`Inventory::sources`]) of the entry holding the deployment.
     pub source: usize,
-    /// Tenant.
+    /// The entry's tenant: every call for the group carries it, `{tenant}` renders it.
     pub tenant: String,
-    /// Deployment id.
+    /// Cloudify deployment id: where the group's scales are started.
     pub deployment: String,
-    /// Scaling group name.
+    /// Scaling group name inside the deployment (the scales' `scalable_entity_name`).
     pub group: String,
     /// The deployment's Cloudify site (`site_name`), if it has one.
     pub site: Option<String>,
-    /// Minimum size.
+    /// The configured bound (`--nodes`, `node_groups.groups.<id>.min`, defaults), else the
+    /// policy's `min_instances`, else 0; never negative.
     pub min: i32,
-    /// Maximum size.
+    /// The configured bound, else the policy's `max_instances` (`-1` or absent:
+    /// `node_groups.unbounded_max`); never below `min`.
     pub max: i32,
-    /// `planned_instances`.
+    /// `planned_instances` (absent: `current`) clamped to `0..=i32::MAX`; `current` instead
+    /// while an orphan modification of the group is started.
     pub planned: i32,
-    /// `current_instances`.
+    /// `current_instances` (absent: 0) clamped to `0..=i32::MAX`.
     pub current: i32,
     /// Scale executions whose delta `planned_instances` does not show yet.
     pub waiting: Vec<WaitingExecution>,
@@ -195,14 +200,15 @@ impl Snapshot {
         }
     }
 
-    /// A group by id.
+    /// A group by id (`[<name>:]<deployment>/<group>`); `None` for an unknown id.
     pub fn group(&self, id: &str) -> Option<&NodeGroup> {
         self.group_index
             .get(id)
             .and_then(|i| self.groups.get(*i as usize))
     }
 
-    /// An instance by reference.
+    /// The group and instance `r` points at; `None` if `r` came from another snapshot and is out
+    /// of range.
     pub fn instance(&self, r: InstanceRef) -> Option<(&NodeGroup, &GroupInstance)> {
         let g = self.groups.get(r.group as usize)?;
         Some((g, g.instances.get(r.instance as usize)?))

@@ -25,7 +25,7 @@ pub enum InventoryError {
     /// A Cloudify call failed.
     #[error("refresh from Cloudify {manager:?} failed: {source}")]
     Cloudify {
-        /// Entry name.
+        /// The `cloudify[].name` of the entry whose call failed.
         manager: String,
         /// The failed call.
         #[source]
@@ -37,9 +37,9 @@ pub enum InventoryError {
         "refresh from Cloudify {manager:?}: scale executions moved during each of {attempts} passes"
     )]
     Unsettled {
-        /// Entry name.
+        /// The `cloudify[].name` of the entry that would not settle.
         manager: String,
-        /// Passes made.
+        /// Passes read before giving up (`COLLECT_ATTEMPTS`).
         attempts: u32,
     },
 }
@@ -129,7 +129,8 @@ impl Inventory {
         self.generation.subscribe()
     }
 
-    /// The Cloudify entries.
+    /// One client per `cloudify[]` entry, in configuration order
+    /// ([`NodeGroup::source`](super::NodeGroup::source) indexes it).
     pub fn sources(&self) -> &[Arc<dyn Cloudify>] {
         &self.sources
     }
@@ -157,7 +158,7 @@ impl Inventory {
         self.last_error.lock().map(|e| e.is_some()).unwrap_or(false)
     }
 
-    /// Health summary.
+    /// Health summary for `/readyz`: readiness, snapshot age and size, the last refresh error.
     pub fn status(&self) -> InventoryStatus {
         let snap = self.peek();
         let (last_error, auth_problem) = match self.last_error.lock() {

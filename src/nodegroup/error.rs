@@ -21,14 +21,14 @@ pub enum DomainError {
         "node group {group:?}: target {target} (unfinished scale-ins counted) + {delta} would exceed max size {max}"
     )]
     AboveMax {
-        /// Group id.
+        /// The group CA asked to grow.
         group: String,
         /// The size the group could end with: the target, plus scale-ins that have not
         /// finished yet (a failure would roll them back).
         target: i32,
-        /// Requested increase.
+        /// CA's `delta` (positive).
         delta: i32,
-        /// Max size.
+        /// The group's [`NodeGroup::max`](crate::inventory::NodeGroup::max).
         max: i32,
     },
     /// The optional feature is not configured for this group.

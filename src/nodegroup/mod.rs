@@ -3,8 +3,8 @@
 //!
 //! Reads (groups, lookups, sizes, instances, templates, options) are answered from the snapshot
 //! plus a small per-group *overlay* of changes this process made since the snapshot was fetched;
-//! they never call Cloudify. Mutations live in [`scale`](self::scale) and the template/options
-//! logic in [`template`](self::template).
+//! they never call Cloudify. Mutations live in `scale.rs` and the template/options logic in
+//! [`template`].
 
 mod error;
 mod follow;
@@ -33,7 +33,7 @@ use crate::observability::metrics::Metrics;
 /// Tunables of the domain.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
-    /// Label whose value names the GPU type.
+    /// Label whose value names the GPU type, answered by the GPULabel RPC (`gpu_label`).
     pub gpu_label: String,
     /// NodeGroupForNode matches a Node that has no provider id by its name (the configured
     /// runtime property). Off while the node controller runs: such a Node is then one it has not
@@ -45,9 +45,9 @@ pub struct ServiceSettings {
     pub delete_batch_window: Duration,
     /// Refresh RPC: refresh when the snapshot is older than this.
     pub refresh_max_age: Duration,
-    /// Poll interval when verifying a finished scale-in.
+    /// First pause between polls of a scale-in's execution (default 2 s, doubling up to 15 s).
     pub verify_poll: Duration,
-    /// Give up verifying after this long.
+    /// A scale-in still running after this long (default 30 min) is logged and left unverified.
     pub verify_timeout: Duration,
 }
 
@@ -67,13 +67,13 @@ impl Default for ServiceSettings {
 /// A node group as CA sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupView {
-    /// Group id.
+    /// The inventory's group id, echoed back by CA in every per-group call.
     pub id: String,
-    /// Minimum size.
+    /// [`NodeGroup::min`], or the target while Cloudify is unreachable (bounds frozen).
     pub min: i32,
-    /// Maximum size.
+    /// [`NodeGroup::max`], or the target while Cloudify is unreachable (bounds frozen).
     pub max: i32,
-    /// Human summary.
+    /// CA's `debug` field: deployment, group, planned/current counts and instance count.
     pub debug: String,
 }
 
@@ -82,7 +82,7 @@ pub struct GroupView {
 pub enum ErrorClass {
     /// Quota or capacity exhausted.
     OutOfResources,
-    /// Anything else.
+    /// Any other failure (CA's `OtherErrorClass`).
     Other,
 }
 
@@ -91,9 +91,9 @@ pub enum ErrorClass {
 pub struct InstanceError {
     /// Non-empty code (CA drops error info with an empty code).
     pub code: String,
-    /// Text.
+    /// `Cloudify scale execution <id> failed: ` and the last line of its error, shortened.
     pub message: String,
-    /// Class.
+    /// `OutOfResources` when Cloudify's error mentions a quota, else `Other`.
     pub class: ErrorClass,
 }
 
@@ -102,13 +102,14 @@ pub struct InstanceError {
 pub struct InstanceView {
     /// Instance id (= the node's provider id).
     pub id: String,
-    /// State.
+    /// The snapshot's state, `Deleting` once this process asked to remove the instance.
     pub state: InstanceState,
     /// Error details (failed scale-outs).
     pub error: Option<InstanceError>,
 }
 
-/// The node-group service.
+/// The domain: answers CA from the snapshot and starts scales, one mutation per group at a
+/// time, only while this replica leads.
 pub struct NodeGroupService {
     inventory: Arc<Inventory>,
     runtime: RwLock<HashMap<String, Arc<GroupRuntime>>>,
@@ -120,7 +121,7 @@ pub struct NodeGroupService {
 }
 
 impl NodeGroupService {
-    /// Creates the service.
+    /// The service over `inventory`; a sole replica until [`set_leadership`](Self::set_leadership).
     pub fn new(
         inventory: Arc<Inventory>,
         metrics: Arc<Metrics>,
@@ -192,7 +193,7 @@ impl NodeGroupService {
         }
     }
 
-    /// The inventory.
+    /// The inventory the service reads (tests and benches refresh or inspect it directly).
     pub fn inventory(&self) -> &Arc<Inventory> {
         &self.inventory
     }

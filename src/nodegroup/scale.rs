@@ -20,7 +20,7 @@ use crate::inventory::NodeGroup;
 pub struct NodeRef {
     /// `spec.providerID` (for fake nodes: the instance id we reported).
     pub provider_id: String,
-    /// Node name.
+    /// `metadata.name`: finds the instance when the provider id does not.
     pub name: String,
 }
 

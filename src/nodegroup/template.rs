@@ -17,19 +17,19 @@ use crate::inventory::NodeGroup;
 /// CA's autoscaling options for one group (durations optional, as on the wire).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AutoscalingOptions {
-    /// Scale-down utilization threshold.
+    /// Proto field 1: CA's `--scale-down-utilization-threshold`, a fraction (0..1).
     pub scale_down_utilization_threshold: f64,
-    /// Scale-down GPU utilization threshold.
+    /// Proto field 2: the same for GPU nodes (`--scale-down-gpu-utilization-threshold`).
     pub scale_down_gpu_utilization_threshold: f64,
-    /// Scale-down unneeded time.
+    /// Proto fields 8, legacy 3 (`--scale-down-unneeded-time`); `None` when CA sent neither.
     pub scale_down_unneeded_time: Option<Duration>,
-    /// Scale-down unready time.
+    /// Proto fields 9, legacy 4 (`--scale-down-unready-time`); `None` when CA sent neither.
     pub scale_down_unready_time: Option<Duration>,
-    /// Max node provision time.
+    /// Proto fields 10, legacy 5 (`--max-node-provision-time`); `None` when CA sent neither.
     pub max_node_provision_time: Option<Duration>,
-    /// Zero-or-max scaling.
+    /// Proto field 6: scale only to 0 or to max (`--zero-or-max-node-scaling`).
     pub zero_or_max_node_scaling: bool,
-    /// Ignore DaemonSet utilization.
+    /// Proto field 7: `--ignore-daemonsets-utilization`.
     pub ignore_daemonsets_utilization: bool,
 }
 
@@ -85,11 +85,11 @@ pub fn topology_labels(g: &NodeGroup, settings: &GroupSettings) -> BTreeMap<Stri
     labels
 }
 
-/// `node.kubernetes.io/instance-type`.
+/// Carries a group's `instance_type` on its template and joined Nodes.
 pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
-/// `topology.kubernetes.io/region`.
+/// Carries a group's `region` on its template and joined Nodes.
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
-/// `topology.kubernetes.io/zone`.
+/// Carries a group's `zone`, else its deployment's Cloudify site.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// The labels every Node of a group carries besides the template's own: the Cloudify
@@ -218,7 +218,7 @@ impl NodeGroupService {
         Ok(bytes)
     }
 
-    /// The label naming GPU types.
+    /// The GPULabel RPC: the configured `gpu_label` (default `cloudify.co/gpu-type`).
     pub fn gpu_label(&self) -> String {
         self.settings.gpu_label.clone()
     }

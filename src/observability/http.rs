@@ -16,7 +16,7 @@ use super::metrics::Metrics;
 /// What `/readyz` reports.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
-    /// Ready to serve CA.
+    /// `/readyz` answers 200 when true, else 503 (so the Service sends CA only to a ready leader).
     pub ready: bool,
     /// Details (snapshot age, Cloudify reachability, authentication problem).
     pub detail: serde_json::Value,

@@ -140,7 +140,7 @@ pub struct Metrics {
     pub lookup_misses: Counter,
     /// Scale-ins that removed other instances than the ones named.
     pub scale_down_mismatches: Counter,
-    /// The node controller.
+    /// The `node_controller_*` metrics; they stay 0 when the controller does not run.
     pub node_controller: NodeControllerMetrics,
 }
 

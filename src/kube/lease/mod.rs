@@ -90,9 +90,9 @@ impl Leadership for LeaseGate {
 
 /// A running election.
 pub struct LeaseElection {
-    /// This replica's identity in the Lease.
+    /// This replica's `holderIdentity` in the Lease (see [`identity`]).
     pub identity: String,
-    /// The gate for the domain.
+    /// What the domain asks right before every mutation; also answers `/readyz`'s lease details.
     pub gate: Arc<LeaseGate>,
     /// True while this replica leads (the gate is open); changes when it opens or closes.
     pub leading: watch::Receiver<bool>,

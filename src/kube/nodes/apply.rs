@@ -36,9 +36,9 @@ pub enum ApplyError {
 
 /// What an initialization wrote.
 pub struct Initialized {
-    /// Group id.
+    /// The matched instance's group, named in the `Initialized` Event.
     pub group: String,
-    /// VM instance id.
+    /// The matched VM node-instance id, named in the Event.
     pub vm_instance: String,
     /// The Node's provider id afterwards.
     pub provider_id: String,

@@ -45,7 +45,7 @@ pub fn always_leader() -> LeaderFn {
 /// The controller's view of one Node, for `inspect node` and `GET /nodes/{name}`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct NodeReport {
-    /// Node name.
+    /// `metadata.name`, the `{name}` of `GET /nodes/{name}`.
     pub node: String,
     /// `spec.providerID` (empty when unset).
     pub provider_id: String,
@@ -94,7 +94,7 @@ impl NodeReports {
     }
 }
 
-/// The running controller.
+/// The running node controller: initializes joining Nodes and removes Nodes whose VM is gone.
 pub struct NodeController {
     /// Its view of every Node.
     pub reports: NodeReports,
@@ -143,7 +143,7 @@ impl NodeController {
         }
     }
 
-    /// Stops the controller.
+    /// Stops the controller's task at once; a write in progress may be cut short.
     pub fn abort(&self) {
         self.task.abort();
     }

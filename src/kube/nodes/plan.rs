@@ -34,7 +34,7 @@ pub struct GroupFacts {
     /// Labels every Node of the group gets: deployment/group labels, instance type, region and
     /// zone, and the template's own labels (what CA's scale-from-zero template has).
     pub labels: BTreeMap<String, String>,
-    /// The template's taints.
+    /// The template's taints: initialization puts them on the Node, as CA's template has them.
     pub taints: Vec<Taint>,
     /// The provider-id prefix shared by the group's instances, if its template has one.
     pub prefix: Option<String>,
@@ -45,7 +45,7 @@ pub struct GroupFacts {
 
 /// The inventory as the node controller reads it: the snapshot plus per-group facts.
 pub struct InventoryView<'s> {
-    /// The snapshot.
+    /// A complete snapshot: the controller plans nothing before the first one.
     pub snapshot: &'s Snapshot,
     /// Facts by group index (same order as `snapshot.groups`).
     pub groups: Vec<GroupFacts>,
@@ -320,7 +320,7 @@ pub enum LifecycleAction {
 /// One planned action.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedAction {
-    /// Node name.
+    /// `metadata.name` of the Node to act on.
     pub node: String,
     /// Node UID (the delete precondition).
     pub uid: String,
@@ -331,9 +331,10 @@ pub struct PlannedAction {
 /// A Node whose instance is gone but which is not deleted this time, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// Node name.
+    /// `metadata.name` of the kept Node.
     pub node: String,
-    /// Why.
+    /// The rule that keeps it (young, untrustworthy listing, not absent long enough), for the
+    /// log line and the Node's report.
     pub reason: String,
 }
 
