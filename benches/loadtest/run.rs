@@ -2,7 +2,7 @@
 //! `autoscaler-cloudify serve` binary and the in-process Cloudify simulator, and reports latency
 //! per RPC, throughput, server CPU per loop and the simulator's REST calls per loop (issue #8).
 //!
-//! One CA loop (reference/externalgrpc-protocol.md §2.4): `Refresh`, `NodeGroups`, one
+//! One CA loop, as CA 1.36's `core/static_autoscaler.go` `RunOnce` makes it: `Refresh`, `NodeGroups`, one
 //! `NodeGroupForNode` per node (CA caches known nodes' answers for the loop) plus repeats for the
 //! nodes of no group (CA never caches "no group"), `NodeGroupTargetSize` several times per group
 //! and `NodeGroupNodes` once per group. The calls after `Refresh` are spread over several HTTP/2
