@@ -91,14 +91,15 @@ fn source() -> SourceData {
     }
 }
 
+/// A configuration that discovers every deployment of [`source`].
+const DISCOVER_ALL: &str = "node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}";
+
+fn build_from(src: SourceData, yaml: &str) -> Snapshot {
+    build_snapshot(Instant::now(), SystemTime::now(), &[src], &cfg(yaml), false)
+}
+
 fn build(yaml: &str) -> Snapshot {
-    build_snapshot(
-        Instant::now(),
-        SystemTime::now(),
-        &[source()],
-        &cfg(yaml),
-        false,
-    )
+    build_from(source(), yaml)
 }
 
 #[test]
@@ -120,7 +121,7 @@ fn groups_bounds_and_target() {
 
 #[test]
 fn instance_states_and_indexes() {
-    let s = build("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}");
+    let s = build(DISCOVER_ALL);
     let a = s.group("a/g").expect("a");
     let state = |vm: &str| {
         a.instances
@@ -171,13 +172,7 @@ fn runtime_placeholders_and_pending_ids() {
 fn a_started_scale_counts_as_waiting_until_its_modification_exists() {
     let mut src = source();
     src.modifications.clear();
-    let snap = build_snapshot(
-        Instant::now(),
-        SystemTime::now(),
-        &[src],
-        &cfg("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}"),
-        false,
-    );
+    let snap = build_from(src, DISCOVER_ALL);
     let a = snap.group("a/g").expect("a");
     // planned 3 + queued 2 + started-but-not-modifying -1 + one failed instance.
     assert_eq!(a.cloudify_target(), 5);
@@ -202,13 +197,7 @@ fn an_orphan_modification_is_void_and_its_stuck_instances_deletable() {
         .expect("g")
         .properties
         .planned_instances = Some(2);
-    let snap = build_snapshot(
-        Instant::now(),
-        SystemTime::now(),
-        &[src],
-        &cfg("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}"),
-        false,
-    );
+    let snap = build_from(src, DISCOVER_ALL);
     let a = snap.group("a/g").expect("a");
     assert!(a.orphan_modification);
     assert_eq!(
@@ -241,12 +230,6 @@ fn huge_cloudify_deltas_saturate_instead_of_overflowing() {
         exec("x", i64::from(i32::MAX)),
         exec("y", i64::from(i32::MAX)),
     ];
-    let snap = build_snapshot(
-        Instant::now(),
-        SystemTime::now(),
-        &[src],
-        &cfg("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}"),
-        false,
-    );
+    let snap = build_from(src, DISCOVER_ALL);
     assert_eq!(snap.group("a/g").expect("a").cloudify_target(), i32::MAX);
 }

@@ -3,6 +3,15 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::config::{Config, Overrides};
+
+/// The `node_groups` section of a configuration file's text.
+pub(super) fn config(yaml: &str) -> NodeGroupsConfig {
+    let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".into(), "x".into())]);
+    Config::from_yaml(yaml, &Overrides::default(), &env)
+        .expect("config")
+        .node_groups
+}
 
 /// A deployment whose scaling groups are given as Cloudify's JSON `scaling_groups` object.
 pub(super) fn deployment(id: &str, scaling_groups: Value) -> Deployment {

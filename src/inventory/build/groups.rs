@@ -151,16 +151,8 @@ pub(super) fn create<'a>(
 mod tests {
     use serde_json::json;
 
-    use super::super::fixtures;
+    use super::super::fixtures::{self, config};
     use super::*;
-    use crate::config::{Config, Overrides};
-
-    fn config(yaml: &str) -> NodeGroupsConfig {
-        let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".into(), "x".into())]);
-        Config::from_yaml(yaml, &Overrides::default(), &env)
-            .expect("config")
-            .node_groups
-    }
 
     fn policy(min: Option<i64>, max: Option<i64>) -> ScalingGroupProperties {
         ScalingGroupProperties {

@@ -165,16 +165,8 @@ mod tests {
     use serde_json::json;
 
     use super::super::executions::apply_active;
-    use super::super::fixtures::{self, groups_a_g, vm};
+    use super::super::fixtures::{self, config, groups_a_g, vm};
     use super::*;
-    use crate::config::{Config, Overrides};
-
-    fn config(yaml: &str) -> NodeGroupsConfig {
-        let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".into(), "x".into())]);
-        Config::from_yaml(yaml, &Overrides::default(), &env)
-            .expect("config")
-            .node_groups
-    }
 
     fn parts<'a>(vm_instance: &'a str) -> ProviderIdParts<'a> {
         ProviderIdParts {
