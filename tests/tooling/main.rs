@@ -5,6 +5,7 @@
 mod blueprint_example;
 mod cli;
 mod deploy_config;
+mod layering;
 mod loadtest_smoke;
 #[path = "../kit/procfs.rs"]
 mod procfs;
