@@ -439,4 +439,76 @@ deployments:
             Err(SimError::ScenarioParse(_))
         ));
     }
+
+    #[test]
+    fn each_invalid_scenario_is_refused_with_what_is_wrong() {
+        for (yaml, message) in [
+            ("tenants: []\nusers: []", "at least one tenant is required"),
+            ("tenants: [a, a]\nusers: []", "duplicate tenant names"),
+            (
+                "users: [{username: Al, password: x}, {username: al, password: y}]",
+                "duplicate user al",
+            ),
+            (
+                "users: [{username: al, password: x, tenants: [nope]}]",
+                "user al names unknown tenant nope",
+            ),
+            (
+                "users: [{username: al, password: x, role: root}]",
+                "user al: role must be sys_admin or default",
+            ),
+            (
+                "deployments: [{id: a, tenant: nope}]",
+                "deployment a names unknown tenant nope",
+            ),
+            (
+                "deployments: [{id: ''}]",
+                "empty or duplicate deployment id \"\"",
+            ),
+            (
+                "deployments: [{id: a}, {id: a}]",
+                "empty or duplicate deployment id \"a\"",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w}, {name: w}]}]",
+                "deployment a: duplicate group \"w\"",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: ''}]}]",
+                "deployment a: duplicate group \"\"",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w, min: -1}]}]",
+                "deployment a group w: need 0 <= min <= max (max -1 = unbounded)",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w, min: 3, max: 2}]}]",
+                "deployment a group w: need 0 <= min <= max (max -1 = unbounded)",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w, max: -2}]}]",
+                "deployment a group w: need 0 <= min <= max (max -1 = unbounded)",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w}], standalone_vms: 1, \
+                 standalone_node: w_host}]",
+                "deployment a: standalone_node clashes with a group node",
+            ),
+        ] {
+            match Scenario::from_yaml_str(yaml) {
+                Err(SimError::ScenarioInvalid(got)) => assert_eq!(got, message, "{yaml}"),
+                other => panic!("{yaml}: unexpected {other:?}"),
+            }
+        }
+        // The same id in two tenants, a standalone node named like a group's node but with no
+        // standalone VMs, and an unbounded group with a min: all fine.
+        Scenario::from_yaml_str(
+            "tenants: [t1, t2]
+users: []
+deployments:
+  - {id: a, tenant: t1, scaling_groups: [{name: w, min: 5}], standalone_node: w_host}
+  - {id: a, tenant: t2}",
+        )
+        .expect("valid");
+    }
 }
