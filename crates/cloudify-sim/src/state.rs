@@ -289,6 +289,39 @@ pub(crate) struct Execution {
     pub finished_operations: u64,
 }
 
+#[cfg(test)]
+impl Execution {
+    /// A `scale` execution of `tenant/deployment` by `created_by`, for unit tests that need one
+    /// in the model (the deployment need not exist).
+    pub fn scale_for_test(
+        id: &str,
+        tenant: &str,
+        deployment: &str,
+        created_by: &str,
+        status: ExecStatus,
+    ) -> Execution {
+        Execution {
+            id: id.to_string(),
+            tenant: Arc::from(tenant),
+            deployment_id: Arc::from(deployment),
+            blueprint_id: deployment.to_string(),
+            workflow_id: "scale".into(),
+            status,
+            error: String::new(),
+            parameters: Value::Null,
+            created_at: now_stamp(),
+            started_at: None,
+            ended_at: None,
+            created_by: created_by.to_string(),
+            is_dry_run: false,
+            allow_custom_parameters: false,
+            forced: false,
+            total_operations: 0,
+            finished_operations: 0,
+        }
+    }
+}
+
 /// The whole simulated manager state.
 #[derive(Debug)]
 pub(crate) struct Model {

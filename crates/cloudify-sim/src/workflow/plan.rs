@@ -492,25 +492,13 @@ deployments:
     /// Stores a started `scale` execution of `deployment` by `alice`; returns its id.
     fn execution(model: &mut Model, deployment: &str) -> String {
         let id = format!("exec-{}", model.executions.len());
-        model.push_execution(Execution {
-            id: id.clone(),
-            tenant: Arc::from("default_tenant"),
-            deployment_id: Arc::from(deployment),
-            blueprint_id: deployment.to_string(),
-            workflow_id: "scale".into(),
-            status: ExecStatus::Started,
-            error: String::new(),
-            parameters: Value::Null,
-            created_at: now_stamp(),
-            started_at: None,
-            ended_at: None,
-            created_by: "alice".into(),
-            is_dry_run: false,
-            allow_custom_parameters: false,
-            forced: false,
-            total_operations: 0,
-            finished_operations: 0,
-        });
+        model.push_execution(Execution::scale_for_test(
+            &id,
+            "default_tenant",
+            deployment,
+            "alice",
+            ExecStatus::Started,
+        ));
         id
     }
 
