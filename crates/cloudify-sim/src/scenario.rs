@@ -16,9 +16,10 @@ use super::error::SimError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timing {
-    /// Delay between an execution becoming `pending` and `started`.
+    /// Milliseconds between an execution becoming `pending` and `started`.
     pub execution_start_ms: u64,
-    /// Duration of each lifecycle state an instance walks through.
+    /// Milliseconds each lifecycle state an instance walks through lasts (all instances of a
+    /// scale walk together, so a scale's duration does not grow with its delta).
     pub step_ms: u64,
 }
 
@@ -140,7 +141,8 @@ fn one() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
-    /// Deployment id.
+    /// The deployment's id, unique within its tenant; its VMs' hostnames (the Kubernetes node
+    /// names) are `<id>-<VM instance id>`, lower-cased with `_` turned into `-`.
     pub id: String,
     /// Owning tenant; defaults to the first tenant of the scenario.
     #[serde(default)]
@@ -151,7 +153,8 @@ pub struct DeploymentSpec {
     /// Labels (keys are lower-cased, as Cloudify does).
     #[serde(default)]
     pub labels: BTreeMap<String, LabelValues>,
-    /// Scaling groups.
+    /// The deployment's scaling groups (Cloudify `scaling_groups`), each scaled as one unit of
+    /// a VM and a port; none by default.
     #[serde(default)]
     pub scaling_groups: Vec<GroupSpec>,
     /// Number of compute instances outside any scaling group (e.g. a control plane).
@@ -170,19 +173,24 @@ fn default_standalone_node() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// Workflow pace.
+    /// How long executions take to start and each lifecycle step lasts; [`Timing::demo`] by
+    /// default.
     #[serde(default)]
     pub timing: Timing,
-    /// Tenant names.
+    /// The manager's tenants; deployments that name none belong to the first. Default:
+    /// `[default_tenant]`.
     #[serde(default = "default_tenants")]
     pub tenants: Vec<String>,
-    /// Users.
+    /// The accounts that can log in. Default: `admin`/`admin`, `sys_admin`, in
+    /// `default_tenant`.
     #[serde(default = "default_users")]
     pub users: Vec<UserSpec>,
-    /// Deployments.
+    /// The deployments the manager holds at start, with their group instances `started`; none
+    /// by default.
     #[serde(default)]
     pub deployments: Vec<DeploymentSpec>,
-    /// Lockout policy.
+    /// When failed logins lock an account; Cloudify's defaults (locked at the 5th bad password,
+    /// for 30 minutes) if absent.
     #[serde(default)]
     pub auth: AuthPolicy,
     /// Seed for the simulator's randomness (ids, victims of unhinted scale-ins); random if unset.

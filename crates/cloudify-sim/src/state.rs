@@ -140,7 +140,8 @@ pub(crate) struct ModificationRecord {
     pub created_by: String,
 }
 
-/// A deployment.
+/// A deployment: its scaling groups and their instances, labels, started modification and
+/// executions. Never removed, so its index in [`Model::deployments`] stays valid.
 #[derive(Debug, Clone)]
 pub(crate) struct Deployment {
     pub tenant: Arc<str>,
@@ -197,7 +198,8 @@ pub(crate) enum Runtime {
     Port { external_id: String, ip: Ipv4Addr },
 }
 
-/// A node instance.
+/// A node instance (a group's VM or port, or a standalone VM): one row of
+/// `GET /node-instances`.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeInstance {
     pub id: String,
@@ -266,7 +268,8 @@ impl ExecStatus {
     }
 }
 
-/// An execution of a workflow.
+/// An execution (a row of `GET /executions`). `scale` is the only workflow the simulator
+/// has, so every execution is a scale.
 #[derive(Debug, Clone)]
 pub(crate) struct Execution {
     pub id: String,
@@ -322,7 +325,8 @@ impl Execution {
     }
 }
 
-/// The whole simulated manager state.
+/// The whole simulated manager state, behind one mutex in `Shared`: every request and
+/// workflow step sees and leaves it consistent, as a manager's database transaction would.
 #[derive(Debug)]
 pub(crate) struct Model {
     pub auth: AuthPolicy,

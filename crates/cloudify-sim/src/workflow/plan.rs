@@ -61,7 +61,8 @@ fn truthy(v: Option<&Value>, default: bool) -> bool {
     }
 }
 
-/// `include_instances`/`exclude_instances`: null → [], a string → [it], a list → its items.
+/// `include_instances`/`exclude_instances`: null → `[]`, a string → `[it]`, a list → its items
+/// (non-strings stringified).
 fn id_list(v: Option<&Value>) -> Vec<String> {
     match v {
         None | Some(Value::Null) => Vec::new(),
