@@ -142,13 +142,16 @@ pub(super) fn plan_scale(
         return Ok(Plan::Noop);
     }
     reject_hints_on_scale_out(p)?;
-    // A clone, taken before a started modification is rolled back: the hints and the victims
-    // are chosen from the group as it was when the scale was validated.
-    let group = scaling_group(model, &site, &p.entity)?;
+    let mut group = scaling_group(model, &site, &p.entity)?;
     reject_hints_with_scale_compute(p)?;
-    let (include, exclude) = resolve_hints(model, &site, &group, p)?;
+    let (mut include, mut exclude) = resolve_hints(model, &site, &group, p)?;
     let target = target_size(&group, p.delta, exclude.len())?;
-    clear_started_modification(model, &site, p.abort_started)?;
+    if clear_started_modification(model, &site, p.abort_started)? {
+        // The rollback deleted the instances the old modification added: hints and victims
+        // are taken from the group as it is now, as the manager resolves them after its abort.
+        group = scaling_group(model, &site, &p.entity)?;
+        (include, exclude) = resolve_hints(model, &site, &group, p)?;
+    }
     let creator = execution_creator(model, exec_id);
     let plan = if p.delta > 0 {
         Plan::Out {
@@ -313,14 +316,14 @@ fn target_size(group: &ScalingGroup, delta: i64, excluded: usize) -> Result<i64,
 
 /// A deployment holds one started modification at a time. One left by a failed, cancelled or
 /// killed scale blocks the next scale (the REST client's error) unless it passes
-/// `abort_started`, which rolls the old one back first.
+/// `abort_started`, which rolls the old one back first. True when it rolled one back.
 fn clear_started_modification(
     model: &mut Model,
     site: &ScaleSite,
     abort_started: bool,
-) -> Result<(), Failure> {
+) -> Result<bool, Failure> {
     let Some(started) = &model.deployments[site.di].modification else {
-        return Ok(());
+        return Ok(false);
     };
     if !abort_started {
         return Err(Failure {
@@ -334,7 +337,7 @@ fn clear_started_modification(
     }
     let removing = started.removing.clone();
     rollback_modification(model, site.di, &removing);
-    Ok(())
+    Ok(true)
 }
 
 /// Who the new instances and the modification are created by: the user who started the
@@ -887,7 +890,7 @@ deployments:
         };
         m.set_group_instances_state(di, &group, &victims, "stopped");
         let pool = site(&m, "pool");
-        clear_started_modification(&mut m, &pool, true).expect("rolled back");
+        assert!(clear_started_modification(&mut m, &pool, true).expect("rolled back"));
         assert!(m.deployments[0].modification.is_none());
         for member in member_instance_ids(&m, 0, "workers", &victims) {
             assert_eq!(m.instance_by_id(&member).expect("kept").state, "started");
@@ -928,5 +931,59 @@ deployments:
                 )
             );
         }
+    }
+
+    #[test]
+    fn a_scale_in_that_aborts_a_scale_out_chooses_among_the_instances_left() {
+        for seed in 0..8 {
+            let mut m = model();
+            m.rng = rand::SeedableRng::seed_from_u64(seed);
+            let existing = gids(&m);
+            let first = execution(&mut m, "pool");
+            let out = params(json!({"scalable_entity_name": "workers", "delta": 2}));
+            assert!(matches!(
+                plan_scale(&mut m, &first, &out),
+                Ok(Plan::Out { .. })
+            ));
+            let second = execution(&mut m, "pool");
+            let scale_in = params(json!({"scalable_entity_name": "workers", "delta": -2,
+                                         "abort_started": true}));
+            let Ok(Plan::In { gids: victims, .. }) = plan_scale(&mut m, &second, &scale_in) else {
+                panic!("a scale-in plan");
+            };
+            assert_eq!(victims.len(), 2);
+            assert!(
+                victims.iter().all(|v| existing.contains(v)),
+                "seed {seed}: victims {victims:?} must be among {existing:?}"
+            );
+            let record = m.modifications.last().expect("row");
+            assert_eq!(record.removed_instances.len(), 4, "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn a_hint_naming_an_instance_the_abort_removes_is_unknown() {
+        let mut m = model();
+        let first = execution(&mut m, "pool");
+        let out = params(json!({"scalable_entity_name": "workers", "delta": 1}));
+        let Ok(Plan::Out { gids: added, .. }) = plan_scale(&mut m, &first, &out) else {
+            panic!("a scale-out plan");
+        };
+        let (kind, message) = refused(
+            &mut m,
+            json!({"scalable_entity_name": "workers", "delta": -1, "abort_started": true,
+                   "include_instances": [added[0]]}),
+        );
+        assert_eq!(kind, "RuntimeError");
+        assert!(
+            message.starts_with(&format!(
+                "Node instances or groups [{:?}] do not exist",
+                added[0]
+            )),
+            "{message}"
+        );
+        // As on a manager, the abort already happened: the scale-out is rolled back.
+        assert!(m.deployments[0].modification.is_none());
+        assert_eq!(m.modifications[0].status, ModificationStatus::RolledBack);
     }
 }
