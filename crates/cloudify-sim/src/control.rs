@@ -53,7 +53,7 @@ impl SimControl {
         }
     }
 
-    /// The faults in force.
+    /// The faults in force now (`GET /_sim/faults`).
     pub async fn faults(&self) -> Result<Faults, ControlError> {
         self.json(self.http.get(self.url("/_sim/faults")), "GET /_sim/faults")
             .await
@@ -68,7 +68,7 @@ impl SimControl {
         .await
     }
 
-    /// Removes every fault.
+    /// Removes every fault (`DELETE /_sim/faults`); returns the now empty set.
     pub async fn clear_faults(&self) -> Result<Faults, ControlError> {
         self.json(
             self.http.delete(self.url("/_sim/faults")),

@@ -44,10 +44,10 @@ pub enum SimError {
     /// 403 `forbidden_error`: missing or unknown tenant, or a tenant the user is not in.
     #[error("{0}")]
     Forbidden(String),
-    /// 404 `not_found_error`.
+    /// 404 `not_found_error`: no such resource, or no such route.
     #[error("{0}")]
     NotFound(String),
-    /// 405 `method_not_allowed_error`.
+    /// 405 `method_not_allowed_error`: the route exists, but not for this method.
     #[error("{0}")]
     MethodNotAllowed(String),
     /// 500 `internal_server_error` (also what `error_rate` fault injection answers).

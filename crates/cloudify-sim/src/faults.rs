@@ -143,7 +143,7 @@ impl Faults {
 /// Counts of REST calls per `METHOD /templated/route` since start (or the last reset).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestLog {
-    /// All counted calls.
+    /// Calls counted over every route (the sum of `routes`).
     pub total: u64,
     /// Per route, e.g. `GET /api/v3.1/deployments/{id}`.
     pub routes: BTreeMap<String, u64>,

@@ -20,7 +20,8 @@
 //! - `resources`: the JSON shape of each resource; `query`: filters, `_include`, `_sort`,
 //!   paging; `search`: label/attribute `filter_rules`.
 //! - `auth`: basic/token auth, lockout, `Tenant`; `executions`: POST validation, queueing,
-//!   cancel; `workflow`: the `scale` workflow and the per-deployment FIFO runner.
+//!   cancel; `workflow`: the `scale` workflow and the per-deployment FIFO runner
+//!   (`workflow::plan` validates a scale and starts its deployment modification).
 //! - `faults`: `/_sim` fault injection and request counts; `control`: the typed client for
 //!   them ([`SimControl`]); `routes` + `server`: axum glue.
 

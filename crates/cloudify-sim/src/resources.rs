@@ -8,7 +8,8 @@ use super::executions::scale_workflow_parameters;
 use super::instance_json::InstanceJson;
 use super::query::{FieldVal, Listable};
 use super::state::{
-    Deployment, ExecStatus, Execution, Model, ModificationRecord, Node, NodeInstance, Token,
+    Deployment, ExecStatus, Execution, Model, ModificationRecord, Node, NodeInstance, ScalingGroup,
+    Token,
 };
 
 fn object(value: Value) -> Map<String, Value> {
@@ -82,62 +83,9 @@ impl Listable for Deployment {
     }
 
     fn render(&self, model: &Model) -> Map<String, Value> {
-        let scaling_groups: Map<String, Value> = self
-            .groups
-            .iter()
-            .map(|g| {
-                (
-                    g.name.clone(),
-                    json!({
-                        "members": g.members,
-                        "properties": {
-                            "default_instances": g.default_instances,
-                            "min_instances": g.min,
-                            "max_instances": g.max,
-                            "current_instances": g.current,
-                            "planned_instances": g.planned,
-                        }
-                    }),
-                )
-            })
-            .collect();
-        let groups: Map<String, Value> = self
-            .groups
-            .iter()
-            .map(|g| {
-                (
-                    g.name.clone(),
-                    json!({"members": g.members, "policies": {}}),
-                )
-            })
-            .collect();
-        let labels: Vec<Value> = self
-            .labels
-            .iter()
-            .map(|(k, v)| {
-                json!({"key": k, "value": v, "created_at": self.created_at,
-                       "created_by": self.created_by})
-            })
-            .collect();
         let latest = self.executions.last().and_then(|id| model.execution(id));
-        let active = self
-            .executions
-            .iter()
-            .filter_map(|id| model.execution(id))
-            .any(|e| e.status.is_active() || e.status == ExecStatus::Queued);
-        let latest_summary = latest.map(|e| match e.status {
-            ExecStatus::Terminated => "completed",
-            ExecStatus::Failed => "failed",
-            ExecStatus::Cancelled => "cancelled",
-            _ => "in_progress",
-        });
-        let deployment_status = if active {
-            "in_progress"
-        } else if matches!(latest_summary, Some("failed")) || self.modification.is_some() {
-            "requires_attention"
-        } else {
-            "good"
-        };
+        let latest_summary = latest.map(|e| latest_execution_status(e.status));
+        let deployment_status = deployment_status(self, model, latest_summary);
         object(json!({
             "id": &*self.id,
             "display_name": &*self.id,
@@ -153,8 +101,8 @@ impl Listable for Deployment {
             "inputs": {},
             "outputs": {},
             "capabilities": {},
-            "groups": groups,
-            "scaling_groups": scaling_groups,
+            "groups": groups_json(&self.groups),
+            "scaling_groups": scaling_groups_json(&self.groups),
             "policy_types": {},
             "policy_triggers": {},
             "workflows": [{
@@ -166,7 +114,7 @@ impl Listable for Deployment {
                 "is_available": true,
                 "availability_rules": {"node_instances_active": ["all", "partial"]},
             }],
-            "labels": labels,
+            "labels": labels_json(self),
             "site_name": null,
             "runtime_only_evaluation": false,
             "installation_status": "active",
@@ -189,6 +137,82 @@ impl Listable for Deployment {
             "resource_tags": null,
         }))
     }
+}
+
+/// `latest_execution_status`: the manager's three-way summary of an execution's status, with
+/// everything not yet ended (queued included) as `in_progress`.
+fn latest_execution_status(status: ExecStatus) -> &'static str {
+    match status {
+        ExecStatus::Terminated => "completed",
+        ExecStatus::Failed => "failed",
+        ExecStatus::Cancelled => "cancelled",
+        _ => "in_progress",
+    }
+}
+
+/// `deployment_status`: `in_progress` while any execution is active or queued;
+/// `requires_attention` after a failed latest execution or with a deployment modification left
+/// started (a cancelled or failed scale without rollback); `good` otherwise.
+fn deployment_status(d: &Deployment, model: &Model, latest: Option<&str>) -> &'static str {
+    let active = d
+        .executions
+        .iter()
+        .filter_map(|id| model.execution(id))
+        .any(|e| e.status.is_active() || e.status == ExecStatus::Queued);
+    if active {
+        "in_progress"
+    } else if matches!(latest, Some("failed")) || d.modification.is_some() {
+        "requires_attention"
+    } else {
+        "good"
+    }
+}
+
+/// `groups`: each scaling group's members, with no policies.
+fn groups_json(groups: &[ScalingGroup]) -> Map<String, Value> {
+    groups
+        .iter()
+        .map(|g| {
+            (
+                g.name.clone(),
+                json!({"members": g.members, "policies": {}}),
+            )
+        })
+        .collect()
+}
+
+/// `scaling_groups`: each group's members and its sizes (`current_instances` is what exists,
+/// `planned_instances` what a running scale is heading for).
+fn scaling_groups_json(groups: &[ScalingGroup]) -> Map<String, Value> {
+    groups
+        .iter()
+        .map(|g| {
+            (
+                g.name.clone(),
+                json!({
+                    "members": g.members,
+                    "properties": {
+                        "default_instances": g.default_instances,
+                        "min_instances": g.min,
+                        "max_instances": g.max,
+                        "current_instances": g.current,
+                        "planned_instances": g.planned,
+                    }
+                }),
+            )
+        })
+        .collect()
+}
+
+/// `labels`: one object per `(key, value)`, stamped with the deployment's creation.
+fn labels_json(d: &Deployment) -> Vec<Value> {
+    d.labels
+        .iter()
+        .map(|(k, v)| {
+            json!({"key": k, "value": v, "created_at": d.created_at,
+                   "created_by": d.created_by})
+        })
+        .collect()
 }
 
 impl Listable for Node {
@@ -559,5 +583,113 @@ impl Listable for ModificationRecord {
             "private_resource": false,
             "resource_availability": "tenant",
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Scenario;
+    use crate::state::Modification;
+
+    /// The demo model with one execution per status given on `k8s-pool-a`, oldest first.
+    fn pool_a_with(statuses: &[ExecStatus]) -> Model {
+        let mut model =
+            Model::from_scenario(&Scenario::default_demo().with_seed(1)).expect("model");
+        for (i, status) in statuses.iter().enumerate() {
+            model.push_execution(Execution::scale_for_test(
+                &format!("e{i}"),
+                "default_tenant",
+                "k8s-pool-a",
+                "admin",
+                *status,
+            ));
+        }
+        model
+    }
+
+    fn status_of(model: &Model) -> (Value, Value) {
+        let d = model.deployments[0].render(model);
+        (
+            d["deployment_status"].clone(),
+            d["latest_execution_status"].clone(),
+        )
+    }
+
+    #[test]
+    fn latest_execution_status_is_the_managers_summary() {
+        for (status, summary) in [
+            (ExecStatus::Terminated, "completed"),
+            (ExecStatus::Failed, "failed"),
+            (ExecStatus::Cancelled, "cancelled"),
+            (ExecStatus::Pending, "in_progress"),
+            (ExecStatus::Started, "in_progress"),
+            (ExecStatus::Cancelling, "in_progress"),
+            (ExecStatus::ForceCancelling, "in_progress"),
+            (ExecStatus::KillCancelling, "in_progress"),
+            (ExecStatus::Queued, "in_progress"),
+        ] {
+            assert_eq!(latest_execution_status(status), summary, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn deployment_status_follows_active_executions_then_failures_and_left_modifications() {
+        assert_eq!(status_of(&pool_a_with(&[])), (json!("good"), Value::Null));
+        assert_eq!(
+            status_of(&pool_a_with(&[ExecStatus::Failed, ExecStatus::Terminated])),
+            (json!("good"), json!("completed")),
+            "only the latest execution counts"
+        );
+        assert_eq!(
+            status_of(&pool_a_with(&[ExecStatus::Terminated, ExecStatus::Failed])),
+            (json!("requires_attention"), json!("failed"))
+        );
+        // An active or queued execution anywhere in the history wins over a failed latest one.
+        assert_eq!(
+            status_of(&pool_a_with(&[ExecStatus::Queued, ExecStatus::Failed])),
+            (json!("in_progress"), json!("failed"))
+        );
+        assert_eq!(
+            status_of(&pool_a_with(&[ExecStatus::Started])),
+            (json!("in_progress"), json!("in_progress"))
+        );
+        let mut left = pool_a_with(&[ExecStatus::Cancelled]);
+        left.deployments[0].modification = Some(Modification {
+            group: "workers".into(),
+            added: Vec::new(),
+            removing: Vec::new(),
+            record: 0,
+        });
+        assert_eq!(
+            status_of(&left),
+            (json!("requires_attention"), json!("cancelled"))
+        );
+    }
+
+    #[test]
+    fn scaling_groups_show_current_and_planned_sizes() {
+        let mut model = pool_a_with(&[]);
+        model.deployments[0].groups[0].planned = 5;
+        let d = model.deployments[0].render(&model);
+        assert_eq!(
+            d["scaling_groups"],
+            json!({"workers": {
+                "members": ["workers_host", "workers_port"],
+                "properties": {"default_instances": 2, "min_instances": 1, "max_instances": 10,
+                               "current_instances": 2, "planned_instances": 5},
+            }})
+        );
+        assert_eq!(
+            d["groups"],
+            json!({"workers": {"members": ["workers_host", "workers_port"], "policies": {}}})
+        );
+        let labels = d["labels"].as_array().expect("labels");
+        assert_eq!(labels.len(), 1);
+        assert_eq!(
+            (&labels[0]["key"], &labels[0]["value"]),
+            (&json!("k8s-cluster"), &json!("demo"))
+        );
+        assert_eq!(labels[0]["created_at"], d["created_at"]);
     }
 }

@@ -32,7 +32,8 @@ use super::workflow::{ensure_runner, spawn_forced};
 type ApiResult = Result<Response, SimError>;
 type S = State<Arc<Shared>>;
 
-/// Builds the router.
+/// The REST API under `/api/v3.1`, the `/_sim` control routes, and Cloudify-shaped 404/405
+/// answers for everything else, with request counting and fault injection around them.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/ok", get(ok))

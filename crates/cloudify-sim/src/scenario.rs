@@ -16,9 +16,10 @@ use super::error::SimError;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timing {
-    /// Delay between an execution becoming `pending` and `started`.
+    /// Milliseconds between an execution becoming `pending` and `started`.
     pub execution_start_ms: u64,
-    /// Duration of each lifecycle state an instance walks through.
+    /// Milliseconds each lifecycle state an instance walks through lasts (all instances of a
+    /// scale walk together, so a scale's duration does not grow with its delta).
     pub step_ms: u64,
 }
 
@@ -140,7 +141,8 @@ fn one() -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
-    /// Deployment id.
+    /// The deployment's id, unique within its tenant; its VMs' hostnames (the Kubernetes node
+    /// names) are `<id>-<VM instance id>`, lower-cased with `_` turned into `-`.
     pub id: String,
     /// Owning tenant; defaults to the first tenant of the scenario.
     #[serde(default)]
@@ -151,7 +153,8 @@ pub struct DeploymentSpec {
     /// Labels (keys are lower-cased, as Cloudify does).
     #[serde(default)]
     pub labels: BTreeMap<String, LabelValues>,
-    /// Scaling groups.
+    /// The deployment's scaling groups (Cloudify `scaling_groups`), each scaled as one unit of
+    /// a VM and a port; none by default.
     #[serde(default)]
     pub scaling_groups: Vec<GroupSpec>,
     /// Number of compute instances outside any scaling group (e.g. a control plane).
@@ -170,19 +173,24 @@ fn default_standalone_node() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
-    /// Workflow pace.
+    /// How long executions take to start and each lifecycle step lasts; [`Timing::demo`] by
+    /// default.
     #[serde(default)]
     pub timing: Timing,
-    /// Tenant names.
+    /// The manager's tenants; deployments that name none belong to the first. Default:
+    /// `[default_tenant]`.
     #[serde(default = "default_tenants")]
     pub tenants: Vec<String>,
-    /// Users.
+    /// The accounts that can log in. Default: `admin`/`admin`, `sys_admin`, in
+    /// `default_tenant`.
     #[serde(default = "default_users")]
     pub users: Vec<UserSpec>,
-    /// Deployments.
+    /// The deployments the manager holds at start, with their group instances `started`; none
+    /// by default.
     #[serde(default)]
     pub deployments: Vec<DeploymentSpec>,
-    /// Lockout policy.
+    /// When failed logins lock an account; Cloudify's defaults (locked at the 5th bad password,
+    /// for 30 minutes) if absent.
     #[serde(default)]
     pub auth: AuthPolicy,
     /// Seed for the simulator's randomness (ids, victims of unhinted scale-ins); random if unset.
@@ -438,5 +446,77 @@ deployments:
             Scenario::from_yaml_str("bogus_key: 1"),
             Err(SimError::ScenarioParse(_))
         ));
+    }
+
+    #[test]
+    fn each_invalid_scenario_is_refused_with_what_is_wrong() {
+        for (yaml, message) in [
+            ("tenants: []\nusers: []", "at least one tenant is required"),
+            ("tenants: [a, a]\nusers: []", "duplicate tenant names"),
+            (
+                "users: [{username: Al, password: x}, {username: al, password: y}]",
+                "duplicate user al",
+            ),
+            (
+                "users: [{username: al, password: x, tenants: [nope]}]",
+                "user al names unknown tenant nope",
+            ),
+            (
+                "users: [{username: al, password: x, role: root}]",
+                "user al: role must be sys_admin or default",
+            ),
+            (
+                "deployments: [{id: a, tenant: nope}]",
+                "deployment a names unknown tenant nope",
+            ),
+            (
+                "deployments: [{id: ''}]",
+                "empty or duplicate deployment id \"\"",
+            ),
+            (
+                "deployments: [{id: a}, {id: a}]",
+                "empty or duplicate deployment id \"a\"",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w}, {name: w}]}]",
+                "deployment a: duplicate group \"w\"",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: ''}]}]",
+                "deployment a: duplicate group \"\"",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w, min: -1}]}]",
+                "deployment a group w: need 0 <= min <= max (max -1 = unbounded)",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w, min: 3, max: 2}]}]",
+                "deployment a group w: need 0 <= min <= max (max -1 = unbounded)",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w, max: -2}]}]",
+                "deployment a group w: need 0 <= min <= max (max -1 = unbounded)",
+            ),
+            (
+                "deployments: [{id: a, scaling_groups: [{name: w}], standalone_vms: 1, \
+                 standalone_node: w_host}]",
+                "deployment a: standalone_node clashes with a group node",
+            ),
+        ] {
+            match Scenario::from_yaml_str(yaml) {
+                Err(SimError::ScenarioInvalid(got)) => assert_eq!(got, message, "{yaml}"),
+                other => panic!("{yaml}: unexpected {other:?}"),
+            }
+        }
+        // The same id in two tenants, a standalone node named like a group's node but with no
+        // standalone VMs, and an unbounded group with a min: all fine.
+        Scenario::from_yaml_str(
+            "tenants: [t1, t2]
+users: []
+deployments:
+  - {id: a, tenant: t1, scaling_groups: [{name: w, min: 5}], standalone_node: w_host}
+  - {id: a, tenant: t2}",
+        )
+        .expect("valid");
     }
 }

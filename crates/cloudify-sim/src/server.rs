@@ -11,7 +11,8 @@ use super::scenario::Scenario;
 use super::shared::Shared;
 use super::state::Model;
 
-/// Entry point: starts a simulator.
+/// Starts a simulator in this process ([`Simulator::start`]); the returned
+/// [`SimulatorHandle`] keeps it running.
 #[derive(Debug)]
 pub struct Simulator;
 
@@ -77,7 +78,7 @@ impl SimulatorHandle {
         crate::SimControl::new(&self.url())
     }
 
-    /// The bound address.
+    /// The address the simulator listens on (with the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

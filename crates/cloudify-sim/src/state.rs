@@ -140,7 +140,8 @@ pub(crate) struct ModificationRecord {
     pub created_by: String,
 }
 
-/// A deployment.
+/// A deployment: its scaling groups and their instances, labels, started modification and
+/// executions. Never removed, so its index in [`Model::deployments`] stays valid.
 #[derive(Debug, Clone)]
 pub(crate) struct Deployment {
     pub tenant: Arc<str>,
@@ -197,7 +198,8 @@ pub(crate) enum Runtime {
     Port { external_id: String, ip: Ipv4Addr },
 }
 
-/// A node instance.
+/// A node instance (a group's VM or port, or a standalone VM): one row of
+/// `GET /node-instances`.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeInstance {
     pub id: String,
@@ -266,7 +268,8 @@ impl ExecStatus {
     }
 }
 
-/// An execution of a workflow.
+/// An execution (a row of `GET /executions`). `scale` is the only workflow the simulator
+/// has, so every execution is a scale.
 #[derive(Debug, Clone)]
 pub(crate) struct Execution {
     pub id: String,
@@ -289,7 +292,41 @@ pub(crate) struct Execution {
     pub finished_operations: u64,
 }
 
-/// The whole simulated manager state.
+#[cfg(test)]
+impl Execution {
+    /// A `scale` execution of `tenant/deployment` by `created_by`, for unit tests that need one
+    /// in the model (the deployment need not exist).
+    pub fn scale_for_test(
+        id: &str,
+        tenant: &str,
+        deployment: &str,
+        created_by: &str,
+        status: ExecStatus,
+    ) -> Execution {
+        Execution {
+            id: id.to_string(),
+            tenant: Arc::from(tenant),
+            deployment_id: Arc::from(deployment),
+            blueprint_id: deployment.to_string(),
+            workflow_id: "scale".into(),
+            status,
+            error: String::new(),
+            parameters: Value::Null,
+            created_at: now_stamp(),
+            started_at: None,
+            ended_at: None,
+            created_by: created_by.to_string(),
+            is_dry_run: false,
+            allow_custom_parameters: false,
+            forced: false,
+            total_operations: 0,
+            finished_operations: 0,
+        }
+    }
+}
+
+/// The whole simulated manager state, behind one mutex in `Shared`: every request and
+/// workflow step sees and leaves it consistent, as a manager's database transaction would.
 #[derive(Debug)]
 pub(crate) struct Model {
     pub auth: AuthPolicy,

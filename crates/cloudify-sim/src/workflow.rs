@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use rand::seq::SliceRandom;
 use serde_json::Value;
 
-use super::query::parse_bool;
 use super::shared::Shared;
-use super::state::{
-    ExecStatus, Model, Modification, ModificationRecord, ModificationStatus, now_stamp,
-};
+use super::state::{ExecStatus, Model, ModificationStatus, now_stamp};
+
+mod plan;
+
+use plan::{Plan, parse_params, plan_scale, rollback_modification};
 
 const SCALE_OUT_STATES: &[&str] = &[
     "initializing",
@@ -23,10 +23,6 @@ const SCALE_OUT_STATES: &[&str] = &[
     "started",
 ];
 const SCALE_IN_STATES: &[&str] = &["stopping", "stopped", "deleting", "deleted"];
-
-/// Largest group the simulator will build (a manager would run out of memory or of its 36^6
-/// instance-id space long before a delta of i64::MAX; the simulator refuses instead).
-const MAX_GROUP_INSTANCES: i64 = 10_000_000;
 
 /// Starts the FIFO runner of a deployment unless it is already running. Called with the model
 /// locked, right after an execution was stored.
@@ -90,6 +86,7 @@ async fn run_queue(shared: Arc<Shared>, tenant: Arc<str>, deployment: Arc<str>) 
 
 /// A workflow failure: the Python exception type and message, rendered in `error` the way a
 /// manager stores a workflow traceback.
+#[derive(Debug)]
 struct Failure {
     kind: &'static str,
     message: String,
@@ -117,316 +114,6 @@ impl Failure {
     }
 }
 
-/// What a validated scale will do.
-enum Plan {
-    Noop,
-    Out {
-        di: usize,
-        group: String,
-        gids: Vec<String>,
-    },
-    In {
-        di: usize,
-        group: String,
-        gids: Vec<String>,
-        ignore_failure: bool,
-    },
-}
-
-struct ScaleParams {
-    entity: String,
-    delta: i64,
-    scale_compute: bool,
-    include: Vec<String>,
-    exclude: Vec<String>,
-    ignore_failure: bool,
-    rollback_if_failed: bool,
-    abort_started: bool,
-}
-
-fn truthy(v: Option<&Value>, default: bool) -> bool {
-    match v {
-        None | Some(Value::Null) => default,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => parse_bool(s).unwrap_or(!s.is_empty()),
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Object(o)) => !o.is_empty(),
-    }
-}
-
-/// `include_instances`/`exclude_instances`: null → [], a string → [it], a list → its items.
-fn id_list(v: Option<&Value>) -> Vec<String> {
-    match v {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect(),
-        Some(other) => vec![other.to_string()],
-    }
-}
-
-fn parse_params(params: &Value) -> Result<ScaleParams, Failure> {
-    let delta = match params.get("delta") {
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
-        None | Some(Value::Null) => Some(1),
-        _ => None,
-    }
-    .ok_or_else(|| {
-        Failure::value(format!(
-            "The delta parameter must be a number. Got: {}",
-            params.get("delta").cloned().unwrap_or(Value::Null)
-        ))
-    })?;
-    let entity = match params.get("scalable_entity_name") {
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-        None => String::new(),
-    };
-    Ok(ScaleParams {
-        entity,
-        delta,
-        scale_compute: truthy(params.get("scale_compute"), false),
-        include: id_list(params.get("include_instances")),
-        exclude: id_list(params.get("exclude_instances")),
-        ignore_failure: truthy(params.get("ignore_failure"), false),
-        rollback_if_failed: truthy(params.get("rollback_if_failed"), true),
-        abort_started: truthy(params.get("abort_started"), false),
-    })
-}
-
-/// Undoes a started modification: drops the instances it added, restores the ones it was
-/// removing, and resets `planned_instances` (the manager's `rollback_deployment_modification`).
-fn rollback_modification(model: &mut Model, di: usize, removing: &[String]) {
-    let Some(modification) = model.end_modification(di, ModificationStatus::RolledBack) else {
-        return;
-    };
-    model.remove_group_instances(di, &modification.group, &modification.added);
-    model.set_group_instances_state(di, &modification.group, removing, "started");
-    if let Some(g) = model.deployments[di].group_mut(&modification.group) {
-        g.planned = g.current;
-    }
-}
-
-/// Validates the scale (in `scale_entity`'s order) and starts the deployment modification:
-/// `planned_instances` set, new instances inserted `uninitialized`, victims chosen.
-fn plan_scale(model: &mut Model, exec_id: &str, p: &ScaleParams) -> Result<Plan, Failure> {
-    let Some((tenant, dep)) = model
-        .execution(exec_id)
-        .map(|e| (e.tenant.clone(), e.deployment_id.clone()))
-    else {
-        return Err(Failure::runtime("execution vanished"));
-    };
-    let di = model
-        .deployment_index(&tenant, &dep)
-        .ok_or_else(|| Failure::runtime(format!("Deployment {dep} not found")))?;
-    if p.delta == 0 {
-        return Ok(Plan::Noop);
-    }
-    if p.delta > 0 && (!p.include.is_empty() || !p.exclude.is_empty()) {
-        return Err(Failure::value(
-            "Instances cannot be included or excluded when scaling up.",
-        ));
-    }
-    let Some(group) = model.deployments[di].group(&p.entity).cloned() else {
-        let is_node = model
-            .nodes
-            .iter()
-            .any(|n| *n.tenant == *tenant && *n.deployment_id == *dep && n.id == p.entity);
-        return Err(if is_node {
-            Failure::runtime(format!(
-                "The simulator scales scaling groups only; {} is a node",
-                p.entity
-            ))
-        } else {
-            Failure::value(format!("No scalable entity named {} was found", p.entity))
-        });
-    };
-    if p.scale_compute && (!p.include.is_empty() || !p.exclude.is_empty()) {
-        return Err(Failure::runtime(
-            "Cannot include or exclude instances while scale_compute is True. Please specify \
-             the desired compute node instances.",
-        ));
-    }
-    // Hints may name a group instance or any member node instance of one.
-    let resolve = |id: &str| -> Option<String> {
-        if group.instances.contains_key(id) {
-            return Some(id.to_string());
-        }
-        let inst = model.instance_by_id(id)?;
-        match &inst.group {
-            Some((name, gid)) if **name == *group.name && *inst.deployment_id == *dep => {
-                Some(gid.clone())
-            }
-            _ => None,
-        }
-    };
-    let unknown: Vec<&String> = p
-        .include
-        .iter()
-        .chain(&p.exclude)
-        .filter(|id| resolve(id).is_none())
-        .collect();
-    if !unknown.is_empty() {
-        let available: Vec<&String> = group.instances.keys().take(20).collect();
-        return Err(Failure::runtime(format!(
-            "Node instances or groups {unknown:?} do not exist in scaling group {}. \
-             Available group instances (first 20): {available:?}",
-            group.name
-        )));
-    }
-    let include: Vec<String> = dedup(p.include.iter().filter_map(|id| resolve(id)));
-    let exclude: Vec<String> = dedup(p.exclude.iter().filter_map(|id| resolve(id)));
-    let both: Vec<&String> = include.iter().filter(|g| exclude.contains(g)).collect();
-    if !both.is_empty() {
-        return Err(Failure::runtime(format!(
-            "Instances {both:?} cannot be both included and excluded"
-        )));
-    }
-    // Saturating: a delta near i64::MAX/MIN must fail the execution, not overflow.
-    let target = group.current.saturating_add(p.delta);
-    if target > MAX_GROUP_INSTANCES {
-        return Err(Failure::runtime(format!(
-            "Provided delta: {} would make {} group instances; the simulator caps a group at \
-             {MAX_GROUP_INSTANCES}",
-            p.delta, target
-        )));
-    }
-    if target >= 0 && i64::try_from(exclude.len()).unwrap_or(i64::MAX) > target {
-        return Err(Failure::runtime(format!(
-            "Cannot exclude {} group instances: only {target} will remain",
-            exclude.len()
-        )));
-    }
-    if target < 0 {
-        return Err(Failure::value(format!(
-            "Provided delta: {} is illegal. current number of instances of entity {} is {}",
-            p.delta, group.name, group.current
-        )));
-    }
-    if model.deployments[di].modification.is_some() {
-        if !p.abort_started {
-            return Err(Failure {
-                kind: "cloudify_rest_client.exceptions.ExistingStartedDeploymentModificationError",
-                message: format!(
-                    "Cannot start deployment modification while there are existing started \
-                     deployment modifications. Deployment: {dep}"
-                ),
-            });
-        }
-        let removing = model.deployments[di]
-            .modification
-            .as_ref()
-            .map(|m| m.removing.clone())
-            .unwrap_or_default();
-        rollback_modification(model, di, &removing);
-    }
-    let creator = model
-        .execution(exec_id)
-        .map(|e| Arc::<str>::from(e.created_by.as_str()))
-        .unwrap_or_else(|| Arc::from("admin"));
-    let plan = if p.delta > 0 {
-        let mut gids = Vec::new();
-        for _ in 0..p.delta {
-            let gid = model
-                .add_group_instance(di, &group.name, &creator, "uninitialized")
-                .map_err(|e| Failure::runtime(e.to_string()))?;
-            gids.push(gid);
-        }
-        Plan::Out {
-            di,
-            group: group.name.clone(),
-            gids,
-        }
-    } else {
-        let wanted = usize::try_from(p.delta.unsigned_abs()).unwrap_or(usize::MAX);
-        let mut victims: Vec<String> = include.into_iter().take(wanted).collect();
-        // Without hints the manager picks from a Python set: arbitrary. Random here, so a
-        // client that forgets include_instances is caught.
-        let mut rest: Vec<String> = group
-            .instances
-            .keys()
-            .filter(|g| !victims.contains(g) && !exclude.contains(g))
-            .cloned()
-            .collect();
-        rest.shuffle(&mut model.rng);
-        let mut excluded = exclude.clone();
-        excluded.shuffle(&mut model.rng);
-        for gid in rest.into_iter().chain(excluded) {
-            if victims.len() >= wanted {
-                break;
-            }
-            victims.push(gid);
-        }
-        Plan::In {
-            di,
-            group: group.name.clone(),
-            gids: victims,
-            ignore_failure: p.ignore_failure,
-        }
-    };
-    let (group_name, added, removing) = match &plan {
-        Plan::Out { group, gids, .. } => (group.clone(), gids.clone(), Vec::new()),
-        Plan::In { group, gids, .. } => (group.clone(), Vec::new(), gids.clone()),
-        Plan::Noop => return Ok(Plan::Noop),
-    };
-    if let Some(g) = model.deployments[di].group_mut(&group_name) {
-        g.planned = target;
-    }
-    let members = |model: &Model, gids: &[String]| -> Vec<String> {
-        let Some(g) = model.deployments[di].group(&group_name) else {
-            return Vec::new();
-        };
-        gids.iter()
-            .filter_map(|gid| g.instances.get(gid))
-            .flatten()
-            .filter_map(|k| model.instances.get(k))
-            .map(|i| i.id.clone())
-            .collect()
-    };
-    let record = ModificationRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        tenant: tenant.clone(),
-        deployment_id: dep.clone(),
-        status: ModificationStatus::Started,
-        created_at: now_stamp(),
-        ended_at: None,
-        modified_nodes: serde_json::json!({ group_name.as_str(): {
-            "instances": target,
-            "removed_ids_include_hint": p.include,
-            "removed_ids_exclude_hint": p.exclude,
-        }}),
-        added_instances: members(model, &added),
-        removed_instances: members(model, &removing),
-        execution_id: exec_id.to_owned(),
-        created_by: creator.to_string(),
-    };
-    model.modifications.push(record);
-    model.deployments[di].modification = Some(Modification {
-        group: group_name,
-        added,
-        removing,
-        record: model.modifications.len() - 1,
-    });
-    Ok(plan)
-}
-
-fn dedup(ids: impl Iterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for id in ids {
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    out
-}
-
 fn finish(model: &mut Model, id: &str, status: ExecStatus, error: Option<&Failure>) {
     if let Some(e) = model.execution_mut(id) {
         e.status = status;
@@ -439,119 +126,199 @@ fn finish(model: &mut Model, id: &str, status: ExecStatus, error: Option<&Failur
 
 /// Runs one execution from `pending` to an end state.
 pub(crate) async fn run_execution(shared: &Arc<Shared>, id: &str) {
-    let started = {
-        let mut model = shared.model();
-        let params = match model.execution_mut(id) {
-            Some(e) if e.status == ExecStatus::Pending => {
-                e.status = ExecStatus::Started;
-                e.started_at = Some(now_stamp());
-                e.parameters.clone()
-            }
-            _ => return, // cancelled while waiting
-        };
-        (params, shared.faults().started_window_ms)
+    let Some((params, window)) = mark_started(shared, id) else {
+        return; // cancelled while waiting
     };
     // A manager's `scale` is `started` before the workflow has validated its parameters and
     // started its deployment modification: `planned_instances` does not show it yet.
-    let (params, window) = started;
     if window > 0 && !shared.pause(window).await {
         return;
     }
-    let (plan, injected, rollback) = {
-        let mut model = shared.model();
-        match model.execution(id).map(|e| e.status) {
-            Some(ExecStatus::Started) => {}
-            Some(
-                ExecStatus::Cancelling | ExecStatus::ForceCancelling | ExecStatus::KillCancelling,
-            ) => {
-                // Cancelled before its modification started: nothing changed.
-                return finish(&mut model, id, ExecStatus::Cancelled, None);
-            }
-            _ => return,
-        }
-        let injected = shared.faults().take_failure();
-        let parsed = match parse_params(&params) {
-            Ok(p) => p,
-            Err(f) => return finish(&mut model, id, ExecStatus::Failed, Some(&f)),
-        };
-        match plan_scale(&mut model, id, &parsed) {
-            Err(f) => return finish(&mut model, id, ExecStatus::Failed, Some(&f)),
-            Ok(Plan::Noop) => {
-                // "delta parameter is 0, so no scaling will take place."
-                let status = if injected.is_some() {
-                    ExecStatus::Failed
-                } else {
-                    ExecStatus::Terminated
-                };
-                let failure = injected.map(|r| injected_failure(r, true));
-                return finish(&mut model, id, status, failure.as_ref());
-            }
-            Ok(plan) => (plan, injected, parsed.rollback_if_failed),
-        }
+    let Some(run) = start_scale(shared, id, &params) else {
+        return;
     };
-    let (di, group, gids, states, scale_out, ignore_failure) = match &plan {
-        Plan::Out { di, group, gids } => (*di, group, gids, SCALE_OUT_STATES, true, false),
-        Plan::In {
+    if walk_lifecycle(shared, id, &run).await {
+        complete_scale(&mut shared.model(), id, &run);
+    }
+}
+
+/// A scale whose deployment modification has started: what walking its instances through
+/// their lifecycle states needs.
+#[derive(Debug)]
+struct ScaleRun {
+    di: usize,
+    group: String,
+    /// The group instances being added (scale-out) or removed (scale-in).
+    gids: Vec<String>,
+    scale_out: bool,
+    ignore_failure: bool,
+    /// The injected failure this execution took (`fail_next_executions`), if any.
+    injected: Option<String>,
+    rollback_if_failed: bool,
+}
+
+impl ScaleRun {
+    fn new(plan: Plan, injected: Option<String>, rollback_if_failed: bool) -> Option<ScaleRun> {
+        let (di, group, gids, scale_out, ignore_failure) = match plan {
+            Plan::Out { di, group, gids } => (di, group, gids, true, false),
+            Plan::In {
+                di,
+                group,
+                gids,
+                ignore_failure,
+            } => (di, group, gids, false, ignore_failure),
+            Plan::Noop => return None,
+        };
+        Some(ScaleRun {
             di,
             group,
             gids,
+            scale_out,
             ignore_failure,
-        } => (*di, group, gids, SCALE_IN_STATES, false, *ignore_failure),
-        Plan::Noop => return,
-    };
-    {
-        let mut model = shared.model();
-        if let Some(e) = model.execution_mut(id) {
-            e.total_operations = (states.len() * gids.len()) as u64;
+            injected,
+            rollback_if_failed,
+        })
+    }
+
+    /// The lifecycle states every instance walks through, one `step_ms` each.
+    fn states(&self) -> &'static [&'static str] {
+        if self.scale_out {
+            SCALE_OUT_STATES
+        } else {
+            SCALE_IN_STATES
         }
     }
-    for &state in states {
-        if !shared.pause(shared.timing.step_ms).await {
-            return;
-        }
-        let mut model = shared.model();
-        let status = model.execution(id).map(|e| e.status);
-        if matches!(
-            status,
-            Some(ExecStatus::Cancelling | ExecStatus::ForceCancelling | ExecStatus::KillCancelling)
-        ) {
-            // A cancelled scale leaves its modification started, as on a manager.
-            return finish(&mut model, id, ExecStatus::Cancelled, None);
-        }
-        // A scale-in fails at `delete`, after `stop` ran: without rollback its victims stay
-        // `stopped` under a started modification, as on a manager.
-        let fails_here = injected.is_some()
-            && if scale_out {
-                state == "creating"
-            } else {
-                state == "deleting" && !ignore_failure
-            };
-        if fails_here {
-            if rollback {
-                rollback_modification(&mut model, di, if scale_out { &[] } else { gids });
-            }
-            let failure = injected.clone().map(|r| injected_failure(r, scale_out));
-            return finish(&mut model, id, ExecStatus::Failed, failure.as_ref());
-        }
-        model.set_group_instances_state(di, group, gids, state);
-        if state == "started" {
-            for gid in gids {
-                model.set_started_runtime(di, group, gid);
-            }
-        }
-        if let Some(e) = model.execution_mut(id) {
-            e.finished_operations += gids.len() as u64;
-        }
-    }
+}
+
+/// `pending` → `started`; returns the execution's parameters and the `started_window_ms`
+/// fault in force, or `None` if the execution is no longer pending (cancelled while waiting).
+fn mark_started(shared: &Shared, id: &str) -> Option<(Value, u64)> {
     let mut model = shared.model();
-    if !scale_out {
-        model.remove_group_instances(di, group, gids);
+    let params = match model.execution_mut(id) {
+        Some(e) if e.status == ExecStatus::Pending => {
+            e.status = ExecStatus::Started;
+            e.started_at = Some(now_stamp());
+            e.parameters.clone()
+        }
+        _ => return None,
+    };
+    Some((params, shared.faults().started_window_ms))
+}
+
+/// Under one lock: takes an injected failure, validates the parameters and starts the
+/// modification. Returns the scale to walk, or `None` when the execution already ended here
+/// (cancelled before its modification started, invalid parameters, a zero delta).
+fn start_scale(shared: &Shared, id: &str, params: &Value) -> Option<ScaleRun> {
+    let mut model = shared.model();
+    match model.execution(id).map(|e| e.status) {
+        Some(ExecStatus::Started) => {}
+        Some(status) if is_cancelling(status) => {
+            // Cancelled before its modification started: nothing changed.
+            finish(&mut model, id, ExecStatus::Cancelled, None);
+            return None;
+        }
+        _ => return None,
     }
-    if let Some(g) = model.deployments[di].group_mut(group) {
+    // Taken before validation: an execution that fails on its parameters uses up the fault.
+    let injected = shared.faults().take_failure();
+    let outcome = parse_params(params)
+        .and_then(|p| plan_scale(&mut model, id, &p).map(|plan| (plan, p.rollback_if_failed)));
+    let run = match outcome {
+        Err(f) => {
+            finish(&mut model, id, ExecStatus::Failed, Some(&f));
+            return None;
+        }
+        Ok((Plan::Noop, _)) => {
+            // "delta parameter is 0, so no scaling will take place."
+            let (status, failure) = noop_outcome(injected);
+            finish(&mut model, id, status, failure.as_ref());
+            return None;
+        }
+        Ok((plan, rollback_if_failed)) => ScaleRun::new(plan, injected, rollback_if_failed)?,
+    };
+    if let Some(e) = model.execution_mut(id) {
+        e.total_operations = (run.states().len() * run.gids.len()) as u64;
+    }
+    Some(run)
+}
+
+/// How a zero-delta scale ends: `terminated`, or `failed` with the injected failure (as a
+/// scale-out's, `create`) when one was taken.
+fn noop_outcome(injected: Option<String>) -> (ExecStatus, Option<Failure>) {
+    match injected {
+        Some(reason) => (ExecStatus::Failed, Some(injected_failure(reason, true))),
+        None => (ExecStatus::Terminated, None),
+    }
+}
+
+fn is_cancelling(status: ExecStatus) -> bool {
+    matches!(
+        status,
+        ExecStatus::Cancelling | ExecStatus::ForceCancelling | ExecStatus::KillCancelling
+    )
+}
+
+/// Whether an injected failure strikes at this lifecycle state: a scale-out fails at `create`,
+/// a scale-in at `delete` (after `stop` ran: without rollback its victims stay `stopped`
+/// under a started modification, as on a manager), unless it ignores failures.
+fn fails_at(state: &str, scale_out: bool, ignore_failure: bool) -> bool {
+    if scale_out {
+        state == "creating"
+    } else {
+        state == "deleting" && !ignore_failure
+    }
+}
+
+/// Walks the scale's instances through its lifecycle states, one `step_ms` each. True when
+/// every state was reached; false when the execution ended on the way (cancelled, failed by
+/// an injected failure) or the simulator is shutting down.
+async fn walk_lifecycle(shared: &Shared, id: &str, run: &ScaleRun) -> bool {
+    for &state in run.states() {
+        if !shared.pause(shared.timing.step_ms).await {
+            return false;
+        }
+        let mut model = shared.model();
+        if model.execution(id).is_some_and(|e| is_cancelling(e.status)) {
+            // A cancelled scale leaves its modification started, as on a manager.
+            finish(&mut model, id, ExecStatus::Cancelled, None);
+            return false;
+        }
+        if let Some(reason) = &run.injected
+            && fails_at(state, run.scale_out, run.ignore_failure)
+        {
+            if run.rollback_if_failed {
+                let restore: &[String] = if run.scale_out { &[] } else { &run.gids };
+                rollback_modification(&mut model, run.di, restore);
+            }
+            let failure = injected_failure(reason.clone(), run.scale_out);
+            finish(&mut model, id, ExecStatus::Failed, Some(&failure));
+            return false;
+        }
+        model.set_group_instances_state(run.di, &run.group, &run.gids, state);
+        if state == "started" {
+            for gid in &run.gids {
+                model.set_started_runtime(run.di, &run.group, gid);
+            }
+        }
+        if let Some(e) = model.execution_mut(id) {
+            e.finished_operations += run.gids.len() as u64;
+        }
+    }
+    true
+}
+
+/// Ends a scale that walked every state: a scale-in's victims are deleted,
+/// `current_instances` becomes `planned_instances`, the modification finishes and the
+/// execution terminates.
+fn complete_scale(model: &mut Model, id: &str, run: &ScaleRun) {
+    if !run.scale_out {
+        model.remove_group_instances(run.di, &run.group, &run.gids);
+    }
+    if let Some(g) = model.deployments[run.di].group_mut(&run.group) {
         g.current = g.planned;
     }
-    model.end_modification(di, ModificationStatus::Finished);
-    finish(&mut model, id, ExecStatus::Terminated, None);
+    model.end_modification(run.di, ModificationStatus::Finished);
+    finish(model, id, ExecStatus::Terminated, None);
 }
 
 fn injected_failure(reason: String, scale_out: bool) -> Failure {
@@ -559,4 +326,82 @@ fn injected_failure(reason: String, scale_out: bool) -> Failure {
     Failure::runtime(format!(
         "Workflow failed: Task failed 'cloudify_openstack.nova_plugin.server.{operation}' -> {reason}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_rendered_as_a_workflow_traceback() {
+        assert_eq!(
+            Failure::value("bad").text(),
+            "Traceback (most recent call last):\n  File \"/opt/mgmtworker/env/lib/python3.11/\
+             site-packages/cloudify/plugins/workflows.py\", in scale_entity\nValueError: bad\n"
+        );
+    }
+
+    #[test]
+    fn injected_failures_strike_at_create_or_at_delete() {
+        for state in SCALE_OUT_STATES {
+            assert_eq!(
+                fails_at(state, true, false),
+                *state == "creating",
+                "{state}"
+            );
+            assert_eq!(fails_at(state, true, true), *state == "creating", "{state}");
+        }
+        for state in SCALE_IN_STATES {
+            assert_eq!(
+                fails_at(state, false, false),
+                *state == "deleting",
+                "{state}"
+            );
+            assert!(!fails_at(state, false, true), "{state}");
+        }
+        assert_eq!(
+            injected_failure("boom".into(), false).message,
+            "Workflow failed: Task failed 'cloudify_openstack.nova_plugin.server.delete' -> boom"
+        );
+    }
+
+    #[test]
+    fn a_zero_delta_scale_fails_only_with_an_injected_failure() {
+        assert!(matches!(noop_outcome(None), (ExecStatus::Terminated, None)));
+        let (status, failure) = noop_outcome(Some("boom".into()));
+        assert_eq!(status, ExecStatus::Failed);
+        assert_eq!(
+            failure.expect("the injected failure").message,
+            "Workflow failed: Task failed 'cloudify_openstack.nova_plugin.server.create' -> boom"
+        );
+    }
+
+    #[test]
+    fn a_run_counts_one_operation_per_instance_and_state() {
+        let out = ScaleRun::new(
+            Plan::Out {
+                di: 0,
+                group: "workers".into(),
+                gids: vec!["a".into(), "b".into()],
+            },
+            None,
+            true,
+        )
+        .expect("a run");
+        assert!(out.scale_out && !out.ignore_failure);
+        assert_eq!(out.states().len() * out.gids.len(), 14);
+        let scale_in = ScaleRun::new(
+            Plan::In {
+                di: 0,
+                group: "workers".into(),
+                gids: vec!["a".into()],
+                ignore_failure: true,
+            },
+            Some("boom".into()),
+            false,
+        )
+        .expect("a run");
+        assert_eq!(scale_in.states(), SCALE_IN_STATES);
+        assert!(ScaleRun::new(Plan::Noop, None, true).is_none());
+    }
 }
