@@ -3,10 +3,11 @@ module autoscaler-cloudify/tests/ca-conformance-134
 go 1.24.0
 
 require (
-	autoscaler-cloudify/tests/ca-harness v0.0.0
-	google.golang.org/grpc v1.72.1
+	autoscaler-cloudify/tests/ca-conformance-suite v0.0.0
+	autoscaler-cloudify/tests/ca-harness v0.0.0 // indirect
+	google.golang.org/grpc v1.72.1 // indirect
 	k8s.io/api v0.34.1
-	k8s.io/apimachinery v0.34.1
+	k8s.io/apimachinery v0.34.1 // indirect
 	// Cluster Autoscaler 1.34.1 (tag cluster-autoscaler-1.34.1 = commit bc1475d5b294), the
 	// pre-1.35 wire, from the module mirror (tests/ca-harness/gomirror.sh) or any proxy serving it.
 	k8s.io/autoscaler/cluster-autoscaler v0.0.0-20251008212501-bc1475d5b294
@@ -107,7 +108,11 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
-replace autoscaler-cloudify/tests/ca-harness => ../ca-harness
+// The shared scenario (built here against this module's CA release) and the process harness.
+replace (
+	autoscaler-cloudify/tests/ca-conformance-suite => ../ca-conformance-suite
+	autoscaler-cloudify/tests/ca-harness => ../ca-harness
+)
 
 // CA 1.34.1's staging replace set (k8s.io/kubernetes v1.34.1 staging = v0.34.1).
 replace (

@@ -3,10 +3,11 @@ module autoscaler-cloudify/tests/ca-conformance
 go 1.26.0
 
 require (
-	autoscaler-cloudify/tests/ca-harness v0.0.0
-	google.golang.org/grpc v1.81.1
+	autoscaler-cloudify/tests/ca-conformance-suite v0.0.0
+	autoscaler-cloudify/tests/ca-harness v0.0.0 // indirect
+	google.golang.org/grpc v1.81.1 // indirect
 	k8s.io/api v0.36.2
-	k8s.io/apimachinery v0.36.2
+	k8s.io/apimachinery v0.36.2 // indirect
 	// Cluster Autoscaler 1.36.1 (tag cluster-autoscaler-1.36.1 = commit 35e8a280425c), from the
 	// module mirror (tests/ca-harness/gomirror.sh) or any proxy that serves it.
 	k8s.io/autoscaler/cluster-autoscaler v0.0.0-20260722070747-35e8a280425c
@@ -110,7 +111,11 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
-replace autoscaler-cloudify/tests/ca-harness => ../ca-harness
+// The shared scenario (built here against this module's CA release) and the process harness.
+replace (
+	autoscaler-cloudify/tests/ca-conformance-suite => ../ca-conformance-suite
+	autoscaler-cloudify/tests/ca-harness => ../ca-harness
+)
 
 // CA 1.36.1's staging replace set (k8s.io/kubernetes v1.36.2 staging = v0.36.2).
 replace (

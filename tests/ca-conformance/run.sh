@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Go conformance tier: Cluster Autoscaler's own externalgrpc client (CA 1.36.1 and CA 1.34.1, imported
-# as Go modules) against the real autoscaler-cloudify binary and its simulator. See README.md.
+# as Go modules) against the real autoscaler-cloudify binary and its simulator. See README.md. The
+# scenario is written once (tests/ca-conformance-suite) and run by one Go module per CA release.
 #
 #   tests/ca-conformance/run.sh            # builds target/release/autoscaler-cloudify (no-op if fresh), runs both modules
 #   AUTOSCALER_CLOUDIFY_BIN=/path/bin tests/ca-conformance/run.sh   # use that binary, no cargo build
@@ -32,7 +33,7 @@ esac
 source "$repo/tests/ca-harness/gomirror.sh"
 go_mirror_setup "$repo" || exit 1
 echo "== CA modules from: $(go_mirror_describe)"
-for module in ca-conformance ca-conformance-134; do
+for module in ca-conformance ca-conformance-134 ca-conformance-suite; do
   go_mirror_check_sums "$repo/tests/$module/go.sum" || exit 1
   go_mirror_require "ca-conformance" "$repo/tests/$module" || exit 1
 done

@@ -1,7 +1,8 @@
 // Package harness starts the autoscaler-cloudify binary twice (`simulator` and `serve`) on free
 // loopback ports, waits until both answer, and stops them (and dumps their logs on failure) when
-// the test ends. Shared by tests/ca-conformance (CA 1.36.1) and tests/ca-conformance-134 (CA 1.34.1),
-// one Go module per CA version; this module uses the standard library only.
+// the test ends. Used by tests/ca-conformance-suite, the scenario that tests/ca-conformance (CA 1.36.1)
+// and tests/ca-conformance-134 (CA 1.34.1) run, one Go module per CA version; this module uses the
+// standard library only.
 package harness
 
 import (

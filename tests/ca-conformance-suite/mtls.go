@@ -1,4 +1,4 @@
-package conformance
+package suite
 
 import (
 	"context"
@@ -17,18 +17,19 @@ import (
 	"autoscaler-cloudify/tests/ca-harness"
 )
 
-// TestMTLS: serve with --tls-cert/--tls-key/--tls-client-ca; CA's client built from a cloud-config
-// with cert/key/cacert works (address by IP and by name, both in the server cert's SANs); a client
-// without a certificate, with a certificate from another CA, or in plaintext is refused.
-func TestMTLS(t *testing.T) {
+// MTLS checks mTLS on a stack of its own: serve with --tls-cert/--tls-key/--tls-client-ca; CA's
+// client built from a cloud-config with cert/key/cacert works (address by IP and by name, both in
+// the server cert's SANs); a client without a certificate, with a certificate from another CA, or
+// in plaintext is refused.
+func MTLS(t *testing.T, v Version) {
 	pki := harness.NewPKI(t)
-	s := harness.StartStack(t, "testdata/scenario.yaml", harness.ServeOptions{
-		ConfigTemplate: "testdata/provider.yaml",
+	s := harness.StartStack(t, Scenario, harness.ServeOptions{
+		ConfigTemplate: ProviderConfig,
 		ExtraArgs:      []string{"--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-client-ca", pki.CACert},
 	})
 	build := func(t *testing.T, body string) cloudprovider.CloudProvider {
 		t.Helper()
-		return buildCA(t, s.CloudConfig(t, body))
+		return v.BuildExternalGrpc(s.CloudConfig(t, body))
 	}
 
 	for _, host := range []string{"127.0.0.1", "localhost"} {
