@@ -6,6 +6,7 @@
 //! they never call Cloudify. Mutations live in `scale.rs` and the template/options logic in
 //! [`template`].
 
+mod delete;
 mod error;
 mod follow;
 pub mod leadership;

@@ -4,14 +4,11 @@
 //! dropped, the Cloudify call still completes and is recorded in the overlay, so a retry sees the
 //! raised target instead of scaling twice.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::oneshot;
-
-use super::overlay::{DeleteBatch, LocalChange};
-use super::{DomainError, NodeGroupService};
+use super::overlay::LocalChange;
+use super::{DomainError, NodeGroupService, delete};
 use crate::cloudify::{Cloudify, ScaleRequest};
 use crate::inventory::NodeGroup;
 
@@ -287,127 +284,26 @@ impl NodeGroupService {
     ) -> Result<(), DomainError> {
         // A follower refuses before batching (the flush asks again before its POST).
         self.leader_term()?;
-        let snap = self.inventory.snapshot();
-        let g = Self::group(&snap, id)?;
-        if nodes.is_empty() {
-            return Err(DomainError::InvalidArgument("no nodes to delete".into()));
-        }
-        // Resolve everything first: one foreign or unknown node refuses the whole call before
-        // any Cloudify call.
-        let mut real: Vec<(String, String)> = Vec::new();
-        let mut synthetic: BTreeSet<String> = BTreeSet::new();
-        for n in nodes {
-            if g.failed
-                .iter()
-                .any(|f| f.synthetic_ids.contains(&n.provider_id))
-            {
-                synthetic.insert(n.provider_id.clone());
-                continue;
-            }
-            let r = snap
-                .by_instance_id(&n.provider_id)
-                .or_else(|| snap.lookup(&n.provider_id, &n.name));
-            let Some((owner, inst)) = r.and_then(|r| snap.instance(r)) else {
-                return Err(DomainError::InvalidArgument(format!(
-                    "node {:?} (provider id {:?}) is not an instance of node group {id:?}",
-                    n.name, n.provider_id
-                )));
-            };
-            if owner.id != g.id {
-                return Err(DomainError::InvalidArgument(format!(
-                    "node {:?} belongs to node group {:?}, not {id:?}",
-                    n.name, owner.id
-                )));
-            }
-            if !real.iter().any(|(p, _)| *p == inst.provider_id) {
-                real.push((inst.provider_id.clone(), inst.vm_instance.clone()));
-            }
-        }
-        drop(snap);
-
-        let rt = self.runtime(id);
-        let window = self.settings.delete_batch_window;
-        let joined = rt.with_overlay(&self.inventory, |o, snap| {
-            let g = Self::group(snap, id)?;
-            let being_removed = |p: &str| {
-                g.instances
-                    .iter()
-                    .any(|i| i.provider_id == p && i.being_removed)
-            };
-            // Already on its way: wait for the batch or the POST that carries it.
-            let mut receivers = Vec::new();
-            let mut join = |b: &mut Option<DeleteBatch>| {
-                if let Some(b) = b {
-                    let (tx, rx) = oneshot::channel();
-                    b.waiters.push(tx);
-                    receivers.push(rx);
-                }
-            };
-            if real.iter().any(|(p, _)| o.in_flight(p)) {
-                join(&mut o.inflight);
-            }
-            let gathering = real.iter().any(|(p, _)| o.batched(p));
-            // Fresh: not named by an accepted scale-in of ours nor by an active execution. A
-            // VM left `stopping`/`stopped`/`deleting` by a failed or cancelled scale-in is
-            // fresh again (issue 11: it used to be skipped forever).
-            let fresh: Vec<(String, String)> = real
-                .iter()
-                .filter(|(p, _)| {
-                    !being_removed(p) && !o.is_deleting(p) && !o.batched(p) && !o.in_flight(p)
-                })
-                .cloned()
-                .collect();
-            // Failed-instance records never existed: the lower bound already leaves them out, so
-            // dropping them costs nothing.
-            let removing = i64::try_from(fresh.len()).unwrap_or(i64::MAX);
-            // Every removal asked for and not recorded yet is already out of the target, and
-            // capacity still being added does not count until it is there.
-            let target = o.lower_bound(g);
-            if removing > 0 && target.saturating_sub(removing) < i64::from(g.min) {
-                return Err(DomainError::FailedPrecondition(format!(
-                    "node group {id:?}: deleting {removing} node(s) would take target {target} \
-                     below min size {}",
-                    g.min
-                )));
-            }
-            let now = Instant::now();
-            for s in &synthetic {
-                o.acked_failed.insert(s.clone(), now);
-            }
-            let mut start_flush = false;
-            if !fresh.is_empty() || gathering {
-                start_flush = o.batch.is_none();
-                let batch = o.batch.get_or_insert_with(DeleteBatch::default);
-                batch.instances.extend(fresh);
-                join(&mut o.batch);
-            }
-            Ok::<_, DomainError>((receivers, start_flush))
+        let deletion = {
+            let snap = self.inventory.snapshot();
+            delete::resolve(&snap, Self::group(&snap, id)?, nodes)?
+        };
+        let joined = self.runtime(id).with_overlay(&self.inventory, |o, snap| {
+            delete::join(o, Self::group(snap, id)?, &deletion)
         })?;
-        if !synthetic.is_empty() {
-            tracing::info!(group = id, ids = ?synthetic, "failed-instance records dropped at CA's request");
+        if !deletion.synthetic.is_empty() {
+            tracing::info!(group = id, ids = ?deletion.synthetic, "failed-instance records dropped at CA's request");
         }
-        let (receivers, start_flush) = joined;
-        if start_flush {
+        if joined.start_flush {
             let this = Arc::clone(self);
             let gid = id.to_owned();
+            let window = self.settings.delete_batch_window;
             tokio::spawn(async move {
                 tokio::time::sleep(window).await;
                 this.flush_deletes(&gid).await;
             });
         }
-        for rx in receivers {
-            match rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(e),
-                Err(_) => {
-                    return Err(DomainError::Unavailable {
-                        message: "delete batch was dropped".into(),
-                        source: None,
-                    });
-                }
-            }
-        }
-        Ok(())
+        delete::outcome(joined).await
     }
 
     /// Sends one scale-in for the group's batch and answers every waiting call.
