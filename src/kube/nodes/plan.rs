@@ -72,7 +72,7 @@ impl<'s> InventoryView<'s> {
 
     /// The groups whose provider-id space contains `pid` (several groups of one deployment
     /// share the default template's prefix).
-    fn owners(&self, pid: &str) -> Vec<(&NodeGroup, &GroupFacts)> {
+    pub(super) fn owners(&self, pid: &str) -> Vec<(&NodeGroup, &GroupFacts)> {
         self.snapshot
             .groups
             .iter()
@@ -364,6 +364,141 @@ impl AbsenceTracker {
     }
 }
 
+/// What a Node's state and its instance call for, before the deletion rules.
+#[derive(Debug)]
+pub(super) enum Observation<'n, 'v> {
+    /// Nothing: initialization's business, no UID, present and as it should be, or outside the
+    /// managed provider-id space.
+    Nothing,
+    /// A shutdown-taint change.
+    Taint(LifecycleAction),
+    /// NotReady, and its instance is absent from the snapshot (or `deleted`): a candidate for
+    /// deletion, in the provider-id space of `owners` (empty: a managed prefix).
+    Gone {
+        /// The Node's provider id.
+        pid: &'n str,
+        /// The groups whose provider-id space holds it.
+        owners: Vec<(&'v NodeGroup, &'v GroupFacts)>,
+    },
+}
+
+/// Looks at one Node against the snapshot.
+pub(super) fn observe<'n, 'v>(
+    node: &'n Node,
+    view: &'v InventoryView<'_>,
+    settings: &NodeControllerConfig,
+) -> Observation<'n, 'v> {
+    if has_taint(node, UNINITIALIZED_TAINT) {
+        return Observation::Nothing;
+    }
+    if is_ready(node) {
+        return if has_taint(node, SHUTDOWN_TAINT) {
+            Observation::Taint(LifecycleAction::RemoveShutdownTaint)
+        } else {
+            Observation::Nothing
+        };
+    }
+    if let Some((_, inst, _)) = view.find(node) {
+        // Cloudify's `deleted` is a definitive answer that the VM no longer exists (an
+        // uninstall leaves the instance listed in that state).
+        if inst.cloudify_state != "deleted" {
+            return if inst.cloudify_state == "stopped" && !has_taint(node, SHUTDOWN_TAINT) {
+                Observation::Taint(LifecycleAction::AddShutdownTaint)
+            } else {
+                Observation::Nothing
+            };
+        }
+    }
+    // Absent (or deleted). Only Nodes in the managed id space are ours to delete.
+    let pid = provider_id(node);
+    if pid.is_empty() {
+        return Observation::Nothing;
+    }
+    let owners = view.owners(pid);
+    let by_prefix = settings
+        .managed_provider_id_prefixes
+        .iter()
+        .any(|p| pid.starts_with(p.as_str()));
+    if owners.is_empty() && !by_prefix {
+        return Observation::Nothing;
+    }
+    Observation::Gone { pid, owners }
+}
+
+/// Why a gone Node is kept this time, or `None` when it may be deleted: absent from fewer than
+/// [`ABSENT_SNAPSHOTS_BEFORE_DELETE`] consecutive complete snapshots, Cloudify suddenly listing
+/// nothing at all (a broken answer, not a cluster-wide scale-in), a group listing fewer
+/// instances than its counts, or a Node younger than `min_node_age` (or of unknown age).
+pub(super) fn refusal(
+    streak: u32,
+    everything_vanished: bool,
+    owners: &[(&NodeGroup, &GroupFacts)],
+    age: Option<Duration>,
+    settings: &NodeControllerConfig,
+) -> Option<String> {
+    if streak < ABSENT_SNAPSHOTS_BEFORE_DELETE {
+        return Some(format!(
+            "instance missing from {streak} of {ABSENT_SNAPSHOTS_BEFORE_DELETE} consecutive complete snapshots"
+        ));
+    }
+    if everything_vanished {
+        return Some(
+            "Cloudify lists no instances at all; refusing to delete on that answer".into(),
+        );
+    }
+    if let Some((g, _)) = owners.iter().find(|(_, f)| f.listing_inconsistent) {
+        return Some(format!(
+            "group {} lists {} instances while Cloudify counts current={} planned={}; \
+             not trusting that listing",
+            g.id,
+            g.instances.len(),
+            g.current,
+            g.planned
+        ));
+    }
+    match age {
+        Some(age) if age >= settings.min_node_age => None,
+        age => Some(format!(
+            "Node is younger than node_controller.min_node_age ({:?} < {:?})",
+            age.unwrap_or_default(),
+            settings.min_node_age
+        )),
+    }
+}
+
+/// The reason a deletion carries into the log line and the Event.
+pub(super) fn deletion_reason(
+    pid: &str,
+    owners: &[(&NodeGroup, &GroupFacts)],
+    streak: u32,
+) -> String {
+    let owner = owners.first().map_or_else(
+        || "a managed provider-id prefix".to_owned(),
+        |(g, _)| g.id.clone(),
+    );
+    format!(
+        "its instance ({pid}) of {owner} is gone from Cloudify \
+         ({streak} consecutive complete snapshots) and the Node is not Ready"
+    )
+}
+
+/// Takes the first `cap` deletions by Node name (stable across refreshes, so the same Nodes go
+/// first) and holds the rest back until the next refresh.
+pub(super) fn cap_deletions(
+    mut candidates: Vec<PlannedAction>,
+    cap: usize,
+    plan: &mut LifecyclePlan,
+) {
+    candidates.sort_by(|a, b| a.node.cmp(&b.node));
+    for (i, c) in candidates.into_iter().enumerate() {
+        if i < cap {
+            plan.actions.push(c);
+        } else {
+            plan.held_back.push(c.node);
+        }
+    }
+}
+
 /// Plans the lifecycle actions of one completed refresh over every Node, updating `tracker`.
 /// Call it once per new complete snapshot, never on a failed refresh.
 pub fn plan_lifecycle(
@@ -377,119 +512,41 @@ pub fn plan_lifecycle(
     let mut plan = LifecyclePlan::default();
     let mut streaks = HashMap::new();
     let mut candidates: Vec<PlannedAction> = Vec::new();
-    // Cloudify suddenly listing nothing at all is a broken answer, not a cluster-wide scale-in.
     let everything_vanished =
         view.snapshot.instance_count() == 0 && previous_instances.is_some_and(|n| n > 0);
     for node in nodes {
-        let name = node_name(node).to_owned();
         let Some(uid) = node.metadata.uid.clone() else {
             continue;
         };
-        if has_taint(node, UNINITIALIZED_TAINT) {
-            continue; // initialization's business
-        }
-        let ready = is_ready(node);
-        if ready {
-            if has_taint(node, SHUTDOWN_TAINT) {
+        let name = node_name(node).to_owned();
+        let (pid, owners) = match observe(node, view, settings) {
+            Observation::Nothing => continue,
+            Observation::Taint(action) => {
                 plan.actions.push(PlannedAction {
                     node: name,
                     uid,
-                    action: LifecycleAction::RemoveShutdownTaint,
+                    action,
                 });
-            }
-            continue;
-        }
-        let pid = provider_id(node);
-        if let Some((_, inst, _)) = view.find(node) {
-            // Cloudify's `deleted` is a definitive answer that the VM no longer exists (an
-            // uninstall leaves the instance listed in that state).
-            if inst.cloudify_state != "deleted" {
-                if inst.cloudify_state == "stopped" && !has_taint(node, SHUTDOWN_TAINT) {
-                    plan.actions.push(PlannedAction {
-                        node: name,
-                        uid,
-                        action: LifecycleAction::AddShutdownTaint,
-                    });
-                }
                 continue;
             }
-        }
-        // Absent (or deleted). Only Nodes in the managed id space are ours to delete.
-        if pid.is_empty() {
-            continue;
-        }
-        let owners = view.owners(pid);
-        let by_prefix = settings
-            .managed_provider_id_prefixes
-            .iter()
-            .any(|p| pid.starts_with(p.as_str()));
-        if owners.is_empty() && !by_prefix {
-            continue;
-        }
+            Observation::Gone { pid, owners } => (pid, owners),
+        };
+        // Only Nodes still gone carry their streak on: one present snapshot resets it.
         let streak = tracker.streak(&uid).saturating_add(1);
         streaks.insert(uid.clone(), streak);
-        let refuse = |reason: String| Refusal {
-            node: name.clone(),
-            reason,
-        };
-        if streak < ABSENT_SNAPSHOTS_BEFORE_DELETE {
-            plan.refused.push(refuse(format!(
-                "instance missing from {streak} of {ABSENT_SNAPSHOTS_BEFORE_DELETE} consecutive complete snapshots"
-            )));
+        if let Some(reason) = refusal(streak, everything_vanished, &owners, ages(node), settings) {
+            plan.refused.push(Refusal { node: name, reason });
             continue;
         }
-        if everything_vanished {
-            plan.refused.push(refuse(
-                "Cloudify lists no instances at all; refusing to delete on that answer".into(),
-            ));
-            continue;
-        }
-        if let Some((g, _)) = owners.iter().find(|(_, f)| f.listing_inconsistent) {
-            plan.refused.push(refuse(format!(
-                "group {} lists {} instances while Cloudify counts current={} planned={}; \
-                 not trusting that listing",
-                g.id,
-                g.instances.len(),
-                g.current,
-                g.planned
-            )));
-            continue;
-        }
-        match ages(node) {
-            Some(age) if age >= settings.min_node_age => {}
-            age => {
-                plan.refused.push(refuse(format!(
-                    "Node is younger than node_controller.min_node_age ({:?} < {:?})",
-                    age.unwrap_or_default(),
-                    settings.min_node_age
-                )));
-                continue;
-            }
-        }
-        let owner = owners.first().map_or_else(
-            || "a managed provider-id prefix".to_owned(),
-            |(g, _)| g.id.clone(),
-        );
         candidates.push(PlannedAction {
             node: name,
             uid,
             action: LifecycleAction::Delete {
-                reason: format!(
-                    "its instance ({pid}) of {owner} is gone from Cloudify \
-                     ({streak} consecutive complete snapshots) and the Node is not Ready"
-                ),
+                reason: deletion_reason(pid, &owners, streak),
             },
         });
     }
     tracker.streaks = streaks;
-    candidates.sort_by(|a, b| a.node.cmp(&b.node));
-    let cap = settings.max_deletions_per_refresh;
-    for (i, c) in candidates.into_iter().enumerate() {
-        if i < cap {
-            plan.actions.push(c);
-        } else {
-            plan.held_back.push(c.node);
-        }
-    }
+    cap_deletions(candidates, settings.max_deletions_per_refresh, &mut plan);
     plan
 }

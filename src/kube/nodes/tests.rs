@@ -510,3 +510,122 @@ fn uninitialized_nodes_are_left_to_initialization() {
         );
     }
 }
+
+// The steps of `plan_lifecycle`, one by one.
+
+fn observed(node: &Node, v: &InventoryView<'_>) -> String {
+    match observe(node, v, &settings()) {
+        Observation::Nothing => "nothing".into(),
+        Observation::Taint(a) => format!("{a:?}"),
+        Observation::Gone { pid, owners } => {
+            let ids: Vec<&str> = owners.iter().map(|(g, _)| g.id.as_str()).collect();
+            format!("gone {pid} of {ids:?}")
+        }
+    }
+}
+
+#[test]
+fn observe_sorts_nodes_into_nothing_taint_changes_and_gone() {
+    let s = snapshot(&[vm("vm_1"), ("vm_2", "stopped", json!({}))], 2);
+    let v = view(&s);
+    let shutdown = json!([{"key": SHUTDOWN_TAINT, "effect": "NoSchedule"}]);
+    let pid = |id: &str| format!("cloudify://t/d/{id}");
+    let cases = [
+        (
+            joined("a", &pid("vm_1"), Some("True"), json!([])),
+            "nothing",
+        ),
+        (
+            joined("b", &pid("vm_1"), Some("True"), shutdown.clone()),
+            "RemoveShutdownTaint",
+        ),
+        (
+            joined("c", &pid("vm_1"), Some("False"), json!([])),
+            "nothing",
+        ),
+        (
+            joined("d", &pid("vm_2"), Some("False"), json!([])),
+            "AddShutdownTaint",
+        ),
+        (
+            joined("e", &pid("vm_2"), Some("False"), shutdown),
+            "nothing",
+        ),
+        (
+            joined("f", &pid("vm_9"), Some("False"), json!([])),
+            "gone cloudify://t/d/vm_9 of [\"d/workers\"]",
+        ),
+        (
+            joined("g", "aws:///i-1", Some("False"), json!([])),
+            "nothing",
+        ),
+        (joined("h", "", Some("False"), json!([])), "nothing"),
+        (joining("host-vm_1"), "nothing"),
+    ];
+    for (node, want) in &cases {
+        assert_eq!(observed(node, &v), *want, "{}", node_name(node));
+    }
+}
+
+#[test]
+fn a_managed_prefix_makes_a_node_of_no_group_deletable() {
+    let s = snapshot(&[vm("vm_1")], 1);
+    let v = view(&s);
+    let cfg = NodeControllerConfig {
+        managed_provider_id_prefixes: vec!["aws:///".into()],
+        ..settings()
+    };
+    let n = joined("g", "aws:///i-1", Some("False"), json!([]));
+    assert!(matches!(
+        observe(&n, &v, &cfg),
+        Observation::Gone { owners, .. } if owners.is_empty()
+    ));
+    assert_eq!(
+        deletion_reason("aws:///i-1", &[], 2),
+        "its instance (aws:///i-1) of a managed provider-id prefix is gone from Cloudify \
+         (2 consecutive complete snapshots) and the Node is not Ready"
+    );
+}
+
+#[test]
+fn refusals_come_in_order_streak_vanished_listing_age() {
+    let s = snapshot(&[vm("vm_1")], 3); // lists 1 of 3: inconsistent
+    let v = view(&s);
+    let owners = v.owners("cloudify://t/d/vm_9");
+    let cfg = settings();
+    let hour = Some(Duration::from_secs(3600));
+    let why = |streak, vanished, owners: &[_], age| refusal(streak, vanished, owners, age, &cfg);
+    let first = why(1, true, &owners, None).expect("kept");
+    assert!(first.starts_with("instance missing from 1 of 2"), "{first}");
+    let second = why(2, true, &owners, None).expect("kept");
+    assert!(
+        second.starts_with("Cloudify lists no instances"),
+        "{second}"
+    );
+    let third = why(2, false, &owners, None).expect("kept");
+    assert!(
+        third.contains("lists 1 instances while Cloudify counts current=3"),
+        "{third}"
+    );
+    let fourth = why(2, false, &[], Some(Duration::from_secs(5))).expect("kept");
+    assert!(
+        fourth.contains("younger than node_controller.min_node_age"),
+        "{fourth}"
+    );
+    assert!(why(2, false, &[], None).is_some(), "unknown age: kept");
+    assert_eq!(why(2, false, &[], hour), None, "old enough: deletable");
+}
+
+#[test]
+fn the_cap_takes_nodes_by_name_and_holds_back_the_rest() {
+    let action = |n: &str| PlannedAction {
+        node: n.into(),
+        uid: format!("uid-{n}"),
+        action: LifecycleAction::Delete { reason: "x".into() },
+    };
+    let mut plan = LifecyclePlan::default();
+    cap_deletions(vec![action("c"), action("a"), action("b")], 2, &mut plan);
+    let taken: Vec<&str> = plan.actions.iter().map(|a| a.node.as_str()).collect();
+    assert_eq!(taken, ["a", "b"]);
+    assert_eq!(plan.held_back, ["c"]);
+}
