@@ -6,12 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::cloudify::{Cloudify, CloudifyClient, CloudifyError};
 use crate::config::Config;
 use crate::config::LeaseMode;
 use crate::grpc::{Provider, ServeError, ServerHandle};
 use crate::inventory::Inventory;
-use crate::kube::lease::LeaseElection;
+use crate::kube::lease::{LeaseElection, LeaseGate};
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
 use crate::observability::http::{NodesFn, Readiness, ReadinessFn};
@@ -169,126 +171,29 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
             metrics.leader.set(1);
         }
     }
-    let lease_view = election.as_ref().map(|e| {
-        (
-            Arc::clone(&e.gate),
-            e.leading.clone(),
-            e.identity.clone(),
-            config.lease.name.clone(),
-        )
-    });
-
-    // The node controller writes to the cluster only while this replica leads, as the domain
-    // mutates Cloudify only then: two replicas never delete or patch the same Node twice.
-    let is_leader: LeaderFn = match &election {
-        Some(e) => {
-            let gate = Arc::clone(&e.gate);
-            Arc::new(move || crate::nodegroup::Leadership::check(gate.as_ref()).is_ok())
-        }
-        None => always_leader(),
-    };
-    let node_controller = if config.node_controller.enabled {
-        match node_client {
-            Some(client) => {
-                tracing::info!(
-                    max_deletions_per_refresh = config.node_controller.max_deletions_per_refresh,
-                    min_node_age = ?config.node_controller.min_node_age,
-                    "node controller starting (Kubernetes credentials found)"
-                );
-                Some(Arc::new(NodeController::spawn(
-                    client,
-                    Arc::clone(&inventory),
-                    config.node_controller.clone(),
-                    Arc::clone(&metrics),
-                    is_leader,
-                )))
-            }
-            None => {
-                tracing::info!("no Kubernetes credentials: node controller not started");
-                None
-            }
-        }
-    } else {
-        tracing::info!("node controller turned off (--node-controller=false)");
-        None
-    };
-    let nodes: Option<NodesFn> = node_controller.as_ref().map(|c| {
-        let reports = c.reports.clone();
-        Arc::new(move |name: Option<&str>| match name {
-            Some(n) => reports.get(n).and_then(|r| serde_json::to_value(r).ok()),
-            None => serde_json::to_value(reports.all()).ok(),
-        }) as NodesFn
-    });
-
-    let readiness: ReadinessFn = {
-        let inventory = Arc::clone(&inventory);
-        let metrics = Arc::clone(&metrics);
-        let clients = clients.clone();
-        Arc::new(move || {
-            let st = inventory.status();
-            metrics.snapshot_age.set(st.snapshot_age.as_secs_f64());
-            let auth: Vec<String> = clients
-                .iter()
-                .filter_map(|c| c.auth_problem().map(|m| format!("{}: {m}", c.name())))
-                .collect();
-            // Only the leader is Ready, so the Service sends CA to it; followers keep their
-            // snapshot warm and answer reads for whoever connects directly.
-            let (leader, lease) = match &lease_view {
-                None => (true, serde_json::Value::Null),
-                Some((gate, leading, identity, name)) => {
-                    let (holder, problem) = gate.describe();
-                    let leader = *leading.borrow();
-                    // The gate's own words: another holder, a lapsed renewal, an API problem.
-                    let reason = crate::nodegroup::Leadership::check(gate.as_ref())
-                        .err()
-                        .map(|e| e.to_string());
-                    (
-                        leader,
-                        serde_json::json!({
-                            "name": name,
-                            "identity": identity,
-                            "leader": leader,
-                            "holder": holder,
-                            "problem": problem,
-                            "reason": if leader { None } else { reason },
-                        }),
-                    )
-                }
-            };
-            Readiness {
-                ready: st.ready && auth.is_empty() && leader,
-                detail: serde_json::json!({
-                    "leader": leader,
-                    "lease": lease,
-                    "snapshot_loaded": st.ready,
-                    "snapshot_age_seconds": if st.ready { Some(st.snapshot_age.as_secs_f64()) } else { None },
-                    "groups": st.groups,
-                    "instances": st.instances,
-                    "cloudify_reachable": st.last_error.is_none(),
-                    "last_refresh_error": st.last_error,
-                    "auth_problem": st.auth_problem || !auth.is_empty(),
-                    "auth_errors": auth,
-                }),
-            }
-        })
-    };
-    let (http_addr, http_server) = crate::observability::http::bind(
-        config.http_listen,
+    let node_controller = node_controller(
+        config,
+        node_client,
+        &inventory,
+        &metrics,
+        leader_fn(election.as_ref()),
+    );
+    let readiness = readiness(
+        Arc::clone(&inventory),
         Arc::clone(&metrics),
+        clients,
+        election
+            .as_ref()
+            .map(|e| LeaseView::of(e, &config.lease.name)),
+    );
+    let (http_addr, http_task) = serve_http(
+        config.http_listen,
+        &metrics,
         readiness,
-        nodes,
+        node_controller.as_ref().map(nodes_fn),
     )
-    .await
-    .map_err(|source| AppError::HttpBind {
-        addr: config.http_listen,
-        source,
-    })?;
-    background.push(tokio::spawn(async move {
-        if let Err(e) = http_server.await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    }));
-    tracing::info!(addr = %http_addr, "HTTP server listening (/healthz /readyz /metrics)");
+    .await?;
+    background.push(http_task);
 
     let grpc = crate::grpc::serve(
         config.grpc_listen,
@@ -298,27 +203,12 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     )
     .await?;
     if let Some(e) = &election {
-        let mut leading = e.leading.clone();
-        let close = grpc.connection_closer();
-        let inventory = Arc::clone(&inventory);
-        let metrics = Arc::clone(&metrics);
-        background.push(tokio::spawn(async move {
-            let mut was = *leading.borrow_and_update();
-            while leading.changed().await.is_ok() {
-                let now = *leading.borrow_and_update();
-                metrics.leader.set(i64::from(now));
-                match (was, now) {
-                    // CA holds long-lived HTTP/2 connections: drop them so it reconnects,
-                    // through the Service, to the new leader.
-                    (true, false) => close(),
-                    // Catch up with what the previous leader did before the first mutation
-                    // needs it (the domain would refresh then anyway).
-                    (false, true) => inventory.trigger_refresh(),
-                    _ => {}
-                }
-                was = now;
-            }
-        }));
+        background.push(follow_leadership(
+            e.leading.clone(),
+            grpc.connection_closer(),
+            Arc::clone(&inventory),
+            Arc::clone(&metrics),
+        ));
     }
     Ok(App {
         grpc,
@@ -329,6 +219,182 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         node_controller,
         election,
         background,
+    })
+}
+
+/// Whether this replica leads now, for the node controller: it writes to the cluster only then,
+/// as the domain mutates Cloudify only then, so two replicas never delete or patch the same Node
+/// twice. Without an election this replica is the only one.
+fn leader_fn(election: Option<&LeaseElection>) -> LeaderFn {
+    match election {
+        Some(e) => {
+            let gate = Arc::clone(&e.gate);
+            Arc::new(move || crate::nodegroup::Leadership::check(gate.as_ref()).is_ok())
+        }
+        None => always_leader(),
+    }
+}
+
+/// Starts the node controller when it is on and Kubernetes credentials were found, and says in
+/// the log which of the two it is not.
+fn node_controller(
+    config: &Config,
+    client: Option<::kube::Client>,
+    inventory: &Arc<Inventory>,
+    metrics: &Arc<Metrics>,
+    is_leader: LeaderFn,
+) -> Option<Arc<NodeController>> {
+    if !config.node_controller.enabled {
+        tracing::info!("node controller turned off (--node-controller=false)");
+        return None;
+    }
+    let Some(client) = client else {
+        tracing::info!("no Kubernetes credentials: node controller not started");
+        return None;
+    };
+    tracing::info!(
+        max_deletions_per_refresh = config.node_controller.max_deletions_per_refresh,
+        min_node_age = ?config.node_controller.min_node_age,
+        "node controller starting (Kubernetes credentials found)"
+    );
+    Some(Arc::new(NodeController::spawn(
+        client,
+        Arc::clone(inventory),
+        config.node_controller.clone(),
+        Arc::clone(metrics),
+        is_leader,
+    )))
+}
+
+/// `/nodes` and `/nodes/{name}`: the node controller's reports as JSON.
+fn nodes_fn(controller: &Arc<NodeController>) -> NodesFn {
+    let reports = controller.reports.clone();
+    Arc::new(move |name: Option<&str>| match name {
+        Some(n) => reports.get(n).and_then(|r| serde_json::to_value(r).ok()),
+        None => serde_json::to_value(reports.all()).ok(),
+    })
+}
+
+/// What `/readyz` says about the Lease.
+struct LeaseView {
+    gate: Arc<LeaseGate>,
+    leading: watch::Receiver<bool>,
+    identity: String,
+    name: String,
+}
+
+impl LeaseView {
+    fn of(e: &LeaseElection, name: &str) -> LeaseView {
+        LeaseView {
+            gate: Arc::clone(&e.gate),
+            leading: e.leading.clone(),
+            identity: e.identity.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Whether this replica leads, and the Lease details: the holder, the API problem if any,
+    /// and, while not leading, the gate's own words (another holder, a lapsed renewal).
+    fn status(&self) -> (bool, serde_json::Value) {
+        let (holder, problem) = self.gate.describe();
+        let leader = *self.leading.borrow();
+        let reason = crate::nodegroup::Leadership::check(self.gate.as_ref())
+            .err()
+            .map(|e| e.to_string());
+        let detail = serde_json::json!({
+            "name": self.name,
+            "identity": self.identity,
+            "leader": leader,
+            "holder": holder,
+            "problem": problem,
+            "reason": if leader { None } else { reason },
+        });
+        (leader, detail)
+    }
+}
+
+/// `/readyz`: Ready once the first snapshot is loaded, no Cloudify entry has an authentication
+/// problem, and this replica leads. Only the leader is Ready, so the Service sends CA to it;
+/// followers keep their snapshot warm and answer reads for whoever connects directly.
+fn readiness(
+    inventory: Arc<Inventory>,
+    metrics: Arc<Metrics>,
+    clients: Vec<Arc<CloudifyClient>>,
+    lease: Option<LeaseView>,
+) -> ReadinessFn {
+    Arc::new(move || {
+        let st = inventory.status();
+        metrics.snapshot_age.set(st.snapshot_age.as_secs_f64());
+        let auth: Vec<String> = clients
+            .iter()
+            .filter_map(|c| c.auth_problem().map(|m| format!("{}: {m}", c.name())))
+            .collect();
+        let (leader, lease) = lease
+            .as_ref()
+            .map_or((true, serde_json::Value::Null), LeaseView::status);
+        Readiness {
+            ready: st.ready && auth.is_empty() && leader,
+            detail: serde_json::json!({
+                "leader": leader,
+                "lease": lease,
+                "snapshot_loaded": st.ready,
+                "snapshot_age_seconds": if st.ready { Some(st.snapshot_age.as_secs_f64()) } else { None },
+                "groups": st.groups,
+                "instances": st.instances,
+                "cloudify_reachable": st.last_error.is_none(),
+                "last_refresh_error": st.last_error,
+                "auth_problem": st.auth_problem || !auth.is_empty(),
+                "auth_errors": auth,
+            }),
+        }
+    })
+}
+
+/// Binds the HTTP port (`/healthz`, `/readyz`, `/metrics`, `/nodes`) and serves it in the
+/// background.
+async fn serve_http(
+    addr: SocketAddr,
+    metrics: &Arc<Metrics>,
+    readiness: ReadinessFn,
+    nodes: Option<NodesFn>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AppError> {
+    let (bound, server) =
+        crate::observability::http::bind(addr, Arc::clone(metrics), readiness, nodes)
+            .await
+            .map_err(|source| AppError::HttpBind { addr, source })?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tracing::info!(addr = %bound, "HTTP server listening (/healthz /readyz /metrics)");
+    Ok((bound, task))
+}
+
+/// Follows this replica's leadership: on losing it, closes CA's long-lived HTTP/2 connections so
+/// CA reconnects, through the Service, to the new leader; on gaining it, refreshes at once to
+/// catch up with what the previous leader did before the first mutation needs it (the domain
+/// would refresh then anyway).
+fn follow_leadership(
+    mut leading: watch::Receiver<bool>,
+    close_connections: impl Fn() + Send + 'static,
+    inventory: Arc<Inventory>,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    // Read here, not in the task: a change between this call and the task's first poll would
+    // otherwise be taken for the starting state and never acted on.
+    let mut was = *leading.borrow_and_update();
+    tokio::spawn(async move {
+        while leading.changed().await.is_ok() {
+            let now = *leading.borrow_and_update();
+            metrics.leader.set(i64::from(now));
+            match (was, now) {
+                (true, false) => close_connections(),
+                (false, true) => inventory.trigger_refresh(),
+                _ => {}
+            }
+            was = now;
+        }
     })
 }
 
@@ -346,4 +412,91 @@ pub async fn wait_ready(inventory: &Inventory, limit: Duration) -> bool {
     tokio::time::timeout(limit, inventory.wait_ready())
         .await
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::cloudify::fake::FakeCloudify;
+
+    fn inventory(metrics: &Arc<Metrics>) -> Arc<Inventory> {
+        let fake: Arc<dyn Cloudify> = Arc::new(FakeCloudify::new("fake", "t"));
+        let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".into(), "x".into())]);
+        let config = Config::from_yaml(
+            "cloudify: [{url: \"http://fake\"}]",
+            &crate::config::Overrides::default(),
+            &env,
+        )
+        .expect("config");
+        Inventory::new(
+            vec![fake],
+            Arc::new(config.node_groups),
+            Arc::clone(metrics),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_sole_replica_is_ready_once_the_first_snapshot_is_loaded() {
+        let metrics = Metrics::new();
+        let inv = inventory(&metrics);
+        let ready = readiness(Arc::clone(&inv), Arc::clone(&metrics), Vec::new(), None);
+        let before = ready();
+        assert!(!before.ready);
+        assert_eq!(before.detail["snapshot_loaded"], false);
+        assert_eq!(
+            before.detail["snapshot_age_seconds"],
+            serde_json::Value::Null
+        );
+        inv.refresh().await.expect("refresh");
+        let after = ready();
+        assert!(after.ready, "{}", after.detail);
+        assert_eq!(
+            after.detail["leader"], true,
+            "no election: the only replica leads"
+        );
+        assert_eq!(after.detail["lease"], serde_json::Value::Null);
+        assert_eq!(after.detail["cloudify_reachable"], true);
+        assert!(leader_fn(None)(), "the node controller may write");
+    }
+
+    #[tokio::test]
+    async fn losing_the_lead_closes_connections_and_gaining_it_records_it() {
+        let metrics = Metrics::new();
+        let (tx, rx) = watch::channel(true);
+        let closed = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&closed);
+        let task = follow_leadership(
+            rx,
+            move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            },
+            inventory(&metrics),
+            Arc::clone(&metrics),
+        );
+        let until = |want_closed: usize, want_leader: i64| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let closed = Arc::clone(&closed);
+            let metrics = Arc::clone(&metrics);
+            async move {
+                while Instant::now() < deadline {
+                    if closed.load(Ordering::SeqCst) == want_closed
+                        && metrics.leader.get() == want_leader
+                    {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                false
+            }
+        };
+        tx.send(false).expect("send");
+        assert!(until(1, 0).await, "lost: connections closed, gauge 0");
+        tx.send(true).expect("send");
+        assert!(until(1, 1).await, "regained: gauge 1, nothing closed");
+        drop(tx);
+        task.await.expect("ends when the election is gone");
+    }
 }
