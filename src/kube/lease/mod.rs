@@ -229,6 +229,76 @@ fn renew_time(l: &Lease) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(since_epoch)
 }
 
+/// What one event of the Lease watch meant for the election loop.
+#[derive(Debug, PartialEq, Eq)]
+enum Watched {
+    /// Recorded in the gate (a renewal, a new holder, a deletion, a watch error).
+    Noted,
+    /// Another holder released the lease: try to take it now.
+    Released,
+    /// The watch stream ended.
+    Ended,
+}
+
+/// True when the Lease shows no holder while another replica held it and this one is not
+/// elected: a clean shutdown of that holder (rolling update, drain). kube-lease-manager would
+/// only notice when that holder's last term expires; a fresh manager reads the Lease now and
+/// takes it at once.
+fn released_by_other(
+    new_holder: Option<&str>,
+    elected: bool,
+    known_holder: Option<&str>,
+    identity: &str,
+) -> bool {
+    new_holder.is_none() && !elected && known_holder.is_some_and(|h| h != identity)
+}
+
+/// Records one event of the Lease watch in the gate (and a problem in the report).
+fn on_event(
+    ev: Option<Result<watcher::Event<Lease>, watcher::Error>>,
+    gate: &LeaseGate,
+    identity: &str,
+    elected: bool,
+    name: &str,
+    namespace: &str,
+) -> Watched {
+    match ev {
+        Some(Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) => {
+            let holder = l.spec.as_ref().and_then(|sp| sp.holder_identity.clone());
+            let released =
+                gate.with(|c| released_by_other(holder.as_deref(), elected, c.holder(), identity));
+            gate.with(|c| c.observe(holder, renew_time(&l), Instant::now(), SystemTime::now()));
+            if gate.with(|c| c.problem().is_some()) {
+                report(gate, None);
+            }
+            if released {
+                Watched::Released
+            } else {
+                Watched::Noted
+            }
+        }
+        Some(Ok(watcher::Event::Delete(_))) => {
+            gate.with(|c| c.observe(None, None, Instant::now(), SystemTime::now()));
+            Watched::Noted
+        }
+        Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => Watched::Noted,
+        Some(Err(e)) => {
+            let msg = match &e {
+                watcher::Error::InitialListFailed(k)
+                | watcher::Error::WatchStartFailed(k)
+                | watcher::Error::WatchFailed(k) => explain(k, name, namespace),
+                other => format!("watching Lease {namespace}/{name}: {other}"),
+            };
+            report(gate, Some(msg));
+            Watched::Noted
+        }
+        None => {
+            report(gate, Some("the Lease watch ended".into()));
+            Watched::Ended
+        }
+    }
+}
+
 async fn run(
     client: kube::Client,
     s: LeaseConfig,
@@ -275,38 +345,10 @@ async fn run(
                 let now_elected = *elected.borrow_and_update();
                 gate.with(|c| c.set_elected(now_elected));
             }
-            ev = events.next() => match ev {
-                Some(Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l))) => {
-                    let holder = l.spec.as_ref().and_then(|sp| sp.holder_identity.clone());
-                    let renewed = renew_time(&l);
-                    // Another holder released the lease (a clean shutdown: rolling update,
-                    // drain). kube-lease-manager would only notice when that holder's last term
-                    // expires; a fresh manager reads the Lease now and takes it at once.
-                    released = holder.is_none()
-                        && !*elected.borrow()
-                        && gate.with(|c| c.holder().is_some_and(|h| h != identity));
-                    gate.with(|c| c.observe(holder, renewed, Instant::now(), SystemTime::now()));
-                    if gate.with(|c| c.problem().is_some()) {
-                        report(&gate, None);
-                    }
-                }
-                Some(Ok(watcher::Event::Delete(_))) => {
-                    gate.with(|c| c.observe(None, None, Instant::now(), SystemTime::now()));
-                }
-                Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
-                Some(Err(e)) => {
-                    let msg = match &e {
-                        watcher::Error::InitialListFailed(k)
-                        | watcher::Error::WatchStartFailed(k)
-                        | watcher::Error::WatchFailed(k) => explain(k, &s.name, &namespace),
-                        other => format!("watching Lease {namespace}/{}: {other}", s.name),
-                    };
-                    report(&gate, Some(msg));
-                }
-                None => {
-                    report(&gate, Some("the Lease watch ended".into()));
-                    break;
-                }
+            ev = events.next() => match on_event(ev, &gate, &identity, *elected.borrow(), &s.name, &namespace) {
+                Watched::Released => released = true,
+                Watched::Noted => {}
+                Watched::Ended => break,
             },
             // The renew deadline passed without a renewal: close now, before the lease expires
             // for others.
@@ -345,8 +387,78 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+
+    use super::*;
+
     #[test]
     fn identities_differ_per_call() {
         assert_ne!(super::identity(), super::identity());
+    }
+
+    fn gate() -> LeaseGate {
+        LeaseGate {
+            clock: Mutex::new(LeaderClock::new(
+                "me",
+                Duration::from_secs(4),
+                Duration::from_secs(6),
+            )),
+        }
+    }
+
+    fn lease(holder: Option<&str>) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(str::to_owned),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    fn apply(g: &LeaseGate, holder: Option<&str>, elected: bool) -> Watched {
+        let ev = Some(Ok(watcher::Event::Apply(lease(holder))));
+        on_event(ev, g, "me", elected, "l", "ns")
+    }
+
+    #[test]
+    fn only_another_holders_release_is_one_to_take_over() {
+        assert!(released_by_other(None, false, Some("other"), "me"));
+        assert!(
+            !released_by_other(None, false, Some("me"), "me"),
+            "our own release"
+        );
+        assert!(
+            !released_by_other(None, true, Some("other"), "me"),
+            "elected already"
+        );
+        assert!(
+            !released_by_other(None, false, None, "me"),
+            "nobody held it"
+        );
+        assert!(
+            !released_by_other(Some("x"), false, Some("other"), "me"),
+            "a new holder"
+        );
+    }
+
+    #[test]
+    fn watch_events_update_the_holder_and_a_release_is_told() {
+        let g = gate();
+        assert_eq!(apply(&g, Some("other"), false), Watched::Noted);
+        assert_eq!(g.describe().0.as_deref(), Some("other"));
+        assert_eq!(apply(&g, None, false), Watched::Released);
+        assert_eq!(g.describe().0, None);
+        let deleted = Some(Ok(watcher::Event::Delete(lease(Some("x")))));
+        assert_eq!(
+            on_event(deleted, &g, "me", false, "l", "ns"),
+            Watched::Noted
+        );
+        assert_eq!(on_event(None, &g, "me", false, "l", "ns"), Watched::Ended);
+        assert_eq!(
+            g.describe().1.as_deref(),
+            Some("the Lease watch ended"),
+            "reported for /readyz"
+        );
     }
 }
