@@ -254,21 +254,20 @@ fn an_instance_without_its_provider_id_yet_is_not_written_as_a_placeholder() {
 #[test]
 fn kubelet_node_ip_must_be_among_the_reported_addresses() {
     let s = snapshot(&[vm("vm_1")], 1);
-    let mut n = joining("host-vm_1");
-    n.metadata
-        .annotations
-        .get_or_insert_default()
-        .insert(PROVIDED_NODE_IP_ANNOTATION.into(), "192.168.9.9".into());
+    let with_node_ip = |ip: &str| {
+        let mut n = joining("host-vm_1");
+        n.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(PROVIDED_NODE_IP_ANNOTATION.into(), ip.into());
+        plan_init(&n, &view(&s))
+    };
     assert!(matches!(
-        plan_init(&n, &view(&s)),
+        with_node_ip("192.168.9.9"),
         InitDecision::Unmatched(_)
     ));
-    n.metadata
-        .annotations
-        .get_or_insert_default()
-        .insert(PROVIDED_NODE_IP_ANNOTATION.into(), "10.1.0.5".into());
     assert!(matches!(
-        plan_init(&n, &view(&s)),
+        with_node_ip("10.1.0.5"),
         InitDecision::Initialize(_)
     ));
 }
