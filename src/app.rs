@@ -424,13 +424,7 @@ mod tests {
 
     fn inventory(metrics: &Arc<Metrics>) -> Arc<Inventory> {
         let fake: Arc<dyn Cloudify> = Arc::new(FakeCloudify::new("fake", "t"));
-        let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".into(), "x".into())]);
-        let config = Config::from_yaml(
-            "cloudify: [{url: \"http://fake\"}]",
-            &crate::config::Overrides::default(),
-            &env,
-        )
-        .expect("config");
+        let config = crate::inventory::testkit::config("cloudify: [{url: \"http://fake\"}]");
         Inventory::new(
             vec![fake],
             Arc::new(config.node_groups),

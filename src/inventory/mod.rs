@@ -5,6 +5,8 @@
 mod build;
 mod refresher;
 #[cfg(test)]
+pub(crate) mod testkit;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

@@ -5,38 +5,20 @@ use std::time::{Instant, SystemTime};
 use serde_json::json;
 
 use super::*;
-use crate::config::{Config, Overrides};
 
-fn cfg(yaml: &str) -> crate::config::NodeGroupsConfig {
-    let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "x".to_owned())]);
-    Config::from_yaml(yaml, &Overrides::default(), &env)
-        .expect("config")
-        .node_groups
-}
+use super::testkit::{compute_node, node_groups as cfg, vm};
 
 fn source() -> SourceData {
-    let dep = |id: &str, max: i64| -> crate::cloudify::Deployment {
-        serde_json::from_value(json!({"id": id, "scaling_groups": {"g": {"members": ["vm", "port"],
-            "properties": {"min_instances": 0, "max_instances": max, "current_instances": 3, "planned_instances": 3}}}}))
-        .expect("deployment")
-    };
-    let inst = |id: &str,
-                dep: &str,
-                state: &str,
-                rt: serde_json::Value|
-     -> crate::cloudify::NodeInstance {
-        serde_json::from_value(
-            json!({"id": id, "node_id": "vm", "deployment_id": dep, "host_id": id, "state": state,
-            "runtime_properties": rt, "scaling_groups": [{"name": "g", "id": format!("g_{id}")}]}),
+    let dep = |id: &str, max: i64| {
+        super::testkit::deployment(
+            id,
+            json!({"g": {"members": ["vm", "port"], "properties": {"min_instances": 0,
+                "max_instances": max, "current_instances": 3, "planned_instances": 3}}}),
         )
-        .expect("instance")
     };
-    let node = |dep: &str| -> crate::cloudify::Node {
-        serde_json::from_value(
-            json!({"id": "vm", "deployment_id": dep, "type_hierarchy": ["cloudify.nodes.Compute"]}),
-        )
-        .expect("node")
-    };
+    let inst =
+        |id: &str, dep: &str, state: &str, rt: serde_json::Value| vm(id, dep, "g", state, rt);
+    let node = |dep: &str| compute_node(dep, "vm");
     let exec = |id: &str,
                 status: &str,
                 delta: i64,

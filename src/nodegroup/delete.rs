@@ -169,7 +169,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::inventory::{SourceData, build_snapshot};
+    use crate::inventory::{SourceData, build_snapshot, testkit};
 
     fn node(provider_id: &str, name: &str) -> NodeRef {
         NodeRef {
@@ -182,16 +182,15 @@ mod tests {
     /// (1 VM); a recent failed scale-out of `d/g` missing one instance.
     fn snapshot() -> Arc<Snapshot> {
         let dep = |id: &str, n: usize| {
-            serde_json::from_value(serde_json::json!({"id": id, "scaling_groups": {"g": {
-                "members": ["vm"], "properties": {"min_instances": 1, "current_instances": n}}}}))
-            .expect("deployment")
+            testkit::deployment(
+                id,
+                serde_json::json!({"g": {"members": ["vm"],
+                    "properties": {"min_instances": 1, "current_instances": n}}}),
+            )
         };
         let vm = |id: &str, dep: &str| {
-            serde_json::from_value(serde_json::json!({"id": id, "node_id": "vm",
-                "deployment_id": dep, "host_id": id, "state": "started",
-                "runtime_properties": {"hostname": format!("node-{id}")},
-                "scaling_groups": [{"name": "g", "id": format!("g_{id}")}]}))
-            .expect("instance")
+            let runtime = serde_json::json!({"hostname": format!("node-{id}")});
+            testkit::vm(id, dep, "g", "started", runtime)
         };
         let failed = serde_json::from_value(serde_json::json!({"id": "f", "workflow_id": "scale",
             "deployment_id": "d", "status": "failed", "error": "quota",
@@ -200,27 +199,17 @@ mod tests {
         let src = SourceData {
             tenant: "t".into(),
             discovered: vec![dep("d", 3), dep("e", 1)],
-            nodes: vec![
-                serde_json::from_value(serde_json::json!({"id": "vm", "deployment_id": "d",
-                    "type_hierarchy": ["cloudify.nodes.Compute"]}))
-                .expect("node"),
-            ],
+            nodes: vec![testkit::compute_node("d", "vm")],
             instances: vec![vm("d1", "d"), vm("d2", "d"), vm("d3", "d"), vm("e1", "e")],
             failed: vec![failed],
             ..Default::default()
         };
-        let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".into(), "x".into())]);
-        let cfg = crate::config::Config::from_yaml(
-            "node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}",
-            &crate::config::Overrides::default(),
-            &env,
-        )
-        .expect("config");
+        let cfg = testkit::node_groups("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}");
         Arc::new(build_snapshot(
             Instant::now(),
             std::time::SystemTime::now(),
             &[src],
-            &cfg.node_groups,
+            &cfg,
             false,
         ))
     }

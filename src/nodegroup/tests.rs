@@ -8,7 +8,6 @@ use serde_json::json;
 use super::*;
 use crate::cloudify::fake::FakeCloudify;
 use crate::cloudify::{Deployment, Node, NodeInstance};
-use crate::config::{Config, Overrides};
 
 /// One deployment `d` with group `g` (VM node `g_host`, `n` started instances), one deployment
 /// `other` with group `o`, both labelled for the discovery rule below. A scale POST takes 5 ms,
@@ -68,8 +67,7 @@ async fn service(fake: Arc<FakeCloudify>) -> Arc<NodeGroupService> {
 }
 
 async fn service_with(fake: Arc<FakeCloudify>, settings: ServiceSettings) -> Arc<NodeGroupService> {
-    let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "x".to_owned())]);
-    let cfg = Config::from_yaml(YAML, &Overrides::default(), &env).expect("config");
+    let cfg = crate::inventory::testkit::config(YAML);
     let metrics = Metrics::new();
     let inv = Inventory::new(
         vec![fake as Arc<dyn Cloudify>],

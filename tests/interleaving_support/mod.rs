@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use autoscaler_cloudify::app;
 use autoscaler_cloudify::cloudify::Cloudify;
 use autoscaler_cloudify::config::{Config, Overrides};
-use autoscaler_cloudify::inventory::Inventory;
+use autoscaler_cloudify::inventory::{Inventory, normalize_provider_id};
 use autoscaler_cloudify::nodegroup::{DomainError, NodeGroupService, NodeRef, ServiceSettings};
 use autoscaler_cloudify::observability::metrics::Metrics;
 use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
@@ -262,14 +262,6 @@ impl Shared {
     }
 }
 
-fn vm_of(provider_id: &str) -> String {
-    provider_id
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// One CA-like actor: random mutations and reads on the group, each result recorded.
 async fn actor(shared: Arc<Shared>, mut rng: StdRng) {
     let mut recent: Vec<String> = Vec::new();
@@ -321,10 +313,13 @@ async fn actor(shared: Arc<Shared>, mut rng: StdRng) {
             let r = p
                 .run(async move { s.delete_nodes(GROUP, &refs).await })
                 .await;
-            let vms = chosen.iter().map(|c| vm_of(c));
+            let vms = chosen.iter().map(|c| normalize_provider_id(c).to_owned());
             shared.event(format!(
                 "DeleteNodes({:?}) -> {r:?}",
-                chosen.iter().map(|c| vm_of(c)).collect::<Vec<_>>()
+                chosen
+                    .iter()
+                    .map(|c| normalize_provider_id(c).to_owned())
+                    .collect::<Vec<_>>()
             ));
             let mut l = shared.ledger.lock().expect("ledger");
             match r {

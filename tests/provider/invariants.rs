@@ -51,12 +51,7 @@ async fn delete_nodes_removes_exactly_the_named_instances_over_random_trials() {
         .with_instances(30);
     let mut env = start_with(scenario, TEST_CONFIG).await;
     let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
-    let mut current: BTreeSet<String> = env
-        .wait_running(WORKERS, 30)
-        .await
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let mut current: BTreeSet<String> = env.wait_running_ids(WORKERS, 30).await;
     for trial in 0..8 {
         let k = rng.random_range(1..=3);
         let pool: Vec<String> = current.iter().cloned().collect();
@@ -77,12 +72,7 @@ async fn delete_nodes_removes_exactly_the_named_instances_over_random_trials() {
             current.remove(v);
         }
         env.wait_executions_done().await;
-        let after: BTreeSet<String> = env
-            .wait_running(WORKERS, current.len())
-            .await
-            .into_iter()
-            .map(|i| i.id)
-            .collect();
+        let after: BTreeSet<String> = env.wait_running_ids(WORKERS, current.len()).await;
         assert_eq!(after, current, "trial {trial}: exactly {victims:?} removed");
         assert_eq!(env.target(WORKERS).await as usize, current.len());
     }

@@ -6,18 +6,10 @@
 use std::time::{Duration, Instant};
 
 use crate::provider_support::*;
+use autoscaler_cloudify::inventory::normalize_provider_id;
 use autoscaler_cloudify::proto;
 use serde_json::{Value, json};
 use tonic::Code;
-
-/// The VM node-instance id inside a `cloudify://tenant/deployment/vm` provider id.
-fn vm_of(provider_id: &str) -> String {
-    provider_id
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
 
 async fn cfy_post(env: &Env, path: &str, body: Value) -> Value {
     env.http
@@ -67,12 +59,7 @@ const POSTS: &str = "POST /api/v3.1/executions";
 #[tokio::test]
 async fn a_delete_while_a_scale_in_is_being_posted_still_respects_min() {
     let mut env = start_default().await;
-    let ids: Vec<String> = env
-        .wait_running(WORKERS, 2)
-        .await
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let ids: Vec<String> = env.wait_running_ids(WORKERS, 2).await;
     let posts_before = env.route_count(POSTS).await;
     // Every answer takes 1.5 s: the scale-in naming A is on its way for that long.
     env.faults(json!({"latency_ms": 1500})).await;
@@ -133,13 +120,8 @@ async fn a_scale_out_started_before_its_modification_still_counts() {
 #[tokio::test]
 async fn a_vm_left_stopped_by_a_failed_scale_in_can_be_deleted_again() {
     let mut env = start_default().await;
-    let ids: Vec<String> = env
-        .wait_running(WORKERS, 2)
-        .await
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    let vm = vm_of(&ids[0]);
+    let ids: Vec<String> = env.wait_running_ids(WORKERS, 2).await;
+    let vm = normalize_provider_id(&ids[0]).to_owned();
     // An operator's scale-in without rollback fails after `stop`: the VM stays `stopped` under a
     // started modification nobody owns any more.
     env.faults(json!({"fail_next_executions": 1})).await;
@@ -187,12 +169,7 @@ async fn a_vm_left_stopped_by_a_failed_scale_in_can_be_deleted_again() {
 #[tokio::test]
 async fn deletions_do_not_count_on_capacity_still_queued() {
     let mut env = start_default().await;
-    let ids: Vec<String> = env
-        .wait_running(WORKERS, 2)
-        .await
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let ids: Vec<String> = env.wait_running_ids(WORKERS, 2).await;
     env.faults(json!({"hold_executions": true})).await;
     env.increase(WORKERS, 1).await.expect("queued scale-out");
     assert_eq!(env.target(WORKERS).await, 3);

@@ -265,6 +265,15 @@ impl Env {
         }
     }
 
+    /// The provider ids of `id`'s instances once `n` of them are running.
+    pub async fn wait_running_ids<C: FromIterator<String>>(&mut self, id: &str, n: usize) -> C {
+        self.wait_running(id, n)
+            .await
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    }
+
     pub async fn shutdown(self) {
         self.app.shutdown().await;
         self.sim.shutdown().await;

@@ -3,20 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::{Config, Overrides};
-
-/// The `node_groups` section of a configuration file's text.
-pub(super) fn config(yaml: &str) -> NodeGroupsConfig {
-    let env = std::collections::BTreeMap::from([("CLOUDIFY_PASSWORD".into(), "x".into())]);
-    Config::from_yaml(yaml, &Overrides::default(), &env)
-        .expect("config")
-        .node_groups
-}
-
-/// A deployment whose scaling groups are given as Cloudify's JSON `scaling_groups` object.
-pub(super) fn deployment(id: &str, scaling_groups: Value) -> Deployment {
-    serde_json::from_value(json!({"id": id, "scaling_groups": scaling_groups})).expect("deployment")
-}
+pub(super) use crate::inventory::testkit::{deployment, node_groups as config};
 
 /// A node of deployment `dep` with the given type hierarchy.
 pub(super) fn node(dep: &str, id: &str, types: &[&str]) -> Node {
@@ -52,12 +39,7 @@ pub(super) fn modification(
 
 /// A VM instance `id` of node `vm` in group instance `g_<id>` of group `g`.
 pub(super) fn vm(id: &str, dep: &str, state: &str, runtime: Value) -> NodeInstance {
-    serde_json::from_value(
-        json!({"id": id, "node_id": "vm", "deployment_id": dep, "host_id": id,
-        "state": state, "runtime_properties": runtime,
-        "scaling_groups": [{"name": "g", "id": format!("g_{id}")}]}),
-    )
-    .expect("instance")
+    crate::inventory::testkit::vm(id, dep, "g", state, runtime)
 }
 
 /// Group `group` of `dep` as [`groups::create`] leaves it: 3 planned and current, bounds 0..10.

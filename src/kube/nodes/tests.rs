@@ -6,8 +6,8 @@ use k8s_openapi::api::core::v1::Node;
 use serde_json::{Value, json};
 
 use super::plan::*;
-use crate::config::{Config, NodeControllerConfig, NodeGroupsConfig, Overrides};
-use crate::inventory::{Snapshot, SourceData, build_snapshot};
+use crate::config::{NodeControllerConfig, NodeGroupsConfig};
+use crate::inventory::{Snapshot, SourceData, build_snapshot, testkit};
 
 const YAML: &str = r#"
 cloudify: [{url: "http://127.0.0.1:1", username: u, password_env: P}]
@@ -23,30 +23,21 @@ node_groups:
 "#;
 
 fn config() -> NodeGroupsConfig {
-    let env = std::collections::BTreeMap::from([("P".to_owned(), "x".to_owned())]);
-    Config::from_yaml(YAML, &Overrides::default(), &env)
-        .expect("config")
-        .node_groups
+    testkit::node_groups(YAML)
 }
 
 /// One deployment `d` (site `site-a`) with group `workers`; `vms` are (id, state, runtime).
 fn snapshot(vms: &[(&str, &str, Value)], current: i64) -> Snapshot {
-    let dep = serde_json::from_value(json!({"id": "d", "site_name": "site-a", "scaling_groups":
-        {"workers": {"members": ["vm"], "properties": {"min_instances": 0, "max_instances": 9,
-         "current_instances": current, "planned_instances": current}}}}))
-    .expect("deployment");
-    let node = serde_json::from_value(
-        json!({"id": "vm", "deployment_id": "d", "type_hierarchy": ["cloudify.nodes.Compute"]}),
-    )
-    .expect("node");
+    let mut dep = testkit::deployment(
+        "d",
+        json!({"workers": {"members": ["vm"], "properties": {"min_instances": 0,
+            "max_instances": 9, "current_instances": current, "planned_instances": current}}}),
+    );
+    dep.site_name = Some("site-a".into());
+    let node = testkit::compute_node("d", "vm");
     let instances = vms
         .iter()
-        .map(|(id, state, rt)| {
-            serde_json::from_value(json!({"id": id, "node_id": "vm", "deployment_id": "d",
-                "host_id": id, "state": state, "runtime_properties": rt,
-                "scaling_groups": [{"name": "workers", "id": format!("workers_{id}")}]}))
-            .expect("instance")
-        })
+        .map(|(id, state, rt)| testkit::vm(id, "d", "workers", state, rt.clone()))
         .collect();
     let src = SourceData {
         source: 0,
@@ -214,27 +205,24 @@ fn untainted_nodes_are_not_initialized() {
 
 #[test]
 fn an_instance_without_its_provider_id_yet_is_not_written_as_a_placeholder() {
-    let env = std::collections::BTreeMap::from([("P".to_owned(), "x".to_owned())]);
     let yaml = YAML.replace(
         "instance_type: m1.small",
         "instance_type: m1.small\n      provider_id_template: \"openstack:///{runtime.external_id}\"",
     );
-    let cfg = Config::from_yaml(&yaml, &Overrides::default(), &env)
-        .expect("config")
-        .node_groups;
-    let dep = serde_json::from_value(
-        json!({"id": "d", "scaling_groups": {"workers": {"members": ["vm"],
-        "properties": {"current_instances": 1, "planned_instances": 1}}}}),
-    )
-    .expect("deployment");
-    let node = serde_json::from_value(
-        json!({"id": "vm", "deployment_id": "d", "type_hierarchy": ["cloudify.nodes.Compute"]}),
-    )
-    .expect("node");
-    let inst = serde_json::from_value(json!({"id": "vm_1", "node_id": "vm", "deployment_id": "d",
-        "host_id": "vm_1", "state": "configured", "runtime_properties": {"hostname": "h1"},
-        "scaling_groups": [{"name": "workers", "id": "w_1"}]}))
-    .expect("instance");
+    let cfg = testkit::node_groups(&yaml);
+    let dep = testkit::deployment(
+        "d",
+        json!({"workers": {"members": ["vm"],
+        "properties": {"current_instances": 1, "planned_instances": 1}}}),
+    );
+    let node = testkit::compute_node("d", "vm");
+    let inst = testkit::vm(
+        "vm_1",
+        "d",
+        "workers",
+        "configured",
+        json!({"hostname": "h1"}),
+    );
     let src = SourceData {
         tenant: "t".into(),
         name: "main".into(),
