@@ -28,12 +28,20 @@ fn settings(url: &str, password: &str) -> ClientSettings {
     }
 }
 
-async fn sim_requests(url: &str) -> serde_json::Value {
-    let log = cloudify_sim::SimControl::new(url)
+async fn sim_requests(url: &str) -> cloudify_sim::RequestLog {
+    cloudify_sim::SimControl::new(url)
         .requests()
         .await
-        .expect("sim requests");
-    serde_json::to_value(log).expect("json")
+        .expect("sim requests")
+}
+
+/// `GET /api/v3.1/node-instances` calls the simulator has answered.
+async fn instance_pages(url: &str) -> u64 {
+    let log = sim_requests(url).await;
+    log.routes
+        .get("GET /api/v3.1/node-instances")
+        .copied()
+        .unwrap_or(0)
 }
 
 #[tokio::test]
@@ -53,18 +61,14 @@ async fn pages_through_instances_one_call_per_thousand() {
         .map(|n| n.id.clone())
         .collect();
     assert_eq!(vm, vec!["workers_host".to_owned()]);
-    let before = sim_requests(&sim.url()).await["routes"]["GET /api/v3.1/node-instances"]
-        .as_u64()
-        .unwrap_or(0);
+    let before = instance_pages(&sim.url()).await;
     let instances = c.node_instances(&deps, &vm).await.expect("instances");
     assert_eq!(instances.len(), 2500);
     assert!(
         instances.iter().all(|i| i.node_id == "workers_host"),
         "filtered to the VM node"
     );
-    let after = sim_requests(&sim.url()).await["routes"]["GET /api/v3.1/node-instances"]
-        .as_u64()
-        .unwrap_or(0);
+    let after = instance_pages(&sim.url()).await;
     assert_eq!(after - before, 3, "2500 instances = 3 pages of 1000");
     sim.shutdown().await;
 }
@@ -82,22 +86,19 @@ async fn a_set_that_changes_between_pages_is_read_again() {
     let vm = vec!["workers_host".to_owned()];
     // The second page comes as if an instance had been inserted ahead of it: one row is
     // skipped and the total grows. One pass would miss an instance (issue 11).
-    reqwest::Client::new()
-        .post(format!("{}/_sim/faults", sim.url()))
-        .json(&serde_json::json!({"churn_next_pages": 1}))
-        .send()
+    sim.control()
+        .set_faults(&cloudify_sim::FaultsPatch {
+            churn_next_pages: Some(1),
+            ..Default::default()
+        })
         .await
         .expect("faults");
-    let before = sim_requests(&sim.url()).await["routes"]["GET /api/v3.1/node-instances"]
-        .as_u64()
-        .unwrap_or(0);
+    let before = instance_pages(&sim.url()).await;
     let instances = c.node_instances(&deps, &vm).await.expect("instances");
     let ids: std::collections::BTreeSet<&str> = instances.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids.len(), 2500, "every instance once");
     assert_eq!(instances.len(), 2500, "no repeats");
-    let after = sim_requests(&sim.url()).await["routes"]["GET /api/v3.1/node-instances"]
-        .as_u64()
-        .unwrap_or(0);
+    let after = instance_pages(&sim.url()).await;
     assert_eq!(after - before, 6, "the moved pass, then a clean one");
     sim.shutdown().await;
 }
@@ -145,9 +146,7 @@ async fn a_401_stops_all_calls_for_the_backoff_period() {
         .await
         .expect_err("401");
     assert!(matches!(e, CloudifyError::Unauthorized { .. }), "{e}");
-    let total = sim_requests(&sim.url()).await["total"]
-        .as_u64()
-        .unwrap_or(0);
+    let total = sim_requests(&sim.url()).await.total;
     for _ in 0..10 {
         let e = c
             .deployments_by_id(&["k8s-pool-a".into()])
@@ -156,9 +155,7 @@ async fn a_401_stops_all_calls_for_the_backoff_period() {
         assert!(matches!(e, CloudifyError::AuthBackoff { .. }), "{e}");
     }
     assert_eq!(
-        sim_requests(&sim.url()).await["total"]
-            .as_u64()
-            .unwrap_or(0),
+        sim_requests(&sim.url()).await.total,
         total,
         "no further login attempt reaches Cloudify (it locks accounts after 4 failures)"
     );

@@ -15,6 +15,19 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Runs `check --config` on a file holding `yaml`.
+fn check_with_config(yaml: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, yaml).expect("write");
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("CLOUDIFY_PASSWORD", "admin")
+        .output()
+        .expect("run check")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_prints_groups_and_fails_on_bad_config() {
     let sim = Simulator::start(
@@ -49,22 +62,10 @@ async fn check_prints_groups_and_fails_on_bad_config() {
 
     // A group with options: warned about CA 1.35+'s missing MaxNodeStartupTime (issue 10245),
     // with the unready time that then applies; the group without options is not named.
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("opts.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "cloudify: [{{url: \"{}\"}}]\nnode_groups:\n  auto_discovery: [\"cloudify:label=k8s-cluster=demo\"]\n  groups: {{\"k8s-pool-a/workers\": {{options: {{scale_down_unready_time: 90s}}}}}}\n",
-            sim.url()
-        ),
-    )
-    .expect("write");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env("CLOUDIFY_PASSWORD", "admin")
-        .output()
-        .expect("run check");
+    let out = check_with_config(&format!(
+        "cloudify: [{{url: \"{}\"}}]\nnode_groups:\n  auto_discovery: [\"cloudify:label=k8s-cluster=demo\"]\n  groups: {{\"k8s-pool-a/workers\": {{options: {{scale_down_unready_time: 90s}}}}}}\n",
+        sim.url()
+    ));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -84,22 +85,10 @@ async fn check_prints_groups_and_fails_on_bad_config() {
         "{stdout}"
     );
 
-    let dir = tempfile::tempdir().expect("tmp");
-    let cfg = dir.path().join("c.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "cloudify: [{{url: \"{}\"}}]\nnode_groups: {{groups: {{\"a/b\": {{options: {{scale_down_unneeded_time: 2x}}}}}}}}\n",
-            sim.url()
-        ),
-    )
-    .expect("write");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env("CLOUDIFY_PASSWORD", "admin")
-        .output()
-        .expect("run check");
+    let out = check_with_config(&format!(
+        "cloudify: [{{url: \"{}\"}}]\nnode_groups: {{groups: {{\"a/b\": {{options: {{scale_down_unneeded_time: 2x}}}}}}}}\n",
+        sim.url()
+    ));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -266,15 +266,7 @@ func (j *Joiner) nodeFor(ni nodeInstance, pid string) (*corev1.Node, error) {
 		return nil, fmt.Errorf("no template for group %s in the provider config", gid)
 	}
 	name := strings.ToLower(hostname(ni))
-	labels := map[string]string{
-		"kubernetes.io/os":          "linux",
-		"kubernetes.io/arch":        "amd64",
-		"kubernetes.io/hostname":    name,
-		"cloudify.co/deployment":    ni.DeploymentID,
-		"cloudify.co/scaling-group": ni.ScalingGroups[0].Name,
-		"type":                      "kwok",
-		joinedLabel:                 "true",
-	}
+	labels := joinLabels(name, ni)
 	for k, v := range tmpl.Labels {
 		labels[k] = v
 	}
@@ -365,4 +357,18 @@ func (j *Joiner) bootNodes(ctx context.Context, have map[string]corev1.Node) err
 		}
 	}
 	return nil
+}
+
+// joinLabels are the labels a joining VM's kubelet registers its Node with (its --node-labels):
+// the well-known ones, the instance's deployment and scaling group, and the joiner's mark.
+func joinLabels(name string, ni nodeInstance) map[string]string {
+	return map[string]string{
+		"kubernetes.io/os":          "linux",
+		"kubernetes.io/arch":        "amd64",
+		"kubernetes.io/hostname":    name,
+		"cloudify.co/deployment":    ni.DeploymentID,
+		"cloudify.co/scaling-group": ni.ScalingGroups[0].Name,
+		"type":                      "kwok",
+		joinedLabel:                 "true",
+	}
 }

@@ -96,16 +96,8 @@ func externalNode(name string, ni nodeInstance, capacity, alloc corev1.ResourceL
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name,
-			Labels: map[string]string{
-				"kubernetes.io/os":       "linux",
-				"kubernetes.io/arch":     "amd64",
-				"kubernetes.io/hostname": name,
-				// What kubelet's --node-labels would carry; the joiner's boot delay is per group.
-				"cloudify.co/deployment":    ni.DeploymentID,
-				"cloudify.co/scaling-group": ni.ScalingGroups[0].Name,
-				"type":                      "kwok",
-				joinedLabel:                 "true",
-			},
+			// What kubelet's --node-labels would carry; the joiner's boot delay is per group.
+			Labels:      joinLabels(name, ni),
 			Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0"},
 		},
 		Spec:   corev1.NodeSpec{Taints: []corev1.Taint{{Key: uninitializedTaint, Value: "true", Effect: corev1.TaintEffectNoSchedule}}},
