@@ -175,7 +175,7 @@ fn no_module_of_the_provider_or_the_simulator_imports_itself_around_a_loop() {
 }
 
 #[test]
-fn the_checker_sees_a_loop_and_an_upward_import() {
+fn the_checker_reads_real_edges_and_finds_a_planted_loop() {
     // The checks above pass on an empty graph too: this one shows they read real edges.
     let graph = graph(&repo().join("src"));
     assert!(graph["config::validate"].contains("config::groups"));
