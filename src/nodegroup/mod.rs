@@ -3,8 +3,9 @@
 //!
 //! Reads (groups, lookups, sizes, instances, templates, options) are answered from the snapshot
 //! plus a small per-group *overlay* of changes this process made since the snapshot was fetched;
-//! they never call Cloudify. Mutations live in `scale.rs` and the template/options logic in
-//! [`template`].
+//! they never call Cloudify. IncreaseSize and DecreaseTargetSize live in `scale.rs`,
+//! DeleteNodes from start to end in `delete.rs` (its verification in `verify.rs`), and the
+//! template/options logic in [`template`].
 
 mod delete;
 mod error;
@@ -21,10 +22,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+pub use delete::NodeRef;
 pub use error::DomainError;
 pub use leadership::{LeaderTerm, Leadership, NotLeader, SoleReplica};
 pub use overlay::GroupRuntime;
-pub use scale::NodeRef;
 
 pub use crate::cloudify::Cloudify;
 use crate::config::NodeGroupsConfig;
@@ -215,6 +216,15 @@ impl NodeGroupService {
             // A poisoned map only means a panic elsewhere; a fresh runtime is a safe answer.
             Err(_) => Arc::new(GroupRuntime::default()),
         }
+    }
+
+    /// The Cloudify entry that holds the group's deployment.
+    fn source(&self, g: &NodeGroup) -> Result<Arc<dyn Cloudify>, DomainError> {
+        self.inventory
+            .sources()
+            .get(g.source)
+            .cloned()
+            .ok_or_else(|| DomainError::GroupNotFound(g.id.clone()))
     }
 
     fn group<'s>(snap: &'s Snapshot, id: &str) -> Result<&'s NodeGroup, DomainError> {

@@ -254,8 +254,7 @@ impl Crate {
         let text = sources
             .read(file)
             .unwrap_or_else(|| panic!("{}: cannot read", file.display()));
-        let parsed =
-            syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let parsed = syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         self.files.insert(file.to_path_buf());
         // `#[path]` outside inline modules is relative to the file's own directory.
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -523,7 +522,10 @@ fn every_source_file_is_a_module_the_checker_read() {
         rust_files(&repo().join(root), &mut on_disk);
         on_disk.remove(&repo().join(root).join("main.rs"));
         let missed: Vec<_> = on_disk.difference(&krate.files).collect();
-        assert!(missed.is_empty(), "{root}: not reached from lib.rs: {missed:#?}");
+        assert!(
+            missed.is_empty(),
+            "{root}: not reached from lib.rs: {missed:#?}"
+        );
     }
 }
 
@@ -533,6 +535,9 @@ fn the_checker_reads_real_edges_and_finds_a_planted_loop() {
     let graph = crate_at("src").graph();
     assert!(graph["config::validate"].contains("config::groups"));
     assert!(graph["nodegroup"].contains("inventory"));
+    // Seen through `use super::{…}` trees and re-exports (issue 24).
+    assert!(graph["nodegroup::delete"].contains("nodegroup::overlay"));
+    assert!(graph["nodegroup::scale"].contains("nodegroup::error"));
     let mut looped = graph.clone();
     looped
         .entry("config::groups".into())
@@ -597,7 +602,10 @@ fn every_import_form_is_an_edge() {
         ("f", "c"),
         ("h", "c"),
     ] {
-        assert!(edge(&graph, from, to), "{from} -> {to} not seen: {graph:#?}");
+        assert!(
+            edge(&graph, from, to),
+            "{from} -> {to} not seen: {graph:#?}"
+        );
     }
     assert!(!edge(&graph, "b", "a"), "no edge invented: {graph:#?}");
 }
@@ -608,7 +616,10 @@ fn a_loop_through_a_use_tree_and_a_bare_path_is_found() {
     // through a bare path after importing the module.
     let graph = planted(&[
         ("lib.rs", "mod delete; mod scale;"),
-        ("delete.rs", "use super::scale::NodeRef; pub fn resolve() {}"),
+        (
+            "delete.rs",
+            "use super::scale::NodeRef; pub fn resolve() {}",
+        ),
         (
             "scale.rs",
             "use super::{delete}; pub struct NodeRef; fn f() { delete::resolve(); }",
