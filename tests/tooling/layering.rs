@@ -77,7 +77,7 @@ fn segments(module: &str) -> Vec<String> {
 }
 
 /// The literal of a `#[path = "…"]` attribute, if any.
-fn path_attr(attrs: &[syn::Attribute]) -> Option<String> {
+pub(crate) fn path_attr(attrs: &[syn::Attribute]) -> Option<String> {
     attrs.iter().find_map(|a| match &a.meta {
         syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
             syn::Expr::Lit(syn::ExprLit {
@@ -224,7 +224,7 @@ fn item_name(item: &syn::Item) -> Option<String> {
 }
 
 /// Reads source files; tests plant a crate in memory through it.
-trait Sources {
+pub(crate) trait Sources {
     fn read(&self, file: &Path) -> Option<String>;
 }
 
@@ -401,15 +401,15 @@ impl Crate {
 }
 
 /// Where the modules a module declares are looked for.
-struct Dirs {
+pub(crate) struct Dirs {
     /// `mod x;` → `children/x.rs` or `children/x/mod.rs`.
-    children: PathBuf,
+    pub children: PathBuf,
     /// `#[path = "p"] mod x;` → `path_base/p`.
-    path_base: PathBuf,
+    pub path_base: PathBuf,
 }
 
 /// The file of `mod name;` and the directory of its own children (rustc's rules).
-fn child_file(
+pub(crate) fn child_file(
     dirs: &Dirs,
     name: &str,
     explicit: Option<String>,
