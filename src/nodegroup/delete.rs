@@ -183,6 +183,17 @@ pub(super) fn resolve(
             d.synthetic.insert(n.provider_id.clone());
             continue;
         }
+        if let Some(a) = snap.ambiguity(&n.provider_id) {
+            // Never act on an id several VMs render: the index cannot tell which one CA means.
+            return Err(DomainError::FailedPrecondition(format!(
+                "node {:?}: provider id {:?} is rendered by {} instances ({:?}): refusing to \
+                 delete any of them; make provider_id_template name one instance",
+                n.name,
+                n.provider_id,
+                a.instances.len(),
+                a.instances
+            )));
+        }
         // The exact id CA echoes back first (placeholders included), then as a Node.
         let r = snap
             .by_instance_id(&n.provider_id)

@@ -102,14 +102,19 @@ pub(super) struct Removals<'a> {
 }
 
 impl Removals<'_> {
-    /// True when an active scale-in names the VM instance or its group instance. Usually no
-    /// scale-in runs: then this copies no key.
-    pub fn names(&self, deployment: &str, vm_instance: &str, group_instance: &str) -> bool {
+    /// True when an active scale-in names the group instance or one of its VMs: Cloudify
+    /// removes the whole group instance for either. Usually no scale-in runs: then this copies
+    /// no key.
+    pub fn names<'v>(
+        &self,
+        deployment: &str,
+        vms: impl IntoIterator<Item = &'v str>,
+        group_instance: &'v str,
+    ) -> bool {
         !self.named.is_empty()
-            && (self.named.contains(&(deployment, vm_instance.to_owned()))
-                || self
-                    .named
-                    .contains(&(deployment, group_instance.to_owned())))
+            && std::iter::once(group_instance)
+                .chain(vms)
+                .any(|id| self.named.contains(&(deployment, id.to_owned())))
     }
 
     /// True when the deployment has an active scale-in that names no instance.
@@ -349,11 +354,15 @@ mod tests {
             (g.running[0].id.as_str(), g.running[0].cancellable),
             ("s", false)
         );
-        assert!(removals.names("a", "vm_4", "g_vm_4"));
-        assert!(removals.names("a", "vm_5", "g_vm_5"), "by group instance");
-        assert!(!removals.names("a", "vm_6", "g_vm_6"));
+        assert!(removals.names("a", ["vm_4"], "g_vm_4"));
+        assert!(removals.names("a", ["vm_5"], "g_vm_5"), "by group instance");
+        assert!(!removals.names("a", ["vm_6"], "g_vm_6"));
         assert!(
-            !removals.names("b", "vm_4", "g_vm_4"),
+            removals.names("a", ["vm_6", "vm_4"], "g_x"),
+            "by any VM of the group instance"
+        );
+        assert!(
+            !removals.names("b", ["vm_4"], "g_vm_4"),
             "another deployment's vm_4"
         );
         assert!(removals.unhinted_in("a"), "u names nothing");

@@ -60,6 +60,7 @@ pub(super) fn group(dep: &str, group: &str) -> NodeGroup {
         instances: Vec::new(),
         failed: Vec::new(),
         vm_nodes: vec!["vm".into()],
+        joining_node: Some("vm".into()),
         seen_executions: Vec::new(),
         orphan_modification: false,
         debug: String::new(),
@@ -82,5 +83,6 @@ pub(super) fn instance_of(provider_id: &str, node_name: Option<&str>) -> GroupIn
         cloudify_state: "started".into(),
         addresses: InstanceAddresses::default(),
         being_removed: false,
+        infrastructure: Vec::new(),
     }
 }

@@ -114,12 +114,18 @@ pub(super) fn create<'a>(
         );
         let (current, planned) = sizes(&sg.properties);
         // Members that are VMs; a VM contained in a listed member is added with its instances.
-        let vm_nodes = sg
+        let vm_nodes: Vec<String> = sg
             .members
             .iter()
             .filter(|m| compute.contains(&(dep, m.as_str())))
             .cloned()
             .collect();
+        // One Kubernetes Node per group instance: the configured VM node, else the first
+        // Compute member (issue 20).
+        let joining_node = settings
+            .joining_node
+            .clone()
+            .or_else(|| vm_nodes.first().cloned());
         groups.insert(
             (dep, gname),
             NodeGroup {
@@ -138,6 +144,7 @@ pub(super) fn create<'a>(
                 instances: Vec::new(),
                 failed: Vec::new(),
                 vm_nodes,
+                joining_node,
                 seen_executions: Vec::new(),
                 orphan_modification: false,
                 debug: String::new(),
@@ -309,5 +316,41 @@ mod tests {
         assert_eq!(g.tenant, "t");
         let h = groups.get(&("a", "h")).expect("a/h");
         assert_eq!((h.min, h.max), (0, 9));
+    }
+
+    #[test]
+    fn the_joining_node_is_the_configured_one_else_the_first_compute_member() {
+        let mut src = source();
+        src.discovered[0].scaling_groups = serde_json::from_value(json!({
+            "g": {"members": ["port", "storage", "vm"]}, "h": {"members": ["port"]}}))
+        .expect("groups");
+        src.nodes
+            .push(fixtures::node("a", "storage", &["cloudify.nodes.Compute"]));
+        let joining = |yaml: &str| {
+            let cfg = config(yaml);
+            let groups = create(
+                &src,
+                &select(&src, &cfg),
+                &compute_nodes(&src.nodes),
+                &cfg,
+                false,
+            );
+            (
+                groups[&("a", "g")].joining_node.clone(),
+                groups[&("a", "h")].joining_node.clone(),
+            )
+        };
+        let discovery = "node_groups: {auto_discovery: [\"cloudify:label=x=y\"]";
+        assert_eq!(
+            joining(&format!("{discovery}}}")),
+            (Some("storage".into()), None),
+            "members order; no VM member: none"
+        );
+        assert_eq!(
+            joining(&format!(
+                "{discovery}, groups: {{\"a/g\": {{joining_node: vm}}}}}}"
+            )),
+            (Some("vm".into()), None)
+        );
     }
 }

@@ -182,6 +182,13 @@ pub fn plan_init(node: &Node, view: &InventoryView<'_>) -> InitDecision {
         return InitDecision::NotTainted;
     }
     let pid = provider_id(node);
+    if let Some((g, inst)) = view.snapshot.infrastructure_of(pid) {
+        return InitDecision::Unmatched(format!(
+            "provider id {pid:?} is an infrastructure VM of group instance {} of {}: only its \
+             joining VM {} is a Kubernetes Node (node_groups joining_node)",
+            inst.group_instance, g.id, inst.vm_instance
+        ));
+    }
     let Some((g, inst, facts)) = view.find(node) else {
         return InitDecision::Unmatched(if pid.is_empty() {
             format!(
@@ -409,9 +416,10 @@ pub(super) fn observe<'n, 'v>(
             };
         }
     }
-    // Absent (or deleted). Only Nodes in the managed id space are ours to delete.
+    // Absent (or deleted). Only Nodes in the managed id space are ours to delete, and a Node
+    // of an infrastructure VM is not gone: its VM is there (issue 20).
     let pid = provider_id(node);
-    if pid.is_empty() {
+    if pid.is_empty() || view.snapshot.infrastructure_of(pid).is_some() {
         return Observation::Nothing;
     }
     let owners = view.owners(pid);

@@ -616,3 +616,62 @@ fn the_cap_takes_nodes_by_name_and_holds_back_the_rest() {
     assert_eq!(taken, ["a", "b"]);
     assert_eq!(plan.held_back, ["c"]);
 }
+
+/// Group instance `gi` of `d/workers` holding `vm_1` (node `vm`, joins) and `st_1` (node
+/// `storage`): a group instance of two VMs (issue 20).
+fn two_vm_snapshot() -> Snapshot {
+    let dep = testkit::deployment(
+        "d",
+        json!({"workers": {"members": ["vm", "storage"], "properties": {"current_instances": 1}}}),
+    );
+    let mut st = testkit::vm(
+        "st_1",
+        "d",
+        "workers",
+        "started",
+        json!({"hostname": "st-1"}),
+    );
+    st.node_id = "storage".into();
+    let mut worker = testkit::vm("vm_1", "d", "workers", "started", vm("vm_1").2);
+    for i in [&mut st, &mut worker] {
+        i.scaling_groups =
+            serde_json::from_value(json!([{"name": "workers", "id": "gi"}])).expect("refs");
+    }
+    let src = SourceData {
+        tenant: "t".into(),
+        discovered: vec![dep],
+        nodes: vec![
+            testkit::compute_node("d", "vm"),
+            testkit::compute_node("d", "storage"),
+        ],
+        instances: vec![st, worker],
+        ..SourceData::default()
+    };
+    build_snapshot(Instant::now(), SystemTime::now(), &[src], &config(), false)
+}
+
+#[test]
+fn a_node_of_an_infrastructure_vm_is_neither_initialized_nor_deleted() {
+    let s = two_vm_snapshot();
+    let v = view(&s);
+    let mut storage_node = joining("st-1");
+    storage_node.spec.get_or_insert_default().provider_id = Some("cloudify://t/d/st_1".into());
+    match plan_init(&storage_node, &v) {
+        InitDecision::Unmatched(why) => {
+            assert!(
+                why.contains("infrastructure VM of group instance gi"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        plan_init(&joining("host-vm_1"), &v),
+        InitDecision::Initialize(_)
+    ));
+    let not_ready = joined("st-1", "cloudify://t/d/st_1", Some("False"), json!([]));
+    assert!(
+        deleted_on_second_pass(&[&not_ready], &v, Some(1), &settings()).is_empty(),
+        "its VM is there"
+    );
+}

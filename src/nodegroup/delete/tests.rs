@@ -108,6 +108,38 @@ fn one_foreign_unknown_or_missing_node_refuses_the_call() {
 }
 
 #[test]
+fn a_provider_id_several_instances_render_is_refused() {
+    let vm = |id: &str| testkit::vm(id, "d", "g", "started", serde_json::json!({"uid": "same"}));
+    let src = SourceData {
+        tenant: "t".into(),
+        discovered: vec![testkit::deployment(
+            "d",
+            serde_json::json!({"g": {"members": ["vm"], "properties": {"current_instances": 2}}}),
+        )],
+        nodes: vec![testkit::compute_node("d", "vm")],
+        instances: vec![vm("d1"), vm("d2")],
+        ..Default::default()
+    };
+    let cfg = testkit::node_groups(
+        "node_groups: {auto_discovery: [\"cloudify:label=x=y\"], defaults: {provider_id_template: \"x://{runtime.uid}\"}}",
+    );
+    let snap = build_snapshot(
+        Instant::now(),
+        std::time::SystemTime::now(),
+        &[src],
+        &cfg,
+        false,
+    );
+    assert_eq!(snap.ambiguous_provider_ids().len(), 1);
+    match resolve(&snap, d_g(&snap), &[node("x://same", "node-d1")]) {
+        Err(DomainError::FailedPrecondition(m)) => {
+            assert!(m.contains("rendered by 2 instances"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn fresh_leaves_out_what_something_already_removes() {
     let snap = snapshot();
     let mut g = d_g(&snap).clone();
