@@ -102,9 +102,10 @@ impl NodeGroupService {
                 tracing::info!(group = id, execution = %execution, instances = ?named, "scale-in queued in Cloudify");
                 let this = Arc::clone(self);
                 let (gid, execution) = (id.to_owned(), execution.clone());
-                tokio::spawn(
-                    async move { this.verify_scale_in(&gid, &execution, before, named).await },
-                );
+                tokio::spawn(async move {
+                    this.verify_scale_in(&gid, &execution, before, removals)
+                        .await
+                });
             }
             (Err(e), _) => {
                 self.metrics.scale("down", "error");
@@ -151,8 +152,6 @@ fn record_scale_in(o: &mut Overlay, execution: &str, removals: &[Removal]) {
     };
     let deleting = removals.iter().map(|r| r.provider_id.clone()).collect();
     o.changes.push(LocalChange::started(started, deleting));
-    o.requested_removals
-        .extend(removals.iter().map(|r| r.vm_instance.clone()));
 }
 
 /// The nodes of one DeleteNodes call, resolved against a snapshot.

@@ -107,8 +107,6 @@ pub(super) struct Overlay {
     /// taken out of the target (issue 11: a second DeleteNodes in this window passed the min
     /// check without it). Calls naming its instances wait for its outcome.
     pub inflight: Option<DeleteBatch>,
-    /// VM instances this process asked Cloudify to remove (until their scale-in is verified).
-    pub requested_removals: std::collections::HashSet<String>,
 }
 
 impl Overlay {

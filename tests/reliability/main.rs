@@ -9,4 +9,5 @@ mod inprocess;
 mod process;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
+mod scale_in_attribution;
 mod security;

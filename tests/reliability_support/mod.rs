@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use autoscaler_cloudify::app::{App, start};
+use autoscaler_cloudify::config::{Config, Overrides};
+use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
@@ -58,6 +61,32 @@ pub fn with_workers(mut s: Scenario, min: i64, max: i64, current: u64) -> Scenar
         }
     }
     s
+}
+
+/// The provider in-process (`app::start`, the binary's wiring, real gRPC and HTTP sockets) in
+/// front of the manager at `url` (the simulator, or a hostile manager before it), with the
+/// background refresh off (1 h), and a client over a real socket.
+pub async fn start_provider(
+    url: &str,
+    settings: ServiceSettings,
+) -> (App, CloudProviderClient<Channel>) {
+    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        node_controller: Some(false),
+        ..Overrides::default()
+    };
+    let cfg = Config::from_yaml(&provider_yaml(url, "1h", "0s", ""), &overrides, &env)
+        .expect("valid test config");
+    let app = start(&cfg, settings).await.expect("provider starts");
+    tokio::time::timeout(Duration::from_secs(20), app.inventory.wait_ready())
+        .await
+        .expect("first snapshot");
+    let client = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
+        .await
+        .expect("connect");
+    (app, client)
 }
 
 pub async fn start_sim(s: Scenario) -> SimulatorHandle {
