@@ -4,9 +4,10 @@
 //!    instance of this group (or refuse the whole call), then [`join`] the group's batch under
 //!    the overlay lock: [`fresh`] leaves out what something already removes, [`check_min`]
 //!    refuses to go below min, and the call waits for the outcome ([`outcome`]).
-//! 2. The flush, one batching window later: the batch becomes one `scale` execution naming
-//!    exactly its group instances ([`scale_in_request`]), recorded in the overlay once Cloudify
-//!    accepted it, and every waiting call gets the answer.
+//! 2. The flush, one batching window later: an earlier scale whose answer was lost is settled
+//!    first (`settle.rs`), then the batch becomes one `scale` execution naming exactly its group
+//!    instances ([`scale_in_request`]), recorded in the overlay once Cloudify accepted it, and
+//!    every waiting call gets the answer.
 //! 3. Verification of what the execution removed, once it ended: `verify.rs`.
 //!
 //! This is the code that must never delete the wrong VM: a node that is not an instance of the
@@ -19,7 +20,7 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::overlay::{DeleteBatch, LocalChange, Overlay, Removal, ScaleExecution};
+use super::overlay::{DeleteBatch, GroupRuntime, LocalChange, Overlay, Removal, ScaleExecution};
 use super::{DomainError, NodeGroupService};
 use crate::cloudify::ScaleRequest;
 use crate::inventory::{NodeGroup, Snapshot};
@@ -85,33 +86,32 @@ impl NodeGroupService {
             return;
         };
         let result = match &before {
-            Some(g) => self.send_scale_in(g, &removals).await,
+            Some(g) => self.send_scale_in(&rt, g, removals).await,
             None => Err(DomainError::GroupNotFound(id.to_owned())),
         };
         let waiters = rt.with_overlay(&self.inventory, |o, _| {
-            if let Ok(execution) = &result {
-                record_scale_in(o, execution, &removals);
+            if let Ok(Some((execution, sent))) = &result {
+                record_scale_in(o, execution, sent);
             }
             o.inflight.take().map(|b| b.waiters).unwrap_or_default()
         });
         match (&result, before) {
-            (Ok(execution), Some(before)) => {
+            (Ok(Some((execution, sent))), Some(before)) => {
                 self.metrics.scale("down", "accepted");
                 self.inventory.trigger_refresh();
-                let named: Vec<String> = removals.iter().map(|r| r.vm_instance.clone()).collect();
+                let named: Vec<&str> = sent.iter().map(|r| r.vm_instance.as_str()).collect();
                 tracing::info!(group = id, execution = %execution, instances = ?named, "scale-in queued in Cloudify");
                 let this = Arc::clone(self);
-                let (gid, execution) = (id.to_owned(), execution.clone());
-                tokio::spawn(async move {
-                    this.verify_scale_in(&gid, &execution, before, removals)
-                        .await
-                });
+                let (gid, execution, sent) = (id.to_owned(), execution.clone(), sent.clone());
+                tokio::spawn(
+                    async move { this.verify_scale_in(&gid, &execution, before, sent).await },
+                );
             }
             (Err(e), _) => {
                 self.metrics.scale("down", "error");
                 tracing::warn!(group = id, error = %e, "scale-in refused by Cloudify");
             }
-            (Ok(_), None) => {}
+            (Ok(_), _) => {}
         }
         for w in waiters {
             // A waiter that went away (RPC cancelled) needs no answer.
@@ -119,20 +119,34 @@ impl NodeGroupService {
         }
     }
 
-    /// POSTs the scale-in naming `removals`; the execution id once Cloudify accepted it.
+    /// POSTs the scale-in naming `removals`: the execution id and what it removes once Cloudify
+    /// accepted it, `None` when an earlier scale-in (whose answer was lost) removes them all.
     async fn send_scale_in(
         &self,
+        rt: &GroupRuntime,
         g: &NodeGroup,
-        removals: &[Removal],
-    ) -> Result<String, DomainError> {
+        removals: Vec<Removal>,
+    ) -> Result<Option<(String, Vec<Removal>)>, DomainError> {
         // A new leader catches up first: its predecessor may have queued a scale-in already.
         self.leader_snapshot().await?;
         let cloudify = self.source(g)?;
-        let request = scale_in_request(g, removals);
+        self.settle(rt, g, cloudify.as_ref()).await?;
+        // What a settled scale-in turned out to remove is not named again (issue 20 item 12).
+        let removals: Vec<Removal> = rt.with_overlay(&self.inventory, |o, _| {
+            removals
+                .into_iter()
+                .filter(|r| !o.is_deleting(&r.provider_id))
+                .collect()
+        });
+        if removals.is_empty() {
+            return Ok(None);
+        }
+        let request = scale_in_request(g, &removals);
+        let deleting = removals.iter().map(|r| r.provider_id.clone()).collect();
         let execution = self
-            .within_term(async { Ok(cloudify.start_scale(&request).await?) })
+            .post_scale(rt, g, cloudify.as_ref(), &request, deleting)
             .await?;
-        Ok(execution.id)
+        Ok(Some((execution.id, removals)))
     }
 }
 
@@ -287,7 +301,18 @@ pub(super) fn join(o: &mut Overlay, g: &NodeGroup, d: &Deletion) -> Result<Joine
     }
     let gathering = d.removals.iter().any(|r| o.batched(&r.provider_id));
     let fresh = fresh(o, g, &d.removals);
-    check_min(g, o.lower_bound(g), fresh.len())?;
+    // A scale-in whose answer was lost may have been stored: its removals count against min,
+    // except the ones this call names again (issue 20 item 12).
+    let maybe_removed = o
+        .ambiguous
+        .iter()
+        .flat_map(|a| a.deleting.iter())
+        .filter(|p| !fresh.iter().any(|r| r.provider_id == **p))
+        .count();
+    let lower = o
+        .lower_bound(g)
+        .saturating_sub(i64::try_from(maybe_removed).unwrap_or(i64::MAX));
+    check_min(g, lower, fresh.len())?;
     let now = Instant::now();
     for s in &d.synthetic {
         o.acked_failed.insert(s.clone(), now);

@@ -4,7 +4,8 @@
 //! Reads (groups, lookups, sizes, instances, templates, options) are answered from the snapshot
 //! plus a small per-group *overlay* of changes this process made since the snapshot was fetched;
 //! they never call Cloudify. IncreaseSize and DecreaseTargetSize live in `scale.rs`,
-//! DeleteNodes from start to end in `delete.rs` (its verification in `verify.rs`). What
+//! DeleteNodes from start to end in `delete.rs` (its verification in `verify.rs`); a scale
+//! whose POST got no definite answer is settled with Cloudify in `settle.rs`. What
 //! configuration alone answers (templates, GPUs, options, prices) is the [`GroupCatalog`], built
 //! on the pure [`template`] builders.
 
@@ -15,6 +16,7 @@ mod follow;
 pub mod leadership;
 mod overlay;
 mod scale;
+mod settle;
 pub mod template;
 #[cfg(test)]
 mod tests;

@@ -7,11 +7,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
 use super::{DomainError, ErrorClass, InstanceError, InstanceView};
+use crate::cloudify::ScaleRequest;
 use crate::inventory::{InstanceState, Inventory, NodeGroup, Snapshot};
 
 /// How long we remember that CA deleted a synthetic failed instance (longer than the inventory
@@ -77,6 +78,24 @@ pub(super) struct Removal {
     pub group_instance: String,
 }
 
+/// A scale whose `POST /executions` got no definite answer (a 502, a cut connection, a body cut
+/// short) and whose fate Cloudify could not tell yet: every later mutation of the group settles
+/// it first (`settle.rs`, issue 20 item 12).
+#[derive(Debug, Clone)]
+pub(super) struct AmbiguousScale {
+    /// What was sent.
+    pub request: ScaleRequest,
+    /// Wall-clock time just before the POST, compared with Cloudify's `created_at`.
+    pub sent_wall: SystemTime,
+    /// When the POST started.
+    pub sent_at: Instant,
+    /// The manager may still be processing it (our timeout, a gateway's 504): not finding it
+    /// right away does not prove it was not stored.
+    pub may_still_run: bool,
+    /// Provider ids a scale-in would remove (empty for a scale-out).
+    pub deleting: Vec<String>,
+}
+
 /// Calls of DeleteNodes waiting for one `scale` execution.
 #[derive(Debug, Default)]
 pub(super) struct DeleteBatch {
@@ -107,6 +126,8 @@ pub(super) struct Overlay {
     /// taken out of the target (issue 11: a second DeleteNodes in this window passed the min
     /// check without it). Calls naming its instances wait for its outcome.
     pub inflight: Option<DeleteBatch>,
+    /// Scales whose POST got no definite answer and that are not settled yet.
+    pub ambiguous: Vec<AmbiguousScale>,
 }
 
 impl Overlay {

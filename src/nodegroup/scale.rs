@@ -44,9 +44,31 @@ impl NodeGroupService {
         // A follower refuses here; a new leader first catches up with what its predecessor
         // queued (the overlay then reads that snapshot).
         self.leader_snapshot().await?;
+        let cloudify = {
+            let snap = self.inventory.snapshot();
+            self.source(Self::group(&snap, id)?)?
+        };
+        // An earlier scale-out whose answer was lost and that CA could not see answers a retry.
+        let credit = {
+            let g = rt.with_overlay(&self.inventory, |_, snap| Self::group(snap, id).cloned())?;
+            self.settle(&rt, &g, cloudify.as_ref())
+                .await?
+                .unseen_scale_out
+        };
         let (g, target, upper) = rt.with_overlay(&self.inventory, |o, snap| {
             Self::group(snap, id).map(|g| (g.clone(), o.target_wide(g), o.upper_bound(g)))
         })?;
+        let Some(delta) = i32::try_from(i64::from(delta) - credit)
+            .ok()
+            .filter(|d| *d > 0)
+        else {
+            tracing::info!(
+                group = id,
+                target,
+                "IncreaseSize answered by the scale-out Cloudify stored from its lost attempt"
+            );
+            return Ok(());
+        };
         if upper.saturating_add(i64::from(delta)) > i64::from(g.max) {
             self.metrics.scale("up", "rejected");
             return Err(DomainError::AboveMax {
@@ -56,18 +78,16 @@ impl NodeGroupService {
                 max: g.max,
             });
         }
-        let cloudify = self.source(&g)?;
         let request = scale_out_request(&g, delta);
-        // Asked again right before the POST: the lease may have lapsed while we waited.
+        // The leadership is asked again right before the POST: it may have lapsed meanwhile.
         let execution = self
-            .within_term(async {
-                cloudify.start_scale(&request).await.map_err(|e| {
-                    self.metrics.scale("up", "error");
-                    tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
-                    DomainError::from(e)
-                })
-            })
-            .await?;
+            .post_scale(&rt, &g, cloudify.as_ref(), &request, Vec::new())
+            .await
+            .map_err(|e| {
+                self.metrics.scale("up", "error");
+                tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
+                e
+            })?;
         rt.with_overlay(&self.inventory, |o, _| {
             o.changes.push(LocalChange::started(
                 ScaleExecution {
@@ -111,6 +131,12 @@ impl NodeGroupService {
         let rt = self.runtime(id);
         let _mutation = rt.mutation.lock().await;
         self.leader_snapshot().await?;
+        {
+            // An earlier scale-out whose answer was lost may be one to cancel.
+            let g = rt.with_overlay(&self.inventory, |_, snap| Self::group(snap, id).cloned())?;
+            let cloudify = self.source(&g)?;
+            self.settle(&rt, &g, cloudify.as_ref()).await?;
+        }
         let need = delta.saturating_neg();
         // Newest first: local scale-outs the snapshot does not show yet, then waiting ones.
         let (g, target, candidates) = rt.with_overlay(&self.inventory, |o, snap| {
@@ -215,7 +241,7 @@ impl NodeGroupService {
         if exec_delta > need {
             let replacement = exec_delta - need;
             let request = scale_out_request(g, replacement);
-            let execution = match cloudify.start_scale(&request).await {
+            let execution = match self.post_scale(rt, g, cloudify, &request, Vec::new()).await {
                 Ok(e) => e,
                 Err(e) => {
                     self.metrics.scale("up", "error");
@@ -224,7 +250,7 @@ impl NodeGroupService {
                         "scale-out cancelled but its smaller replacement was refused: the target \
                          is lower than asked"
                     );
-                    return Err(DomainError::from(e));
+                    return Err(e);
                 }
             };
             rt.with_overlay(&self.inventory, |o, _| {

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::cloudify::models::parse_timestamp as parse_time;
 
 /// How long a failed scale-out keeps being reported (as creating-with-error instances), unless
 /// CA deletes them first. CA reacts within a loop or two; this only bounds stale records.
@@ -228,20 +229,6 @@ fn is_recent(e: &Execution, now: SystemTime) -> bool {
     now.duration_since(parsed)
         .map(|age| age <= FAILED_SCALE_RETENTION)
         .unwrap_or(true)
-}
-
-/// A Cloudify timestamp, RFC 3339 or without a zone (then UTC), to the second.
-fn parse_time(s: &str) -> Option<SystemTime> {
-    let t = chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&chrono::Utc))
-        .or_else(|_| {
-            // Cloudify often omits the zone ("2026-11-27T23:00:00.123"): it is UTC.
-            chrono::NaiveDateTime::parse_from_str(s.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
-                .map(|n| n.and_utc())
-        })
-        .ok()?;
-    let secs = u64::try_from(t.timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[cfg(test)]
