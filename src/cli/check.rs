@@ -79,8 +79,9 @@ pub(super) async fn run(args: CheckArgs) -> Result<(), Box<dyn std::error::Error
 pub(crate) struct ModelFindings {
     /// Groups whose group instances hold several VMs: which one joins Kubernetes.
     pub notes: Vec<String>,
-    /// What makes `check` fail: provider ids several instances render, a configured
-    /// `joining_node` that is no VM node of its group.
+    /// What makes `check` fail: scaling groups left out (several VMs per group instance and no
+    /// `joining_node`), provider ids several instances render, a configured `joining_node` that
+    /// is no VM node of its group.
     pub problems: Vec<String>,
 }
 
@@ -113,6 +114,10 @@ pub(crate) fn model_findings(snap: &Snapshot, config: &NodeGroupsConfig) -> Mode
                 infrastructure.len()
             ));
         }
+    }
+    for r in snap.refused_groups() {
+        f.problems
+            .push(format!("group {} is left out: {}", r.id, r.reason));
     }
     for a in snap.ambiguous_provider_ids() {
         f.problems.push(format!(
@@ -194,9 +199,10 @@ mod tests {
     }
 
     #[test]
-    fn check_names_the_joining_vm_and_fails_on_ambiguous_ids_and_unknown_joining_nodes() {
+    fn check_names_the_joining_vm_and_fails_on_ambiguous_ids_refused_groups_and_unknown_joining_nodes()
+     {
         let f = findings(
-            "node_groups: {auto_discovery: [\"cloudify:label=x=y\"], groups: {\"d/h\": {provider_id_template: \"x://{runtime.uid}\"}}}",
+            "node_groups: {auto_discovery: [\"cloudify:label=x=y\"], groups: {\"d/g\": {joining_node: vm}, \"d/h\": {provider_id_template: \"x://{runtime.uid}\"}}}",
         );
         assert_eq!(f.notes.len(), 1, "{f:?}");
         assert!(
@@ -215,6 +221,13 @@ mod tests {
             f.problems
                 .iter()
                 .any(|p| p.contains("joining_node \"worker\" is no VM node of the group")),
+            "{f:?}"
+        );
+        let f = findings("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}");
+        assert!(
+            f.problems
+                .iter()
+                .any(|p| p.starts_with("group d/g is left out") && p.contains("joining_node")),
             "{f:?}"
         );
     }

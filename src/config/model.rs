@@ -237,8 +237,9 @@ pub struct GroupSettings {
     pub node_name_property: Option<String>,
     /// The Cloudify node whose VM joins Kubernetes in each group instance, when a group instance
     /// holds several VMs (a worker and a storage VM): exactly one Kubernetes Node per group
-    /// instance, the other VMs are its infrastructure (issue 20). Unset: the first member of the
-    /// scaling group's `members` that is a Compute node.
+    /// instance, the other VMs are its infrastructure (issue 20). Unset: the group's only VM
+    /// member; a group with several is left out until this is set (Cloudify lists members in no
+    /// particular order, so there is nothing to guess from).
     pub joining_node: Option<String>,
     /// Price of one node per hour (any unit, the same for every group); unset: PricingNodePrice
     /// answers `Unimplemented` for the group's nodes.

@@ -75,6 +75,15 @@ pub struct InfrastructureVm {
     pub provider_id: Option<String>,
 }
 
+/// A scaling group the inventory does not serve, and why (`check` and the log say it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedGroup {
+    /// The id it would have (`[<name>:]<deployment>/<group>`).
+    pub id: String,
+    /// What is wrong and what to configure.
+    pub reason: String,
+}
+
 /// A provider id that several instances render (a template that does not tell them apart, or
 /// runtime properties that repeat): answering for it could remove the wrong VM, so lookups and
 /// DeleteNodes never act on it (issue 20).
@@ -160,8 +169,9 @@ pub struct NodeGroup {
     /// Compute node ids of the group (for verification queries).
     pub vm_nodes: Vec<String>,
     /// The node whose VM joins Kubernetes in each group instance: the configured `joining_node`,
-    /// else the first Compute member of the scaling group's `members`; `None` when no member is
-    /// a VM itself (each group instance is then seen through its VM of the smallest node id).
+    /// else the group's only VM member (with several and none configured the group is refused);
+    /// `None` when no member is a VM itself (each group instance is then seen through its VM of
+    /// the smallest node id).
     pub joining_node: Option<String>,
     /// Ids of this group's scale executions the refresh saw (active or recently ended). A
     /// local change whose execution is listed here is already counted by the snapshot: the
@@ -215,6 +225,8 @@ pub struct Snapshot {
     by_infrastructure: IndexMap<InstanceRef>,
     /// Provider ids several instances render, sorted; none of them is in the indexes above.
     ambiguous: Vec<AmbiguousProviderId>,
+    /// Scaling groups left out, sorted by id.
+    refused: Vec<RefusedGroup>,
     instance_count: usize,
 }
 
@@ -237,6 +249,7 @@ impl Snapshot {
             by_alias: IndexMap::default(),
             by_infrastructure: IndexMap::default(),
             ambiguous: Vec::new(),
+            refused: Vec::new(),
             instance_count: 0,
         }
     }
@@ -291,6 +304,11 @@ impl Snapshot {
         &self.ambiguous
     }
 
+    /// The scaling groups left out of the node groups, and why.
+    pub fn refused_groups(&self) -> &[RefusedGroup] {
+        &self.refused
+    }
+
     /// The instances behind `provider_id` when several render it.
     pub fn ambiguity(&self, provider_id: &str) -> Option<&AmbiguousProviderId> {
         if self.ambiguous.is_empty() {
@@ -309,13 +327,19 @@ impl Snapshot {
     }
 }
 
-/// Logs the provider ids several instances render when that list changed since `previous` (not
-/// on every refresh), and publishes their number as a gauge.
-pub(crate) fn report_ambiguous_provider_ids(
+/// Logs the scaling groups left out and the provider ids several instances render when those
+/// lists changed since `previous` (not on every refresh), and publishes the number of ambiguous
+/// ids as a gauge.
+pub(crate) fn report_snapshot_problems(
     previous: &Snapshot,
     current: &Snapshot,
     metrics: &crate::observability::metrics::Metrics,
 ) {
+    if current.refused_groups() != previous.refused_groups() {
+        for r in current.refused_groups() {
+            tracing::error!(group = %r.id, reason = %r.reason, "scaling group left out of the node groups");
+        }
+    }
     let now = current.ambiguous_provider_ids();
     metrics
         .ambiguous_provider_ids

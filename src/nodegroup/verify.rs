@@ -125,7 +125,7 @@ impl NodeGroupService {
             tracing::info!(
                 group = id,
                 execution = exec_id,
-                "scale-in removed exactly the named group instances"
+                "scale-in removed exactly the named instances"
             );
         } else {
             self.metrics.scale("down", "mismatch");

@@ -45,7 +45,12 @@ pub struct Env {
 }
 
 pub fn config(url: &str, yaml: &str) -> Config {
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "admin".to_owned())]);
+    config_with_password(url, yaml, "admin")
+}
+
+/// [`config`] for a manager whose `CLOUDIFY_PASSWORD` is `password` (a real one).
+pub fn config_with_password(url: &str, yaml: &str, password: &str) -> Config {
+    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), password.to_owned())]);
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         http_listen: Some("127.0.0.1:0".into()),

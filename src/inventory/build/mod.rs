@@ -75,10 +75,14 @@ pub fn build_snapshot(
     prefixed: bool,
 ) -> Snapshot {
     let mut groups: Vec<NodeGroup> = Vec::new();
+    let mut refused: Vec<RefusedGroup> = Vec::new();
     for src in sources {
-        groups.extend(build_source(src, config, prefixed, fetched_at_wall));
+        let (built, left_out) = build_source(src, config, prefixed, fetched_at_wall);
+        groups.extend(built);
+        refused.extend(left_out);
     }
     groups.sort_by(|a, b| a.id.cmp(&b.id));
+    refused.sort_by(|a, b| a.id.cmp(&b.id));
     let indexes = Indexes::of(&groups);
     Snapshot {
         fetched_at,
@@ -90,26 +94,27 @@ pub fn build_snapshot(
         by_alias: indexes.by_alias,
         by_infrastructure: indexes.by_infrastructure,
         ambiguous: indexes.ambiguous,
+        refused,
         instance_count: indexes.instance_count,
     }
 }
 
-/// The node groups of one source, in the order of the steps above.
+/// The node groups of one source, in the order of the steps above, and the ones left out.
 fn build_source(
     src: &SourceData,
     config: &NodeGroupsConfig,
     prefixed: bool,
     now: SystemTime,
-) -> Vec<NodeGroup> {
+) -> (Vec<NodeGroup>, Vec<RefusedGroup>) {
     let selection = groups::select(src, config);
     let compute = compute_nodes(&src.nodes);
-    let mut by_group = groups::create(src, &selection, &compute, config, prefixed);
+    let (mut by_group, refused) = groups::create(src, &selection, &compute, config, prefixed);
     let in_planned = executions::void_orphan_modifications(src, &mut by_group);
     let removals = executions::apply_active(&src.active, &in_planned, &mut by_group);
     executions::note_ended(&src.ended, &mut by_group);
     executions::apply_failed(&src.failed, now, &mut by_group);
     instances::attach(src, config, &compute, &removals, &mut by_group);
-    by_group.into_values().map(finish).collect()
+    (by_group.into_values().map(finish).collect(), refused)
 }
 
 /// The VM nodes: instances of other nodes (ports, floating IPs, software) are not CA's nodes.

@@ -15,6 +15,7 @@ node_groups:
   auto_discovery: ["cloudify:label=k=v"]
   groups:
     "d/workers":
+      joining_node: vm
       instance_type: m1.small
       region: eu-1
       template:
