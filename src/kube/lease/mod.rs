@@ -8,8 +8,9 @@
 //! mutating strictly before any other replica may take the lease (others wait `duration` after the
 //! last renewal). The gate is what the domain consults ([`Leadership`]).
 //!
-//! Every replica keeps its snapshot warm and answers reads; [`LeaseElection::leading`] tells the
-//! composition root when to be Ready and when to drop CA's gRPC connections.
+//! Every replica keeps its snapshot warm, answers reads and is Ready; [`LeaseElection::leading`] tells the
+//! composition root when to label its Pod as the leader (`label`) and when to drop CA's gRPC
+//! connections.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,7 @@ use crate::config::LeaseConfig;
 use crate::nodegroup::{LeaderTerm, Leadership, NotLeader};
 
 mod clock;
+pub mod label;
 pub use clock::LeaderClock;
 
 /// This replica's identity in the Lease: the pod name (`POD_NAME`, else `HOSTNAME`) plus a random
@@ -63,6 +65,13 @@ pub struct LeaseGate {
 }
 
 impl LeaseGate {
+    /// A closed gate for `identity`: it opens when the election sees this replica's renewals.
+    pub fn new(identity: &str, renew_deadline: Duration, duration: Duration) -> LeaseGate {
+        LeaseGate {
+            clock: Mutex::new(LeaderClock::new(identity, renew_deadline, duration)),
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut LeaderClock) -> R) -> R {
         let mut guard = match self.clock.lock() {
             Ok(g) => g,
@@ -126,20 +135,18 @@ pub fn start(client: kube::Client, settings: &LeaseConfig, identity: String) -> 
                 .filter(|s| !s.is_empty())
         })
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let gate = Arc::new(LeaseGate {
-        clock: Mutex::new(LeaderClock::new(
-            identity.clone(),
-            settings.renew_deadline,
-            settings.duration,
-        )),
-    });
+    let gate = Arc::new(LeaseGate::new(
+        &identity,
+        settings.renew_deadline,
+        settings.duration,
+    ));
     let (leading_tx, leading) = watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     tracing::info!(
         lease = %settings.name, %namespace, %identity,
         duration = ?settings.duration, renew_deadline = ?settings.renew_deadline,
         renew_period = ?settings.renew_period,
-        "leader election on a Kubernetes Lease: only the leader mutates and is Ready"
+        "leader election on a Kubernetes Lease: only the leader mutates"
     );
     let task = tokio::spawn(run(
         client,
@@ -397,13 +404,7 @@ mod tests {
     }
 
     fn gate() -> LeaseGate {
-        LeaseGate {
-            clock: Mutex::new(LeaderClock::new(
-                "me",
-                Duration::from_secs(4),
-                Duration::from_secs(6),
-            )),
-        }
+        LeaseGate::new("me", Duration::from_secs(4), Duration::from_secs(6))
     }
 
     fn lease(holder: Option<&str>) -> Lease {
