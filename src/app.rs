@@ -194,6 +194,16 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         &metrics,
         leader_fn(election.as_ref()),
     );
+    if let (Some(e), Some(client)) = (&election, kube_for_label.clone()) {
+        // Events about groups and failed scale-outs on the Lease (issue 21), from the leader.
+        background.push(crate::kube::events::spawn(
+            client,
+            Arc::clone(&inventory),
+            e.namespace.clone(),
+            config.lease.name.clone(),
+            leader_fn(Some(e)),
+        ));
+    }
     let (leader_label, label_written) = leader_label(config, kube_for_label, election.as_ref());
     let readiness = readiness(
         Arc::clone(&inventory),

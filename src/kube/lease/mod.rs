@@ -101,6 +101,8 @@ impl Leadership for LeaseGate {
 pub struct LeaseElection {
     /// This replica's `holderIdentity` in the Lease (see [`identity`]).
     pub identity: String,
+    /// The Lease's namespace (`lease.namespace`, else `POD_NAMESPACE`, else the client's).
+    pub namespace: String,
     /// What the domain asks right before every mutation; also answers `/readyz`'s lease details.
     pub gate: Arc<LeaseGate>,
     /// True while this replica leads (the gate is open); changes when it opens or closes.
@@ -151,7 +153,7 @@ pub fn start(client: kube::Client, settings: &LeaseConfig, identity: String) -> 
     let task = tokio::spawn(run(
         client,
         settings.clone(),
-        namespace,
+        namespace.clone(),
         identity.clone(),
         Arc::clone(&gate),
         leading_tx,
@@ -159,6 +161,7 @@ pub fn start(client: kube::Client, settings: &LeaseConfig, identity: String) -> 
     ));
     LeaseElection {
         identity,
+        namespace,
         gate,
         leading,
         stop: Some(stop_tx),
