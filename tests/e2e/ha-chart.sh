@@ -36,7 +36,8 @@ say() { echo "ha-chart[$(($(date +%s) - T0))s]: $*"; }
 WORK="$E2E_DIR/.cache/ha-chart-run"
 NS=kube-system
 REL=autoscaler-cloudify
-CHART="$REPO/deploy/helm/autoscaler-cloudify"
+# HA_CHART_DIR: another chart (e.g. an older release, to see this tier fail on it).
+CHART="${HA_CHART_DIR:-$REPO/deploy/helm/autoscaler-cloudify}"
 HELM="$REPO/tests/helm/.cache/bin/helm"
 PROV="${AUTOSCALER_CLOUDIFY_BIN:-$REPO/target/debug/autoscaler-cloudify}"
 passed=0; failed=0; RESULT=1

@@ -29,7 +29,7 @@ type waves struct {
 	kube                        kubernetes.Interface
 	cloudify, deployment, group string
 	nodeSelector, cpu, stopFile string
-	count                       int
+	count, first                int
 	every, timeout              time.Duration
 }
 
