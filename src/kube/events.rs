@@ -64,11 +64,7 @@ pub fn notes(before: &GroupsSeen, groups: &[NodeGroup]) -> Vec<Note> {
             if known.is_some_and(|k| k.contains(&f.execution_id)) {
                 continue;
             }
-            let error = if f.error.is_empty() {
-                "no error text"
-            } else {
-                f.error.as_str()
-            };
+            let error = last_line(&f.error);
             out.push(Note {
                 warning: true,
                 reason: "ScaleOutFailed",
@@ -95,6 +91,22 @@ pub fn notes(before: &GroupsSeen, groups: &[NodeGroup]) -> Vec<Note> {
         }
     }
     out
+}
+
+/// The line of Cloudify's error an operator needs: the last one (a workflow error is a Python
+/// traceback whose last line names the failed task and the cause), at most 500 bytes (an Event's
+/// note is limited to 1 kB).
+fn last_line(error: &str) -> &str {
+    let line = error
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("no error text");
+    let mut end = line.len().min(500);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
 }
 
 async fn lease_ref(api: &kube::Api<Lease>, name: &str) -> Option<ObjectReference> {
@@ -222,6 +234,12 @@ mod tests {
         let reasons: Vec<_> = n.iter().map(|n| n.reason).collect();
         assert_eq!(reasons, ["ScaleOutFailed", "NodeGroupFound"]);
         assert!(n[0].warning && n[0].text.contains("e1") && n[0].text.contains("quota exceeded"));
+        assert_eq!(
+            last_line("Traceback (most recent call last):\n  File x\nRuntimeError: quota\n\n"),
+            "RuntimeError: quota"
+        );
+        assert_eq!(last_line(""), "no error text");
+        assert_eq!(last_line(&"é".repeat(400)).len(), 500);
 
         // The same failure in the next snapshot is not repeated; a lost group is a warning.
         let third = vec![group("d/a", &["e1"])];
