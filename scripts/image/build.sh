@@ -59,8 +59,11 @@ rm -rf "$WORK" && mkdir -p "$WORK/rootfs" "$WORK/debs"
 ROOTFS=$WORK/rootfs
 install -m 0755 "$BIN" "$ROOTFS/autoscaler-cloudify"
 strip --strip-unneeded "$ROOTFS/autoscaler-cloudify" 2>/dev/null || true
-( cd "$WORK/debs" && apt-get download libc6 libgcc-s1 ca-certificates >/dev/null ) \
-  || die "apt-get download libc6 libgcc-s1 ca-certificates failed (run apt-get update)"
+# gcc-12-base: libgcc-s1's copyright file (its doc directory is a link to gcc-12-base's).
+DEBS=(libc6 libgcc-s1 gcc-12-base ca-certificates)
+# _apt cannot write into a directory under /root or a private workspace: download as root.
+( cd "$WORK/debs" && apt-get -o APT::Sandbox::User=root download "${DEBS[@]}" >/dev/null 2>&1 ) \
+  || die "apt-get download ${DEBS[*]} failed (run apt-get update)"
 for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/pkgroot"; done
 # pkgfile PATH: the file PATH names inside the extracted packages, following symlinks there (an
 # absolute link target is resolved inside the packages, never on this machine).
@@ -88,7 +91,7 @@ for lib in "${libs[@]}"; do
   mkdir -p "$ROOTFS$(dirname "$lib")"
   cp "$src" "$ROOTFS$lib"
 done
-for pkg in libc6 libgcc-s1 ca-certificates; do
+for pkg in libc6 gcc-12-base ca-certificates; do
   mkdir -p "$ROOTFS/usr/share/doc/$pkg"
   cp "$WORK/pkgroot/usr/share/doc/$pkg/copyright" "$ROOTFS/usr/share/doc/$pkg/"
 done
