@@ -4,6 +4,7 @@
 
 mod cloudify_input;
 mod ha_lease;
+mod hostile_kit;
 mod inprocess;
 mod process;
 #[path = "../reliability_support/mod.rs"]
