@@ -222,8 +222,19 @@ check_schema_rejects_typos() {
     if out=$(tpl -f "$MIN_VALUES" --set "$spec" 2>&1); then echo "accepted: $spec"; return 1; fi
     grep -q "schema" <<<"$out" || { echo "$spec: $out"; return 1; }
   done
-  # helm install validates too (a dry run needs no cluster).
-  ! "$HELM" install x "$CHART" --dry-run=client --kube-version "$KUBE_VERSION" -f "$MIN_VALUES" --set replicaCont=3 >/dev/null 2>&1
+}
+
+# helm install against the local kube-apiserver (server-side dry run): a typo fails on the schema
+# there too, and the chart installs with valid values, NOTES included.
+check_helm_install() {
+  local out
+  out=$("$HELM" install x "$CHART" --kubeconfig "$CP_KUBECONFIG" -n "$NAMESPACE" --dry-run=server \
+    -f "$MIN_VALUES" --set replicaCont=3 2>&1) && { echo "installed with a typo"; return 1; }
+  grep -q "additional properties 'replicaCont' not allowed" <<<"$out" || { echo "$out"; return 1; }
+  out=$("$HELM" install x "$CHART" --kubeconfig "$CP_KUBECONFIG" -n "$NAMESPACE" --dry-run=server \
+    -f "$MIN_VALUES" 2>&1) || { echo "$out" | tail -n 20; return 1; }
+  expect_in "$(sed -n '/^NOTES:/,$p' <<<"$out")" "x-autoscaler-cloudify-metrics.$NAMESPACE.svc:8087" \
+    "autoscaler-cloudify.io/leader=true" 'autoscaler-cloudify.io/client":"true"'
 }
 
 check_groups_required() {
@@ -513,6 +524,7 @@ dry_run_tier() {
   [ "$failed" = "$before" ] || return 0
   dry_run_file default "$OUT/default.yaml"
   dry_run_file ci "$OUT/ci.yaml"
+  check "helm install --dry-run=server: a typo fails on the schema; valid values install with their NOTES" check_helm_install
   # The validation must be able to fail: a misspelled field has to be rejected.
   check "dry-run rejects an unknown field (strict validation works)" dry_run_rejects_typo
   # The same files through the e2e tier's kubectl-lite (server-side apply, --dry-run=server).
@@ -559,7 +571,7 @@ check "helm template (tests/helm/values-ci.yaml)" render "$OUT/ci.yaml" -f "$HER
 check "rendered objects (default values)" check_default_render
 check "rendered objects (values-ci)" check_ci_render
 check "config.grpc/config.lease and 2 replicas without leader election are refused" check_bad_values_rejected
-check "values.schema.json: a typo or a wrong type fails helm template and helm install, naming the key" check_schema_rejects_typos
+check "values.schema.json: a typo or a wrong type fails helm template, naming the key" check_schema_rejects_typos
 check "no node groups named: refused with the two ways to name them (no default discovery rule)" check_groups_required
 check "static groups alone render no discovery rule (no default k8s-cluster=demo)" check_static_groups_alone
 check "a custom gRPC NetworkPolicy podSelector replaces the default one (not ANDed with it)" check_netpol_selector_replaces
