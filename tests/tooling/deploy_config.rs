@@ -306,7 +306,9 @@ async fn a_dual_stack_listen_address_accepts_ipv4_and_ipv6() {
         return;
     }
     let Ok(l) = tokio::net::TcpListener::bind("[::]:0").await else {
-        eprintln!("skipped: no IPv6 on this machine (the chart's listenAddress: 0.0.0.0 is for it)");
+        eprintln!(
+            "skipped: no IPv6 on this machine (the chart's listenAddress: 0.0.0.0 is for it)"
+        );
         return;
     };
     let port = l.local_addr().expect("addr").port();
