@@ -164,12 +164,18 @@ render() { # OUT [helm args]: the chart as `helm install` would apply it (tests 
   "$HELM" template "$REL" "$CHART" --namespace "$NS" --kube-version 1.36.2 --skip-tests -f "$WORK/values.yaml" "$@" >"$out"
 }
 apply() { kc apply --server-side --field-manager=helm -f "$1" >>"$WORK/logs/apply.log" 2>&1; }
-leaders() { kc -n "$NS" get pods -l "autoscaler-cloudify.io/leader=true" -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.nodeName}{"\n"}{end}'; }
-wait_one_leader() { # SECONDS: exactly one labelled pod; prints "pod node"
+# The labelled pods that are not terminating (a terminating pod leaves the Service's ready
+# endpoints whatever its labels; its process removes the label while it stops): "pod node".
+leaders() {
+  kc -n "$NS" get pods -l "autoscaler-cloudify.io/leader=true" \
+    -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.spec.nodeName}{" "}{.metadata.deletionTimestamp}{"\n"}{end}' |
+    awk 'NF == 2'
+}
+wait_one_leader() { # SECONDS [NOT_PREFIX]: exactly one leader, whose name does not start with NOT_PREFIX
   local i l
   for ((i = 0; i < $1 * 4; i++)); do
     l=$(leaders)
-    if [ "$(grep -c . <<<"$l")" = 1 ]; then echo "$l"; return 0; fi
+    if [ "$(grep -c . <<<"$l")" = 1 ] && { [ -z "${2:-}" ] || [[ "$l" != "$2"* ]]; }; then echo "$l"; return 0; fi
     sleep 0.25
   done
   echo "leader-labelled pods: [$l]" >&2
@@ -232,7 +238,7 @@ if timed rollout-upgrade 150 "$K" --kubeconfig "$KC" -n "$NS" rollout status "de
 else
   ko "upgrade: kubectl rollout status did not complete (pods: $(kc -n "$NS" get pods -o wide 2>&1 | tr '\n' ';'))"
 fi
-L=$(wait_one_leader 30) && [[ "$L" != "$OLD_RS"-* ]] \
+L=$(wait_one_leader 30 "$OLD_RS-") \
   && ok "upgrade: one leader again, a pod of the new ReplicaSet ($L; old ReplicaSet: $OLD_RS)" \
   || ko "upgrade: no single leader of the new ReplicaSet ($L; old ReplicaSet: $OLD_RS)"
 
@@ -249,7 +255,7 @@ if grep -q "Cannot evict pod as it would violate the pod's disruption budget" "$
 else
   ok "drain: the leader's eviction was allowed at once (no 429)"
 fi
-L2=$(wait_one_leader 30) && [ "$(awk '{print $1}' <<<"$L2")" != "$LPOD" ] \
+L2=$(wait_one_leader 30 "$LPOD") \
   && ok "drain: another replica leads ($L2)" || ko "drain: no new leader (was $LPOD)"
 kc uncordon "$LNODE" >/dev/null
 timed rollout-after-drain 90 "$K" --kubeconfig "$KC" -n "$NS" rollout status "deploy/$REL" --timeout=80s \
