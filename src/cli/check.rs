@@ -170,27 +170,15 @@ mod tests {
             "d",
             json!({"g": {"members": ["vm", "storage"]}, "h": {"members": ["vm"]}}),
         );
-        let in_gi = |mut i: crate::cloudify::NodeInstance| {
-            i.scaling_groups =
-                serde_json::from_value(json!([{"name": "g", "id": "gi"}])).expect("refs");
-            i
-        };
-        let mut st = testkit::vm("st_1", "d", "g", "started", json!({}));
-        st.node_id = "storage".into();
+        let (nodes, mut instances) = testkit::two_vm_group_instance("d", "g", "gi", json!({}));
         let same = json!({"uid": "same"});
+        instances.push(testkit::vm("h_1", "d", "h", "started", same.clone()));
+        instances.push(testkit::vm("h_2", "d", "h", "started", same));
         let src = SourceData {
             tenant: "t".into(),
             discovered: vec![dep],
-            nodes: vec![
-                testkit::compute_node("d", "vm"),
-                testkit::compute_node("d", "storage"),
-            ],
-            instances: vec![
-                in_gi(st),
-                in_gi(testkit::vm("vm_1", "d", "g", "started", json!({}))),
-                testkit::vm("h_1", "d", "h", "started", same.clone()),
-                testkit::vm("h_2", "d", "h", "started", same),
-            ],
+            nodes,
+            instances,
             ..Default::default()
         };
         let cfg = testkit::node_groups(yaml);

@@ -259,29 +259,11 @@ mod tests {
 
     /// Group `d/g` with group instances `g_1`..`g_4`, VMs `vm_1`..`vm_4`.
     fn before() -> NodeGroup {
-        NodeGroup {
-            id: "d/g".into(),
-            source: 0,
-            tenant: "t".into(),
-            deployment: "d".into(),
-            group: "g".into(),
-            site: None,
-            min: 0,
-            max: 10,
-            planned: 4,
-            current: 4,
-            waiting: Vec::new(),
-            running: Vec::new(),
-            instances: (1..=4)
-                .map(|n| instance(&format!("g_{n}"), &format!("vm_{n}")))
-                .collect(),
-            failed: Vec::new(),
-            vm_nodes: vec!["vm".into()],
-            joining_node: Some("vm".into()),
-            seen_executions: Vec::new(),
-            orphan_modification: false,
-            debug: String::new(),
-        }
+        let mut g = crate::inventory::testkit::group("d", "g");
+        g.instances = (1..=4)
+            .map(|n| instance(&format!("g_{n}"), &format!("vm_{n}")))
+            .collect();
+        g
     }
 
     fn scale_in(id: &str, delta: i64, include: &[&str]) -> Execution {

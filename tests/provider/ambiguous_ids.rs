@@ -5,7 +5,7 @@
 //! and a gauge counts them.
 
 use crate::provider_support::*;
-use cloudify_sim::{Scenario, Simulator, Timing};
+use cloudify_sim::{Scenario, Timing};
 
 fn twin() -> Scenario {
     Scenario::default_demo()
@@ -15,21 +15,7 @@ fn twin() -> Scenario {
 
 #[tokio::test]
 async fn a_provider_id_two_instances_render_is_never_acted_on() {
-    let west = Simulator::start(twin(), "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("second sim");
-    let yaml = format!(
-        r#"
-refresh: {{interval: 1h, max_age: 0s}}
-cloudify:
-  - {{name: east, url: "{{url}}"}}
-  - {{name: west, url: "{}"}}
-node_groups:
-  auto_discovery: ["cloudify:label=k8s-cluster=demo"]
-"#,
-        west.url()
-    );
-    let mut env = start_with(twin(), &yaml).await;
+    let (mut env, west) = start_two_managers(twin(), twin(), "").await;
     let east_group = "east:k8s-pool-a/workers";
     let ids: Vec<String> = env
         .nodes(east_group)

@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::provider_support::{config_with_password, node, settings};
-use autoscaler_cloudify::app::{App, start};
+use crate::provider_support::{cloudify_get, config_with_password, node, start_app};
+use autoscaler_cloudify::app::App;
 use autoscaler_cloudify::observability::metrics::ScaleLabels;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
@@ -61,13 +61,7 @@ impl Pool {
             manager.tenant, manager.user, vm_nodes[0]
         );
         let cfg = config_with_password(&manager.url, &yaml, &manager.password);
-        let app = start(&cfg, settings()).await.expect("provider starts");
-        tokio::time::timeout(Duration::from_secs(30), app.inventory.wait_ready())
-            .await
-            .expect("first snapshot");
-        let client = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
-            .await
-            .expect("gRPC connects");
+        let (app, client) = start_app(&cfg).await;
         Pool {
             manager,
             http: reqwest::Client::new(),
@@ -81,16 +75,9 @@ impl Pool {
     }
 
     async fn rest(&self, path_and_query: &str) -> Value {
-        self.http
-            .get(format!("{}/api/v3.1{path_and_query}", self.manager.url))
-            .basic_auth(&self.manager.user, Some(&self.manager.password))
-            .header("Tenant", &self.manager.tenant)
-            .send()
-            .await
-            .expect("cloudify get")
-            .json()
-            .await
-            .expect("json")
+        let m = &self.manager;
+        let who = (m.user.as_str(), m.password.as_str(), m.tenant.as_str());
+        cloudify_get(&self.http, &m.url, who, path_and_query).await
     }
 
     /// The manager's view: group instance → `(node id, VM instance id)` of its VMs.
@@ -393,13 +380,7 @@ async fn without_a_joining_node_a_group_of_two_vms_is_left_out_saying_what_to_se
     let yaml = "refresh: {interval: 1h, max_age: 0s}\ncloudify: [{name: main, url: \"{url}\"}]\n\
                 node_groups: {static: [\"1:10:pairs/workers\"]}\n";
     let mut env = crate::provider_support::start_with(pairs(2), yaml).await;
-    let groups = env
-        .client
-        .node_groups(proto::NodeGroupsRequest {})
-        .await
-        .expect("groups")
-        .into_inner()
-        .node_groups;
+    let groups = env.groups().await;
     assert!(groups.is_empty(), "{groups:?}");
     let snap = env.app.inventory.snapshot();
     let refused = snap.refused_groups();

@@ -4,68 +4,35 @@
 //! (TargetSize then counts the stored scale) and never send it a second time when CA retries.
 //! The manager is a hostile proxy in front of the simulator.
 
-use std::time::Duration;
-
-use crate::reliability_support::hostile::{HostileManager, Rule};
+use crate::reliability_support::hostile::Rule;
 use crate::reliability_support::*;
-use autoscaler_cloudify::app::App;
-use autoscaler_cloudify::nodegroup::ServiceSettings;
-use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
-use cloudify_sim::{SimulatorHandle, Timing};
-use tonic::transport::Channel;
 
 const EXECUTIONS: &str = "/api/v3.1/executions";
 
-struct Env {
-    sim: SimulatorHandle,
-    hostile: HostileManager,
-    app: App,
-    client: CloudProviderClient<Channel>,
-}
-
 /// Workers: 2 instances, max 10; the provider talks to the simulator through a hostile manager.
-async fn env() -> Env {
-    let sim = start_sim(with_workers(scenario(Timing::instant()), 1, 10, 2)).await;
-    let hostile = HostileManager::start(&sim.url()).await;
-    let settings = ServiceSettings {
-        verify_poll: Duration::from_millis(50),
-        ..ServiceSettings::default()
-    };
-    let (app, client) = start_provider(&hostile.url(), settings).await;
-    Env {
-        sim,
-        hostile,
-        app,
-        client,
-    }
+async fn env() -> BehindHostile {
+    BehindHostile::start(2).await
 }
 
-impl Env {
-    /// The scale executions Cloudify holds, as `(delta, include_instances)`.
-    async fn scales(&self) -> Vec<(i64, Vec<String>)> {
-        SimCtl::new(&self.sim.url())
-            .scale_executions()
-            .await
-            .iter()
-            .map(|e| {
-                let p = &e["parameters"];
-                let include = p["include_instances"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (p["delta"].as_i64().unwrap_or(1), include)
-            })
-            .collect()
-    }
-
-    async fn shutdown(self) {
-        self.app.shutdown().await;
-        self.sim.shutdown().await;
-    }
+/// The scale executions Cloudify holds, as `(delta, include_instances)`.
+async fn scales(env: &BehindHostile) -> Vec<(i64, Vec<String>)> {
+    SimCtl::new(&env.sim.url())
+        .scale_executions()
+        .await
+        .iter()
+        .map(|e| {
+            let p = &e["parameters"];
+            let include = p["include_instances"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (p["delta"].as_i64().unwrap_or(1), include)
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -76,7 +43,7 @@ async fn a_scale_out_stored_then_answered_502_counts_at_once_and_is_sent_once() 
     let first = increase(&mut env.client, WORKERS, 1).await;
     assert_eq!(target(&mut env.client, WORKERS).await, 3, "{first:?}");
     assert!(first.is_ok(), "Cloudify stored it: accepted ({first:?})");
-    assert_eq!(env.scales().await, [(1, Vec::new())]);
+    assert_eq!(scales(&env).await, [(1, Vec::new())]);
     env.shutdown().await;
 }
 
@@ -88,7 +55,7 @@ async fn a_scale_out_whose_answer_was_cut_short_counts_at_once_and_is_sent_once(
     let first = increase(&mut env.client, WORKERS, 1).await;
     assert!(first.is_ok(), "{first:?}");
     assert_eq!(target(&mut env.client, WORKERS).await, 3);
-    assert_eq!(env.scales().await, [(1, Vec::new())]);
+    assert_eq!(scales(&env).await, [(1, Vec::new())]);
     env.shutdown().await;
 }
 
@@ -110,7 +77,7 @@ async fn a_retry_after_an_answer_nobody_could_check_is_not_sent_twice() {
         .expect("the retry is answered by the stored scale");
     assert_eq!(target(&mut env.client, WORKERS).await, 3);
     assert_eq!(
-        env.scales().await,
+        scales(&env).await,
         [(1, Vec::new())],
         "one scale-out for one asked"
     );
@@ -120,11 +87,7 @@ async fn a_retry_after_an_answer_nobody_could_check_is_not_sent_twice() {
 #[tokio::test]
 async fn a_scale_in_stored_then_answered_502_is_accepted_and_sent_once() {
     let mut env = env().await;
-    let ids: Vec<String> = instances(&mut env.client, WORKERS)
-        .await
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
+    let ids = env.worker_ids().await;
     env.hostile
         .add(Rule::post(EXECUTIONS).times(1).after_forwarding().html(502));
     let first = delete(&mut env.client, WORKERS, vec![node(&ids[0], "")]).await;
@@ -134,7 +97,7 @@ async fn a_scale_in_stored_then_answered_502_is_accepted_and_sent_once() {
     delete(&mut env.client, WORKERS, vec![node(&ids[0], "")])
         .await
         .expect("a repeat");
-    let scales = env.scales().await;
+    let scales = scales(&env).await;
     assert_eq!(scales.len(), 1, "{scales:?}");
     assert_eq!(scales[0].0, -1);
     env.shutdown().await;
@@ -164,6 +127,6 @@ async fn a_post_refused_with_a_definite_answer_is_not_looked_up() {
     increase(&mut env.client, WORKERS, 1)
         .await
         .expect("a retry");
-    assert_eq!(env.scales().await, [(1, Vec::new())]);
+    assert_eq!(scales(&env).await, [(1, Vec::new())]);
     env.shutdown().await;
 }

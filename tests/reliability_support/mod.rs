@@ -89,6 +89,48 @@ pub async fn start_provider(
     (app, client)
 }
 
+/// The simulator (workers: `workers` instances, bounds 1..=10, instant timing), a hostile
+/// manager in front of it, and the provider in-process talking to the hostile one (scale-ins
+/// verified every 50 ms).
+pub struct BehindHostile {
+    pub sim: SimulatorHandle,
+    pub hostile: hostile::HostileManager,
+    pub app: App,
+    pub client: CloudProviderClient<Channel>,
+}
+
+impl BehindHostile {
+    pub async fn start(workers: u64) -> BehindHostile {
+        let sim = start_sim(with_workers(scenario(Timing::instant()), 1, 10, workers)).await;
+        let hostile = hostile::HostileManager::start(&sim.url()).await;
+        let settings = ServiceSettings {
+            verify_poll: Duration::from_millis(50),
+            ..ServiceSettings::default()
+        };
+        let (app, client) = start_provider(&hostile.url(), settings).await;
+        BehindHostile {
+            sim,
+            hostile,
+            app,
+            client,
+        }
+    }
+
+    /// The provider ids of the workers CA sees.
+    pub async fn worker_ids(&mut self) -> Vec<String> {
+        instances(&mut self.client, WORKERS)
+            .await
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    }
+
+    pub async fn shutdown(self) {
+        self.app.shutdown().await;
+        self.sim.shutdown().await;
+    }
+}
+
 pub async fn start_sim(s: Scenario) -> SimulatorHandle {
     Simulator::start(s, "127.0.0.1:0".parse().expect("addr"))
         .await

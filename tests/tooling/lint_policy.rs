@@ -15,7 +15,11 @@ use crate::layering::{Dirs, child_file, path_attr};
 
 /// Production functions over the limit when the rule was adopted, and why each stays for now.
 /// `file::function` (impl methods as `file::Type::method`).
-const LONG_FUNCTIONS: [(&str, &str); 8] = [
+const LONG_FUNCTIONS: [(&str, &str); 9] = [
+    (
+        "src/app.rs::start",
+        "the composition root wires every part in order (grew past 80 on main; readiness moves out of app.rs with issue 24 item 6)",
+    ),
     (
         "src/config/groups.rs::node_groups",
         "one pass over static, discovered and per-group entries into one table",

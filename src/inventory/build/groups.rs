@@ -353,18 +353,22 @@ mod tests {
         src.nodes
             .push(fixtures::node("a", "storage", &["cloudify.nodes.Compute"]));
         let discovery = "node_groups: {auto_discovery: [\"cloudify:label=x=y\"]";
-        let cfg = config(&format!("{discovery}}}"));
-        let (groups, refused) = create(
-            &src,
-            &select(&src, &cfg),
-            &compute_nodes(&src.nodes),
-            &cfg,
-            false,
-        );
-        assert_eq!(groups[&("a", "h")].joining_node.as_deref(), Some("vm"));
-        assert!(
-            !groups.contains_key(&("a", "g")),
-            "two VM members, none named"
+        let built = |yaml: String| {
+            let cfg = config(&yaml);
+            let compute = compute_nodes(&src.nodes);
+            let (groups, refused) = create(&src, &select(&src, &cfg), &compute, &cfg, false);
+            let mut joining: Vec<(String, Option<String>)> = groups
+                .into_values()
+                .map(|g| (g.id, g.joining_node))
+                .collect();
+            joining.sort();
+            (joining, refused)
+        };
+        let (groups, refused) = built(format!("{discovery}}}"));
+        assert_eq!(
+            groups,
+            [("a/h".to_owned(), Some("vm".to_owned()))],
+            "a/g: two VM members, none named"
         );
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].id, "a/g");
@@ -374,17 +378,10 @@ mod tests {
                 .contains("node_groups.groups.\"a/g\".joining_node"),
             "{refused:?}"
         );
-        let cfg = config(&format!(
+        let (groups, refused) = built(format!(
             "{discovery}, groups: {{\"a/g\": {{joining_node: vm}}}}}}"
         ));
-        let (groups, refused) = create(
-            &src,
-            &select(&src, &cfg),
-            &compute_nodes(&src.nodes),
-            &cfg,
-            false,
-        );
         assert!(refused.is_empty());
-        assert_eq!(groups[&("a", "g")].joining_node.as_deref(), Some("vm"));
+        assert!(groups.contains(&("a/g".to_owned(), Some("vm".to_owned()))));
     }
 }

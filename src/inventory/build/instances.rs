@@ -405,22 +405,16 @@ mod tests {
         );
     }
 
-    /// Group instance `g_1` of `a/g` holding `vm_1` (node `vm`) and `st_1` (node `storage`).
+    /// Group instance `g_1` of `a/g` holding `vm_1` (node `vm`) and `st_1` (node `storage`),
+    /// and `vm_2` alone in its own.
     fn two_vm_source(active: Vec<Execution>) -> SourceData {
-        let in_g1 = |mut i: NodeInstance| {
-            i.scaling_groups =
-                serde_json::from_value(json!([{"name": "g", "id": "g_1"}])).expect("refs");
-            i
-        };
-        let mut storage = vm("st_1", "a", "started", json!({"hostname": "st-1"}));
-        storage.node_id = "storage".into();
+        let worker = json!({"hostname": "n1"});
+        let (_, mut instances) =
+            crate::inventory::testkit::two_vm_group_instance("a", "g", "g_1", worker);
+        instances.push(vm("vm_2", "a", "started", json!({})));
         SourceData {
             tenant: "t".into(),
-            instances: vec![
-                in_g1(storage),
-                in_g1(vm("vm_1", "a", "started", json!({"hostname": "n1"}))),
-                vm("vm_2", "a", "started", json!({})),
-            ],
+            instances,
             active,
             ..Default::default()
         }

@@ -625,27 +625,12 @@ fn two_vm_snapshot() -> Snapshot {
         "d",
         json!({"workers": {"members": ["vm", "storage"], "properties": {"current_instances": 1}}}),
     );
-    let mut st = testkit::vm(
-        "st_1",
-        "d",
-        "workers",
-        "started",
-        json!({"hostname": "st-1"}),
-    );
-    st.node_id = "storage".into();
-    let mut worker = testkit::vm("vm_1", "d", "workers", "started", vm("vm_1").2);
-    for i in [&mut st, &mut worker] {
-        i.scaling_groups =
-            serde_json::from_value(json!([{"name": "workers", "id": "gi"}])).expect("refs");
-    }
+    let (nodes, instances) = testkit::two_vm_group_instance("d", "workers", "gi", vm("vm_1").2);
     let src = SourceData {
         tenant: "t".into(),
         discovered: vec![dep],
-        nodes: vec![
-            testkit::compute_node("d", "vm"),
-            testkit::compute_node("d", "storage"),
-        ],
-        instances: vec![st, worker],
+        nodes,
+        instances,
         ..SourceData::default()
     };
     build_snapshot(Instant::now(), SystemTime::now(), &[src], &config(), false)
