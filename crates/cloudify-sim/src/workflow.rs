@@ -167,8 +167,18 @@ pub(crate) async fn run_execution(shared: &Arc<Shared>, id: &str) {
     if window > 0 && !shared.pause(window).await {
         return;
     }
-    let Some(run) = start_scale(shared, id, &params) else {
-        return;
+    // Taken once, by the first attempt that gets to validation (an abort_started makes two).
+    let mut injected = None;
+    let run = loop {
+        match start_scale(shared, id, &params, &mut injected) {
+            Start::Run(run) => break run,
+            Start::Ended => return,
+            Start::Aborted => {
+                if !shared.pause(shared.timing.step_ms).await {
+                    return;
+                }
+            }
+        }
     };
     if walk_lifecycle(shared, id, &run).await {
         complete_scale(&mut shared.model(), id, &run);
@@ -200,7 +210,7 @@ impl ScaleRun {
                 gids,
                 ignore_failure,
             } => (di, group, gids, false, ignore_failure),
-            Plan::Noop => return None,
+            Plan::Noop | Plan::Aborted => return None,
         };
         Some(ScaleRun {
             di,
@@ -238,41 +248,62 @@ fn mark_started(shared: &Shared, id: &str) -> Option<(Value, u64)> {
     Some((params, shared.faults().started_window_ms))
 }
 
-/// Under one lock: takes an injected failure, validates the parameters and starts the
-/// modification. Returns the scale to walk, or `None` when the execution already ended here
-/// (cancelled before its modification started, invalid parameters, a zero delta).
-fn start_scale(shared: &Shared, id: &str, params: &Value) -> Option<ScaleRun> {
+/// What one attempt to start a scale came to.
+enum Start {
+    /// The modification started: walk it.
+    Run(ScaleRun),
+    /// The execution ended here (cancelled before its modification started, invalid
+    /// parameters, a zero delta).
+    Ended,
+    /// `abort_started` rolled back a left-over modification: try again a step later.
+    Aborted,
+}
+
+/// Under one lock: takes an injected failure (once: `injected` keeps it across attempts),
+/// validates the parameters and starts the modification.
+fn start_scale(
+    shared: &Shared,
+    id: &str,
+    params: &Value,
+    injected: &mut Option<Option<String>>,
+) -> Start {
     let mut model = shared.model();
     match model.execution(id).map(|e| e.status) {
         Some(ExecStatus::Started) => {}
         Some(status) if is_cancelling(status) => {
             // Cancelled before its modification started: nothing changed.
             finish(&mut model, id, ExecStatus::Cancelled, None);
-            return None;
+            return Start::Ended;
         }
-        _ => return None,
+        _ => return Start::Ended,
     }
     // Taken before validation: an execution that fails on its parameters uses up the fault.
-    let injected = shared.faults().take_failure();
+    let injected = injected
+        .get_or_insert_with(|| shared.faults().take_failure())
+        .clone();
     let outcome = parse_params(params)
         .and_then(|p| plan_scale(&mut model, id, &p).map(|plan| (plan, p.rollback_if_failed)));
     let run = match outcome {
         Err(f) => {
             finish(&mut model, id, ExecStatus::Failed, Some(&f));
-            return None;
+            return Start::Ended;
         }
         Ok((Plan::Noop, _)) => {
             // "delta parameter is 0, so no scaling will take place."
             let (status, failure) = noop_outcome(injected);
             finish(&mut model, id, status, failure.as_ref());
-            return None;
+            return Start::Ended;
         }
-        Ok((plan, rollback_if_failed)) => ScaleRun::new(plan, injected, rollback_if_failed)?,
+        Ok((Plan::Aborted, _)) => return Start::Aborted,
+        Ok((plan, rollback_if_failed)) => match ScaleRun::new(plan, injected, rollback_if_failed) {
+            Some(run) => run,
+            None => return Start::Ended,
+        },
     };
     if let Some(e) = model.execution_mut(id) {
         e.total_operations = (run.states().len() * run.gids.len()) as u64;
     }
-    Some(run)
+    Start::Run(run)
 }
 
 /// How a zero-delta scale ends: `terminated`, or `failed` with the injected failure's reason

@@ -24,6 +24,11 @@ const MAX_GROUP_INSTANCES: i64 = 10_000_000;
 #[derive(Debug)]
 pub(super) enum Plan {
     Noop,
+    /// `abort_started` rolled back a left-over started modification and nothing else happened
+    /// yet: the runner lets a step pass (a manager's rollback and the next modification are two
+    /// REST calls apart, and clients see `planned_instances` back at `current_instances` in
+    /// between), then plans the scale again on what the rollback left.
+    Aborted,
     Out {
         di: usize,
         group: String,
@@ -143,15 +148,15 @@ pub(super) fn plan_scale(
         return Ok(Plan::Noop);
     }
     reject_hints_on_scale_out(p)?;
-    let mut group = scaling_group(model, &site, &p.entity)?;
+    let group = scaling_group(model, &site, &p.entity)?;
     validate_hints(model, &site, &group, p)?;
-    let (mut include, mut exclude) = resolve_hints(model, &site, &group, p)?;
+    let (include, exclude) = resolve_hints(model, &site, &group, p)?;
     let target = target_size(&group, p.delta)?;
     if clear_started_modification(model, &site, p.abort_started)? {
-        // The rollback deleted the instances the old modification added: hints and victims
-        // are taken from the group as it is now, as the manager resolves them after its abort.
-        group = scaling_group(model, &site, &p.entity)?;
-        (include, exclude) = resolve_hints(model, &site, &group, p)?;
+        // The rollback deleted the instances the old modification added: the next call takes
+        // hints and victims from the group as it is then, as the manager resolves them after
+        // its abort.
+        return Ok(Plan::Aborted);
     }
     let creator = execution_creator(model, exec_id);
     let plan = if p.delta > 0 {
@@ -509,7 +514,7 @@ fn start_modification(
     let (group_name, added, removing) = match plan {
         Plan::Out { group, gids, .. } => (group.clone(), gids.clone(), Vec::new()),
         Plan::In { group, gids, .. } => (group.clone(), Vec::new(), gids.clone()),
-        Plan::Noop => return,
+        Plan::Noop | Plan::Aborted => return,
     };
     let di = site.di;
     if let Some(g) = model.deployments[di].group_mut(&group_name) {
@@ -621,8 +626,46 @@ deployments:
     /// Plans a scale of `pool` with `p`, expecting a failure; returns `(kind, message)`.
     fn refused(model: &mut Model, p: Value) -> (&'static str, String) {
         let id = execution(model, "pool");
-        let f = plan_scale(model, &id, &params(p)).expect_err("refused");
+        let f = plan_after_abort(model, &id, &params(p)).expect_err("refused");
         (f.kind, f.message)
+    }
+
+    /// plan_scale as the runner calls it: again after an `abort_started` rollback.
+    fn plan_after_abort(model: &mut Model, id: &str, p: &ScaleParams) -> Result<Plan, Failure> {
+        match plan_scale(model, id, p)? {
+            Plan::Aborted => plan_scale(model, id, p),
+            plan => Ok(plan),
+        }
+    }
+
+    #[test]
+    fn an_abort_returns_before_the_new_modification_with_planned_back_at_current() {
+        let mut m = model();
+        let first = execution(&mut m, "pool");
+        let out = params(json!({"scalable_entity_name": "workers", "delta": 2}));
+        assert!(matches!(
+            plan_scale(&mut m, &first, &out),
+            Ok(Plan::Out { .. })
+        ));
+        let second = execution(&mut m, "pool");
+        let retry = params(json!({"scalable_entity_name": "workers", "delta": 1,
+                                  "abort_started": true}));
+        assert!(matches!(
+            plan_scale(&mut m, &second, &retry),
+            Ok(Plan::Aborted)
+        ));
+        let group = group_of(&m, 0);
+        assert_eq!(
+            (group.current, group.planned),
+            (3, 3),
+            "the window a client can see"
+        );
+        assert_eq!(m.modifications.len(), 1);
+        assert!(matches!(
+            plan_scale(&mut m, &second, &retry),
+            Ok(Plan::Out { .. })
+        ));
+        assert_eq!(group_of(&m, 0).planned, 4);
     }
 
     #[test]
@@ -975,7 +1018,7 @@ deployments:
         let retry = params(json!({"scalable_entity_name": "workers", "delta": 1,
                                   "abort_started": true}));
         assert!(matches!(
-            plan_scale(&mut m, &second, &retry),
+            plan_after_abort(&mut m, &second, &retry),
             Ok(Plan::Out { .. })
         ));
         assert_eq!(m.modifications[0].status, ModificationStatus::RolledBack);
@@ -1063,7 +1106,8 @@ deployments:
             let second = execution(&mut m, "pool");
             let scale_in = params(json!({"scalable_entity_name": "workers", "delta": -2,
                                          "abort_started": true}));
-            let Ok(Plan::In { gids: victims, .. }) = plan_scale(&mut m, &second, &scale_in) else {
+            let Ok(Plan::In { gids: victims, .. }) = plan_after_abort(&mut m, &second, &scale_in)
+            else {
                 panic!("a scale-in plan");
             };
             assert_eq!(victims.len(), 2);
