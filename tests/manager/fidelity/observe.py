@@ -166,7 +166,7 @@ class Target:
 class Timeline:
     """Fast polls of one execution and everything a client sees of its effect."""
 
-    def __init__(self, target, execution_id, before, poll=0.05, tail=1.0, timeout=120):
+    def __init__(self, target, execution_id, before, poll=0.05, tail=1.0, timeout=300):
         self.t = target
         self.samples = []
         c = target.c
