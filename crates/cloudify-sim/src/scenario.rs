@@ -203,6 +203,12 @@ pub struct Scenario {
     /// Seed for the simulator's randomness (ids, victims of unhinted scale-ins); random if unset.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Longest request line (`GET /api/v3.1/...?query HTTP/1.1`, without CRLF) accepted; a
+    /// longer one is answered 414 with an HTML body, as a manager's gunicorn does past its
+    /// `limit_request_line` of 4094 bytes (a client that lists many deployment ids in one
+    /// query hits it). Unlimited when absent, the default.
+    #[serde(default)]
+    pub max_request_line: Option<usize>,
 }
 
 fn default_tenants() -> Vec<String> {
@@ -260,6 +266,7 @@ impl Scenario {
             ],
             auth: AuthPolicy::default(),
             seed: None,
+            max_request_line: None,
         }
     }
 

@@ -19,6 +19,8 @@ use super::scenario::AuthPolicy;
 mod groups;
 mod populate;
 
+pub(crate) use groups::Members;
+
 /// Type hierarchy of the VM node of every group (an OpenStack v2 plugin server).
 pub(crate) const SERVER_TYPE: &str = "cloudify.openstack.nodes.Server";
 pub(crate) const SERVER_HIERARCHY: &[&str] = &[

@@ -6,6 +6,17 @@ use std::sync::Arc;
 use super::{Model, NodeInstance, Runtime, hostname_for};
 use crate::error::SimError;
 
+/// Which members of a group instance a state change applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Members {
+    /// Every member.
+    All,
+    /// The VMs (instances whose `host_id` is themselves).
+    Vms,
+    /// Every member but the VMs (the ports).
+    Others,
+}
+
 impl Model {
     /// Recomputes the highest indexes of a group (after removals took the top one).
     fn refresh_max_index(&mut self, di: usize, group: &str) {
@@ -131,6 +142,20 @@ impl Model {
         gids: &[String],
         state: &'static str,
     ) {
+        self.set_members_state(di, group, gids, Members::All, state);
+    }
+
+    /// Sets the state of the chosen members of the given group instances (bumping `version`).
+    /// A manager walks each node instance on its own: the port, which has no operation and
+    /// which the VM depends on, is `started` before the VM begins, and is removed after it.
+    pub fn set_members_state(
+        &mut self,
+        di: usize,
+        group: &str,
+        gids: &[String],
+        members: Members,
+        state: &'static str,
+    ) {
         let Some(g) = self.deployments[di].group(group) else {
             return;
         };
@@ -142,8 +167,16 @@ impl Model {
             .collect();
         for key in keys {
             if let Some(inst) = self.instances.get_mut(&key) {
-                inst.state = state;
-                inst.version += 1;
+                let is_vm = inst.host_id.as_deref() == Some(inst.id.as_str());
+                let chosen = match members {
+                    Members::All => true,
+                    Members::Vms => is_vm,
+                    Members::Others => !is_vm,
+                };
+                if chosen {
+                    inst.state = state;
+                    inst.version += 1;
+                }
             }
         }
     }
