@@ -69,9 +69,9 @@ pub struct DemoArgs {
     /// addresses are replaced by the demo's).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text")]
-    pub log_format: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// The demo configuration for a simulator URL (credentials are the simulator's defaults).
@@ -101,12 +101,7 @@ pub fn demo_config(
 }
 
 pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let format = if args.log_format == "json" {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    };
-    init_tracing(format, "info");
+    init_tracing(args.log_format, "info");
     let mut scenario = Scenario::default_demo();
     if let Some(n) = args.instances {
         scenario = scenario.with_instances(n);

@@ -196,7 +196,7 @@ fn lease_keys_default_and_validate() {
     let off = Config::from_yaml(
         base,
         &Overrides {
-            leader_elect: Some("false".into()),
+            leader_elect: Some(LeaseMode::Off),
             ..Overrides::default()
         },
         &env(),
