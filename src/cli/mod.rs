@@ -63,10 +63,16 @@ impl ServeArgs {
     pub fn load_with_env(&self, env: &dyn Env) -> Result<Config, crate::config::ConfigError> {
         let config = Config::load(self.config.as_deref(), &self.overrides, env)?;
         if config.cloudify.is_empty() {
-            return Err(crate::config::ConfigError::Invalid {
+            let e = crate::config::ConfigError::Invalid {
+                path: None,
                 key: "cloudify".into(),
-                problem: "no Cloudify manager configured (cloudify: [...] or --cloudify-url)"
+                problem: "no Cloudify manager configured (cloudify: [{url: https://...}] in \
+                          the file, or --cloudify-url)"
                     .into(),
+            };
+            return Err(match &self.config {
+                Some(file) => e.in_file(file),
+                None => e,
             });
         }
         Ok(config)

@@ -27,8 +27,12 @@ pub fn key_path(segments: &[&str]) -> String {
 
 /// A humantime duration (`10s`, `1m30s`, `250ms`).
 pub(super) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| ConfigError::invalid(key, format!("invalid duration {text:?}")))
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("invalid duration {text:?} (expected e.g. 10s, 1m30s or 500ms)"),
+        )
+    })
 }
 
 /// A `host:port` listen address.

@@ -50,7 +50,8 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                validate::parse_yaml(&text, path)?
+                let raw = validate::parse_yaml(&text, path)?;
+                return validate::build(raw, overrides, env).map_err(|e| e.in_file(path));
             }
             None => raw::RawConfig::default(),
         };

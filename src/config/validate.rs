@@ -50,8 +50,19 @@ pub(super) fn build(
     let tls = tls_files(&raw, ov)?;
     let (log_format, log_level) = logging(&raw, ov, env)?;
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
-    let cloudify = cloudify_entries(&raw, env)?;
-    let node_groups = super::groups::node_groups(&raw, &cloudify)?;
+    let cloudify = cloudify_entries(&raw, env).map_err(|e| match &ov.cloudify_url {
+        Some(_) => e.from_flag("cloudify[0].url", "--cloudify-url"),
+        None => e,
+    })?;
+    let node_groups = super::groups::node_groups(&raw, &cloudify).map_err(|mut e| {
+        if !ov.nodes.is_empty() {
+            e = e.from_flag("node_groups.static", "--nodes");
+        }
+        if !ov.auto_discovery.is_empty() {
+            e = e.from_flag("node_groups.auto_discovery", "--node-group-auto-discovery");
+        }
+        e
+    })?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
     let lease = lease(&raw.lease, ov)?;
     Ok(Config {

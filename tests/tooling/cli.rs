@@ -93,7 +93,7 @@ async fn check_prints_groups_and_fails_on_bad_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "node_groups.groups.\"a/b\".options.scale_down_unneeded_time: invalid duration \"2x\""
+            "config.yaml: node_groups.groups.\"a/b\".options.scale_down_unneeded_time: invalid duration \"2x\""
         ),
         "{stderr}"
     );
