@@ -465,8 +465,9 @@ fn demo_walkthrough_scales_up_and_down() {
     );
 }
 
-/// `demo` tells a newcomer what runs where and what to try, and the advice works: the `inspect`
-/// command the banner prints answers with both demo groups.
+/// `demo` tells a newcomer what runs where and what to try, and the advice works from where it was
+/// started (issue 21): the banner names this binary by the path it was started with, the ports
+/// this demo listens on (flags after the query), and the `inspect` commands answer.
 #[test]
 fn demo_prints_a_banner_whose_inspect_command_works() {
     use std::io::{BufRead, BufReader};
@@ -480,6 +481,8 @@ fn demo_prints_a_banner_whose_inspect_command_works() {
             "--cloudify-listen",
             "127.0.0.1:0",
         ])
+        // As a person starts it, not as `cargo test` (whose variables say cargo ran it).
+        .env_remove("CARGO_PKG_NAME")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -510,17 +513,22 @@ fn demo_prints_a_banner_whose_inspect_command_works() {
         .find_map(|l| l.trim().strip_prefix("provider gRPC"))
         .and_then(|rest| rest.split_whitespace().next())
         .map(str::to_owned);
-    let inspect_line = banner
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("autoscaler-cloudify inspect") && l.ends_with(" groups"))
-        .map(str::to_owned);
-    let out = inspect_line.as_ref().map(|l| {
-        Command::new(BIN)
-            .args(l.split_whitespace().skip(1))
-            .output()
-            .expect("inspect")
-    });
+    let run = |prefix: &str| {
+        let line = banner
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("{BIN} {prefix}")))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no `{BIN} {prefix}` line in\n{banner}"));
+        let args: Vec<String> = line[BIN.len()..]
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let out = Command::new(BIN).args(&args).output().expect("inspect");
+        (line, out)
+    };
+    let (groups_line, groups) = run("inspect groups");
+    let (node_line, node) = run("inspect node");
     let _ = child.kill();
     let _ = child.wait();
     let grpc = grpc.unwrap_or_else(|| panic!("no gRPC address in\n{banner}"));
@@ -535,14 +543,47 @@ fn demo_prints_a_banner_whose_inspect_command_works() {
     ] {
         assert!(banner.contains(want), "missing {want:?} in\n{banner}");
     }
-    let inspect_line = inspect_line.unwrap_or_else(|| panic!("no inspect command in\n{banner}"));
-    assert!(inspect_line.contains(&grpc), "{inspect_line}");
-    let out = out.expect("ran inspect");
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains("k8s-pool-b/gpu-workers"),
-        "{inspect_line}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        groups_line.ends_with(&format!("groups --grpc {grpc}")),
+        "{groups_line}"
+    );
+    let text = String::from_utf8_lossy(&groups.stdout);
+    assert!(
+        groups.status.success() && text.contains("k8s-pool-b/gpu-workers"),
+        "{groups_line}: {text}{}",
+        String::from_utf8_lossy(&groups.stderr)
+    );
+    assert!(text.starts_with("GROUP "), "a header first: {text}");
+    // The node controller is off in the demo: the HTTP port says so, which proves the banner's
+    // `--http` address is the demo's.
+    let text = String::from_utf8_lossy(&node.stdout);
+    let err = String::from_utf8_lossy(&node.stderr);
+    assert!(
+        !err.contains("cannot connect") && !err.contains("Connection refused"),
+        "{node_line}: {text}{err}"
+    );
+}
+
+/// `inspect` says why it cannot reach the provider, not just "transport error".
+#[test]
+fn inspect_names_the_connection_cause() {
+    let closed = free_port();
+    let out = Command::new(BIN)
+        .args([
+            "inspect",
+            "groups",
+            "--grpc",
+            &format!("127.0.0.1:{closed}"),
+        ])
+        .output()
+        .expect("inspect");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to the provider at 127.0.0.1:{closed}"
+        )) && stderr.to_lowercase().contains("connection refused"),
+        "{stderr}"
     );
 }
 
