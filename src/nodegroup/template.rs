@@ -180,13 +180,11 @@ pub fn template_node(
     }
 }
 
-/// Parses a CPU quantity ("500m", "2", "1.5") into cores.
+/// A CPU quantity in cores, read as Kubernetes reads it (`500m`, `2`, `1e-3`, `250u`; issue 21).
 fn cpu_cores(text: &str) -> Option<f64> {
-    let t = text.trim();
-    match t.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
-        None => t.parse::<f64>().ok(),
-    }
+    crate::config::Quantity::parse(text.trim())
+        .ok()
+        .map(|q| q.as_f64())
 }
 
 impl NodeGroupService {
