@@ -329,6 +329,13 @@ async fn serve_answers_inspect_with_static_groups() {
             .any(|l| l.starts_with('{') && l.contains("gRPC server listening")),
         "{json_logs}"
     );
+    // Issue 21 part 5: one line per group found (the static group only).
+    let found: Vec<&str> = json_logs
+        .lines()
+        .filter(|l| l.contains("\"node group found\""))
+        .collect();
+    assert_eq!(found.len(), 1, "{json_logs}");
+    assert!(found[0].contains("k8s-pool-a/workers"), "{json_logs}");
     // Issue 21 part 5: which build runs is in the first line.
     let version = format!("\"version\":\"{}\"", env!("CARGO_PKG_VERSION"));
     assert!(
