@@ -116,7 +116,9 @@ pub struct NodeGroupService {
     runtime: RwLock<HashMap<String, Arc<GroupRuntime>>>,
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
-    templates: moka::sync::Cache<String, Arc<Vec<u8>>>,
+    /// Encoded template nodes by (group id, Cloudify site): the site is the one input of the
+    /// template a refresh can change (the zone's default).
+    templates: moka::sync::Cache<(String, Option<String>), Arc<Vec<u8>>>,
     /// Who may mutate; unset = [`SoleReplica`] (a single process, tests).
     leadership: OnceLock<Arc<dyn Leadership>>,
 }

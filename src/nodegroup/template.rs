@@ -193,7 +193,11 @@ impl NodeGroupService {
     pub fn template_node_info(&self, id: &str) -> Result<Arc<Vec<u8>>, DomainError> {
         let snap = self.inventory.peek();
         let g = Self::group(&snap, id)?;
-        if let Some(bytes) = self.templates.get(id) {
+        // Keyed by everything of the group the template reads that a refresh can change: the
+        // site gives the zone when none is configured (issue 21: a deployment moved to another
+        // site kept the old zone). The rest comes from the id and the configuration.
+        let key = (id.to_owned(), g.site.clone());
+        if let Some(bytes) = self.templates.get(&key) {
             return Ok(bytes);
         }
         let settings = self.config().settings_for(id);
@@ -212,7 +216,7 @@ impl NodeGroupService {
             .flatten();
         let bytes =
             Arc::new(template_node(g, &settings, &spec, manager.as_deref()).encode_to_vec());
-        self.templates.insert(id.to_owned(), Arc::clone(&bytes));
+        self.templates.insert(key, Arc::clone(&bytes));
         Ok(bytes)
     }
 
