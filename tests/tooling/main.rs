@@ -7,5 +7,6 @@ mod cli;
 mod deploy_config;
 mod layering;
 mod loadtest_smoke;
+mod metrics_doc;
 #[path = "../kit/procfs.rs"]
 mod procfs;
