@@ -438,6 +438,10 @@ async fn wait_for(
     }
 }
 
+fn short(id: &str) -> &str {
+    id.rsplit('/').next().unwrap_or(id)
+}
+
 #[cfg(test)]
 mod tests {
     use std::ffi::OsStr;
@@ -483,8 +487,4 @@ mod tests {
             "/usr/local/bin/autoscaler-cloudify"
         );
     }
-}
-
-fn short(id: &str) -> &str {
-    id.rsplit('/').next().unwrap_or(id)
 }

@@ -70,7 +70,7 @@ impl ConfigError {
 
     /// Renames a key whose value a flag wrote into the file's place (`--nodes` replaces
     /// `node_groups.static`), so the message names what the operator typed.
-    pub(crate) fn from_flag(self, file_key: &str, flag: &str) -> Self {
+    pub(crate) fn given_by_flag(self, file_key: &str, flag: &str) -> Self {
         match self {
             ConfigError::Invalid { path, key, problem } if key.starts_with(file_key) => {
                 ConfigError::Invalid {

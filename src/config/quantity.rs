@@ -239,7 +239,7 @@ fn value(
     let fast = if base2 {
         exponent >= 0
             && p.denom.is_empty()
-            && 15 - p.num.len() as i64 - exponent * 3 / 10 - 1 >= 0
+            && 15 - p.num.len() as i64 - exponent * 3 / 10 > 0
             && p.num
                 .parse::<i64>()
                 .ok()

@@ -51,15 +51,15 @@ pub(super) fn build(
     let (log_format, log_level) = logging(&raw, ov, env)?;
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
     let cloudify = cloudify_entries(&raw, env).map_err(|e| match &ov.cloudify_url {
-        Some(_) => e.from_flag("cloudify[0].url", "--cloudify-url"),
+        Some(_) => e.given_by_flag("cloudify[0].url", "--cloudify-url"),
         None => e,
     })?;
     let node_groups = super::groups::node_groups(&raw, &cloudify).map_err(|mut e| {
         if !ov.nodes.is_empty() {
-            e = e.from_flag("node_groups.static", "--nodes");
+            e = e.given_by_flag("node_groups.static", "--nodes");
         }
         if !ov.auto_discovery.is_empty() {
-            e = e.from_flag("node_groups.auto_discovery", "--node-group-auto-discovery");
+            e = e.given_by_flag("node_groups.auto_discovery", "--node-group-auto-discovery");
         }
         e
     })?;

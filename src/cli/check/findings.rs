@@ -95,7 +95,7 @@ pub fn findings(
         }
     }
     duplicate_provider_ids(snap, &mut out);
-    out.sort_by(|a, b| a.severity.cmp(&b.severity));
+    out.sort_by_key(|f| f.severity);
     out
 }
 
