@@ -201,6 +201,7 @@ impl Inventory {
                     *s = Arc::clone(&snap);
                 });
                 log_new_failures(&previous, &snap);
+                super::report_snapshot_problems(&previous, &snap, &self.metrics);
                 super::changes::log_group_changes(&previous, &snap, self.config());
                 self.metrics.refreshes.get_or_create(&label("ok")).inc();
                 self.publish_gauges(&snap);

@@ -3,7 +3,6 @@
 //! snapshot, so each finding is tested without a manager; the CLI test drives them through the
 //! simulator.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -17,6 +16,8 @@ pub enum Severity {
     Error,
     /// Works, but probably not as meant.
     Warning,
+    /// How the provider reads something unusual (a group instance of several VMs).
+    Note,
 }
 
 /// One line of `check`'s report: where, what is wrong, what to do.
@@ -35,6 +36,7 @@ impl fmt::Display for Finding {
         let severity = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
         write!(f, "{severity}: {}: {}", self.subject, self.message)
     }
@@ -95,6 +97,7 @@ pub fn findings(
         }
     }
     duplicate_provider_ids(snap, &mut out);
+    group_instance_model(config, snap, &mut out);
     out.sort_by_key(|f| f.severity);
     out
 }
@@ -268,28 +271,73 @@ fn bounds(min: i32, max: i32, target: i32, subject: &str, out: &mut Vec<Finding>
 }
 
 /// A provider id several instances render: a Node with that id cannot be told apart from the
-/// others, so CA's lookups and deletions for it are unsafe.
+/// others, so lookups and DeleteNodes refuse it (issue 20).
 fn duplicate_provider_ids(snap: &Snapshot, out: &mut Vec<Finding>) {
-    let mut by_id: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for g in &snap.groups {
-        for i in &g.instances {
-            by_id
-                .entry(i.provider_id.as_str())
-                .or_default()
-                .push(format!("{} {}", g.id, i.vm_instance));
-        }
-    }
-    for (id, owners) in by_id.into_iter().filter(|(_, o)| o.len() > 1) {
+    for a in snap.ambiguous_provider_ids() {
+        let owners: Vec<String> = a
+            .instances
+            .iter()
+            .map(|(group, vm)| format!("{group} {vm}"))
+            .collect();
         out.push(Finding {
             severity: Severity::Error,
-            subject: format!("provider id {id:?}"),
+            subject: format!("provider id {:?}", a.provider_id),
             message: format!(
-                "rendered by {} instances ({}): CA cannot tell their Nodes apart and a deletion \
-                 could name the wrong VM; make the group's provider_id_template name one \
-                 instance (e.g. end with {{vm_instance}}) and the kubelet's --provider-id match it",
+                "rendered by {} instances ({}): CA gets no group for it and DeleteNodes refuses \
+                 it; make the group's provider_id_template name one instance (e.g. end with \
+                 {{vm_instance}}) and the kubelet's --provider-id match it",
                 owners.len(),
                 owners.join(", ")
             ),
+        });
+    }
+}
+
+/// The one-Node-per-group-instance model (issue 20): a configured `joining_node` that is no VM
+/// node of its group, scaling groups left out (several VMs per group instance and no
+/// `joining_node`), and, as notes, which VM joins when a group instance holds several.
+fn group_instance_model(config: &Config, snap: &Snapshot, out: &mut Vec<Finding>) {
+    for g in &snap.groups {
+        let subject = format!("group {}", g.id);
+        let configured = config.node_groups.settings_for(&g.id).joining_node;
+        if let Some(node) =
+            configured.filter(|n| !g.instances.is_empty() && !g.vm_nodes.contains(n))
+        {
+            out.push(Finding {
+                severity: Severity::Error,
+                subject: subject.clone(),
+                message: format!(
+                    "joining_node {node:?} is no VM node of the group (VM nodes: {:?})",
+                    g.vm_nodes
+                ),
+            });
+        }
+        let infrastructure: std::collections::BTreeSet<&str> = g
+            .instances
+            .iter()
+            .flat_map(|i| i.infrastructure.iter().map(|v| v.vm_instance.as_str()))
+            .collect();
+        if !infrastructure.is_empty() {
+            out.push(Finding {
+                severity: Severity::Note,
+                subject,
+                message: format!(
+                    "its group instances hold several VMs; one Kubernetes Node per group \
+                     instance, its VM of node {} ({} infrastructure VM(s) leave with their \
+                     group instance and are never Nodes)",
+                    g.joining_node
+                        .as_deref()
+                        .unwrap_or("(the smallest node id)"),
+                    infrastructure.len()
+                ),
+            });
+        }
+    }
+    for r in snap.refused_groups() {
+        out.push(Finding {
+            severity: Severity::Error,
+            subject: format!("group {}", r.id),
+            message: format!("left out: {}", r.reason),
         });
     }
 }
@@ -319,7 +367,82 @@ fn startup_time_warning(options: &OptionsSpec) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Instant, SystemTime};
+
+    use serde_json::json;
+
     use super::*;
+    use crate::inventory::{SourceData, build_snapshot, testkit};
+
+    /// Deployment `d`: group `g` whose group instance `gi` holds `vm_1` and `st_1`; group `h`
+    /// whose two VMs render the same provider id through `{runtime.uid}`.
+    fn model_findings(yaml: &str) -> Vec<Finding> {
+        let dep = testkit::deployment(
+            "d",
+            json!({"g": {"members": ["vm", "storage"]}, "h": {"members": ["vm"]}}),
+        );
+        let (nodes, mut instances) = testkit::two_vm_group_instance("d", "g", "gi", json!({}));
+        let same = json!({"uid": "same"});
+        instances.push(testkit::vm("h_1", "d", "h", "started", same.clone()));
+        instances.push(testkit::vm("h_2", "d", "h", "started", same));
+        let src = SourceData {
+            tenant: "t".into(),
+            discovered: vec![dep],
+            nodes,
+            instances,
+            ..Default::default()
+        };
+        let config = testkit::config(&format!("cloudify: [{{url: \"http://x\"}}]\n{yaml}"));
+        let snap = build_snapshot(
+            Instant::now(),
+            SystemTime::now(),
+            &[src],
+            &config.node_groups,
+            false,
+        );
+        let mut out = Vec::new();
+        duplicate_provider_ids(&snap, &mut out);
+        group_instance_model(&config, &snap, &mut out);
+        out
+    }
+
+    #[test]
+    fn check_names_the_joining_vm_and_fails_on_ambiguous_ids_refused_groups_and_unknown_joining_nodes()
+     {
+        let f = model_findings(
+            "node_groups: {auto_discovery: [\"cloudify:label=x=y\"], groups: {\"d/g\": {joining_node: vm}, \"d/h\": {provider_id_template: \"x://{runtime.uid}\"}}}",
+        );
+        let notes: Vec<&Finding> = f.iter().filter(|f| f.severity == Severity::Note).collect();
+        let errors: Vec<&Finding> = f.iter().filter(|f| f.severity == Severity::Error).collect();
+        assert_eq!(notes.len(), 1, "{f:?}");
+        assert!(
+            notes[0].subject == "group d/g" && notes[0].message.contains("of node vm"),
+            "{f:?}"
+        );
+        assert_eq!(errors.len(), 1, "{f:?}");
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("\"x://same\": rendered by 2 instances"),
+            "{f:?}"
+        );
+        let f = model_findings(
+            "node_groups: {auto_discovery: [\"cloudify:label=x=y\"], groups: {\"d/g\": {joining_node: worker}}}",
+        );
+        assert!(
+            f.iter().any(|p| p
+                .message
+                .contains("joining_node \"worker\" is no VM node of the group")),
+            "{f:?}"
+        );
+        let f = model_findings("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}");
+        assert!(
+            f.iter().any(|p| p.subject == "group d/g"
+                && p.message.starts_with("left out")
+                && p.message.contains("joining_node")),
+            "{f:?}"
+        );
+    }
 
     #[test]
     fn runtime_keys_are_read_from_the_template() {
