@@ -162,10 +162,10 @@ async fn check_reports_what_will_hurt() {
         (
             "two VMs with one provider id",
             format!(
-                "{head}{discovery}  defaults: {{provider_id_template: \"x://{{tenant}}/{{deployment}}\"}}\n"
+                "{head}{discovery}  defaults: {{provider_id_template: \"x://{{runtime.external_type}}\"}}\n"
             ),
             false,
-            "error: provider id \"x://default_tenant/k8s-pool-a\": rendered by 2 instances",
+            "error: provider id \"x://server\": rendered by 2 instances",
         ),
         (
             "a target above max",
