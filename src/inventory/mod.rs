@@ -3,6 +3,7 @@
 //! without locking and never wait on Cloudify.
 
 mod build;
+mod changes;
 mod refresher;
 #[cfg(test)]
 pub(crate) mod testkit;
