@@ -28,6 +28,10 @@ const RETRY_BASE: Duration = Duration::from_millis(200);
 const AUTH_BACKOFF_START: Duration = Duration::from_secs(60);
 /// Longest back-off after repeated 401s.
 const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+/// Default cap on one answer's body (`cloudify[].max_response_size`): a page of 1,000 node
+/// instances with their runtime properties, several times over, and far below the chart's 256Mi
+/// memory limit (issue 20: a 300 MiB answer took the process to 318 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How the client authenticates.
 #[derive(Clone)]
@@ -70,6 +74,10 @@ pub struct ClientSettings {
     pub insecure_skip_verify: bool,
     /// Timeout of every request (`request_timeout`, default 10 s, never zero).
     pub request_timeout: Duration,
+    /// The largest answer body read (`max_response_size`, default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`]): the body is read as a stream and the call fails once it
+    /// passes this, so a hostile or broken manager cannot take the process's memory.
+    pub max_response_bytes: u64,
 }
 
 #[derive(Default)]
@@ -104,6 +112,11 @@ impl CloudifyClient {
             )));
         }
         let mut builder = reqwest::Client::builder()
+            // Never follow a redirect (issue 20): reqwest drops `Authorization` when a redirect
+            // leaves the origin, but not Cloudify's `Authentication-Token`, and a 307 would send a
+            // scale POST to wherever the answer points. Cloudify's REST API does not redirect, so
+            // a 3xx means a wrong `url` (http on an https manager) or something in between.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)));
         if let Some(pem) = &settings.ca_cert_pem {
@@ -261,10 +274,24 @@ impl CloudifyClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(route, e))?;
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|v| {
+                    String::from_utf8_lossy(v.as_bytes())
+                        .chars()
+                        .take(300)
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(CloudifyError::Redirect {
+                route: route.to_owned(),
+                status: status.as_u16(),
+                location,
+            });
+        }
+        let body = self.read_body(route, resp).await?;
         if status.is_success() {
             self.note_auth(None);
             return serde_json::from_slice(&body).map_err(|source| CloudifyError::Decode {
@@ -298,6 +325,38 @@ impl CloudifyClient {
                 excerpt: excerpt(&body),
             }),
         }
+    }
+
+    /// The answer's body, read chunk by chunk and refused once it passes
+    /// [`ClientSettings::max_response_bytes`]: only the cap, never the whole answer, is ever held
+    /// in memory. A Content-Length above the cap is refused before any of the body is read.
+    async fn read_body(
+        &self,
+        route: &str,
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<u8>, CloudifyError> {
+        let limit = self.settings.max_response_bytes;
+        let too_large = || CloudifyError::TooLarge {
+            route: route.to_owned(),
+            limit,
+        };
+        let announced = resp.content_length();
+        if announced.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let capacity = usize::try_from(announced.unwrap_or(0).min(limit)).unwrap_or(0);
+        let mut body = Vec::with_capacity(capacity);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(route, e))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn transport_error(&self, route: &str, e: reqwest::Error) -> CloudifyError {

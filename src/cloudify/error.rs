@@ -19,6 +19,19 @@ fn causes(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A byte count as an operator writes it: `16 MiB`, `512 KiB`, `1000 bytes`.
+pub fn size_text(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+    if bytes >= MIB && bytes % MIB == 0 {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes % KIB == 0 {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 /// A failed Cloudify REST call.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudifyError {
@@ -79,6 +92,33 @@ pub enum CloudifyError {
         content_type: String,
         /// The start of the body.
         excerpt: String,
+    },
+    /// Cloudify (or something in front of it) answered with a redirect. Redirects are never
+    /// followed: the credentials would go along to wherever it points (issue 20).
+    #[error(
+        "{route}: Cloudify answered {status} redirecting to {location:?}; redirects are not \
+         followed (the credentials would travel with them): set the manager's url to the \
+         address that answers"
+    )]
+    Redirect {
+        /// Method and templated path.
+        route: String,
+        /// HTTP status (301, 302, 303, 307, 308).
+        status: u16,
+        /// The `Location` header as sent (at most 300 characters).
+        location: String,
+    },
+    /// The answer's body passed the configured cap; the rest was not read (issue 20).
+    #[error(
+        "{route}: Cloudify's answer is larger than {} (cloudify[].max_response_size); the rest \
+         was not read",
+        size_text(*.limit)
+    )]
+    TooLarge {
+        /// Method and templated path.
+        route: String,
+        /// The cap in bytes.
+        limit: u64,
     },
     /// A success answer whose body could not be decoded.
     #[error("{route}: cannot decode Cloudify's answer: {source}")]

@@ -7,7 +7,7 @@ mod error;
 pub mod fake;
 pub mod models;
 
-pub use client::{Auth, ClientSettings, CloudifyClient};
+pub use client::{Auth, ClientSettings, CloudifyClient, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::CloudifyError;
 pub use models::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
 

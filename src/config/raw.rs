@@ -100,6 +100,7 @@ pub struct RawCloudify {
     pub ca_cert_file: Option<String>,
     pub insecure_skip_verify: Option<bool>,
     pub request_timeout: Option<String>,
+    pub max_response_size: Option<RawQuantity>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::env::Env;
 use super::error::ConfigError;
 use super::fields::RawSwitch;
-use super::fields::{duration, read_secret_file, socket_addr};
+use super::fields::{byte_size, duration, read_secret_file, socket_addr};
 use super::model::{Config, LeaseConfig, LeaseMode, NodeControllerConfig, Overrides, TlsFiles};
 use super::raw::{RawCloudify, RawConfig};
 use crate::cloudify::{Auth, ClientSettings};
@@ -258,6 +258,11 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
             "must be positive",
         ));
     }
+    // At least 64 KiB (a single execution answer with its parameters), at most 1 GiB.
+    let max_response_bytes = match &c.max_response_size {
+        Some(v) => byte_size(&k("max_response_size"), v, 64 << 10, 1 << 30)?,
+        None => crate::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
+    };
     Ok(ClientSettings {
         name: c.name.clone().unwrap_or_else(|| {
             if i == 0 {
@@ -272,6 +277,7 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
         ca_cert_pem,
         insecure_skip_verify: c.insecure_skip_verify.unwrap_or(false),
         request_timeout,
+        max_response_bytes,
     })
 }
 
@@ -593,6 +599,26 @@ mod tests {
         assert_eq!(
             err(cloudify_entries(&raw, &password())),
             "cloudify[2].name: duplicate name \"a\""
+        );
+    }
+
+    #[test]
+    fn the_answer_cap_defaults_to_16_mib_and_is_bounded() {
+        let c = cloudify_entry(0, &entry(None), &password()).expect("valid");
+        assert_eq!(c.max_response_bytes, 16 << 20);
+        let c = RawCloudify {
+            max_response_size: Some(super::super::fields::RawQuantity::Text("64Mi".into())),
+            ..entry(None)
+        };
+        let c = cloudify_entry(0, &c, &password()).expect("valid");
+        assert_eq!(c.max_response_bytes, 64 << 20);
+        let c = RawCloudify {
+            max_response_size: Some(super::super::fields::RawQuantity::Integer(1000)),
+            ..entry(None)
+        };
+        assert_eq!(
+            err(cloudify_entry(1, &c, &password())),
+            "cloudify[1].max_response_size: 1000 bytes is not between 65536 and 1073741824"
         );
     }
 

@@ -87,6 +87,7 @@ fn settings(url: &str, ca: Option<&str>, insecure: bool) -> ClientSettings {
         ca_cert_pem: ca.map(|c| c.as_bytes().to_vec()),
         insecure_skip_verify: insecure,
         request_timeout: Duration::from_secs(2),
+        max_response_bytes: autoscaler_cloudify::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 

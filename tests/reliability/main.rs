@@ -5,6 +5,7 @@
 mod cloudify_input;
 mod ha_lease;
 mod inprocess;
+mod manager_transport;
 mod process;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
