@@ -16,7 +16,7 @@ use crate::inventory::Inventory;
 use crate::kube::lease::{LeaseElection, LeaseGate};
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
-use crate::observability::http::{NodesFn, Readiness, ReadinessFn};
+use crate::observability::http::{HttpConnections, NodesFn, Readiness, ReadinessFn};
 use crate::observability::metrics::Metrics;
 
 /// Starting the provider failed.
@@ -188,6 +188,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     );
     let (http_addr, http_task) = serve_http(
         config.http_listen,
+        config.http_connections,
         &metrics,
         readiness,
         node_controller.as_ref().map(nodes_fn),
@@ -199,6 +200,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         config.grpc_listen,
         config.tls.as_ref(),
         config.insecure,
+        &config.grpc_connections,
         Provider::new(Arc::clone(&service), Arc::clone(&metrics)),
     )
     .await?;
@@ -354,12 +356,13 @@ fn readiness(
 /// background.
 async fn serve_http(
     addr: SocketAddr,
+    connections: HttpConnections,
     metrics: &Arc<Metrics>,
     readiness: ReadinessFn,
     nodes: Option<NodesFn>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AppError> {
     let (bound, server) =
-        crate::observability::http::bind(addr, Arc::clone(metrics), readiness, nodes)
+        crate::observability::http::bind(addr, connections, Arc::clone(metrics), readiness, nodes)
             .await
             .map_err(|source| AppError::HttpBind { addr, source })?;
     let task = tokio::spawn(async move {

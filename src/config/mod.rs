@@ -28,7 +28,7 @@ pub use env::{Env, ProcessEnv};
 pub use error::ConfigError;
 pub use fields::key_path;
 pub use model::{
-    AddressProperties, Config, Discovery, GroupSettings, LeaseConfig, LeaseMode,
+    AddressProperties, Config, Discovery, GroupSettings, GrpcConnections, LeaseConfig, LeaseMode,
     NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup, TaintSpec,
     TemplateSpec, TlsFiles,
 };
@@ -36,6 +36,8 @@ pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdT
 
 /// Re-exported: the format belongs to the logging, the configuration only chooses it.
 pub use crate::observability::LogFormat;
+/// Re-exported: the HTTP port's connection handling, which the configuration only sets.
+pub use crate::observability::http::HttpConnections;
 
 impl Config {
     /// Reads the optional file, applies the overrides and validates everything.

@@ -6,13 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::Provider;
-use crate::config::TlsFiles;
+use crate::config::{GrpcConnections, TlsFiles};
+use crate::observability::listener::{
+    ConnectionLimits, GuardedListener, GuardedStream, KillSwitch,
+};
+use crate::observability::metrics::Port;
 use crate::proto::cloud_provider_server::CloudProviderServer;
 
 /// The server could not start.
@@ -67,11 +72,12 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    /// Closes every client connection (HTTP/2 GOAWAY, in-flight calls finish) and goes on
-    /// serving on the same socket. A replica that loses the lease calls it so CA reconnects,
-    /// through the Service, to the new leader (issue #13). tonic has no per-connection close:
-    /// this is a graceful shutdown of the serving future and a new one on the kept listener, so
-    /// the port never stops accepting (connections wait in the backlog for a moment).
+    /// Closes every client connection (HTTP/2 GOAWAY, in-flight calls finish within
+    /// `grpc.drain_timeout`, then the rest is closed) and goes on serving on the same socket. A
+    /// replica that loses the lease calls it so CA reconnects, through the Service, to the new
+    /// leader (issue #13). tonic has no per-connection close: this is a graceful shutdown of the
+    /// serving future while a new one serves on the kept listener at once (issue 20: the port
+    /// used to accept nothing until the last old connection was gone).
     pub fn close_connections(&self) {
         self.reset.notify_one();
     }
@@ -82,7 +88,7 @@ impl ServerHandle {
         move || reset.notify_one()
     }
 
-    /// Stops accepting, finishes in-flight calls, and waits.
+    /// Stops accepting, finishes in-flight calls (for at most `grpc.drain_timeout`), and waits.
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -106,20 +112,28 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
     })
 }
 
-/// Binds `listen` and serves in the background.
+/// Binds `listen` and serves in the background, with the drain, keepalive and connection limit
+/// of `connections`.
 pub async fn serve(
     listen: SocketAddr,
     tls: Option<&TlsFiles>,
     insecure: bool,
+    connections: &GrpcConnections,
     provider: Provider,
 ) -> Result<ServerHandle, ServeError> {
-    let mut builder = Server::builder();
+    // HTTP/2 PINGs find dead peers once the connection is up; the guarded stream below closes the
+    // ones that never get that far (issue 20: idle and half-sent connections were kept for ever).
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(connections.keepalive_interval))
+        .http2_keepalive_timeout(Some(connections.keepalive_timeout));
     match tls {
         Some(files) => {
-            let mut cfg = ServerTlsConfig::new().identity(Identity::from_pem(
-                read(&files.cert_file)?,
-                read(&files.key_file)?,
-            ));
+            let mut cfg = ServerTlsConfig::new()
+                .identity(Identity::from_pem(
+                    read(&files.cert_file)?,
+                    read(&files.key_file)?,
+                ))
+                .timeout(connections.read_idle());
             match &files.client_ca_file {
                 // CA's externalgrpc client presents its certificate when `cert` is configured:
                 // require and verify it against this CA (mTLS).
@@ -154,48 +168,64 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+    let bind_error = |source| ServeError::Bind {
         addr: listen,
         source,
-    })?;
-    let listener = Arc::new(listener);
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+    let limits = ConnectionLimits {
+        max_connections: connections.max_connections,
+        // A live client answers the PINGs within this; the same bound for a peer that stops
+        // reading our answers.
+        read_idle: Some(connections.read_idle()),
+        write_stall: Some(connections.read_idle()),
+    };
+    let listener = Arc::new(GuardedListener::new(
+        listener,
+        limits,
+        Port::Grpc,
+        Arc::clone(&provider.metrics),
+    ));
+    let addr = listener.local_addr().map_err(bind_error)?;
     let (tx, mut rx) = oneshot::channel::<()>();
     let reset = Arc::new(Notify::new());
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(CloudProviderServer::new(provider));
+    let drain = connections.drain_timeout;
     let task = {
         let reset = Arc::clone(&reset);
         tokio::spawn(async move {
             loop {
-                let stopped = Arc::new(Notify::new());
-                let serving =
-                    router
-                        .clone()
-                        .serve_with_incoming_shutdown(incoming(Arc::clone(&listener)), {
-                            let stopped = Arc::clone(&stopped);
-                            async move { stopped.notified().await }
-                        });
-                tokio::pin!(serving);
+                // One generation of connections: served by one serving future, closed together.
+                let kill = KillSwitch::default();
+                let stop = Arc::new(Notify::new());
+                let mut serving = Box::pin(router.clone().serve_with_incoming_shutdown(
+                    incoming(Arc::clone(&listener), kill.clone()),
+                    {
+                        let stop = Arc::clone(&stop);
+                        async move { stop.notified().await }
+                    },
+                ));
                 let reset_asked = tokio::select! {
                     r = &mut serving => return r,
                     _ = &mut rx => false,
                     () = reset.notified() => true,
                 };
-                // Graceful: GOAWAY to every connection, wait for in-flight calls.
-                stopped.notify_one();
-                let r = serving.await;
+                // Graceful: GOAWAY to every connection, in-flight calls finish, for at most
+                // `drain`; then the rest is closed (issue 20: one silent client held this for
+                // ever).
+                stop.notify_one();
+                let drained = drain_bounded(serving, kill, drain);
                 if !reset_asked {
-                    return r;
+                    return drained.await;
                 }
-                tracing::info!(%addr, "gRPC connections closed; serving new ones");
+                // The next generation accepts at once; this one drains beside it.
+                tokio::spawn(async move {
+                    let _ = drained.await;
+                });
+                tracing::info!(%addr, "gRPC connections asked to close; serving new ones");
             }
         })
     };
@@ -208,26 +238,45 @@ pub async fn serve(
     })
 }
 
-/// Accepted connections of a listener that outlives each serving future (see
-/// [`ServerHandle::close_connections`]). `serve_with_incoming*` ignores the builder's
-/// `tcp_nodelay`, so it is set here: without it small unary answers wait for the client's delayed
-/// ACK (~40 ms on Linux), which the load test showed as 44 ms NodeGroups/TargetSize calls
-/// (BENCHMARKS.md).
-fn incoming(listener: Arc<TcpListener>) -> impl Stream<Item = Result<TcpStream, std::io::Error>> {
-    futures::stream::unfold(listener, |l| async move {
-        loop {
-            match l.accept().await {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((Ok(stream), l));
-                }
-                // Out of file descriptors or a connection reset before accept: not fatal for
-                // the server; wait a little instead of spinning.
-                Err(e) => {
-                    tracing::warn!(error = %e, "gRPC accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
+/// Waits up to `limit` for a generation's connections to close after its GOAWAY, then closes
+/// what is left through its kill switch.
+async fn drain_bounded(
+    serving: impl Future<Output = Result<(), tonic::transport::Error>>,
+    kill: KillSwitch,
+    limit: Duration,
+) -> Result<(), tonic::transport::Error> {
+    match tokio::time::timeout(limit, serving).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::info!(
+                drain_timeout = ?limit,
+                "gRPC connections still open after the drain time: closing them"
+            );
+            kill.kill();
+            Ok(())
         }
+    }
+}
+
+/// Accepted connections of a listener that outlives each serving future (see
+/// [`ServerHandle::close_connections`]), each with its generation's kill switch.
+/// `serve_with_incoming*` ignores the builder's `tcp_nodelay`; the guarded listener sets it (the
+/// load test showed 44 ms NodeGroups/TargetSize calls without it: BENCHMARKS.md).
+fn incoming(
+    listener: Arc<GuardedListener>,
+    kill: KillSwitch,
+) -> impl Stream<Item = Result<GuardedStream, std::io::Error>> {
+    futures::stream::unfold((listener, kill), |(l, kill)| async move {
+        let stream = l.accept(Some(&kill)).await;
+        Some((Ok(stream), (l, kill)))
     })
+}
+
+/// What tonic records of a connection (its addresses, for request extensions).
+impl Connected for GuardedStream {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.get_ref().connect_info()
+    }
 }

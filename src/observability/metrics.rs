@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -65,6 +67,38 @@ pub struct ScaleLabels {
 pub struct BuildLabels {
     /// The provider's version (`CARGO_PKG_VERSION`), to tell replicas of different releases apart.
     pub version: String,
+}
+
+/// A listening port of the process, as a metric label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Port {
+    /// The gRPC port CA calls.
+    Grpc,
+    /// The plain HTTP port (`/healthz`, `/readyz`, `/metrics`, `/nodes`).
+    Http,
+}
+
+impl Port {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Port::Grpc => "grpc",
+            Port::Http => "http",
+        }
+    }
+}
+
+impl EncodeLabelValue for Port {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Labels of the connection metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    /// Which port.
+    pub port: Port,
 }
 
 /// Labels of refresh counters.
@@ -142,6 +176,10 @@ pub struct Metrics {
     pub scale_down_mismatches: Counter,
     /// The `node_controller_*` metrics; they stay 0 when the controller does not run.
     pub node_controller: NodeControllerMetrics,
+    /// Open client connections per port.
+    pub connections_open: Family<PortLabels, Gauge>,
+    /// Connections closed at once because the port was at its `max_connections`.
+    pub connections_rejected: Family<PortLabels, Counter>,
 }
 
 impl Metrics {
@@ -166,6 +204,8 @@ impl Metrics {
             lookup_misses: Counter::default(),
             scale_down_mismatches: Counter::default(),
             node_controller: NodeControllerMetrics::default(),
+            connections_open: Family::default(),
+            connections_rejected: Family::default(),
             registry: Registry::default(),
         };
         m.build_info
@@ -252,6 +292,16 @@ impl Metrics {
             "scale_down_mismatches",
             "Scale-ins that removed other instances than the named ones",
             m.scale_down_mismatches.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Open client connections per port",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections closed at once because the port had max_connections open",
+            m.connections_rejected.clone(),
         );
         let nc = &m.node_controller;
         registry.register(

@@ -2,6 +2,7 @@
 //! tracing setup.
 
 pub mod http;
+pub mod listener;
 pub mod metrics;
 
 use std::io::IsTerminal;

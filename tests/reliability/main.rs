@@ -3,6 +3,7 @@
 //! Lease HA checks that tests/e2e/ha.sh runs against a real kube-apiserver.
 
 mod cloudify_input;
+mod connections;
 mod ha_lease;
 mod inprocess;
 mod manager_transport;
