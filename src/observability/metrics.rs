@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use std::fmt::Write as _;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{
+    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -47,10 +49,36 @@ pub struct RouteLabels {
 }
 
 /// Labels keyed by node group.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct GroupLabels {
-    /// Node group id.
+    /// Node group id: `<deployment>/<group>` as Cloudify names them, so any text (escaped on
+    /// output).
     pub group: String,
+}
+
+impl EncodeLabelSet for GroupLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        ("group", Escaped(&self.group)).encode(encoder.encode_label())
+    }
+}
+
+/// A label value from outside (a Cloudify name), written as the text format requires:
+/// prometheus-client writes label values as they are, so a `"` would end the value early and a
+/// newline would start a sample of the sender's choosing (issue 20).
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Labels of scale execution counters.

@@ -7,6 +7,7 @@ mod connections;
 mod ha_lease;
 mod inprocess;
 mod manager_transport;
+mod metrics_text;
 mod process;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
