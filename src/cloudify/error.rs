@@ -2,22 +2,7 @@
 
 use std::time::Duration;
 
-/// The error and its causes on one line. reqwest's own text ("error sending request for url
-/// ...") hides the reason an operator needs, e.g. `invalid peer certificate: UnknownIssuer` when
-/// the configured CA does not match the manager's certificate, or `Connection refused`.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
-}
+use crate::observability::error_chain;
 
 /// A byte count as an operator writes it: `16 MiB`, `512 KiB`, `1000 bytes`.
 pub fn size_text(bytes: u64) -> String {
@@ -36,7 +21,7 @@ pub fn size_text(bytes: u64) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum CloudifyError {
     /// No answer: connection refused, reset, DNS, TLS handshake.
-    #[error("{route}: cannot reach Cloudify: {}", causes(.source))]
+    #[error("{route}: cannot reach Cloudify: {}", error_chain(.source))]
     Transport {
         /// Method and templated path.
         route: String,

@@ -3,6 +3,7 @@
 
 mod convert;
 pub mod server;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -9,8 +9,8 @@ use futures::Stream;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
+use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpConnectInfo};
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use super::Provider;
 use crate::config::{GrpcConnections, TlsFiles};
@@ -54,8 +54,20 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    /// tonic refused the TLS configuration or failed to serve.
-    #[error("gRPC transport: {0}")]
+    /// A TLS file holds nothing usable, or the wrong thing (issue 20: tonic says only
+    /// `transport error`).
+    #[error("{key} {path}: {problem}")]
+    Tls {
+        /// The configuration key (`grpc.tls.cert_file`, ...; the flags `--tls-*` set the same).
+        key: &'static str,
+        /// The path as configured.
+        path: String,
+        /// What is wrong, and what to do about it.
+        problem: String,
+    },
+    /// tonic refused the TLS configuration or failed to serve (with its causes: tonic's own
+    /// text is only `transport error`).
+    #[error("gRPC transport: {}", crate::observability::error_chain(.0))]
     Transport(#[from] tonic::transport::Error),
     /// Building the reflection service failed.
     #[error("gRPC reflection: {0}")]
@@ -105,13 +117,6 @@ impl ServerHandle {
     }
 }
 
-fn read(path: &std::path::Path) -> Result<Vec<u8>, ServeError> {
-    std::fs::read(path).map_err(|source| ServeError::TlsFile {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
 /// Binds `listen` and serves in the background, with the drain, keepalive and connection limit
 /// of `connections`.
 pub async fn serve(
@@ -128,16 +133,11 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(connections.keepalive_timeout));
     match tls {
         Some(files) => {
-            let mut cfg = ServerTlsConfig::new()
-                .identity(Identity::from_pem(
-                    read(&files.cert_file)?,
-                    read(&files.key_file)?,
-                ))
-                .timeout(connections.read_idle());
+            let cfg = super::tls::server_config(files, connections.read_idle())?;
             match &files.client_ca_file {
                 // CA's externalgrpc client presents its certificate when `cert` is configured:
-                // require and verify it against this CA (mTLS).
-                Some(ca) => cfg = cfg.client_ca_root(Certificate::from_pem(read(ca)?)),
+                // `server_config` requires it and verifies it against this CA (mTLS).
+                Some(_) => {}
                 // Server-only TLS encrypts but lets any client scale: the same rule as
                 // plaintext (issue #7: mTLS required by default).
                 None if listen.ip().is_loopback() => {}

@@ -8,7 +8,9 @@ mod ha_lease;
 mod inprocess;
 mod manager_transport;
 mod metrics_text;
+mod pki;
 mod process;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
 mod security;
+mod tls_causes;

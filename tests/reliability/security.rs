@@ -9,61 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pki::Pki;
 use crate::reliability_support::*;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::Timing;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use serde_json::json;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-/// A throwaway certificate authority.
-struct Pki {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("key");
-        Pki {
-            issuer: CertifiedIssuer::self_signed(p, key).expect("CA"),
-        }
-    }
-
-    fn ca_pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// (certificate PEM, key PEM) for a server (`localhost`, 127.0.0.1) or a client.
-    fn leaf(&self, cn: &str, client: bool) -> (String, String) {
-        let sans: Vec<String> = if client {
-            vec![cn.to_owned()]
-        } else {
-            vec!["localhost".into(), "127.0.0.1".into()]
-        };
-        let mut p = CertificateParams::new(sans).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = KeyPair::generate().expect("key");
-        let cert = p.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 async fn tls_client(
     addr: SocketAddr,
@@ -297,7 +249,8 @@ async fn tls_without_client_ca_is_refused_off_loopback_unless_insecure() {
 }
 
 /// A TLS front for the simulator: terminates TLS with `cert`/`key` and pipes bytes to `backend`.
-async fn tls_front(cert_pem: &str, key_pem: &str, backend: SocketAddr) -> SocketAddr {
+/// A TLS front with this certificate on 127.0.0.1, forwarding to `backend` in plaintext.
+pub(crate) async fn tls_front(cert_pem: &str, key_pem: &str, backend: SocketAddr) -> SocketAddr {
     use tokio_rustls::rustls;
     let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
         rustls::pki_types::pem::PemObject::pem_slice_iter(cert_pem.as_bytes())
