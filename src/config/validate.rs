@@ -56,6 +56,7 @@ pub(super) fn build(
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
     let cloudify = cloudify_entries(&raw, env)?;
     let node_groups = super::groups::node_groups(&raw, &cloudify)?;
+    super::answer_size::check(&node_groups, &cloudify)?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
     let lease = lease(&raw.lease, ov)?;
     Ok(Config {

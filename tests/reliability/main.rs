@@ -2,6 +2,7 @@
 //! under manager outages, latency, errors and restarts; security; hostile Cloudify input; and the
 //! Lease HA checks that tests/e2e/ha.sh runs against a real kube-apiserver.
 
+mod answer_size;
 mod cloudify_input;
 mod connections;
 mod ha_lease;
