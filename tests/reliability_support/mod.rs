@@ -590,18 +590,33 @@ fn chrono_now() -> String {
     format!("t={secs}")
 }
 
-/// Asserts that none of `secrets` (nor the basic-auth header they would form) occurs in `text`.
-pub fn assert_no_secrets(what: &str, text: &str, secrets: &[&str]) {
+/// Whether any of `secrets`, or the basic-auth header it would form, occurs in `text`: the one
+/// grep of [`assert_no_secrets`] and of its positive control [`assert_would_find`].
+fn leaks(text: &str, secrets: &[&str]) -> bool {
     use base64::Engine;
-    for s in secrets {
+    secrets.iter().any(|s| {
         assert!(!s.is_empty());
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{s}"));
-        for needle in [s.to_string(), basic] {
-            assert!(
-                !text.contains(&needle),
-                "{what} leaks a secret ({} chars of output)",
-                text.len()
-            );
-        }
-    }
+        text.contains(*s) || text.contains(&basic)
+    })
+}
+
+/// The positive control of [`assert_no_secrets`]: the same grep, given `marker` as a secret,
+/// finds it in `text`. Without it a capture that lost its logs would look clean.
+pub fn assert_would_find(what: &str, text: &str, marker: &str) {
+    assert!(
+        leaks(text, &[marker]),
+        "{what}: the positive control {marker:?} is not in the {} captured bytes, so a secret \
+         would not be seen either",
+        text.len()
+    );
+}
+
+/// Asserts that none of `secrets` (nor the basic-auth header they would form) occurs in `text`.
+pub fn assert_no_secrets(what: &str, text: &str, secrets: &[&str]) {
+    assert!(
+        !leaks(text, secrets),
+        "{what} leaks a secret ({} chars of output)",
+        text.len()
+    );
 }
