@@ -4,11 +4,11 @@
 # tier failed. Each tier installs what it needs (Go modules, Python packages, helm) idempotently.
 #
 #   ./scripts/test-all.sh            all tiers
-#   TIERS="rust python" ./scripts/test-all.sh   a subset (rust python conformance helm e2e)
+#   TIERS="rust python" ./scripts/test-all.sh   a subset (rust python manager conformance helm e2e)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-TIERS=${TIERS:-"rust python conformance helm e2e"}
+TIERS=${TIERS:-"rust python manager conformance helm e2e"}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # The Go and Python tiers drive the real binary; the debug build is the one `cargo test` already made.
 export AUTOSCALER_CLOUDIFY_BIN=${AUTOSCALER_CLOUDIFY_BIN:-$ROOT/target/debug/autoscaler-cloudify}
@@ -42,6 +42,7 @@ for t in $TIERS; do
   case $t in
     rust) tier rust rust_tier ;;
     python) tier python bash tests/python/run.sh ;;
+    manager) tier manager bash tests/manager/run.sh ;; # the real Cloudify Manager (issue #19)
     conformance) tier conformance bash tests/ca-conformance/run.sh ;;
     helm) tier helm bash tests/helm/run.sh ;;
     e2e) tier e2e bash tests/e2e/run.sh

@@ -1,14 +1,15 @@
 //! Reliability suite, part 4 (issue #7): bad input from Cloudify. A property-based fuzz of the
 //! decoding of Cloudify answers (arbitrary JSON, structure-aware mutations of real answers,
-//! truncated bodies) and of the snapshot build on whatever decodes; then a live fake manager
-//! (axum on 127.0.0.1:0, proxying to the simulator) that starts answering HTML, garbage, wrong
+//! truncated bodies) and of the snapshot build on whatever decodes; then the test kit's hostile
+//! manager (tests/kit/hostile.rs, in front of the simulator) answering HTML, garbage, wrong
 //! types and missing fields: every such answer must become a typed error and the last good
 //! snapshot must stay in place.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::reliability_support::hostile::{HostileManager, Rule};
 use crate::reliability_support::*;
 use autoscaler_cloudify::app::start;
 use autoscaler_cloudify::cloudify::models::ListPage;
@@ -16,9 +17,6 @@ use autoscaler_cloudify::cloudify::{CloudifyError, Deployment, Execution, Node, 
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::inventory::{SourceData, build_snapshot};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
-use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
 use cloudify_sim::Timing;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
@@ -261,83 +259,16 @@ fn fuzz_cloudify_answer_decoding() {
     );
 }
 
-/// What the fake manager answers instead of the simulator.
-#[derive(Clone)]
-struct BadAnswer {
-    route: &'static str,
-    status: StatusCode,
-    content_type: &'static str,
-    body: String,
-}
-
-#[derive(Clone)]
-struct Fake {
-    backend: String,
-    http: reqwest::Client,
-    bad: Arc<Mutex<Option<BadAnswer>>>,
-}
-
-async fn fake_manager(
-    axum::extract::State(f): axum::extract::State<Fake>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let bad = f.bad.lock().expect("lock").clone();
-    if let Some(b) = bad
-        && uri.path() == b.route
-    {
-        return (b.status, [("content-type", b.content_type)], b.body).into_response();
-    }
-    let url = format!(
-        "{}{}",
-        f.backend,
-        uri.path_and_query().map_or("", |p| p.as_str())
-    );
-    let mut r = f.http.request(method, url).body(body);
-    for (k, v) in &headers {
-        if k != "host" && k != "content-length" {
-            r = r.header(k, v);
-        }
-    }
-    match r.send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            let ct = resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/json")
-                .to_owned();
-            let bytes = resp.bytes().await.unwrap_or_default();
-            (status, [("content-type", ct)], bytes).into_response()
-        }
-        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_answers_become_typed_errors_and_keep_the_last_snapshot() {
     let sim = start_sim(scenario(Timing::instant())).await;
-    let fake = Fake {
-        backend: sim.url(),
-        http: reqwest::Client::new(),
-        bad: Arc::new(Mutex::new(None)),
-    };
-    let bad = Arc::clone(&fake.bad);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let fake_url = format!("http://{}", listener.local_addr().expect("addr"));
-    let router = axum::Router::new().fallback(fake_manager).with_state(fake);
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let hostile = HostileManager::start(&sim.url()).await;
 
     let settings = ServiceSettings {
         refresh_max_age: Duration::ZERO,
         ..ServiceSettings::default()
     };
-    let app = start(&test_config(&fake_url), settings)
+    let app = start(&test_config(&hostile.url()), settings)
         .await
         .expect("provider");
     tokio::time::timeout(Duration::from_secs(10), app.inventory.wait_ready())
@@ -367,78 +298,48 @@ async fn malformed_answers_become_typed_errors_and_keep_the_last_snapshot() {
     };
     let html =
         "<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>";
-    let bodies: Vec<(&str, StatusCode, &str, String)> = vec![
-        ("HTML page, 200", StatusCode::OK, "text/html", html.into()),
-        (
-            "HTML page, 502",
-            StatusCode::BAD_GATEWAY,
-            "text/html",
-            html.into(),
-        ),
+    let bodies: Vec<(&str, u16, &str, String)> = vec![
+        ("HTML page, 200", 200, "text/html", html.into()),
+        ("HTML page, 502", 502, "text/html", html.into()),
         (
             "garbage, 200",
-            StatusCode::OK,
+            200,
             "application/json",
             "\u{1}garbage{{{".into(),
         ),
-        (
-            "empty body, 200",
-            StatusCode::OK,
-            "application/json",
-            String::new(),
-        ),
-        (
-            "null, 200",
-            StatusCode::OK,
-            "application/json",
-            "null".into(),
-        ),
-        (
-            "{} (no items), 200",
-            StatusCode::OK,
-            "application/json",
-            "{}".into(),
-        ),
-        (
-            "[] (array), 200",
-            StatusCode::OK,
-            "application/json",
-            "[]".into(),
-        ),
+        ("empty body, 200", 200, "application/json", String::new()),
+        ("null, 200", 200, "application/json", "null".into()),
+        ("{} (no items), 200", 200, "application/json", "{}".into()),
+        ("[] (array), 200", 200, "application/json", "[]".into()),
         (
             "items not a list",
-            StatusCode::OK,
+            200,
             "application/json",
             r#"{"items":{"a":1}}"#.into(),
         ),
         (
             "items of wrong type",
-            StatusCode::OK,
+            200,
             "application/json",
             r#"{"items":[1,"x",null]}"#.into(),
         ),
         (
             "items missing id",
-            StatusCode::OK,
+            200,
             "application/json",
             r#"{"items":[{"unexpected":true}],"metadata":{"pagination":{"total":1}}}"#.into(),
         ),
         (
             "id of wrong type",
-            StatusCode::OK,
+            200,
             "application/json",
             r#"{"items":[{"id":42,"state":"started"}],"metadata":{"pagination":{"total":1}}}"#
                 .into(),
         ),
-        (
-            "truncated JSON",
-            StatusCode::OK,
-            "application/json",
-            truncated,
-        ),
+        ("truncated JSON", 200, "application/json", truncated),
         (
             "error JSON, 500",
-            StatusCode::INTERNAL_SERVER_ERROR,
+            500,
             "application/json",
             r#"{"message":"boom","error_code":"internal_server_error"}"#.into(),
         ),
@@ -453,12 +354,7 @@ async fn malformed_answers_become_typed_errors_and_keep_the_last_snapshot() {
     let mut failures: Vec<String> = Vec::new();
     for route in routes {
         for (name, status, ct, body) in &bodies {
-            *bad.lock().expect("lock") = Some(BadAnswer {
-                route,
-                status: *status,
-                content_type: ct,
-                body: body.clone(),
-            });
+            hostile.add(Rule::any(route).respond(*status, ct, body.clone()));
             let r = app.inventory.refresh().await;
             let kind = match &r {
                 Ok(_) => "accepted".to_owned(),
@@ -476,7 +372,7 @@ async fn malformed_answers_become_typed_errors_and_keep_the_last_snapshot() {
                 failures.push(format!("{route} / {name}: {kind}, kept={kept}"));
             }
             // Restore the good snapshot for the next case.
-            *bad.lock().expect("lock") = None;
+            hostile.clear_rules();
             app.inventory.refresh().await.expect("good refresh");
         }
     }

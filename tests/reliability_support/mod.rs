@@ -16,6 +16,8 @@ use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
 use serde_json::Value;
 use tonic::transport::Channel;
 
+#[path = "../kit/hostile.rs"]
+pub mod hostile;
 #[path = "../kit/procfs.rs"]
 mod procfs;
 /// Resident memory, OS threads and open file descriptors of a child (Linux `/proc`).
