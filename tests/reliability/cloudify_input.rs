@@ -22,7 +22,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 use serde_json::Value;
 
-fn arb_json() -> impl Strategy<Value = Value> {
+pub(crate) fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -64,7 +64,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 /// Replaces the value at a random path of `v` with `with` (structure-aware mutation).
-fn mutate(v: &mut Value, mut path: Vec<usize>, with: Value) {
+pub(crate) fn mutate(v: &mut Value, mut path: Vec<usize>, with: Value) {
     let Some(step) = path.pop() else {
         *v = with;
         return;
@@ -131,7 +131,7 @@ fn decode_everything(body: &[u8]) -> (usize, usize) {
     (ok, err)
 }
 
-fn test_config(url: &str) -> Config {
+pub(crate) fn test_config(url: &str) -> Config {
     let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),

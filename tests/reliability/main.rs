@@ -6,6 +6,7 @@ mod answer_size;
 mod cloudify_input;
 mod connections;
 mod ha_lease;
+mod hostile_fuzz;
 mod hostile_kit;
 mod inprocess;
 mod manager_transport;

@@ -31,6 +31,30 @@ pub const CA_DEADLINE: Duration = Duration::from_secs(5);
 /// cannot match anything by accident.
 pub const PASSWORD: &str = "Rel-Pw-7f3c9e1d-do-not-log";
 
+/// Panics on tokio worker threads (where the provider's handlers and tasks run), counted from
+/// the first call of [`count_worker_panics`]. Test assertions run on the test's own thread and
+/// are not counted.
+static WORKER_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts counting worker panics (once per process; later calls do nothing).
+pub fn count_worker_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("tokio-runtime-worker") {
+                WORKER_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Worker panics so far (see [`count_worker_panics`]).
+pub fn worker_panics() -> usize {
+    WORKER_PANICS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// True when the long soak variants should run (`RELIABILITY_SOAK=1`).
 pub fn soak() -> bool {
     std::env::var("RELIABILITY_SOAK").is_ok_and(|v| v == "1")
