@@ -2,17 +2,21 @@
 //! manager that redirects elsewhere must not receive our credentials there; a manager that
 //! answers without end must not take the process's memory with it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::reliability_support::hostile::{HostileManager, Rule};
+use crate::reliability_support::{scenario, start_sim};
 
 use autoscaler_cloudify::cloudify::{
     Auth, ClientSettings, Cloudify, CloudifyClient, CloudifyError, ScaleRequest,
 };
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+use axum::response::Response;
+use cloudify_sim::Timing;
 use futures::StreamExt;
 
 /// The token every test here authenticates with: distinctive, so a leak cannot be a coincidence.
@@ -40,102 +44,63 @@ async fn listen(app: Router) -> String {
     format!("http://{addr}")
 }
 
-/// Every request a listener received: its path and headers.
-type Seen = Arc<Mutex<Vec<(String, HeaderMap)>>>;
-
-/// A second host that records what reaches it and answers like Cloudify would.
-async fn recorder() -> (String, Seen) {
-    let seen: Seen = Arc::default();
-    let s = Arc::clone(&seen);
-    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
-        let s = Arc::clone(&s);
-        async move {
-            s.lock().expect("lock").push((uri.to_string(), headers));
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                r#"{"id":"e1","status":"pending","items":[],"metadata":{"pagination":{"total":0}}}"#,
-            )
-        }
-    });
-    (listen(app).await, seen)
-}
-
-/// A manager that answers every call with `status` and a `Location` on `elsewhere`, same path.
-async fn redirecting_manager(status: StatusCode, elsewhere: &str) -> String {
-    let elsewhere = elsewhere.to_owned();
-    let app = Router::new().fallback(move |uri: Uri| {
-        let to = format!(
-            "{elsewhere}{}",
-            uri.path_and_query().map_or("", |p| p.as_str())
-        );
-        async move { (status, [(header::LOCATION, to)]).into_response() }
-    });
-    listen(app).await
-}
-
 /// Issue 20 item 3: reqwest drops `Authorization` when a redirect leaves the origin, but not a
-/// custom header such as Cloudify's `Authentication-Token`. No redirect is followed: the call
-/// fails with an error that names where the manager tried to send it.
+/// custom header such as Cloudify's `Authentication-Token`. A manager (the test kit's hostile
+/// one) answers every call with a 302 to a second one that records what reaches it. No redirect
+/// is followed: the call fails with an error that names where the manager tried to send it.
 #[tokio::test]
 async fn a_redirect_to_another_host_gets_no_credentials_and_a_clear_error() {
-    let (elsewhere, seen) = recorder().await;
-    for status in [
-        StatusCode::FOUND,
-        StatusCode::MOVED_PERMANENTLY,
-        StatusCode::TEMPORARY_REDIRECT,
-        StatusCode::PERMANENT_REDIRECT,
+    let sim = start_sim(scenario(Timing::instant())).await;
+    let elsewhere = HostileManager::start(&sim.url()).await;
+    let manager = HostileManager::start(&sim.url()).await;
+    manager.add(Rule::any("/api/v3.1/").redirect_to(&elsewhere.url()));
+    for auth in [
+        Auth::Token(TOKEN.into()),
+        Auth::Basic {
+            username: "admin".into(),
+            password: TOKEN.into(),
+        },
     ] {
-        let manager = redirecting_manager(status, &elsewhere).await;
-        for auth in [
-            Auth::Token(TOKEN.into()),
-            Auth::Basic {
-                username: "admin".into(),
-                password: TOKEN.into(),
-            },
-        ] {
-            let c = CloudifyClient::new(settings(&manager, auth), None).expect("client");
-            let read = c.deployments_by_id(&["k8s-pool-a".into()]).await;
-            let write = c
-                .start_scale(&ScaleRequest {
-                    deployment_id: "k8s-pool-a".into(),
-                    group: "workers".into(),
-                    delta: 1,
-                    include_instances: vec![],
-                    abort_started: false,
-                })
-                .await;
-            let leaked: Vec<String> = seen
-                .lock()
-                .expect("lock")
-                .iter()
-                .filter(|(_, h)| {
-                    h.get("authentication-token").is_some() || h.get("authorization").is_some()
-                })
-                .map(|(p, _)| p.clone())
-                .collect();
+        let c = CloudifyClient::new(settings(&manager.url(), auth), None).expect("client");
+        let read = c.deployments_by_id(&["k8s-pool-a".into()]).await;
+        let write = c
+            .start_scale(&ScaleRequest {
+                deployment_id: "k8s-pool-a".into(),
+                group: "workers".into(),
+                delta: 1,
+                include_instances: vec![],
+                abort_started: false,
+            })
+            .await;
+        let leaked: Vec<String> = elsewhere
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.headers.contains_key("authentication-token")
+                    || r.headers.contains_key("authorization")
+            })
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "the credentials reached the other host on {leaked:?}"
+        );
+        for (what, r) in [("read", read.map(|_| ())), ("write", write.map(|_| ()))] {
+            let e = r.expect_err("a redirect is not an answer");
+            assert!(matches!(e, CloudifyError::Redirect { .. }), "{what}: {e:?}");
+            let text = e.to_string();
             assert!(
-                leaked.is_empty(),
-                "{status}: the credentials reached the other host on {leaked:?}"
+                text.contains(&elsewhere.url()) && text.contains("302"),
+                "{what}: the error names the status and where it pointed: {text}"
             );
-            for (what, r) in [("read", read.map(|_| ())), ("write", write.map(|_| ()))] {
-                let e = r.expect_err("a redirect is not an answer");
-                assert!(
-                    matches!(e, CloudifyError::Redirect { .. }),
-                    "{status} {what}: {e:?}"
-                );
-                let text = e.to_string();
-                assert!(
-                    text.contains(&elsewhere) && text.contains(status.as_str()),
-                    "{status} {what}: the error names the status and where it pointed: {text}"
-                );
-                assert!(!e.is_unavailable(), "{what}: a redirect is not retried");
-            }
+            assert!(!e.is_unavailable(), "{what}: a redirect is not retried");
         }
     }
     assert!(
-        seen.lock().expect("lock").is_empty(),
+        elsewhere.requests().is_empty(),
         "nothing at all was sent to the other host"
     );
+    assert_eq!(manager.requests().len(), 4, "each call was made once");
 }
 
 /// Bytes a manager's answer has put on the wire so far.
