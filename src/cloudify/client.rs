@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::CloudifyError;
 use super::models::{ErrorBody, Identified, ListPage};
-use crate::observability::metrics::{CloudifyLabels, Metrics, RouteLabels};
+use crate::observability::metrics::{Answer, CloudifyLabels, Metrics, RouteLabels};
 
 /// Page size for list calls (Cloudify's default and documented maximum).
 const PAGE_SIZE: usize = 1000;
@@ -22,6 +22,26 @@ const PAGE_SIZE: usize = 1000;
 const LIST_ATTEMPTS: u32 = 3;
 /// Read attempts (first try included).
 const READ_ATTEMPTS: u32 = 3;
+
+/// Whether a call may be retried: the read-versus-write policy of every Cloudify call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallKind {
+    /// Changes nothing (GETs, the search POST): retried with back-off on transport errors, 5xx
+    /// and 429.
+    Read,
+    /// Changes something (`POST /executions`, a cancel): sent once, never retried, since a
+    /// retried scale could scale twice.
+    Write,
+}
+
+impl CallKind {
+    fn attempts(self) -> u32 {
+        match self {
+            CallKind::Read => READ_ATTEMPTS,
+            CallKind::Write => 1,
+        }
+    }
+}
 /// First retry delay; doubles each attempt.
 const RETRY_BASE: Duration = Duration::from_millis(200);
 /// First back-off after a 401; doubles on each further 401, up to [`AUTH_BACKOFF_MAX`].
@@ -219,11 +239,11 @@ impl CloudifyClient {
     /// Sends one request, records metrics, and decodes success or error bodies.
     pub(super) async fn send<T: DeserializeOwned>(
         &self,
-        route: &str,
+        route: &'static str,
         build: impl Fn() -> RequestBuilder,
-        retry: bool,
+        kind: CallKind,
     ) -> Result<T, CloudifyError> {
-        let attempts = if retry { READ_ATTEMPTS } else { 1 };
+        let attempts = kind.attempts();
         let mut last = None;
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -244,26 +264,21 @@ impl CloudifyClient {
 
     async fn send_once<T: DeserializeOwned>(
         &self,
-        route: &str,
+        route: &'static str,
         req: RequestBuilder,
     ) -> Result<T, CloudifyError> {
         let started = Instant::now();
         let result = req.send().await;
-        let status_label = match &result {
-            Ok(r) => r.status().as_u16().to_string(),
-            Err(_) => "error".to_owned(),
+        let status = match &result {
+            Ok(r) => Answer::Status(r.status().as_u16()),
+            Err(_) => Answer::None,
         };
         if let Some(m) = &self.metrics {
             m.cloudify_requests
-                .get_or_create(&CloudifyLabels {
-                    route: route.to_owned(),
-                    status: status_label,
-                })
+                .get_or_create(&CloudifyLabels { route, status })
                 .inc();
             m.cloudify_duration
-                .get_or_create(&RouteLabels {
-                    route: route.to_owned(),
-                })
+                .get_or_create(&RouteLabels { route })
                 .observe(started.elapsed().as_secs_f64());
         }
         let resp = result.map_err(|e| self.transport_error(route, e))?;
@@ -376,7 +391,7 @@ impl CloudifyClient {
     /// Fetches every page of a list endpoint (`_size`/`_offset`, until `total` is reached).
     pub(super) async fn list_all<T: DeserializeOwned + Identified>(
         &self,
-        route: &str,
+        route: &'static str,
         method: Method,
         path: &str,
         query: &[(&str, String)],
@@ -408,7 +423,7 @@ impl CloudifyClient {
 
     async fn list_once<T: DeserializeOwned + Identified>(
         &self,
-        route: &str,
+        route: &'static str,
         method: Method,
         path: &str,
         query: &[(&str, String)],
@@ -435,7 +450,7 @@ impl CloudifyClient {
                             None => r,
                         }
                     },
-                    true,
+                    CallKind::Read,
                 )
                 .await?;
             if let Some(i) = page.items.iter().position(|item| item.id().is_empty()) {

@@ -11,6 +11,7 @@ use super::overlay::LocalChange;
 use super::{DomainError, NodeGroupService, delete};
 use crate::cloudify::{Cloudify, ScaleRequest};
 use crate::inventory::NodeGroup;
+use crate::observability::metrics::{ScaleDirection, ScaleResult};
 
 /// A node CA asks to delete.
 #[derive(Debug, Clone, Default)]
@@ -66,7 +67,8 @@ impl NodeGroupService {
             Self::group(snap, id).map(|g| (g.clone(), o.target_wide(g), o.upper_bound(g)))
         })?;
         if upper.saturating_add(i64::from(delta)) > i64::from(g.max) {
-            self.metrics.scale("up", "rejected");
+            self.metrics
+                .scale(ScaleDirection::Up, ScaleResult::Rejected);
             return Err(DomainError::AboveMax {
                 group: id.to_owned(),
                 target: i32::try_from(upper).unwrap_or(i32::MAX),
@@ -86,7 +88,7 @@ impl NodeGroupService {
         let execution = self
             .within_term(async {
                 cloudify.start_scale(&request).await.map_err(|e| {
-                    self.metrics.scale("up", "error");
+                    self.metrics.scale(ScaleDirection::Up, ScaleResult::Error);
                     tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
                     DomainError::from(e)
                 })
@@ -101,7 +103,8 @@ impl NodeGroupService {
                 cancelled: Vec::new(),
             })
         });
-        self.metrics.scale("up", "accepted");
+        self.metrics
+            .scale(ScaleDirection::Up, ScaleResult::Accepted);
         tracing::info!(
             group = id, delta, from = target, to = target.saturating_add(i64::from(delta)),
             execution = %execution.id, status = %execution.status, "scale-out queued in Cloudify"
@@ -225,7 +228,8 @@ impl NodeGroupService {
             )));
         }
         cloudify.cancel_execution(exec_id).await.map_err(|e| {
-            self.metrics.scale("cancel", "error");
+            self.metrics
+                .scale(ScaleDirection::Cancel, ScaleResult::Error);
             DomainError::from(e)
         })?;
         rt.with_overlay(&self.inventory, |o, _| {
@@ -237,7 +241,8 @@ impl NodeGroupService {
                 cancelled: vec![exec_id.to_owned()],
             })
         });
-        self.metrics.scale("cancel", "accepted");
+        self.metrics
+            .scale(ScaleDirection::Cancel, ScaleResult::Accepted);
         if exec_delta > need {
             let replacement = exec_delta - need;
             let request = ScaleRequest {
@@ -250,7 +255,7 @@ impl NodeGroupService {
             let execution = match cloudify.start_scale(&request).await {
                 Ok(e) => e,
                 Err(e) => {
-                    self.metrics.scale("up", "error");
+                    self.metrics.scale(ScaleDirection::Up, ScaleResult::Error);
                     tracing::warn!(
                         group = %g.id, cancelled = exec_id, lost = replacement, error = %e,
                         "scale-out cancelled but its smaller replacement was refused: the target \
@@ -268,7 +273,8 @@ impl NodeGroupService {
                     cancelled: Vec::new(),
                 })
             });
-            self.metrics.scale("up", "accepted");
+            self.metrics
+                .scale(ScaleDirection::Up, ScaleResult::Accepted);
         }
         Ok(exec_delta.min(need))
     }
@@ -343,7 +349,8 @@ impl NodeGroupService {
         });
         match &result {
             Ok((exec_id, before)) => {
-                self.metrics.scale("down", "accepted");
+                self.metrics
+                    .scale(ScaleDirection::Down, ScaleResult::Accepted);
                 self.inventory.trigger_refresh();
                 tracing::info!(group = id, execution = %exec_id, instances = ?named, "scale-in queued in Cloudify");
                 let this = Arc::clone(self);
@@ -354,7 +361,7 @@ impl NodeGroupService {
                 );
             }
             Err(e) => {
-                self.metrics.scale("down", "error");
+                self.metrics.scale(ScaleDirection::Down, ScaleResult::Error);
                 tracing::warn!(group = id, error = %e, "scale-in refused by Cloudify");
             }
         }

@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use super::NodeGroupService;
+use crate::cloudify::ExecutionStatus;
 use crate::inventory::{InstanceState, NodeGroup};
+use crate::observability::metrics::{ScaleDirection, ScaleResult};
 
 impl NodeGroupService {
     /// Waits for the scale-in to end, then checks that exactly the named VM instances are gone.
@@ -60,8 +62,9 @@ impl NodeGroupService {
         };
         // The scale-in ended: CA should see its outcome without waiting for the next period.
         self.inventory.trigger_refresh();
-        if status != "terminated" {
-            self.metrics.scale("down", &status);
+        if status != ExecutionStatus::Terminated {
+            self.metrics
+                .scale(ScaleDirection::Down, ScaleResult::from(&status));
             tracing::warn!(group = id, execution = exec_id, %status, "scale-in did not complete");
             return;
         }
@@ -101,10 +104,12 @@ impl NodeGroupService {
         });
         let survivors: Vec<&str> = named_set.difference(&removed).copied().collect();
         if survivors.is_empty() && unexpected.is_empty() {
-            self.metrics.scale("down", "terminated");
+            self.metrics
+                .scale(ScaleDirection::Down, ScaleResult::Terminated);
             tracing::info!(group = id, execution = exec_id, removed = ?named_set, "scale-in removed exactly the named instances");
         } else {
-            self.metrics.scale("down", "mismatch");
+            self.metrics
+                .scale(ScaleDirection::Down, ScaleResult::Mismatch);
             self.metrics.scale_down_mismatches.inc();
             tracing::error!(
                 group = id, execution = exec_id, named = ?named_set, survivors = ?survivors,

@@ -1,14 +1,9 @@
-//! Prometheus metrics (prefix `autoscaler_cloudify_`), with bounded label sets: RPC methods and
-//! codes, Cloudify route templates (never raw paths with ids), group ids (bounded by configuration
-//! and discovery) and a few result words.
+//! Prometheus metrics (prefix `autoscaler_cloudify_`), with bounded label sets (`labels.rs`):
+//! RPC methods and codes, Cloudify route templates (never raw paths with ids), group ids (bounded
+//! by configuration and discovery, escaped) and closed vocabularies of result words.
 
 use std::sync::Arc;
 
-use std::fmt::Write as _;
-
-use prometheus_client::encoding::{
-    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
-};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,132 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-/// Labels of gRPC request counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GrpcLabels {
-    /// RPC method name, e.g. `NodeGroupIncreaseSize`.
-    pub method: String,
-    /// gRPC status code name, e.g. `Ok`, `ResourceExhausted`.
-    pub code: String,
-}
-
-/// Labels of per-method histograms.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
-    /// RPC method name.
-    pub method: String,
-}
-
-/// Labels of Cloudify request counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CloudifyLabels {
-    /// Method and templated path, e.g. `GET /node-instances`.
-    pub route: String,
-    /// HTTP status, or `error` when no answer arrived.
-    pub status: String,
-}
-
-/// Labels of per-route histograms.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    /// Method and templated path.
-    pub route: String,
-}
-
-/// Labels keyed by node group.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct GroupLabels {
-    /// Node group id: `<deployment>/<group>` as Cloudify names them, so any text (escaped on
-    /// output).
-    pub group: String,
-}
-
-impl EncodeLabelSet for GroupLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
-        ("group", Escaped(&self.group)).encode(encoder.encode_label())
-    }
-}
-
-/// A label value from outside (a Cloudify name), written as the text format requires:
-/// prometheus-client writes label values as they are, so a `"` would end the value early and a
-/// newline would start a sample of the sender's choosing (issue 20).
-struct Escaped<'a>(&'a str);
-
-impl EncodeLabelValue for Escaped<'_> {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        for c in self.0.chars() {
-            match c {
-                '\\' => encoder.write_str("\\\\")?,
-                '"' => encoder.write_str("\\\"")?,
-                '\n' => encoder.write_str("\\n")?,
-                c => encoder.write_char(c)?,
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Labels of scale execution counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ScaleLabels {
-    /// `up`, `down` or `cancel`.
-    pub direction: String,
-    /// `accepted`, `rejected`, `error`, `terminated`, `failed`, `cancelled`, `mismatch`.
-    pub result: String,
-}
-
-/// Labels of the build information gauge.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
-    /// The provider's version (`CARGO_PKG_VERSION`), to tell replicas of different releases apart.
-    pub version: String,
-}
-
-/// A listening port of the process, as a metric label.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Port {
-    /// The gRPC port CA calls.
-    Grpc,
-    /// The plain HTTP port (`/healthz`, `/readyz`, `/metrics`, `/nodes`).
-    Http,
-}
-
-impl Port {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Port::Grpc => "grpc",
-            Port::Http => "http",
-        }
-    }
-}
-
-impl EncodeLabelValue for Port {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        encoder.write_str(self.as_str())
-    }
-}
-
-/// Labels of the connection metrics.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PortLabels {
-    /// Which port.
-    pub port: Port,
-}
-
-/// Labels of refresh counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    /// `ok` or `error`.
-    pub result: String,
-}
-
-/// Labels of the node controller's taint counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ActionLabels {
-    /// `added` or `removed`.
-    pub action: String,
-}
+pub use super::labels::*;
 
 /// Metrics of the node controller (`node_controller_*`).
 #[derive(Default)]
@@ -238,7 +108,7 @@ impl Metrics {
         };
         m.build_info
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
+                version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
         registry.register(
@@ -371,12 +241,9 @@ impl Metrics {
     }
 
     /// Counts one scale execution outcome.
-    pub fn scale(&self, direction: &str, result: &str) {
+    pub fn scale(&self, direction: ScaleDirection, result: ScaleResult) {
         self.scale_executions
-            .get_or_create(&ScaleLabels {
-                direction: direction.to_owned(),
-                result: result.to_owned(),
-            })
+            .get_or_create(&ScaleLabels { direction, result })
             .inc();
     }
 

@@ -2,6 +2,7 @@
 //! tracing setup.
 
 pub mod http;
+mod labels;
 pub mod listener;
 pub mod metrics;
 

@@ -350,18 +350,25 @@ fn the_provider_survives_random_hostile_manager_programs() {
             .build()
             .expect("runtime")
     };
-    let env = Mutex::new(rt.block_on(env()));
+    let fuzz_env = rt.block_on(env());
     let marker = "positive-control-5c2e-logged-as-a-secret-would-be";
     rt.block_on(async {
-        let env = &mut *env.lock().expect("env");
         // The control: an error message of the manager's own is logged where a secret would be.
         let body = format!(r#"{{"message":"{marker}","error_code":"internal_server_error"}}"#);
-        env.hostile
+        fuzz_env
+            .hostile
             .add(Rule::get("/api/v3.1/nodes").respond(500, "application/json", body));
-        assert!(env.app.inventory.refresh().await.is_err());
-        env.hostile.clear_rules();
-        env.app.inventory.refresh().await.expect("clean refresh");
+        assert!(fuzz_env.app.inventory.refresh().await.is_err());
+        fuzz_env.hostile.clear_rules();
+        fuzz_env
+            .app
+            .inventory
+            .refresh()
+            .await
+            .expect("clean refresh");
     });
+    // The runner's closure is `Fn`: the environment is lent to each case through a lock.
+    let env = Mutex::new(fuzz_env);
     let started = Instant::now();
     let tally = Mutex::new(Tally::default());
     let mut runner = TestRunner::new(PtConfig {

@@ -144,3 +144,123 @@ async fn group_names_from_cloudify_are_escaped_in_metrics() {
     assert_eq!(ready[0].2, "1");
     app.shutdown().await;
 }
+
+/// Issue 24 item 5: every label value of `/metrics` comes from a closed vocabulary (an RPC name, a
+/// gRPC code, a route template, an HTTP status, a result word), except a group's id, which
+/// Cloudify names. Checked after scale-outs, a scale-in, refused calls and failed refreshes,
+/// with the manager answering an execution status no Cloudify has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_label_value_is_from_a_closed_vocabulary() {
+    use crate::reliability_support::hostile::{HostileManager, Rule};
+    use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
+
+    let sim = start_sim(with_workers(scenario(Timing::instant()), 1, 10, 3)).await;
+    let hostile = HostileManager::start(&sim.url()).await;
+    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        ..Overrides::default()
+    };
+    let config = Config::from_yaml(
+        &provider_yaml(&hostile.url(), "1h", "0s", ""),
+        &overrides,
+        &env,
+    )
+    .expect("config");
+    let settings = ServiceSettings {
+        verify_poll: Duration::from_millis(50),
+        refresh_max_age: Duration::ZERO,
+        ..ServiceSettings::default()
+    };
+    let app = start(&config, settings).await.expect("provider");
+    tokio::time::timeout(Duration::from_secs(10), app.inventory.wait_ready())
+        .await
+        .expect("first snapshot");
+    let mut ca = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
+        .await
+        .expect("connect");
+    increase(&mut ca, WORKERS, 1).await.expect("scale-out");
+    let _ = increase(&mut ca, WORKERS, 100).await;
+    let _ = increase(&mut ca, "no/such-group", 1).await;
+    SimCtl::new(&sim.url())
+        .wait_executions_done(Duration::from_secs(20))
+        .await;
+    app.inventory.refresh().await.expect("refresh");
+    let victim = instances(&mut ca, WORKERS).await[0].id.clone();
+    delete(&mut ca, WORKERS, vec![node(&victim, "")])
+        .await
+        .expect("scale-in");
+    // A status no Cloudify has, on every execution the provider reads from now on.
+    hostile.add(
+        Rule::get("/api/v3.1/executions/")
+            .mutate_json(|v| v["status"] = serde_json::json!("exploded\"} 1\nforged 1")),
+    );
+    hostile.add(Rule::get("/api/v3.1/nodes").html(502));
+    let _ = app.inventory.refresh().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hostile.clear_rules();
+    SimCtl::new(&sim.url())
+        .wait_executions_done(Duration::from_secs(20))
+        .await;
+
+    let text = reqwest::get(format!("http://{}/metrics", app.http_addr))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("/metrics: {e}"));
+    let rpc = |v: &str| v.chars().all(|c| c.is_ascii_alphabetic()) && !v.is_empty();
+    let route = |v: &str| {
+        let (method, path) = v.split_once(' ').unwrap_or_default();
+        ["GET", "POST"].contains(&method)
+            && path.starts_with('/')
+            && path
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || "/-{}".contains(c))
+    };
+    let mut odd = Vec::new();
+    for (name, labels, _) in &samples {
+        for (key, value) in labels {
+            let v = value.as_str();
+            let ok = match key.as_str() {
+                "method" => rpc(v),
+                "code" => rpc(v),
+                "route" => route(v),
+                "status" => v == "error" || (v.len() == 3 && v.parse::<u16>().is_ok()),
+                "direction" => ["up", "down", "cancel"].contains(&v),
+                "result" => [
+                    "accepted",
+                    "rejected",
+                    "error",
+                    "terminated",
+                    "failed",
+                    "cancelled",
+                    "mismatch",
+                    "other",
+                    "ok",
+                ]
+                .contains(&v),
+                "action" => ["added", "removed"].contains(&v),
+                "port" => ["grpc", "http"].contains(&v),
+                "version" => v == env!("CARGO_PKG_VERSION"),
+                "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
+                "group" => true,
+                _ => false,
+            };
+            if !ok {
+                odd.push(format!("{name}{{{key}={value:?}}}"));
+            }
+        }
+    }
+    assert!(
+        odd.is_empty(),
+        "label values outside their vocabulary: {odd:?}"
+    );
+    assert!(
+        text.contains("autoscaler_cloudify_scale_executions_total{direction=\"down\""),
+        "the scale-in was counted"
+    );
+    app.shutdown().await;
+}
