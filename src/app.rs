@@ -196,14 +196,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     .await?;
     background.push(http_task);
 
-    let grpc = crate::grpc::serve(
-        config.grpc_listen,
-        config.tls.as_ref(),
-        config.insecure,
-        &config.grpc_connections,
-        Provider::new(Arc::clone(&service), Arc::clone(&metrics)),
-    )
-    .await?;
+    let grpc = serve_grpc(config, &service, &metrics).await?;
     if let Some(e) = &election {
         background.push(follow_leadership(
             e.leading.clone(),
@@ -222,6 +215,22 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         election,
         background,
     })
+}
+
+/// Binds the gRPC port as the configuration says (address, TLS, connection handling).
+async fn serve_grpc(
+    config: &Config,
+    service: &Arc<NodeGroupService>,
+    metrics: &Arc<Metrics>,
+) -> Result<ServerHandle, ServeError> {
+    crate::grpc::serve(
+        config.grpc_listen,
+        config.tls.as_ref(),
+        config.insecure,
+        &config.grpc_connections,
+        Provider::new(Arc::clone(service), Arc::clone(metrics)),
+    )
+    .await
 }
 
 /// Whether this replica leads now, for the node controller: it writes to the cluster only then,

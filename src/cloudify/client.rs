@@ -290,21 +290,7 @@ impl CloudifyClient {
             .unwrap_or("")
             .to_owned();
         if status.is_redirection() {
-            let location = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .map(|v| {
-                    String::from_utf8_lossy(v.as_bytes())
-                        .chars()
-                        .take(300)
-                        .collect()
-                })
-                .unwrap_or_default();
-            return Err(CloudifyError::Redirect {
-                route: route.to_owned(),
-                status: status.as_u16(),
-                location,
-            });
+            return Err(redirect(route, &resp));
         }
         let body = self.read_body(route, resp).await?;
         if status.is_success() {
@@ -502,6 +488,26 @@ enum Listing<T> {
     Complete(Vec<T>),
     /// The total changed between two pages: an item may have been skipped.
     Moved(Vec<T>),
+}
+
+/// The error of a redirect, which is never followed: where it pointed, as sent (at most 300
+/// characters).
+fn redirect(route: &str, resp: &reqwest::Response) -> CloudifyError {
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(300)
+                .collect()
+        })
+        .unwrap_or_default();
+    CloudifyError::Redirect {
+        route: route.to_owned(),
+        status: resp.status().as_u16(),
+        location,
+    }
 }
 
 fn excerpt(body: &[u8]) -> String {

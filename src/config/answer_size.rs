@@ -53,6 +53,41 @@ pub fn max_instances_in_answer(
 /// static groups', each `groups.<id>.max`, `defaults.max` and `unbounded_max` (with what they
 /// apply to not known yet, counted at the longest).
 pub(super) fn check(ng: &NodeGroupsConfig, sources: &[ClientSettings]) -> Result<(), ConfigError> {
+    for m in configured_maxes(ng, sources) {
+        let limit = max_instances_in_answer(&m.template, m.tenant, m.deployment, m.group);
+        if m.max > limit {
+            let id = longest_provider_id(&m.template, m.tenant, m.deployment, m.group);
+            return Err(ConfigError::invalid(
+                m.key,
+                format!(
+                    "{} is too large: NodeGroupNodes lists a group's instances in one answer and \
+                     CA's gRPC client refuses answers over 4 MiB; with provider ids of up to {id} \
+                     bytes (template {:?}, Cloudify ids of up to {CLOUDIFY_ID_MAX} characters) \
+                     at most {limit} instances fit: set {limit} or less",
+                    m.max,
+                    m.template.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A configured max, and what the ids of the groups it bounds are made of (`None`: not known
+/// before discovery).
+struct ConfiguredMax<'a> {
+    key: String,
+    max: i32,
+    template: ProviderIdTemplate,
+    tenant: &'a str,
+    deployment: Option<&'a str>,
+    group: Option<&'a str>,
+}
+
+fn configured_maxes<'a>(
+    ng: &'a NodeGroupsConfig,
+    sources: &'a [ClientSettings],
+) -> Vec<ConfiguredMax<'a>> {
     let tenant_of = |source: usize| sources.get(source).map_or("", |s| s.tenant.as_str());
     let longest_tenant = sources
         .iter()
@@ -60,38 +95,20 @@ pub(super) fn check(ng: &NodeGroupsConfig, sources: &[ClientSettings]) -> Result
         .max_by_key(|t| t.len())
         .unwrap_or("");
     let template_of = |id: &str| ng.settings_for(id).provider_id_template.unwrap_or_default();
-    let refuse = |key: String, max: i32, template: &ProviderIdTemplate, limit: i32, id: usize| {
-        ConfigError::invalid(
-            key,
-            format!(
-                "{max} is too large: NodeGroupNodes lists a group's instances in one answer and CA's \
-                 gRPC client refuses answers over 4 MiB; with provider ids of up to {id} bytes \
-                 (template {:?}, Cloudify ids of up to {CLOUDIFY_ID_MAX} characters) at most \
-                 {limit} instances fit: set {limit} or less",
-                template.as_str()
-            ),
-        )
-    };
+    let mut out = Vec::new();
     for (i, g) in ng.static_groups.iter().enumerate() {
-        let id = if sources.len() > 1 {
-            format!("{}:{}/{}", sources[g.source].name, g.deployment, g.group)
-        } else {
-            format!("{}/{}", g.deployment, g.group)
+        let id = match sources.get(g.source) {
+            Some(s) if sources.len() > 1 => format!("{}:{}/{}", s.name, g.deployment, g.group),
+            _ => format!("{}/{}", g.deployment, g.group),
         };
-        let template = template_of(&id);
-        let tenant = tenant_of(g.source);
-        let (dep, group) = (Some(g.deployment.as_str()), Some(g.group.as_str()));
-        let limit = max_instances_in_answer(&template, tenant, dep, group);
-        if g.max > limit {
-            let len = longest_provider_id(&template, tenant, dep, group);
-            return Err(refuse(
-                format!("node_groups.static[{i}]"),
-                g.max,
-                &template,
-                limit,
-                len,
-            ));
-        }
+        out.push(ConfiguredMax {
+            key: format!("node_groups.static[{i}]"),
+            max: g.max,
+            template: template_of(&id),
+            tenant: tenant_of(g.source),
+            deployment: Some(&g.deployment),
+            group: Some(&g.group),
+        });
     }
     for (id, settings) in &ng.groups {
         let Some(max) = settings.max else { continue };
@@ -100,55 +117,36 @@ pub(super) fn check(ng: &NodeGroupsConfig, sources: &[ClientSettings]) -> Result
             Some((name, rest)) => (sources.iter().position(|s| s.name == name), rest),
             None => (Some(0), id.as_str()),
         };
-        let tenant = source.map_or(longest_tenant, tenant_of);
-        let (dep, group) = rest
+        let (deployment, group) = rest
             .split_once('/')
             .map_or((None, None), |(d, g)| (Some(d), Some(g)));
-        let template = template_of(id);
-        let limit = max_instances_in_answer(&template, tenant, dep, group);
-        if max > limit {
-            let len = longest_provider_id(&template, tenant, dep, group);
-            return Err(refuse(
-                key_path(&["node_groups", "groups", id, "max"]),
-                max,
-                &template,
-                limit,
-                len,
-            ));
-        }
+        out.push(ConfiguredMax {
+            key: key_path(&["node_groups", "groups", id, "max"]),
+            max,
+            template: template_of(id),
+            tenant: source.map_or(longest_tenant, tenant_of),
+            deployment,
+            group,
+        });
     }
     // What applies to discovered groups: the longest any configured template renders.
-    let templates: Vec<ProviderIdTemplate> = std::iter::once(template_of(""))
+    let worst = std::iter::once(template_of(""))
         .chain(ng.groups.keys().map(|id| template_of(id)))
-        .collect();
-    let worst = templates
-        .iter()
         .min_by_key(|t| max_instances_in_answer(t, longest_tenant, None, None))
-        .cloned()
         .unwrap_or_default();
-    let limit = max_instances_in_answer(&worst, longest_tenant, None, None);
-    let len = longest_provider_id(&worst, longest_tenant, None, None);
-    if let Some(max) = ng.defaults.max
-        && max > limit
-    {
-        return Err(refuse(
-            "node_groups.defaults.max".into(),
-            max,
-            &worst,
-            limit,
-            len,
-        ));
+    let discovered = |key: &str, max: i32| ConfiguredMax {
+        key: key.to_owned(),
+        max,
+        template: worst.clone(),
+        tenant: longest_tenant,
+        deployment: None,
+        group: None,
+    };
+    if let Some(max) = ng.defaults.max {
+        out.push(discovered("node_groups.defaults.max", max));
     }
-    if ng.unbounded_max > limit {
-        return Err(refuse(
-            "node_groups.unbounded_max".into(),
-            ng.unbounded_max,
-            &worst,
-            limit,
-            len,
-        ));
-    }
-    Ok(())
+    out.push(discovered("node_groups.unbounded_max", ng.unbounded_max));
+    out
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
+use tonic::transport::server::Router;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::Provider;
@@ -128,36 +129,10 @@ pub async fn serve(
 ) -> Result<ServerHandle, ServeError> {
     // HTTP/2 PINGs find dead peers once the connection is up; the guarded stream below closes the
     // ones that never get that far (issue 20: idle and half-sent connections were kept for ever).
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .http2_keepalive_interval(Some(connections.keepalive_interval))
         .http2_keepalive_timeout(Some(connections.keepalive_timeout));
-    match tls {
-        Some(files) => {
-            let cfg = super::tls::server_config(files, connections.read_idle())?;
-            match &files.client_ca_file {
-                // CA's externalgrpc client presents its certificate when `cert` is configured:
-                // `server_config` requires it and verifies it against this CA (mTLS).
-                Some(_) => {}
-                // Server-only TLS encrypts but lets any client scale: the same rule as
-                // plaintext (issue #7: mTLS required by default).
-                None if listen.ip().is_loopback() => {}
-                None if insecure => tracing::warn!(
-                    %listen,
-                    "gRPC TLS without a client CA on a non-loopback address (--insecure): any \
-                     client that can reach this port can scale node groups"
-                ),
-                None => return Err(ServeError::ClientAuthMissing(listen)),
-            }
-            builder = builder.tls_config(cfg)?;
-        }
-        None if listen.ip().is_loopback() => {}
-        None if insecure => tracing::warn!(
-            %listen,
-            "serving plaintext gRPC on a non-loopback address (--insecure): anyone who can reach \
-             this port can scale node groups"
-        ),
-        None => return Err(ServeError::PlaintextRefused(listen)),
-    }
+    let mut builder = secure(builder, listen, tls, insecure, connections)?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -187,48 +162,19 @@ pub async fn serve(
         Arc::clone(&provider.metrics),
     ));
     let addr = listener.local_addr().map_err(bind_error)?;
-    let (tx, mut rx) = oneshot::channel::<()>();
+    let (tx, rx) = oneshot::channel::<()>();
     let reset = Arc::new(Notify::new());
     let router = builder
         .add_service(health_service)
         .add_service(reflection)
         .add_service(CloudProviderServer::new(provider));
-    let drain = connections.drain_timeout;
-    let task = {
-        let reset = Arc::clone(&reset);
-        tokio::spawn(async move {
-            loop {
-                // One generation of connections: served by one serving future, closed together.
-                let kill = KillSwitch::default();
-                let stop = Arc::new(Notify::new());
-                let mut serving = Box::pin(router.clone().serve_with_incoming_shutdown(
-                    incoming(Arc::clone(&listener), kill.clone()),
-                    {
-                        let stop = Arc::clone(&stop);
-                        async move { stop.notified().await }
-                    },
-                ));
-                let reset_asked = tokio::select! {
-                    r = &mut serving => return r,
-                    _ = &mut rx => false,
-                    () = reset.notified() => true,
-                };
-                // Graceful: GOAWAY to every connection, in-flight calls finish, for at most
-                // `drain`; then the rest is closed (issue 20: one silent client held this for
-                // ever).
-                stop.notify_one();
-                let drained = drain_bounded(serving, kill, drain);
-                if !reset_asked {
-                    return drained.await;
-                }
-                // The next generation accepts at once; this one drains beside it.
-                tokio::spawn(async move {
-                    let _ = drained.await;
-                });
-                tracing::info!(%addr, "gRPC connections asked to close; serving new ones");
-            }
-        })
-    };
+    let task = tokio::spawn(serve_generations(
+        router,
+        listener,
+        rx,
+        Arc::clone(&reset),
+        connections.drain_timeout,
+    ));
     tracing::info!(%addr, tls = tls.is_some(), "gRPC server listening");
     Ok(ServerHandle {
         addr,
@@ -236,6 +182,87 @@ pub async fn serve(
         reset,
         task,
     })
+}
+
+/// The TLS rule of the port: mTLS from the checked files; plaintext, or TLS without a client CA,
+/// only on loopback or with `insecure`.
+fn secure(
+    builder: Server,
+    listen: SocketAddr,
+    tls: Option<&TlsFiles>,
+    insecure: bool,
+    connections: &GrpcConnections,
+) -> Result<Server, ServeError> {
+    match tls {
+        Some(files) => {
+            let cfg = super::tls::server_config(files, connections.read_idle())?;
+            match &files.client_ca_file {
+                // CA's externalgrpc client presents its certificate when `cert` is configured:
+                // `server_config` requires it and verifies it against this CA (mTLS).
+                Some(_) => {}
+                // Server-only TLS encrypts but lets any client scale: the same rule as
+                // plaintext (issue #7: mTLS required by default).
+                None if listen.ip().is_loopback() => {}
+                None if insecure => tracing::warn!(
+                    %listen,
+                    "gRPC TLS without a client CA on a non-loopback address (--insecure): any \
+                     client that can reach this port can scale node groups"
+                ),
+                None => return Err(ServeError::ClientAuthMissing(listen)),
+            }
+            Ok(builder.tls_config(cfg)?)
+        }
+        None if listen.ip().is_loopback() => Ok(builder),
+        None if insecure => {
+            tracing::warn!(
+                %listen,
+                "serving plaintext gRPC on a non-loopback address (--insecure): anyone who can \
+                 reach this port can scale node groups"
+            );
+            Ok(builder)
+        }
+        None => Err(ServeError::PlaintextRefused(listen)),
+    }
+}
+
+/// Serves generation after generation of connections on the kept listener: a reset (a lost
+/// Lease) closes the current one, which drains beside the next; a shutdown drains the last one.
+async fn serve_generations(
+    router: Router,
+    listener: Arc<GuardedListener>,
+    mut shutdown: oneshot::Receiver<()>,
+    reset: Arc<Notify>,
+    drain: Duration,
+) -> Result<(), tonic::transport::Error> {
+    loop {
+        // One generation of connections: served by one serving future, closed together.
+        let kill = KillSwitch::default();
+        let stop = Arc::new(Notify::new());
+        let mut serving = Box::pin(router.clone().serve_with_incoming_shutdown(
+            incoming(Arc::clone(&listener), kill.clone()),
+            {
+                let stop = Arc::clone(&stop);
+                async move { stop.notified().await }
+            },
+        ));
+        let reset_asked = tokio::select! {
+            r = &mut serving => return r,
+            _ = &mut shutdown => false,
+            () = reset.notified() => true,
+        };
+        // Graceful: GOAWAY to every connection, in-flight calls finish, for at most `drain`;
+        // then the rest is closed (issue 20: one silent client held this for ever).
+        stop.notify_one();
+        let drained = drain_bounded(serving, kill, drain);
+        if !reset_asked {
+            return drained.await;
+        }
+        // The next generation accepts at once; this one drains beside it.
+        tokio::spawn(async move {
+            let _ = drained.await;
+        });
+        tracing::info!("gRPC connections asked to close; serving new ones");
+    }
 }
 
 /// Waits up to `limit` for a generation's connections to close after its GOAWAY, then closes
