@@ -5,10 +5,8 @@
 //! from Cloudify (the scaling policy's `max_instances`) is lowered to it.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use crate::reliability_support::*;
-use autoscaler_cloudify::app::start;
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
@@ -70,20 +68,11 @@ async fn a_max_from_cloudify_is_lowered_to_what_fits_in_an_answer() {
         }
     }
     let sim = start_sim(s).await;
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
-        ..Overrides::default()
-    };
-    let config = Config::from_yaml(&provider_yaml(&sim.url(), "1h", "0s", ""), &overrides, &env)
-        .expect("config");
-    let app = start(&config, ServiceSettings::default())
-        .await
-        .expect("provider");
-    tokio::time::timeout(Duration::from_secs(30), app.inventory.wait_ready())
-        .await
-        .expect("first snapshot");
+    let config = loopback_config(
+        &provider_yaml(&sim.url(), "1h", "0s", ""),
+        Overrides::default(),
+    );
+    let app = start_inprocess(&config, ServiceSettings::default()).await;
     let mut ca = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
         .await
         .expect("connect");

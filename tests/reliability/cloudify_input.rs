@@ -5,7 +5,6 @@
 //! types and missing fields: every such answer must become a typed error and the last good
 //! snapshot must stay in place.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -132,18 +131,10 @@ fn decode_everything(body: &[u8]) -> (usize, usize) {
 }
 
 pub(crate) fn test_config(url: &str) -> Config {
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
-        ..Overrides::default()
-    };
-    Config::from_yaml(
+    loopback_config(
         &provider_yaml(url, "1h", "0s", "").replace("request_timeout: 10s", "request_timeout: 3s"),
-        &overrides,
-        &env,
+        Overrides::default(),
     )
-    .expect("config")
 }
 
 /// Real answers of the simulator for every route the refresh reads.

@@ -3,13 +3,12 @@
 //! limit; and the drain after a lost Lease, which one silent client used to hold open for ever
 //! while the port accepted nobody.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::reliability_support::*;
-use autoscaler_cloudify::app::{App, start};
-use autoscaler_cloudify::config::{Config, Overrides};
+use autoscaler_cloudify::app::App;
+use autoscaler_cloudify::config::Overrides;
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
@@ -20,20 +19,9 @@ use tokio::net::TcpStream;
 /// The provider in-process with the simulator, `sections` appended to the configuration file.
 async fn provider(sections: &str) -> (SimulatorHandle, App) {
     let sim = start_sim(scenario(Timing::instant())).await;
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
-        ..Overrides::default()
-    };
     let yaml = format!("{}{sections}", provider_yaml(&sim.url(), "1h", "0s", ""));
-    let config = Config::from_yaml(&yaml, &overrides, &env).expect("valid test config");
-    let app = start(&config, ServiceSettings::default())
-        .await
-        .expect("provider starts");
-    tokio::time::timeout(Duration::from_secs(10), app.inventory.wait_ready())
-        .await
-        .expect("first snapshot");
+    let config = loopback_config(&yaml, Overrides::default());
+    let app = start_inprocess(&config, ServiceSettings::default()).await;
     (sim, app)
 }
 

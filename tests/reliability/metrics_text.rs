@@ -3,12 +3,10 @@
 //! escaped as the text format requires, or one `"` breaks the scrape and a newline forges
 //! samples. Checked by parsing the whole exposition strictly.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::reliability_support::*;
-use autoscaler_cloudify::app::start;
-use autoscaler_cloudify::config::{Config, Overrides};
+use autoscaler_cloudify::config::Overrides;
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use cloudify_sim::Timing;
 
@@ -84,6 +82,18 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     Ok((name.to_owned(), labels, value.to_owned()))
 }
 
+/// `/metrics` of the provider at `addr`: the text, and its samples parsed strictly.
+async fn scrape(addr: std::net::SocketAddr) -> (String, Vec<Sample>) {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("/metrics: {e}"));
+    (text, samples)
+}
+
 /// Issue 20 item 13: a scaling group named with a quote, a backslash and a newline followed by a
 /// sample of our own. Before the fix the target-size line broke the scrape (and the newline
 /// started a forged `autoscaler_cloudify_ready 0` line).
@@ -99,20 +109,11 @@ async fn group_names_from_cloudify_are_escaped_in_metrics() {
         }
     }
     let sim = start_sim(s).await;
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
-        ..Overrides::default()
-    };
-    let config = Config::from_yaml(&provider_yaml(&sim.url(), "1h", "0s", ""), &overrides, &env)
-        .expect("config");
-    let app = start(&config, ServiceSettings::default())
-        .await
-        .expect("provider");
-    tokio::time::timeout(Duration::from_secs(10), app.inventory.wait_ready())
-        .await
-        .expect("first snapshot");
+    let config = loopback_config(
+        &provider_yaml(&sim.url(), "1h", "0s", ""),
+        Overrides::default(),
+    );
+    let app = start_inprocess(&config, ServiceSettings::default()).await;
     let group = format!("k8s-pool-a/{hostile}");
     assert!(
         app.inventory
@@ -122,13 +123,7 @@ async fn group_names_from_cloudify_are_escaped_in_metrics() {
             .any(|g| g.id == group),
         "the group is served under its name as Cloudify gives it"
     );
-    let text = reqwest::get(format!("http://{}/metrics", app.http_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("/metrics: {e}"));
+    let (_, samples) = scrape(app.http_addr).await;
     let target: Vec<&Sample> = samples
         .iter()
         .filter(|(n, l, _)| {
@@ -156,27 +151,16 @@ async fn every_label_value_is_from_a_closed_vocabulary() {
 
     let sim = start_sim(with_workers(scenario(Timing::instant()), 1, 10, 3)).await;
     let hostile = HostileManager::start(&sim.url()).await;
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
-        ..Overrides::default()
-    };
-    let config = Config::from_yaml(
+    let config = loopback_config(
         &provider_yaml(&hostile.url(), "1h", "0s", ""),
-        &overrides,
-        &env,
-    )
-    .expect("config");
+        Overrides::default(),
+    );
     let settings = ServiceSettings {
         verify_poll: Duration::from_millis(50),
         refresh_max_age: Duration::ZERO,
         ..ServiceSettings::default()
     };
-    let app = start(&config, settings).await.expect("provider");
-    tokio::time::timeout(Duration::from_secs(10), app.inventory.wait_ready())
-        .await
-        .expect("first snapshot");
+    let app = start_inprocess(&config, settings).await;
     let mut ca = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
         .await
         .expect("connect");
@@ -204,13 +188,7 @@ async fn every_label_value_is_from_a_closed_vocabulary() {
         .wait_executions_done(Duration::from_secs(20))
         .await;
 
-    let text = reqwest::get(format!("http://{}/metrics", app.http_addr))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body");
-    let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("/metrics: {e}"));
+    let (text, samples) = scrape(app.http_addr).await;
     let rpc = |v: &str| v.chars().all(|c| c.is_ascii_alphabetic()) && !v.is_empty();
     let route = |v: &str| {
         let (method, path) = v.split_once(' ').unwrap_or_default();

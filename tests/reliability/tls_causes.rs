@@ -3,14 +3,13 @@
 //! wrong with it; `inspect`, which connects as CA does, names the CA, the certificate's names,
 //! its end date, or the client certificate the provider refused.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::pki::Pki;
 use crate::reliability_support::*;
-use autoscaler_cloudify::app::{App, start};
-use autoscaler_cloudify::config::{Config, Overrides};
+use autoscaler_cloudify::app::App;
+use autoscaler_cloudify::config::Overrides;
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use cloudify_sim::{SimulatorHandle, Timing};
 
@@ -176,23 +175,14 @@ async fn tls_provider(
 ) -> (SimulatorHandle, App) {
     let sim = start_sim(scenario(Timing::instant())).await;
     let f = files(dir, name, server, client_ca);
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
     let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
         tls_cert: Some(p(&f.cert).into()),
         tls_key: Some(p(&f.key).into()),
         tls_client_ca: Some(p(&f.ca).into()),
         ..Overrides::default()
     };
-    let config = Config::from_yaml(&provider_yaml(&sim.url(), "1h", "0s", ""), &overrides, &env)
-        .expect("config");
-    let app = start(&config, ServiceSettings::default())
-        .await
-        .expect("provider");
-    tokio::time::timeout(Duration::from_secs(10), app.inventory.wait_ready())
-        .await
-        .expect("first snapshot");
+    let config = loopback_config(&provider_yaml(&sim.url(), "1h", "0s", ""), overrides);
+    let app = start_inprocess(&config, ServiceSettings::default()).await;
     (sim, app)
 }
 

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use autoscaler_cloudify::app::App;
+use autoscaler_cloudify::config::{Config, Overrides};
+use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
@@ -219,6 +222,30 @@ node_groups:
         capacity: {{cpu: "8", memory: 32Gi, nvidia.com/gpu: "1"}}
 "#
     )
+}
+
+/// A configuration for the in-process provider: `yaml` as the file, the test password, both
+/// ports on 127.0.0.1:0 unless `overrides` says otherwise.
+pub fn loopback_config(yaml: &str, overrides: Overrides) -> Config {
+    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
+    let overrides = Overrides {
+        listen: overrides.listen.or_else(|| Some("127.0.0.1:0".into())),
+        http_listen: overrides.http_listen.or_else(|| Some("127.0.0.1:0".into())),
+        ..overrides
+    };
+    Config::from_yaml(yaml, &overrides, &env).expect("valid test config")
+}
+
+/// The provider in-process (`app::start`, the binary's wiring), once its first snapshot is
+/// loaded.
+pub async fn start_inprocess(config: &Config, settings: ServiceSettings) -> App {
+    let app = autoscaler_cloudify::app::start(config, settings)
+        .await
+        .expect("provider starts");
+    tokio::time::timeout(Duration::from_secs(30), app.inventory.wait_ready())
+        .await
+        .expect("first snapshot");
+    app
 }
 
 /// A free loopback port (bound, then released; fine for tests on one machine).
