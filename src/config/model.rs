@@ -125,6 +125,10 @@ pub struct LeaseConfig {
     pub renew_deadline: Duration,
     /// How often the leader renews.
     pub renew_period: Duration,
+    /// The label the leader puts on its own Pod (`POD_NAMESPACE`/`POD_NAME`) and removes when it
+    /// stops leading, so a Service selecting it sends CA to the leader while every replica is
+    /// Ready (issue 21). `None`: no Pod is labelled (outside Kubernetes, tests).
+    pub leader_label: Option<String>,
 }
 
 impl Default for LeaseConfig {
@@ -136,6 +140,7 @@ impl Default for LeaseConfig {
             duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             renew_period: Duration::from_secs(4),
+            leader_label: None,
         }
     }
 }

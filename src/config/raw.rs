@@ -90,6 +90,7 @@ pub struct RawLease {
     pub duration: Option<String>,
     pub renew_deadline: Option<String>,
     pub renew_period: Option<String>,
+    pub leader_label: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -170,6 +170,29 @@ fn lease_keys_default_and_validate() {
     assert!(err("lease: {enabled: maybe}").contains("auto, true or false"));
     assert!(err("lease: {name: \"\"}").starts_with("lease.name"));
     assert!(err("lease: {nmae: x}").contains("nmae"));
+    // The leader's Pod label (issue 21): a key the API server would refuse fails at start.
+    let labelled = load(&format!(
+        "{base}lease: {{leader_label: autoscaler-cloudify.io/leader}}"
+    ))
+    .expect("valid")
+    .lease;
+    assert_eq!(
+        labelled.leader_label.as_deref(),
+        Some("autoscaler-cloudify.io/leader")
+    );
+    assert_eq!(d.leader_label, None, "off unless asked for");
+    for bad in [
+        "Autoscaler.IO/leader",
+        "autoscaler-cloudify.io/-leader",
+        "a/b/c",
+        "leader label",
+    ] {
+        let e = err(&format!("lease: {{leader_label: \"{bad}\"}}"));
+        assert!(
+            e.starts_with("lease.leader_label") && e.contains("label key"),
+            "{bad}: {e}"
+        );
+    }
     let off = Config::from_yaml(
         base,
         &Overrides {

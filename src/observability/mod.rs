@@ -5,6 +5,7 @@ pub mod http;
 mod labels;
 pub mod listener;
 pub mod metrics;
+pub mod process;
 
 use std::io::IsTerminal;
 
