@@ -2,6 +2,7 @@
 //! the answer. Domain errors become `tonic::Status` in exactly one place, [`to_status`].
 
 mod convert;
+mod error;
 pub mod server;
 mod tls;
 

@@ -11,7 +11,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use super::server::ServeError;
+use super::error::ServeError;
 use crate::config::TlsFiles;
 
 fn read(path: &Path) -> Result<Vec<u8>, ServeError> {
