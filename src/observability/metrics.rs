@@ -121,6 +121,8 @@ pub struct Metrics {
     pub lookup_misses: Counter,
     /// Scale-ins that removed other instances than the ones named.
     pub scale_down_mismatches: Counter,
+    /// Provider ids several instances render in the snapshot (never acted on; issue 20).
+    pub ambiguous_provider_ids: Gauge,
     /// The `node_controller_*` metrics; they stay 0 when the controller does not run.
     pub node_controller: NodeControllerMetrics,
     /// Open client connections per port.
@@ -150,6 +152,7 @@ impl Metrics {
             scale_executions: Family::default(),
             lookup_misses: Counter::default(),
             scale_down_mismatches: Counter::default(),
+            ambiguous_provider_ids: Gauge::default(),
             node_controller: NodeControllerMetrics::default(),
             connections_open: Family::default(),
             connections_rejected: Family::default(),
@@ -250,6 +253,11 @@ impl Metrics {
             "connections_rejected",
             "Connections closed at once because the port had max_connections open",
             m.connections_rejected.clone(),
+        );
+        registry.register(
+            "ambiguous_provider_ids",
+            "Provider ids several instances render: lookups and DeleteNodes refuse them",
+            m.ambiguous_provider_ids.clone(),
         );
         let nc = &m.node_controller;
         registry.register(

@@ -9,11 +9,13 @@ mod ha_lease;
 mod hostile_fuzz;
 mod hostile_kit;
 mod inprocess;
+mod lost_scale_answers;
 mod manager_transport;
 mod metrics_text;
 mod pki;
 mod process;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
+mod scale_in_attribution;
 mod security;
 mod tls_causes;

@@ -769,6 +769,30 @@ deployments:
     }
 
     #[test]
+    fn delta_counts_group_instances_whatever_the_hints_name() {
+        // A group instance with two VMs (issue 20): naming both with delta -2 removes it and one
+        // more nobody named; with delta -1 only it.
+        let scenario = Scenario::from_yaml_str(
+            "seed: 3\ndeployments: [{id: pool, scaling_groups: [{name: workers, current: 3, \
+             extra_vms: [storage]}]}]",
+        )
+        .expect("scenario");
+        for (delta, removed) in [(-2, 2), (-1, 1)] {
+            let mut m = Model::from_scenario(&scenario).expect("model");
+            let a = gids(&m)[0].clone();
+            let both = [members(&m, &a)[0].clone(), members(&m, &a)[2].clone()];
+            let id = execution(&mut m, "pool");
+            let p = params(json!({"scalable_entity_name": "workers", "delta": delta,
+                                  "include_instances": both}));
+            let Ok(Plan::In { gids: victims, .. }) = plan_scale(&mut m, &id, &p) else {
+                panic!("a scale-in plan");
+            };
+            assert_eq!(victims.len(), removed, "delta {delta}");
+            assert_eq!(victims[0], a, "the named one first");
+        }
+    }
+
+    #[test]
     fn scale_in_takes_the_included_first_and_spares_the_excluded() {
         let mut m = model();
         let g = gids(&m);
