@@ -14,10 +14,11 @@ use super::Snapshot;
 use super::build::{SourceData, build_snapshot};
 use crate::cloudify::models::ACTIVE_STATUSES;
 use crate::cloudify::{
-    Cloudify, CloudifyError, Deployment, DeploymentModification, Execution, Node, NodeInstance,
+    Cloudify, CloudifyError, Deployment, DeploymentModification, Execution, ExecutionStatus, Node,
+    NodeInstance,
 };
 use crate::config::NodeGroupsConfig;
-use crate::observability::metrics::{GroupLabels, Metrics, ResultLabels};
+use crate::observability::metrics::{GroupLabels, Metrics, RefreshResult, ResultLabels};
 
 /// A refresh that did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +192,7 @@ impl Inventory {
         self.metrics
             .refresh_duration
             .observe(started.elapsed().as_secs_f64());
-        let label = |r: &str| ResultLabels { result: r.into() };
+        let label = |result: RefreshResult| ResultLabels { result };
         match result {
             Ok(snap) => {
                 let snap = Arc::new(snap);
@@ -203,7 +204,10 @@ impl Inventory {
                 log_new_failures(&previous, &snap);
                 super::report_snapshot_problems(&previous, &snap, &self.metrics);
                 super::changes::log_group_changes(&previous, &snap, self.config());
-                self.metrics.refreshes.get_or_create(&label("ok")).inc();
+                self.metrics
+                    .refreshes
+                    .get_or_create(&label(RefreshResult::Ok))
+                    .inc();
                 self.publish_gauges(&snap);
                 if let Ok(mut e) = self.last_error.lock()
                     && e.take().is_some()
@@ -214,7 +218,10 @@ impl Inventory {
                 Ok(snap)
             }
             Err(e) => {
-                self.metrics.refreshes.get_or_create(&label("error")).inc();
+                self.metrics
+                    .refreshes
+                    .get_or_create(&label(RefreshResult::Error))
+                    .inc();
                 tracing::warn!(error = %e, "inventory refresh failed; serving the previous snapshot");
                 if let Ok(mut last) = self.last_error.lock() {
                     *last = Some((
@@ -339,7 +346,7 @@ impl Collected {
     /// deployment's `planned_instances` is what its started modification (or none) says.
     /// Otherwise a scale could be counted twice (as waiting and in planned) or not at all.
     fn consistent(&self) -> bool {
-        let statuses = |list: &[Execution]| -> HashMap<String, String> {
+        let statuses = |list: &[Execution]| -> HashMap<String, ExecutionStatus> {
             list.iter()
                 .map(|e| (e.id.clone(), e.status.clone()))
                 .collect()
@@ -478,9 +485,9 @@ async fn fetch_source(
     let mut failed = Vec::new();
     let mut ended = Vec::new();
     for e in pass.executions {
-        if ACTIVE_STATUSES.contains(&e.status.as_str()) {
+        if e.status.is_active() {
             active.push(e);
-        } else if e.status == "failed" {
+        } else if e.status == ExecutionStatus::Failed {
             failed.push(e);
         } else {
             ended.push(e);

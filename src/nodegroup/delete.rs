@@ -24,6 +24,7 @@ use super::overlay::{DeleteBatch, GroupRuntime, LocalChange, Overlay, Removal, S
 use super::{DomainError, NodeGroupService};
 use crate::cloudify::ScaleRequest;
 use crate::inventory::{NodeGroup, Snapshot};
+use crate::observability::metrics::{ScaleDirection, ScaleResult};
 
 #[cfg(test)]
 mod tests;
@@ -97,7 +98,8 @@ impl NodeGroupService {
         });
         match (&result, before) {
             (Ok(Some((execution, sent))), Some(before)) => {
-                self.metrics.scale("down", "accepted");
+                self.metrics
+                    .scale(ScaleDirection::Down, ScaleResult::Accepted);
                 self.inventory.trigger_refresh();
                 let named: Vec<&str> = sent.iter().map(|r| r.vm_instance.as_str()).collect();
                 tracing::info!(group = id, execution = %execution, instances = ?named, "scale-in queued in Cloudify");
@@ -108,7 +110,7 @@ impl NodeGroupService {
                 );
             }
             (Err(e), _) => {
-                self.metrics.scale("down", "error");
+                self.metrics.scale(ScaleDirection::Down, ScaleResult::Error);
                 tracing::warn!(group = id, error = %e, "scale-in refused by Cloudify");
             }
             (Ok(_), _) => {}

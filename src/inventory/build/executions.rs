@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::cloudify::ExecutionStatus;
 use crate::cloudify::models::parse_timestamp as parse_time;
 
 /// How long a failed scale-out keeps being reported (as creating-with-error instances), unless
@@ -27,7 +28,7 @@ fn modification_owner<'a>(
     m.execution_id().or_else(|| {
         active
             .iter()
-            .find(|e| e.deployment_id == m.deployment_id && e.status == "started")
+            .find(|e| e.deployment_id == m.deployment_id && e.status == ExecutionStatus::Started)
             .map(|e| e.id.as_str())
     })
 }
@@ -82,7 +83,7 @@ fn phase_of(e: &Execution, in_planned: &HashSet<&str>) -> Phase {
     let modifying = in_planned.contains(e.id.as_str());
     if e.delta() == 0 {
         Phase::Uncounted
-    } else if e.is_waiting() || (e.status == "started" && !modifying) {
+    } else if e.is_waiting() || (e.status == ExecutionStatus::Started && !modifying) {
         Phase::Waiting
     } else if modifying {
         Phase::Running
