@@ -303,7 +303,7 @@ mod tests {
         };
         let compute = ComputeNodes::from([("a", "vm")]);
         let mut groups = groups_a_g();
-        let removals = apply_active(&src.active, &HashSet::new(), &mut groups);
+        let removals = apply_active(&src.active, &HashSet::new(), &HashSet::new(), &mut groups);
         attach(&src, &cfg, &compute, &removals, &mut groups);
         let g = &groups[&("a", "g")];
         let ids: Vec<&str> = g.instances.iter().map(|i| i.vm_instance.as_str()).collect();
