@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The `manager` tier (scripts/test-all.sh): the real Cloudify Manager, installed and started on
-# this machine (or an existing one given by CLOUDIFY_MANAGER_URL), then the smoke test and the
-# simulator fidelity check against it. install -> start (with health-wait) -> tests -> stop; the
+# this machine (or an existing one given by CLOUDIFY_MANAGER_URL), then the smoke test, the
+# simulator fidelity check and the provider against it (provider.sh: the Cloudify client's
+# contract tests, CA's client through the conformance suite, the real CA through the e2e
+# phases). install -> start (with health-wait) -> tests -> stop; the
 # stop runs from a trap, so a failure stops the stack too. KEEP_MANAGER=1 leaves it running.
+# MANAGER_CHECKS="smoke fidelity contract conformance e2e" (the default) picks the checks.
 # A stack that was already running when the tier started is left running either way. Warm
 # re-runs reuse the venv and the state dir. Prints `manager: N passed, N failed` last.
 set -uo pipefail
@@ -51,8 +54,27 @@ step start bash "$HERE/start.sh" || exit 1
 eval "$(manager_exports)"
 PY="$(client_python)"
 cd "$HERE"
-driver smoke "$PY" smoke.py --record "${MANAGER_RECORD_DIR:-$CACHE_DIR}/smoke-record.json"
-if [ -d "$HERE/fidelity" ] && [ -f "$HERE/fidelity/run.sh" ]; then
+CHECKS=" ${MANAGER_CHECKS:-smoke fidelity contract conformance e2e} "
+want() { [[ "$CHECKS" == *" $1 "* ]]; }
+want smoke && driver smoke "$PY" smoke.py --record "${MANAGER_RECORD_DIR:-$CACHE_DIR}/smoke-record.json"
+if want fidelity && [ -d "$HERE/fidelity" ] && [ -f "$HERE/fidelity/run.sh" ]; then
   driver fidelity bash "$HERE/fidelity/run.sh"
+fi
+
+# The provider against the real manager (issue 19, items 3-5). Its deployments first, all at
+# once (the manager creates and installs them side by side), from each part's scenario file.
+scenarios=()
+want contract && scenarios+=("$HERE/scenarios/contract.yaml")
+want conformance && scenarios+=("$MANAGER_ROOT/tests/ca-conformance-suite/testdata/realmanager-scenario.yaml")
+want e2e && scenarios+=("$MANAGER_ROOT/tests/e2e/config/manager-scenario.yaml")
+if [ ${#scenarios[@]} -gt 0 ]; then
+  if [ -z "${AUTOSCALER_CLOUDIFY_BIN:-}" ]; then
+    step provider-build bash -c "cd '$MANAGER_ROOT' && cargo build --locked --bin autoscaler-cloudify" || exit 1
+    export AUTOSCALER_CLOUDIFY_BIN="$MANAGER_ROOT/target/debug/autoscaler-cloudify"
+  fi
+  driver fixtures "$PY" fixtures.py "${scenarios[@]}"
+  want contract && driver provider-contract bash "$HERE/provider.sh" contract
+  want conformance && driver provider-conformance bash "$HERE/provider.sh" conformance
+  want e2e && driver provider-e2e bash "$HERE/provider.sh" e2e
 fi
 [ "$failed" -eq 0 ]
