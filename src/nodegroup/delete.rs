@@ -445,7 +445,10 @@ mod tests {
             false,
         );
         let g = snap.group("d/g").expect("d/g");
-        assert!(g.orphan_modification, "the modification has no active execution");
+        assert!(
+            g.orphan_modification,
+            "the modification has no active execution"
+        );
         match resolve(&snap, g, &[node("cloudify://t/d/d4", "")]) {
             Err(DomainError::FailedPrecondition(m)) => {
                 assert!(m.contains("abort_started"), "{m}")
