@@ -620,22 +620,26 @@ func RealManager(t *testing.T, v Version) {
 		r.checkInvariants(t, "REST service restarted mid-scale")
 	})
 
-	t.Run("BackToMin", func(t *testing.T) {
+	// Back to where it started (so a kept manager's next run reuses the deployment: fixtures.py).
+	t.Run("BackToStart", func(t *testing.T) {
 		p := m.Group(t, realDeployment, realGroup)
 		vms := r.settle(t, p.Current)
 		ids := harness.SortedKeys(vms)
 		var nodes []*apiv1.Node
-		for _, id := range ids[:len(ids)-r.min] {
+		for _, id := range ids[:len(ids)-base] {
 			nodes = append(nodes, realNode(vms[id]))
 		}
 		if err := r.deleteNodes(t, nodes); err != nil {
 			t.Fatalf("DeleteNodes(%d nodes): %v", len(nodes), err)
 		}
-		r.settle(t, r.min)
-		// One more is below min: refused before any Cloudify call.
-		last := r.m.GroupVMs(t, realDeployment, realGroup)
-		if err := r.group(t).DeleteNodes([]*apiv1.Node{realNode(newest(last))}); err == nil {
-			t.Errorf("DeleteNodes below min succeeded")
+		left := r.settle(t, base)
+		// Deleting past min is refused before any Cloudify call.
+		var all []*apiv1.Node
+		for _, id := range harness.SortedKeys(left)[:base-r.min+1] {
+			all = append(all, realNode(left[id]))
+		}
+		if err := r.group(t).DeleteNodes(all); err == nil {
+			t.Errorf("DeleteNodes of %d nodes at %d with min %d succeeded", len(all), base, r.min)
 		}
 	})
 

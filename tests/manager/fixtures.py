@@ -10,10 +10,12 @@ A scenario file lists deployments made from the tier's blueprints (tests/manager
         tenant: default                    # default (CLOUDIFY_MANAGER_TENANT) or second (MANAGER_SECOND_TENANT)
         inputs: {cluster_name: realmgr-conformance, min_workers: 1, max_workers: 6, initial_workers: 2}
 
-The blueprints set the discovery label k8s-cluster=<cluster_name>. Deployments with these ids
-left by an earlier run are deleted first (the tests scale them), then every deployment is created
-and installed concurrently (the manager runs them side by side). Only the listed ids are
-touched: other users of a shared manager are left alone. Prints one line per deployment and
+The blueprints set the discovery label k8s-cluster=<cluster_name>. A deployment with one of these
+ids left by an earlier run is kept when it is as the file says and at rest (same blueprint upload,
+same inputs, installed, no execution running, no started modification, its group back at
+`initial_workers`); otherwise it is deleted. Then every missing deployment is created and
+installed concurrently (the manager runs them side by side). Only the listed ids are touched:
+other users of a shared manager are left alone. Prints one line per deployment and
 `fixtures: N passed, N failed`; exits non-zero on failure.
 """
 
@@ -22,6 +24,7 @@ import sys
 import time
 
 import yaml
+from cloudify_rest_client.exceptions import CloudifyClientError
 
 from smoke import create_tenant
 from tierlib import (TierError, blueprints_digest, create_deployment, delete_deployments, ensure_blueprint,
@@ -49,6 +52,34 @@ def load(paths):
     return deployments
 
 
+def reusable(client, dep, blueprint, inputs):
+    """True when `dep` exists as the scenario wants it and nothing runs on it."""
+    try:
+        d = client.deployments.get(dep, _include=["id", "blueprint_id", "inputs", "scaling_groups"])
+    except CloudifyClientError as err:
+        if err.status_code == 404:
+            return False
+        raise
+    if d.blueprint_id != blueprint_id(blueprint):
+        return False
+    if any((d.inputs or {}).get(k) != v for k, v in inputs.items()):
+        return False
+    execs = client.executions.list(deployment_id=dep, _include_system_workflows=True, _size=1000,
+                                   _include=["workflow_id", "status"])
+    if any(e.status not in ("terminated", "failed", "cancelled") for e in execs):
+        return False
+    if not any(e.workflow_id == "install" and e.status == "terminated" for e in execs):
+        return False
+    if client.deployment_modifications.list(deployment_id=dep, status="started"):
+        return False
+    want = int(inputs.get("initial_workers", 2))
+    for g in (d.scaling_groups or {}).values():
+        p = g["properties"]
+        if p["current_instances"] != want or p["planned_instances"] != want:
+            return False
+    return True
+
+
 def main(paths):
     t0 = time.time()
     deployments = load(paths)
@@ -66,6 +97,10 @@ def main(paths):
         if fault_dir:
             inputs.setdefault("fault_dir", fault_dir)
         plan.append((client, d["id"], d["blueprint"], inputs))
+    kept = [(c, d) for c, d, name, inputs in plan if reusable(c, d, name, inputs)]
+    for client, dep in kept:
+        print(f"PASS fixtures/{dep} kept (as the scenario says, at rest)", flush=True)
+    plan = [p for p in plan if (p[0], p[1]) not in kept]
     for client in clients.values():
         mine = [d for c, d, _, _ in plan if c is client]
         delete_deployments(client, mine)
@@ -84,8 +119,8 @@ def main(paths):
         else:
             failed += 1
             print(f"FAIL fixtures/{dep}: install ended {e.status}: {e.error}", flush=True)
-    print(f"fixtures: {len(plan)} deployments in {time.time() - t0:.0f} s")
-    print(f"fixtures: {len(plan) - failed} passed, {failed} failed")
+    print(f"fixtures: {len(plan)} deployments made, {len(kept)} kept, in {time.time() - t0:.0f} s")
+    print(f"fixtures: {len(plan) + len(kept) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 

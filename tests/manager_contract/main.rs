@@ -16,7 +16,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use autoscaler_cloudify::cloudify::models::{ACTIVE_STATUSES, ErrorBody, WAITING_STATUSES};
-use autoscaler_cloudify::cloudify::{Auth, Cloudify, CloudifyError, ScaleRequest};
+use autoscaler_cloudify::cloudify::{
+    Auth, Cloudify, CloudifyClient, CloudifyError, NodeInstance, ScaleRequest,
+};
 use hostile::{HostileManager, Rule};
 use reqwest::Method;
 use serde_json::json;
@@ -363,6 +365,7 @@ async fn a_running_scale_shows_its_modification_and_queues_the_next() {
     let c = m.client();
     require_deployments(&c, &[QUEUE]).await;
     let (base, _) = group_counts(&c, QUEUE).await;
+    let before = vms(&c, QUEUE).await;
     m.set_fault(QUEUE, json!({"delay_s": 8, "nodes": [VM]}))
         .await;
     let e1 = c
@@ -454,6 +457,33 @@ async fn a_running_scale_shows_its_modification_and_queues_the_next() {
         .await
         .expect("mods");
     assert!(mods.is_empty(), "{mods:?}");
+    back_to(&c, QUEUE, &before).await;
+}
+
+/// Scales a deployment back to the VMs it had, naming the others, so that the next run on a
+/// kept manager finds it as tests/manager/fixtures.py made it.
+async fn back_to(c: &CloudifyClient, deployment: &str, before: &[NodeInstance]) {
+    let extra: Vec<String> = vms(c, deployment)
+        .await
+        .into_iter()
+        .filter(|v| !before.iter().any(|b| b.id == v.id))
+        .map(|v| v.id)
+        .collect();
+    if extra.is_empty() {
+        return;
+    }
+    let names: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let delta = -i64::try_from(extra.len()).expect("a few VMs");
+    let e = c
+        .start_scale(&scale(deployment, delta, &names, false))
+        .await
+        .expect("scale back");
+    assert_eq!(wait_ended(c, &e.id).await.status, "terminated");
+    let now = vms(c, deployment).await;
+    assert_eq!(
+        ids(now.iter().map(|v| &v.id)),
+        ids(before.iter().map(|v| &v.id))
+    );
 }
 
 /// A failed scale-out: the quota text in `error`, the rollback; without rollback (an operator's
@@ -574,6 +604,7 @@ async fn failed_scale_outs_with_and_without_rollback() {
     );
     assert_eq!(now.len() as i64, base + 1);
     assert_eq!(group_counts(&c, FAIL).await, (base + 1, base + 1));
+    back_to(&c, FAIL, &before).await;
 }
 
 /// Basic auth (the environment's), a token minted through REST, and the 401s the provider can
