@@ -208,11 +208,16 @@ func realNode(vm harness.Instance) *apiv1.Node {
 
 // settle refreshes like CA's loop until CA sees `want` instances, all Running without error,
 // exactly the provider ids of Cloudify's started VMs, and Cloudify's group is idle at `want`
-// (no scale execution still running: it may still read `started` after its modification ended).
+// (no scale execution still running: it may still read `started` after its modification ended),
+// as of a provider snapshot read after Cloudify was seen idle (a snapshot from before may still
+// count a finished scale as one that could roll back, and the provider is right to refuse a
+// deletion on it).
 func (r *realRun) settle(t *testing.T, want int) map[string]harness.Instance {
 	t.Helper()
 	var vms map[string]harness.Instance
+	idleAt := -1 // the provider's refresh count when Cloudify was first seen idle at `want`
 	harness.Eventually(t, 240*time.Second, fmt.Sprintf("%s settled at %d", realGroupID, want), func() (bool, string) {
+		refreshes := r.s.RefreshesOK(t)
 		if err := r.cp.Refresh(); err != nil {
 			return false, "Refresh: " + err.Error()
 		}
@@ -223,6 +228,7 @@ func (r *realRun) settle(t *testing.T, want int) map[string]harness.Instance {
 		p := r.m.Group(t, realDeployment, realGroup)
 		for _, e := range r.m.ScaleExecutions(t, realDeployment) {
 			if !e.Ended() {
+				idleAt = -1
 				return false, fmt.Sprintf("execution %s still %s", e.ID, e.Status)
 			}
 		}
@@ -234,7 +240,17 @@ func (r *realRun) settle(t *testing.T, want int) map[string]harness.Instance {
 			}
 		}
 		state := fmt.Sprintf("CA %s; Cloudify current=%d planned=%d started=%d of %d VMs", describe(insts), p.Current, p.Planned, len(ids), len(vms))
-		if len(insts) != want || p.Current != want || p.Planned != want || len(vms) != want || len(ids) != want {
+		if p.Current != want || p.Planned != want || len(vms) != want || len(ids) != want {
+			idleAt = -1
+			return false, state
+		}
+		if idleAt < 0 {
+			idleAt = refreshes
+		}
+		if refreshes < idleAt+2 {
+			return false, state + fmt.Sprintf("; provider refreshes %d, waiting for %d", refreshes, idleAt+2)
+		}
+		if len(insts) != want {
 			return false, state
 		}
 		for _, i := range insts {
