@@ -20,17 +20,25 @@ step() { # name command...: one counted step; its output goes through
   failed=$((failed + 1)); echo "manager: step $name FAILED ($(( $(date +%s) - t )) s)"; return 1
 }
 # A driver prints `<name>: N passed, N failed`; add its counts (a driver that died counts 1 failed).
-driver() {
+# Drivers run side by side (each on its own deployments: the manager runs their workflows
+# concurrently), their output kept in a file each and printed whole when all have ended.
+declare -A driver_pid driver_out driver_t0
+driver_start() {
   local name=$1; shift
-  local out; out="$(mktemp)"
-  local t=$(date +%s)
-  "$@" 2>&1 | tee "$out"
-  local line; line="$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$out" | tail -n1)"
-  rm -f "$out"
+  driver_out[$name]="$(mktemp)"; driver_t0[$name]=$(date +%s)
+  "$@" >"${driver_out[$name]}" 2>&1 &
+  driver_pid[$name]=$!
+}
+driver_collect() {
+  local name=$1
+  wait "${driver_pid[$name]}"
+  cat "${driver_out[$name]}"
+  local line; line="$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "${driver_out[$name]}" | tail -n1)"
+  rm -f "${driver_out[$name]}"
+  echo "manager: $name took $(( $(date +%s) - ${driver_t0[$name]} )) s"
   if [ -z "$line" ]; then failed=$((failed + 1)); echo "manager: $name printed no result"; return; fi
   passed=$((passed + $(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')))
   failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
-  echo "manager: $name took $(( $(date +%s) - t )) s"
 }
 finish() {
   if [ "${started_here:-0}" = 1 ] && [ "${KEEP_MANAGER:-0}" != 1 ]; then
@@ -56,25 +64,36 @@ PY="$(client_python)"
 cd "$HERE"
 CHECKS=" ${MANAGER_CHECKS:-smoke fidelity contract conformance e2e} "
 want() { [[ "$CHECKS" == *" $1 "* ]]; }
-want smoke && driver smoke "$PY" smoke.py --record "${MANAGER_RECORD_DIR:-$CACHE_DIR}/smoke-record.json"
-if want fidelity && [ -d "$HERE/fidelity" ] && [ -f "$HERE/fidelity/run.sh" ]; then
-  driver fidelity bash "$HERE/fidelity/run.sh"
-fi
+want smoke && driver_start smoke "$PY" smoke.py --record "$CACHE_DIR/smoke-record.json"
+want fidelity && driver_start fidelity bash "$HERE/fidelity/run.sh"
 
-# The provider against the real manager (issue 19, items 3-5). Its deployments first, all at
-# once (the manager creates and installs them side by side), from each part's scenario file.
+# The provider against the real manager (issue 19, items 3-5), side by side with smoke and
+# fidelity (each part has its own deployments and discovery label). Their deployments first, all
+# at once, from each part's scenario file; the e2e part last and alone, so that its timeline,
+# compared with the simulator's, is not skewed by the other parts' load on the two cores.
 scenarios=()
 want contract && scenarios+=("$HERE/scenarios/contract.yaml")
 want conformance && scenarios+=("$MANAGER_ROOT/tests/ca-conformance-suite/testdata/realmanager-scenario.yaml")
 want e2e && scenarios+=("$MANAGER_ROOT/tests/e2e/config/manager-scenario.yaml")
+provider_ready=0
 if [ ${#scenarios[@]} -gt 0 ]; then
-  if [ -z "${AUTOSCALER_CLOUDIFY_BIN:-}" ]; then
-    step provider-build bash -c "cd '$MANAGER_ROOT' && cargo build --locked --bin autoscaler-cloudify" || exit 1
-    export AUTOSCALER_CLOUDIFY_BIN="$MANAGER_ROOT/target/debug/autoscaler-cloudify"
+  if [ -n "${AUTOSCALER_CLOUDIFY_BIN:-}" ] || step provider-build bash -c "cd '$MANAGER_ROOT' && cargo build --locked --bin autoscaler-cloudify"; then
+    export AUTOSCALER_CLOUDIFY_BIN="${AUTOSCALER_CLOUDIFY_BIN:-$MANAGER_ROOT/target/debug/autoscaler-cloudify}"
+    before=$failed
+    driver_start fixtures "$PY" fixtures.py "${scenarios[@]}"
+    driver_collect fixtures
+    [ "$failed" = "$before" ] && provider_ready=1
   fi
-  driver fixtures "$PY" fixtures.py "${scenarios[@]}"
-  want contract && driver provider-contract bash "$HERE/provider.sh" contract
-  want conformance && driver provider-conformance bash "$HERE/provider.sh" conformance
-  want e2e && driver provider-e2e bash "$HERE/provider.sh" e2e
+fi
+if [ "$provider_ready" = 1 ]; then
+  want contract && driver_start provider-contract bash "$HERE/provider.sh" contract
+  want conformance && driver_start provider-conformance bash "$HERE/provider.sh" conformance
+fi
+for name in smoke fidelity provider-contract provider-conformance; do
+  [ -n "${driver_pid[$name]:-}" ] && driver_collect "$name"
+done
+if [ "$provider_ready" = 1 ] && want e2e; then
+  driver_start provider-e2e bash "$HERE/provider.sh" e2e
+  driver_collect provider-e2e
 fi
 [ "$failed" -eq 0 ]

@@ -6,6 +6,8 @@ mod blueprint_example;
 mod cli;
 mod deploy_config;
 mod layering;
+mod lint_policy;
 mod loadtest_smoke;
+mod metrics_doc;
 #[path = "../kit/procfs.rs"]
 mod procfs;
