@@ -389,9 +389,11 @@ async fn collect(c: &dyn Cloudify, deployment_ids: &[String]) -> Result<Collecte
             .await?;
         executions.extend(active.into_iter().filter(|e| !known.contains(&e.id)));
     }
-    let modifications = c
+    let mut modifications = c
         .deployment_modifications(deployment_ids, "started")
         .await?;
+    let ended = ended_modifications(c, &executions, &modifications).await?;
+    modifications.extend(ended);
     let deployments = c.deployments_by_id(deployment_ids).await?;
     let nodes = c.nodes(deployment_ids).await?;
     let mut compute_ids: Vec<String> = nodes
@@ -422,8 +424,48 @@ async fn collect(c: &dyn Cloudify, deployment_ids: &[String]) -> Result<Collecte
     })
 }
 
+/// The ended (finished or rolled back) modifications of the executions that read `started`
+/// but own no started modification. Issue 19: on the real manager a scale's modification ends
+/// 0.4-2.6 s before its execution leaves `started`; without it such an execution reads as one
+/// that has not started its modification yet, and its delta was counted a second time. Read
+/// only for the deployments of such executions, so a refresh with no scale in that window (or
+/// in the one before its modification starts) makes no extra call.
+async fn ended_modifications(
+    c: &dyn Cloudify,
+    executions: &[Execution],
+    started: &[DeploymentModification],
+) -> Result<Vec<DeploymentModification>, CloudifyError> {
+    let owners: HashSet<&str> = started.iter().filter_map(|m| m.execution_id()).collect();
+    let unknown: HashSet<&str> = executions
+        .iter()
+        .filter(|e| !e.is_waiting() && !e.is_ended() && !owners.contains(e.id.as_str()))
+        .map(|e| e.id.as_str())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut deployments: Vec<String> = executions
+        .iter()
+        .filter(|e| unknown.contains(e.id.as_str()))
+        .map(|e| e.deployment_id.clone())
+        .collect();
+    deployments.sort();
+    deployments.dedup();
+    let mut out = Vec::new();
+    for status in ["finished", "rolledback"] {
+        out.extend(
+            c.deployment_modifications(&deployments, status)
+                .await?
+                .into_iter()
+                .filter(|m| m.execution_id().is_some_and(|e| unknown.contains(e))),
+        );
+    }
+    Ok(out)
+}
+
 /// One source's REST calls: the discovery searches (one per rule), then collect passes of
-/// executions, started modifications, deployments, nodes, one call per 1000 VM instances and
+/// executions, started modifications (and the ended ones of executions still `started`),
+/// deployments, nodes, one call per 1000 VM instances and
 /// the executions again, repeated (at most [`COLLECT_ATTEMPTS`] times) while a scale moved
 /// during the pass; then the refresh fails and the previous snapshot stays.
 async fn fetch_source(

@@ -170,6 +170,19 @@ fn record_scale_in(o: &mut Overlay, execution: &str, removals: &[Removal]) {
     o.changes.push(LocalChange::started(started, deleting));
 }
 
+/// Node-instance states of a VM a scale-out is still adding (Cloudify's lifecycle before
+/// `started`). Under a left-over started modification, a VM in one of them is that
+/// modification's addition.
+const ADDED_STATES: [&str; 7] = [
+    "uninitialized",
+    "initializing",
+    "creating",
+    "created",
+    "configuring",
+    "configured",
+    "starting",
+];
+
 /// The nodes of one DeleteNodes call, resolved against a snapshot.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Deletion {
@@ -223,6 +236,19 @@ pub(super) fn resolve(
             return Err(DomainError::InvalidArgument(format!(
                 "node {:?} belongs to node group {:?}, not {:?}",
                 n.name, owner.id, g.id
+            )));
+        }
+        if g.orphan_modification && ADDED_STATES.contains(&inst.cloudify_state.as_str()) {
+            // Issue 19, seen on the real manager: our scale would carry abort_started, which
+            // uninstalls this VM before the workflow scales in; the scale-in naming it then
+            // removes another, arbitrary VM.
+            return Err(DomainError::FailedPrecondition(format!(
+                "node {:?} (instance {}) was added by a scale-out of {:?} that failed without \
+                 rollback and is still {}; its deployment modification is still started, and \
+                 any scale of the deployment first rolls it back (abort_started), which removes \
+                 this VM, so a scale-in naming it would remove another VM: roll it back in \
+                 Cloudify (a scale with abort_started=true) instead",
+                n.name, inst.vm_instance, g.deployment, inst.cloudify_state
             )));
         }
         if !d.removals.iter().any(|r| r.provider_id == inst.provider_id) {
