@@ -10,7 +10,7 @@
 //! `cargo bench --bench grpc`; numbers in BENCHMARKS.md. Under `cargo test` each benchmark runs
 //! once and only the 5k fixture is built.
 
-mod common;
+use testkit::fixtures as common;
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -4,7 +4,7 @@
 //! `cargo bench --bench inventory`; see BENCHMARKS.md for the numbers. Under `cargo test` each
 //! benchmark runs once (criterion's test mode) and the 100k fixtures are skipped.
 
-mod common;
+use testkit::fixtures as common;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime};

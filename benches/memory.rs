@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench memory` (100k instances); under `cargo test` it runs at 2k instances.
 
-mod common;
+use testkit::fixtures as common;
 
 use std::hint::black_box;
 

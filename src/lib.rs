@@ -22,7 +22,8 @@
 //!   rebuilt aside by a background refresh and swapped in whole (arc-swap).
 //! - [`config`]: the configuration file, flags and secrets, validated at start.
 //! - [`cloudify`]: the Cloudify REST client (reqwest), its models and typed errors, and the
-//!   in-memory [`cloudify::fake::FakeCloudify`] that unit tests and benchmarks share.
+//!   in-memory `cloudify::fake::FakeCloudify` that unit tests and benchmarks share (only with
+//!   the `test-util` feature, which crates/testkit turns on: a release build leaves it out).
 //! - [`observability`]: Prometheus metrics, the health/metrics HTTP port, tracing setup and the
 //!   log format.
 //! - [`proto`]: the generated externalgrpc protocol (with the CA 1.29–1.36 compatibility fields).

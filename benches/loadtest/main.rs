@@ -2,9 +2,7 @@
 //! what it measures; `-- --help` lists the flags). A bench target without the harness rather
 //! than a binary of the package: it is a measuring tool, not something to install.
 
-#[path = "../../tests/kit/procfs.rs"]
-mod procfs;
-mod run;
+use testkit::loadtest as run;
 
 use clap::Parser;
 

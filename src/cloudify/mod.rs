@@ -5,6 +5,8 @@ mod api;
 mod client;
 mod error;
 mod execution_status;
+// Tests and benches only: a release build leaves it out (feature `test-util`, issue 24).
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod models;
 
@@ -67,7 +69,7 @@ impl ScaleRequest {
 }
 
 /// The slice of the Cloudify REST API this service uses. Implemented by [`CloudifyClient`] over
-/// HTTP and by [`fake::FakeCloudify`] in memory (unit tests, benchmarks).
+/// HTTP and by `fake::FakeCloudify` in memory (unit tests, benchmarks; feature `test-util`).
 #[async_trait]
 pub trait Cloudify: Send + Sync {
     /// Name of the configured manager/tenant entry.

@@ -9,8 +9,6 @@
 //! `CLOUDIFY_MANAGER_URL` every test prints why it is skipped and passes, unless the tier asked
 //! for it. Each test scales its own deployment, so they run side by side.
 
-#[path = "../kit/hostile.rs"]
-mod hostile;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -19,7 +17,7 @@ use autoscaler_cloudify::cloudify::models::{ACTIVE_STATUSES, ErrorBody, WAITING_
 use autoscaler_cloudify::cloudify::{
     Auth, Cloudify, CloudifyClient, CloudifyError, NodeInstance, ScaleRequest,
 };
-use hostile::{HostileManager, Rule};
+use testkit::hostile::{HostileManager, Rule};
 use reqwest::Method;
 use serde_json::json;
 use support::*;

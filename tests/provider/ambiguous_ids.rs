@@ -4,7 +4,7 @@
 //! acted on: NodeGroupForNode answers no group, DeleteNodes refuses it before any Cloudify call,
 //! and a gauge counts them.
 
-use crate::provider_support::*;
+use testkit::env::*;
 use cloudify_sim::{Scenario, Timing};
 
 fn twin() -> Scenario {

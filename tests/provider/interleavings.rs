@@ -21,7 +21,9 @@
 
 use std::time::Instant;
 
-use crate::interleaving_support::run_seed;
+use seed::run_seed;
+
+mod seed;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())

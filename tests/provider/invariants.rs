@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::provider_support::*;
+use testkit::env::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Timing};
 use rand::seq::IndexedRandom;
@@ -143,7 +143,7 @@ async fn foreign_or_unknown_node_is_refused_without_any_cloudify_call() {
     // Nothing joined a delete batch (a batched instance shows as deleting at once), so no
     // scale-in can follow later.
     assert!(
-        env.nodes(WORKERS).await.iter().all(|i| state(i) != 3),
+        env.nodes(WORKERS).await.iter().all(|i| state_of(i) != 3),
         "nothing is being deleted"
     );
     assert_eq!(env.request_total().await, before, "no Cloudify call at all");

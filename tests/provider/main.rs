@@ -6,15 +6,11 @@
 mod ambiguous_ids;
 mod cloudify_client;
 mod cloudify_tls;
-#[path = "../interleaving_support/mod.rs"]
-mod interleaving_support;
 mod interleavings;
 mod invariants;
 mod manager_timing;
 mod node_controller;
 mod proto_compat;
-#[path = "../provider_support/mod.rs"]
-mod provider_support;
 mod refresh;
 mod rpcs;
 mod server;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::provider_support::*;
+use testkit::env::*;
 use autoscaler_cloudify::inventory::normalize_provider_id;
 use autoscaler_cloudify::proto;
 use serde_json::{Value, json};

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::provider_support::*;
+use testkit::env::*;
 use serde_json::json;
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::provider_support::*;
+use testkit::env::*;
 use autoscaler_cloudify::proto;
 use k8s_pb::api::core::v1::Node;
 use prost::Message;
@@ -73,7 +73,7 @@ async fn target_size_and_nodes_of_each_group() {
     assert_eq!(env.target(WORKERS).await, 2);
     assert_eq!(env.target(GPU).await, 0);
     let nodes = env.nodes(WORKERS).await;
-    assert!(nodes.iter().all(|i| state(i) == 1), "running: {nodes:?}");
+    assert!(nodes.iter().all(|i| state_of(i) == 1), "running: {nodes:?}");
     assert!(env.nodes(GPU).await.is_empty());
     let e = env
         .client
@@ -220,7 +220,7 @@ async fn delete_nodes_removes_named_instance_and_lowers_target() {
     assert_eq!(env.target(WORKERS).await, 3, "target lowered at once");
     let now = env.nodes(WORKERS).await;
     let v = now.iter().find(|i| i.id == victim).expect("still listed");
-    assert_eq!(state(v), 3, "reported deleting");
+    assert_eq!(state_of(v), 3, "reported deleting");
     env.wait_executions_done().await;
     let after = env.wait_running(WORKERS, 3).await;
     assert!(after.iter().all(|i| i.id != victim));

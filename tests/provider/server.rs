@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::provider_support::*;
+use testkit::env::*;
 use autoscaler_cloudify::config::TlsFiles;
 use autoscaler_cloudify::grpc::{Provider, ServeError, serve};
 use autoscaler_cloudify::proto;

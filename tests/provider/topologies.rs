@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::provider_support::*;
+use testkit::env::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Timing};
 

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::provider_support::{cloudify_get, config_with_password, node, start_app};
+use testkit::env::{cloudify_get, config_with_password, node, start_app};
 use autoscaler_cloudify::app::App;
 use autoscaler_cloudify::observability::metrics::{ScaleDirection, ScaleLabels, ScaleResult};
 use autoscaler_cloudify::proto;
@@ -379,7 +379,7 @@ async fn without_a_joining_node_a_group_of_two_vms_is_left_out_saying_what_to_se
     // provider does not guess which VM is the Node.
     let yaml = "refresh: {interval: 1h, max_age: 0s}\ncloudify: [{name: main, url: \"{url}\"}]\n\
                 node_groups: {static: [\"1:10:pairs/workers\"]}\n";
-    let mut env = crate::provider_support::start_with(pairs(2), yaml).await;
+    let mut env = testkit::env::start_with(pairs(2), yaml).await;
     let groups = env.groups().await;
     assert!(groups.is_empty(), "{groups:?}");
     let snap = env.app.inventory.snapshot();

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::reliability_support::*;
+use testkit::reliability::*;
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;

@@ -8,8 +8,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::reliability_support::hostile::{HostileManager, Rule};
-use crate::reliability_support::*;
+use testkit::reliability::hostile::{HostileManager, Rule};
+use testkit::reliability::*;
 use autoscaler_cloudify::app::start;
 use autoscaler_cloudify::cloudify::models::ListPage;
 use autoscaler_cloudify::cloudify::{CloudifyError, Deployment, Execution, Node, NodeInstance};

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cloudify_input::{arb_json, mutate, test_config};
-use crate::reliability_support::hostile::{HostileManager, Rule};
-use crate::reliability_support::*;
+use testkit::reliability::hostile::{HostileManager, Rule};
+use testkit::reliability::*;
 use autoscaler_cloudify::app::{App, start};
 use autoscaler_cloudify::inventory::Snapshot;
 use autoscaler_cloudify::nodegroup::ServiceSettings;

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crate::reliability_support::hostile::{HostileManager, Rule};
-use crate::reliability_support::*;
+use testkit::reliability::hostile::{HostileManager, Rule};
+use testkit::reliability::*;
 use cloudify_sim::Timing;
 use serde_json::{Value, json};
 

@@ -4,8 +4,8 @@
 //! (TargetSize then counts the stored scale) and never send it a second time when CA retries.
 //! The manager is a hostile proxy in front of the simulator.
 
-use crate::reliability_support::hostile::Rule;
-use crate::reliability_support::*;
+use testkit::reliability::hostile::Rule;
+use testkit::reliability::*;
 
 const EXECUTIONS: &str = "/api/v3.1/executions";
 

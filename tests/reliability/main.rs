@@ -14,8 +14,6 @@ mod manager_transport;
 mod metrics_text;
 mod pki;
 mod process;
-#[path = "../reliability_support/mod.rs"]
-mod reliability_support;
 mod scale_in_attribution;
 mod security;
 mod tls_causes;

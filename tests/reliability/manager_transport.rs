@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::reliability_support::hostile::{HostileManager, Rule};
-use crate::reliability_support::{scenario, start_sim};
+use testkit::reliability::hostile::{HostileManager, Rule};
+use testkit::reliability::{scenario, start_sim};
 
 use autoscaler_cloudify::cloudify::{
     Auth, ClientSettings, Cloudify, CloudifyClient, CloudifyError, ScaleRequest,

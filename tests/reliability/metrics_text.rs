@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::reliability_support::*;
+use testkit::reliability::*;
 use autoscaler_cloudify::config::Overrides;
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use cloudify_sim::Timing;
@@ -146,7 +146,7 @@ async fn group_names_from_cloudify_are_escaped_in_metrics() {
 /// with the manager answering an execution status no Cloudify has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_label_value_is_from_a_closed_vocabulary() {
-    use crate::reliability_support::hostile::{HostileManager, Rule};
+    use testkit::reliability::hostile::{HostileManager, Rule};
     use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 
     let sim = start_sim(with_workers(scenario(Timing::instant()), 1, 10, 3)).await;

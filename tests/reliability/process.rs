@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::reliability_support::*;
+use testkit::reliability::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::Timing;
 use serde_json::json;

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::reliability_support::hostile::Rule;
-use crate::reliability_support::*;
+use testkit::reliability::hostile::Rule;
+use testkit::reliability::*;
 use autoscaler_cloudify::observability::metrics::{ScaleDirection, ScaleLabels, ScaleResult};
 
 /// Waits until `n` scale-ins were verified (terminated or mismatch), at most 30 s.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::pki::Pki;
-use crate::reliability_support::*;
+use testkit::reliability::*;
 use autoscaler_cloudify::app::App;
 use autoscaler_cloudify::config::Overrides;
 use autoscaler_cloudify::nodegroup::ServiceSettings;

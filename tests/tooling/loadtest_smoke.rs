@@ -5,8 +5,7 @@
 //! reported, never asserted. In the Refresh phase, Refresh never fails whatever the manager does
 //! (issue #13).
 
-#[path = "../../benches/loadtest/run.rs"]
-mod loadtest;
+use testkit::loadtest;
 
 use std::ffi::OsStr;
 

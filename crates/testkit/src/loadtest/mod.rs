@@ -13,8 +13,8 @@
 //! (`GET /_sim/requests`). `--throughput-secs` adds a saturation run comparing `NodeGroupForNode`
 //! with the no-op `GPULabel` on the same server.
 //!
-//! This file is the bench target `loadtest` (`benches/loadtest/main.rs` parses the flags) and is
-//! included by `tests/tooling/loadtest_smoke.rs`, which runs `--quick` in-process:
+//! The bench target `loadtest` (`benches/loadtest/main.rs`) parses the flags and calls [`run`];
+//! `tests/tooling/loadtest_smoke.rs` runs `--quick` in-process:
 //!
 //! `--refresh-loops` adds the Refresh phase (issue #13, [`refresh`]): CA's loop against a provider
 //! with a production-like refresh configuration while the simulated manager is healthy, down,
@@ -44,8 +44,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::procfs::{ProcStats, cpu_ms};
 
-// The Refresh phase (issue #13); beside this file, so the smoke test's include finds it too.
-#[path = "refresh.rs"]
+// The Refresh phase (issue #13).
 mod refresh;
 
 /// What the load test's steps fail with (any error ends the run).
@@ -100,7 +99,6 @@ pub struct Args {
     json: Option<PathBuf>,
     /// Set by `cargo bench`; without it (`cargo test --benches`) the run is skipped.
     #[arg(long, hide = true)]
-    #[allow(dead_code)] // read by main.rs; the smoke test includes this file without it
     pub bench: bool,
     /// CA loops per manager condition in the Refresh phase (0 = skip it).
     #[arg(long, default_value_t = 20)]
@@ -193,7 +191,7 @@ pub async fn run(args: Args) -> Result<(), BoxError> {
     let server_bin = args
         .server_bin
         .clone()
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_autoscaler-cloudify")));
+        .unwrap_or_else(crate::reliability::bin);
     let mut reports = Vec::new();
     for &n in &args.nodes {
         let report = run_one(&args, &server_bin, n, true).await?;

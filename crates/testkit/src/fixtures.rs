@@ -6,8 +6,6 @@
 //! names hash like real ones: deployment `pool-007`, group `workers`, VM node `workers_host`,
 //! VM instance `workers_host_<6 chars>`, hostname `pool-007-workers-host-<6 chars>`.
 
-#![allow(dead_code)] // each bench binary uses a different part
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

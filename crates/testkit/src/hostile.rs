@@ -17,9 +17,6 @@
 //! matches is passed through unchanged. Redirects of the backend are passed to the client as
 //! they are (the proxy follows none).
 
-// Each test binary that includes this file uses a different part of it.
-#![allow(dead_code)]
-
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;

@@ -15,25 +15,17 @@ use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
-use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
+use cloudify_sim::{SimulatorHandle, Timing};
 use serde_json::Value;
 use tonic::transport::Channel;
 
-#[path = "../kit/hostile.rs"]
-pub mod hostile;
-#[path = "../kit/procfs.rs"]
-mod procfs;
+pub use crate::hostile;
 /// Resident memory, OS threads and open file descriptors of a child (Linux `/proc`).
-pub use procfs::ProcStats;
+pub use crate::procfs::ProcStats;
+pub use crate::sim::*;
 
-pub const WORKERS: &str = "k8s-pool-a/workers";
-pub const GPU: &str = "k8s-pool-b/gpu-workers";
 /// CA's default `grpc_timeout` in the cloud-config.
 pub const CA_DEADLINE: Duration = Duration::from_secs(5);
-/// The simulator's admin password in every reliability test: distinctive, so the secret greps
-/// cannot match anything by accident.
-pub const PASSWORD: &str = "Rel-Pw-7f3c9e1d-do-not-log";
-
 /// Panics on tokio worker threads (where the provider's handlers and tasks run), counted from
 /// the first call of [`count_worker_panics`]. Test assertions run on the test's own thread and
 /// are not counted.
@@ -61,30 +53,6 @@ pub fn worker_panics() -> usize {
 /// True when the long soak variants should run (`RELIABILITY_SOAK=1`).
 pub fn soak() -> bool {
     std::env::var("RELIABILITY_SOAK").is_ok_and(|v| v == "1")
-}
-
-/// The default demo scenario with our password and the given timing.
-pub fn scenario(timing: Timing) -> Scenario {
-    let mut s = Scenario::default_demo().with_timing(timing).with_seed(7);
-    for u in &mut s.users {
-        u.password = PASSWORD.to_owned();
-    }
-    s
-}
-
-/// Sets `k8s-pool-a/workers` to `current` instances with bounds `min..=max`.
-pub fn with_workers(mut s: Scenario, min: i64, max: i64, current: u64) -> Scenario {
-    for d in &mut s.deployments {
-        for g in &mut d.scaling_groups {
-            if g.name == "workers" {
-                g.min = min;
-                g.max = max;
-                g.current = current;
-                g.default = Some(current);
-            }
-        }
-    }
-    s
 }
 
 /// The provider in-process (`app::start`, the binary's wiring, real gRPC and HTTP sockets) in
@@ -117,13 +85,18 @@ pub async fn start_provider(
 /// manager in front of it, and the provider in-process talking to the hostile one (scale-ins
 /// verified every 50 ms).
 pub struct BehindHostile {
+    /// The simulator.
     pub sim: SimulatorHandle,
+    /// The hostile manager in front of it.
     pub hostile: hostile::HostileManager,
+    /// The provider in-process, talking to the hostile manager.
     pub app: App,
+    /// CA's client of the provider.
     pub client: CloudProviderClient<Channel>,
 }
 
 impl BehindHostile {
+    /// Starts the three; the provider once its first snapshot is in.
     pub async fn start(workers: u64) -> BehindHostile {
         let sim = start_sim(with_workers(scenario(Timing::instant()), 1, 10, workers)).await;
         let hostile = hostile::HostileManager::start(&sim.url()).await;
@@ -149,129 +122,10 @@ impl BehindHostile {
             .collect()
     }
 
+    /// Stops the provider, then the simulator.
     pub async fn shutdown(self) {
         self.app.shutdown().await;
         self.sim.shutdown().await;
-    }
-}
-
-pub async fn start_sim(s: Scenario) -> SimulatorHandle {
-    Simulator::start(s, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("simulator starts")
-}
-
-/// Test-side control of the simulator: faults and request counts through its typed control
-/// client, REST reads as admin.
-#[derive(Clone)]
-pub struct SimCtl {
-    pub url: String,
-    pub http: reqwest::Client,
-    control: cloudify_sim::SimControl,
-}
-
-impl SimCtl {
-    pub fn new(url: &str) -> SimCtl {
-        SimCtl {
-            url: url.to_owned(),
-            control: cloudify_sim::SimControl::new(url),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("client"),
-        }
-    }
-
-    /// Merges `body` (a `/_sim/faults` patch as JSON) into the simulator's faults.
-    pub async fn faults(&self, body: Value) {
-        let patch: cloudify_sim::FaultsPatch =
-            serde_json::from_value(body).expect("a /_sim/faults patch");
-        self.control.set_faults(&patch).await.expect("faults");
-    }
-
-    pub async fn clear_faults(&self) {
-        self.control.clear_faults().await.expect("faults");
-    }
-
-    pub async fn requests(&self) -> Value {
-        serde_json::to_value(self.control.requests().await.expect("sim requests")).expect("json")
-    }
-
-    pub async fn total(&self) -> u64 {
-        self.requests().await["total"].as_u64().unwrap_or(0)
-    }
-
-    pub async fn route(&self, route: &str) -> u64 {
-        self.requests().await["routes"][route].as_u64().unwrap_or(0)
-    }
-
-    pub async fn get(&self, path_and_query: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}/api/v3.1{path_and_query}", self.url))
-            .basic_auth("admin", Some(PASSWORD))
-            .header("Tenant", "default_tenant")
-            .send()
-            .await
-            .expect("cloudify get");
-        assert!(
-            r.status().is_success(),
-            "GET {path_and_query}: {}",
-            r.status()
-        );
-        r.json().await.expect("json")
-    }
-
-    /// Every `scale` execution, oldest first.
-    pub async fn scale_executions(&self) -> Vec<Value> {
-        let v = self
-            .get("/executions?workflow_id=scale&_sort=created_at&_size=1000")
-            .await;
-        v["items"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// VM instance ids of `k8s-pool-a/workers` that still exist.
-    pub async fn worker_vms(&self) -> Vec<String> {
-        let v = self
-            .get("/node-instances?deployment_id=k8s-pool-a&node_id=workers_host&_size=1000")
-            .await;
-        let mut ids: Vec<String> = v["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(|i| i["state"].as_str() != Some("deleted"))
-            .filter_map(|i| i["id"].as_str().map(str::to_owned))
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    /// `scaling_groups.workers.properties` of k8s-pool-a.
-    pub async fn workers_props(&self) -> Value {
-        let v = self.get("/deployments/k8s-pool-a").await;
-        v["scaling_groups"]["workers"]["properties"].clone()
-    }
-
-    /// Waits until no scale execution is in a non-final state.
-    pub async fn wait_executions_done(&self, limit: Duration) {
-        let end = Instant::now() + limit;
-        loop {
-            let busy = self.scale_executions().await.iter().any(|e| {
-                !matches!(
-                    e["status"].as_str(),
-                    Some("terminated" | "failed" | "cancelled")
-                )
-            });
-            if !busy {
-                return;
-            }
-            assert!(
-                Instant::now() < end,
-                "executions still running after {limit:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }
 
@@ -326,16 +180,36 @@ pub fn free_port() -> u16 {
 
 /// The provider binary, running as a child process.
 pub struct Proc {
+    /// The running binary.
     pub child: Child,
+    /// Its gRPC address.
     pub grpc: SocketAddr,
+    /// Its HTTP (health, metrics) address.
     pub http: SocketAddr,
+    /// Where its stdout goes.
     pub stdout: PathBuf,
+    /// Where its stderr goes.
     pub stderr: PathBuf,
+    /// When it was spawned.
     pub started: Instant,
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_autoscaler-cloudify")
+/// The provider binary cargo built beside the running test (`target/<profile>/`, one level
+/// above the test's own `deps/`): a kit crate has no `CARGO_BIN_EXE_*` of its own, and a
+/// package's integration tests and benches always have its binary built.
+pub fn bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary under target/<profile>/deps");
+    let bin = profile_dir.join("autoscaler-cloudify");
+    assert!(
+        bin.is_file(),
+        "{} not built (run the tests through cargo)",
+        bin.display()
+    );
+    bin
 }
 
 /// A command for the binary with a clean environment (no `AUTOSCALER_CLOUDIFY_*` leaking in from
@@ -372,6 +246,7 @@ impl Proc {
         Proc::serve_on(dir, name, config, grpc, http, args, env)
     }
 
+    /// [`Proc::serve`] on given addresses (a restart on the same ports).
     pub fn serve_on(
         dir: &Path,
         name: &str,
@@ -401,6 +276,7 @@ impl Proc {
         }
     }
 
+    /// The child's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -417,6 +293,7 @@ impl Proc {
         Some((code, r.json().await.unwrap_or(Value::Null)))
     }
 
+    /// `/metrics` as text.
     pub async fn metrics(&self) -> String {
         reqwest::Client::new()
             .get(format!("http://{}/metrics", self.http))
@@ -460,12 +337,14 @@ impl Proc {
         }
     }
 
+    /// CA's gRPC client of the binary.
     pub async fn client(&self) -> CloudProviderClient<Channel> {
         CloudProviderClient::connect(format!("http://{}", self.grpc))
             .await
             .expect("gRPC connects")
     }
 
+    /// Everything the binary wrote so far (stdout, then stderr).
     pub fn log(&self) -> String {
         let out = std::fs::read_to_string(&self.stdout).unwrap_or_default();
         let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
@@ -478,6 +357,7 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// Memory, threads and fds of the child now.
     pub fn proc_stats(&self) -> ProcStats {
         ProcStats::of(self.pid())
     }
@@ -497,6 +377,7 @@ pub fn req<T>(msg: T) -> tonic::Request<T> {
     r
 }
 
+/// A node as CA sends it in NodeGroupForNode and DeleteNodes.
 pub fn node(provider_id: &str, name: &str) -> proto::ExternalGrpcNode {
     proto::ExternalGrpcNode {
         provider_id: provider_id.to_owned(),
@@ -505,6 +386,7 @@ pub fn node(provider_id: &str, name: &str) -> proto::ExternalGrpcNode {
     }
 }
 
+/// NodeGroupTargetSize with CA's deadline.
 pub async fn target(c: &mut CloudProviderClient<Channel>, id: &str) -> i32 {
     c.node_group_target_size(req(proto::NodeGroupTargetSizeRequest { id: id.into() }))
         .await
@@ -513,6 +395,7 @@ pub async fn target(c: &mut CloudProviderClient<Channel>, id: &str) -> i32 {
         .target_size
 }
 
+/// NodeGroupNodes with CA's deadline.
 pub async fn instances(c: &mut CloudProviderClient<Channel>, id: &str) -> Vec<proto::Instance> {
     c.node_group_nodes(req(proto::NodeGroupNodesRequest { id: id.into() }))
         .await
@@ -521,14 +404,17 @@ pub async fn instances(c: &mut CloudProviderClient<Channel>, id: &str) -> Vec<pr
         .instances
 }
 
+/// The instance state CA reads (0 when the status is missing; 1 running, 2 creating, 3 deleting).
 pub fn state_of(i: &proto::Instance) -> i32 {
     i.status.as_ref().map_or(0, |s| s.instance_state)
 }
 
+/// Refresh with CA's deadline.
 pub async fn refresh(c: &mut CloudProviderClient<Channel>) -> Result<(), tonic::Status> {
     c.refresh(req(proto::RefreshRequest {})).await.map(|_| ())
 }
 
+/// NodeGroupIncreaseSize with CA's deadline.
 pub async fn increase(
     c: &mut CloudProviderClient<Channel>,
     id: &str,
@@ -542,6 +428,7 @@ pub async fn increase(
     .map(|_| ())
 }
 
+/// NodeGroupDeleteNodes with CA's deadline.
 pub async fn delete(
     c: &mut CloudProviderClient<Channel>,
     id: &str,
@@ -558,11 +445,14 @@ pub async fn delete(
 /// Latencies of one kind of call, for percentiles.
 #[derive(Debug, Default, Clone)]
 pub struct Latencies {
+    /// Every call's latency.
     pub samples: Vec<Duration>,
+    /// Failed calls per gRPC code.
     pub errors: BTreeMap<String, u64>,
 }
 
 impl Latencies {
+    /// Records one call: its latency and, if it failed, its code.
     pub fn add<T>(&mut self, d: Duration, result: Result<T, tonic::Code>) {
         self.samples.push(d);
         if let Err(code) = result {
@@ -570,6 +460,7 @@ impl Latencies {
         }
     }
 
+    /// The `p` quantile (0.0..=1.0) of the latencies, zero without samples.
     pub fn pct(&self, p: f64) -> Duration {
         if self.samples.is_empty() {
             return Duration::ZERO;
@@ -580,10 +471,12 @@ impl Latencies {
         s[i.min(s.len() - 1)]
     }
 
+    /// The slowest call.
     pub fn max(&self) -> Duration {
         self.samples.iter().copied().max().unwrap_or_default()
     }
 
+    /// `n`, p50, p99, max and errors on one line.
     pub fn summary(&self) -> String {
         format!(
             "n={} p50={:.1}ms p99={:.1}ms max={:.1}ms errors={:?}",
@@ -596,6 +489,7 @@ impl Latencies {
     }
 }
 
+/// A duration in milliseconds, for figures.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -681,6 +575,7 @@ pub fn workdir(name: &str) -> tempfile::TempDir {
     d
 }
 
+/// Writes `text` to `dir/name` and returns the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).expect("write file");
@@ -692,7 +587,7 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 pub fn figure(scenario: &str, text: &str) {
     let line = format!("{scenario}: {text}");
     eprintln!("FIGURE {line}");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/reliability");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/reliability");
     let _ = std::fs::create_dir_all(&dir);
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)

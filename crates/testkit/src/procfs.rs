@@ -1,10 +1,8 @@
 //! What Linux `/proc` says about a process: memory, threads, open files and CPU time. Shared by
-//! the reliability tests and the load test (`#[path]`-included, std only), so neither parses
-//! `/proc` on its own.
+//! the reliability tests and the load test, so neither parses `/proc` on its own.
 
 /// A snapshot of one process.
 #[derive(Debug, Clone, Copy, Default)]
-#[allow(dead_code)] // the reliability suite reads threads and fds, the load test the memory
 pub struct ProcStats {
     /// Resident memory now (`VmRSS`), KiB.
     pub rss_kib: u64,
@@ -41,7 +39,6 @@ impl ProcStats {
 }
 
 /// CPU time (user + system) the process has used, in milliseconds (`/proc/<pid>/stat`).
-#[allow(dead_code)] // only the load test measures CPU
 pub fn cpu_ms(pid: u32) -> Result<f64, String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;

@@ -465,14 +465,10 @@ async fn wait_executions_done(shared: &Shared) -> bool {
                 None,
             )
             .await;
-        let busy = v.as_ref().and_then(|v| v["items"].as_array()).map(|a| {
-            a.iter().any(|e| {
-                !matches!(
-                    e["status"].as_str(),
-                    Some("terminated" | "failed" | "cancelled")
-                )
-            })
-        });
+        let busy = v
+            .as_ref()
+            .and_then(|v| v["items"].as_array())
+            .map(|a| a.iter().any(|e| !testkit::sim::is_final(e)));
         if busy == Some(false) {
             return true;
         }

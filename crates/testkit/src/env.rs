@@ -1,5 +1,6 @@
-//! Shared harness for the provider integration tests: a simulator on 127.0.0.1:0 over real HTTP,
-//! the provider (gRPC + HTTP) on 127.0.0.1:0, and a tonic client over a real socket.
+//! The provider suite's environment (tests/provider): a simulator on 127.0.0.1:0 over real HTTP,
+//! the provider (gRPC + HTTP) in-process on 127.0.0.1:0, and a tonic client over a real socket,
+//! with CA's RPCs as methods of [`Env`].
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -13,8 +14,9 @@ use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
 use serde_json::Value;
 use tonic::transport::Channel;
 
-pub const WORKERS: &str = "k8s-pool-a/workers";
-pub const GPU: &str = "k8s-pool-b/gpu-workers";
+// What the provider suite's tests use beside the environment (`use testkit::env::*`).
+pub use crate::reliability::{node, state_of};
+pub use crate::sim::{DEMO_PASSWORD, GPU, SimCtl, WORKERS, cloudify_get};
 
 /// Test configuration: a long background interval (tests refresh explicitly with
 /// [`Env::refresh`]).
@@ -37,13 +39,21 @@ node_groups:
         scale_down_utilization_threshold: 0.4
 "#;
 
+/// The simulator, the provider in-process before it, and CA's side of both.
 pub struct Env {
+    /// The simulator (demo password).
     pub sim: SimulatorHandle,
+    /// The simulator's control: faults, request log, REST reads.
+    pub ctl: SimCtl,
+    /// The provider in-process.
     pub app: App,
+    /// CA's gRPC client over a real socket.
     pub client: CloudProviderClient<Channel>,
+    /// A plain HTTP client (the provider's HTTP port, raw REST calls).
     pub http: reqwest::Client,
 }
 
+/// `yaml` (with `{url}` replaced by `url`) as the provider's configuration, demo password.
 pub fn config(url: &str, yaml: &str) -> Config {
     config_with_password(url, yaml, "admin")
 }
@@ -61,6 +71,7 @@ pub fn config_with_password(url: &str, yaml: &str, password: &str) -> Config {
     Config::from_yaml(&yaml.replace("{url}", url), &overrides, &env).expect("valid test config")
 }
 
+/// The domain's settings of the suite: a short delete batch window, fast scale-in checks.
 pub fn settings() -> ServiceSettings {
     ServiceSettings {
         delete_batch_window: Duration::from_millis(300),
@@ -70,15 +81,17 @@ pub fn settings() -> ServiceSettings {
     }
 }
 
+/// The simulator serving `scenario` and the provider on `yaml` (see [`config`]) before it.
 pub async fn start_with(scenario: Scenario, yaml: &str) -> Env {
     let sim = Simulator::start(scenario, "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("simulator starts");
     let (app, client) = start_app(&config(&sim.url(), yaml)).await;
     Env {
-        sim,
         app,
         client,
+        ctl: SimCtl::with_password(&sim.url(), DEMO_PASSWORD),
+        sim,
         http: reqwest::Client::new(),
     }
 }
@@ -115,6 +128,7 @@ pub async fn start_two_managers(
     (start_with(east, &yaml).await, west)
 }
 
+/// [`start_with`] the demo scenario (instant timing) and [`TEST_CONFIG`].
 pub async fn start_default() -> Env {
     start_with(
         Scenario::default_demo()
@@ -126,61 +140,39 @@ pub async fn start_default() -> Env {
 }
 
 impl Env {
-    /// The simulator's request counts (its typed control client), as JSON.
+    /// The simulator's request log, as JSON.
     pub async fn requests(&self) -> Value {
-        let log = self.sim.control().requests().await.expect("sim requests");
-        serde_json::to_value(log).expect("json")
+        self.ctl.requests().await
     }
 
+    /// REST requests the simulator has answered so far.
     pub async fn request_total(&self) -> u64 {
-        self.requests().await["total"].as_u64().expect("total")
+        self.ctl.total().await
     }
 
+    /// Requests of one route so far.
     pub async fn route_count(&self, route: &str) -> u64 {
-        self.requests().await["routes"][route].as_u64().unwrap_or(0)
+        self.ctl.route(route).await
     }
 
     /// Merges `body` (a `/_sim/faults` patch as JSON) into the simulator's faults.
     pub async fn faults(&self, body: Value) {
-        let patch: cloudify_sim::FaultsPatch =
-            serde_json::from_value(body).expect("a /_sim/faults patch");
-        self.sim.control().set_faults(&patch).await.expect("faults");
+        self.ctl.faults(body).await;
     }
 
+    /// Back to a healthy simulator.
     pub async fn clear_faults(&self) {
-        self.sim.control().clear_faults().await.expect("faults");
+        self.ctl.clear_faults().await;
     }
 
-    /// GET on the simulator's REST API as admin.
+    /// GET on the simulator's REST API as admin, whatever the status.
     pub async fn cfy_get(&self, path_and_query: &str) -> Value {
-        let admin = ("admin", "admin", "default_tenant");
-        cloudify_get(&self.http, &self.sim.url(), admin, path_and_query).await
+        self.ctl.get_any(path_and_query).await
     }
 
     /// Waits until the simulator has no scale execution left in a non-final state.
     pub async fn wait_executions_done(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = self
-                .cfy_get("/executions?workflow_id=scale&_include=id,status&_size=1000")
-                .await;
-            let busy = v["items"]
-                .as_array()
-                .map(|a| {
-                    a.iter().any(|e| {
-                        !matches!(
-                            e["status"].as_str(),
-                            Some("terminated" | "failed" | "cancelled")
-                        )
-                    })
-                })
-                .unwrap_or(true);
-            if !busy {
-                return;
-            }
-            assert!(Instant::now() < deadline, "executions still running: {v}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.ctl.wait_executions_done(Duration::from_secs(20)).await;
     }
 
     /// CA's Refresh RPC, then a wait until the background refresh it asked for has finished
@@ -228,6 +220,7 @@ impl Env {
             .node_groups
     }
 
+    /// NodeGroupTargetSize of `id`.
     pub async fn target(&mut self, id: &str) -> i32 {
         self.client
             .node_group_target_size(proto::NodeGroupTargetSizeRequest { id: id.into() })
@@ -237,6 +230,7 @@ impl Env {
             .target_size
     }
 
+    /// NodeGroupNodes of `id`.
     pub async fn nodes(&mut self, id: &str) -> Vec<proto::Instance> {
         self.client
             .node_group_nodes(proto::NodeGroupNodesRequest { id: id.into() })
@@ -246,6 +240,7 @@ impl Env {
             .instances
     }
 
+    /// NodeGroupIncreaseSize of `id` by `delta`.
     pub async fn increase(&mut self, id: &str, delta: i32) -> Result<(), tonic::Status> {
         self.client
             .node_group_increase_size(proto::NodeGroupIncreaseSizeRequest {
@@ -256,6 +251,7 @@ impl Env {
             .map(|_| ())
     }
 
+    /// NodeGroupDeleteNodes of `id` for these provider ids (each node named as its id).
     pub async fn delete(&mut self, id: &str, provider_ids: &[&str]) -> Result<(), tonic::Status> {
         self.client
             .node_group_delete_nodes(proto::NodeGroupDeleteNodesRequest {
@@ -266,6 +262,7 @@ impl Env {
             .map(|_| ())
     }
 
+    /// NodeGroupForNode: the id of the group of the node (empty for none).
     pub async fn group_for(&mut self, provider_id: &str, name: &str) -> String {
         self.client
             .node_group_for_node(proto::NodeGroupForNodeRequest {
@@ -285,7 +282,7 @@ impl Env {
         loop {
             self.refresh().await;
             let list = self.nodes(id).await;
-            if list.len() == n && list.iter().all(|i| state(i) == 1) {
+            if list.len() == n && list.iter().all(|i| state_of(i) == 1) {
                 return list;
             }
             assert!(
@@ -305,38 +302,9 @@ impl Env {
             .collect()
     }
 
+    /// Stops the provider, then the simulator.
     pub async fn shutdown(self) {
         self.app.shutdown().await;
         self.sim.shutdown().await;
     }
-}
-
-/// GET on a manager's REST API (`base` without `/api/v3.1`) as `(user, password, tenant)`.
-pub async fn cloudify_get(
-    http: &reqwest::Client,
-    base: &str,
-    (user, password, tenant): (&str, &str, &str),
-    path_and_query: &str,
-) -> Value {
-    http.get(format!("{base}/api/v3.1{path_and_query}"))
-        .basic_auth(user, Some(password))
-        .header("Tenant", tenant)
-        .send()
-        .await
-        .expect("cloudify get")
-        .json()
-        .await
-        .expect("json")
-}
-
-pub fn node(provider_id: &str, name: &str) -> proto::ExternalGrpcNode {
-    proto::ExternalGrpcNode {
-        provider_id: provider_id.into(),
-        name: name.into(),
-        ..Default::default()
-    }
-}
-
-pub fn state(i: &proto::Instance) -> i32 {
-    i.status.as_ref().map_or(0, |s| s.instance_state)
 }
