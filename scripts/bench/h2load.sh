@@ -9,7 +9,7 @@
 # message), starts `autoscaler-cloudify simulator` and `autoscaler-cloudify serve` on loopback
 # (refresh only at start, so no refresh runs during the measurement) and prints req/s per RPC.
 # Note: h2load sends the same request body every time, so NodeGroupForNode looks up one node
-# (hot cache); the load test (benches/loadtest/run.rs) walks every node instead.
+# (hot cache); the load test (crates/testkit/src/loadtest) walks every node instead.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"

@@ -1,7 +1,7 @@
 //! Reliability suite, part 4 (issue #7): bad input from Cloudify. A property-based fuzz of the
 //! decoding of Cloudify answers (arbitrary JSON, structure-aware mutations of real answers,
 //! truncated bodies) and of the snapshot build on whatever decodes; then the test kit's hostile
-//! manager (tests/kit/hostile.rs, in front of the simulator) answering HTML, garbage, wrong
+//! manager (crates/testkit/src/hostile.rs, in front of the simulator) answering HTML, garbage, wrong
 //! types and missing fields: every such answer must become a typed error and the last good
 //! snapshot must stay in place.
 

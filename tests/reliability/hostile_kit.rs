@@ -1,4 +1,4 @@
-//! The test kit's hostile manager (tests/kit/hostile.rs) does what its rules say, in front of
+//! The test kit's hostile manager (crates/testkit/src/hostile.rs) does what its rules say, in front of
 //! the simulator: the other suites trust it to inject exactly the fault they ask for.
 
 use std::time::Duration;
