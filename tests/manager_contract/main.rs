@@ -17,10 +17,10 @@ use autoscaler_cloudify::cloudify::models::{ACTIVE_STATUSES, ErrorBody, WAITING_
 use autoscaler_cloudify::cloudify::{
     Auth, Cloudify, CloudifyClient, CloudifyError, NodeInstance, ScaleRequest,
 };
-use testkit::hostile::{HostileManager, Rule};
 use reqwest::Method;
 use serde_json::json;
 use support::*;
+use testkit::hostile::{HostileManager, Rule};
 
 fn scale(deployment: &str, delta: i64, include: &[&str], abort_started: bool) -> ScaleRequest {
     ScaleRequest {

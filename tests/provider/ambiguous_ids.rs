@@ -4,8 +4,8 @@
 //! acted on: NodeGroupForNode answers no group, DeleteNodes refuses it before any Cloudify call,
 //! and a gauge counts them.
 
-use testkit::env::*;
 use cloudify_sim::{Scenario, Timing};
+use testkit::env::*;
 
 fn twin() -> Scenario {
     Scenario::default_demo()

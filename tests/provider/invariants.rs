@@ -3,11 +3,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use testkit::env::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Timing};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
+use testkit::env::*;
 use tonic::Code;
 
 #[tokio::test]

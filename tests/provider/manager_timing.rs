@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::env::*;
 use autoscaler_cloudify::inventory::normalize_provider_id;
 use autoscaler_cloudify::proto;
 use serde_json::{Value, json};
+use testkit::env::*;
 use tonic::Code;
 
 async fn cfy_post(env: &Env, path: &str, body: Value) -> Value {

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use testkit::env::*;
 use serde_json::json;
+use testkit::env::*;
 
 #[tokio::test]
 async fn a_failed_refresh_is_not_a_new_generation() {

@@ -1,10 +1,10 @@
 //! Version compatibility on the wire: our answers decode with messages that have only the legacy
 //! fields (CA <= 1.34.1) and with messages that have only the new fields (CA >= 1.35).
 
-use testkit::env::*;
 use autoscaler_cloudify::proto;
 use k8s_pb::api::core::v1::Node;
 use prost::Message;
+use testkit::env::*;
 
 /// CA <= 1.34.1: `k8s.io.api.core.v1.Node nodeInfo = 1` (embedded message).
 #[derive(Clone, PartialEq, prost::Message)]

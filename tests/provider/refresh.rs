@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::env::*;
 use autoscaler_cloudify::nodegroup::{LeaderTerm, Leadership, NotLeader};
 use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Timing};
+use testkit::env::*;
 
 /// Before #13 the RPC waited up to its budget (deadline − 500 ms, 4 s without a deadline) for a
 /// refresh: with 3 s of manager latency it took ~3 s. Now it answers from the snapshot.

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use testkit::env::*;
 use autoscaler_cloudify::proto;
 use k8s_pb::api::core::v1::Node;
 use prost::Message;
+use testkit::env::*;
 use tonic::Code;
 
 #[tokio::test]

@@ -4,12 +4,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use testkit::env::*;
 use autoscaler_cloudify::config::TlsFiles;
 use autoscaler_cloudify::grpc::{Provider, ServeError, serve};
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use testkit::env::*;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 struct Pki {

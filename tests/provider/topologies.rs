@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::env::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Timing};
+use testkit::env::*;
 
 #[tokio::test]
 async fn two_managers_get_prefixed_group_ids() {

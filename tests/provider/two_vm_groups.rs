@@ -12,13 +12,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use testkit::env::{cloudify_get, config_with_password, node, start_app};
 use autoscaler_cloudify::app::App;
 use autoscaler_cloudify::observability::metrics::{ScaleDirection, ScaleLabels, ScaleResult};
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{DeploymentSpec, GroupSpec, Scenario, Simulator, SimulatorHandle, Timing};
 use serde_json::Value;
+use testkit::env::{cloudify_get, config_with_password, node, start_app};
 use tonic::transport::Channel;
 
 /// A manager's REST API, as admin of one tenant.

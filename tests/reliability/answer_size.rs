@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use testkit::reliability::*;
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::Timing;
 use prost::Message;
+use testkit::reliability::*;
 
 /// What grpc-go accepts by default, and so CA's externalgrpc client.
 const CA_MAX_RECEIVE: usize = 4 * 1024 * 1024;

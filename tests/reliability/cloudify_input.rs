@@ -8,8 +8,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use testkit::reliability::hostile::{HostileManager, Rule};
-use testkit::reliability::*;
 use autoscaler_cloudify::app::start;
 use autoscaler_cloudify::cloudify::models::ListPage;
 use autoscaler_cloudify::cloudify::{CloudifyError, Deployment, Execution, Node, NodeInstance};
@@ -20,6 +18,8 @@ use cloudify_sim::Timing;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 use serde_json::Value;
+use testkit::reliability::hostile::{HostileManager, Rule};
+use testkit::reliability::*;
 
 pub(crate) fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![

@@ -6,13 +6,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use testkit::reliability::*;
 use autoscaler_cloudify::app::App;
 use autoscaler_cloudify::config::Overrides;
 use autoscaler_cloudify::nodegroup::ServiceSettings;
+use autoscaler_cloudify::observability::metrics::{Port, PortLabels};
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{SimulatorHandle, Timing};
+use testkit::reliability::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -101,7 +102,15 @@ async fn a_lost_lease_drain_is_bounded_and_the_port_keeps_accepting() {
         .expect("served before");
     let silent = raw(addr, b"").await;
     let half = raw(addr, HALF_PREFACE).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the port holds all three (CA's, the silent and the half-greeting one), not a sleep.
+    let open = || {
+        let labels = PortLabels { port: Port::Grpc };
+        app.metrics.connections_open.get_or_create(&labels).get()
+    };
+    until(Duration::from_secs(10), "3 open gRPC connections", || {
+        if open() >= 3 { Ok(()) } else { Err(open()) }
+    })
+    .await;
 
     app.grpc.close_connections();
     let started = Instant::now();

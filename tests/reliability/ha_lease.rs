@@ -33,13 +33,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use testkit::reliability::*;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{Scenario, Timing};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use testkit::reliability::*;
 use tonic::Code;
 use tonic::transport::Channel;
 

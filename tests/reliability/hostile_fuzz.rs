@@ -19,8 +19,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cloudify_input::{arb_json, mutate, test_config};
-use testkit::reliability::hostile::{HostileManager, Rule};
-use testkit::reliability::*;
 use autoscaler_cloudify::app::{App, start};
 use autoscaler_cloudify::inventory::Snapshot;
 use autoscaler_cloudify::nodegroup::ServiceSettings;
@@ -30,6 +28,8 @@ use cloudify_sim::{SimulatorHandle, Timing};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 use serde_json::Value;
+use testkit::reliability::hostile::{HostileManager, Rule};
+use testkit::reliability::*;
 use tonic::transport::Channel;
 
 /// The routes a refresh reads: (method, path prefix).

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use testkit::reliability::hostile::{HostileManager, Rule};
-use testkit::reliability::*;
 use cloudify_sim::Timing;
 use serde_json::{Value, json};
+use testkit::reliability::hostile::{HostileManager, Rule};
+use testkit::reliability::*;
 
 async fn get(http: &reqwest::Client, url: &str) -> (u16, String, String) {
     let r = http

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use testkit::reliability::*;
 use autoscaler_cloudify::app::{App, start};
 use autoscaler_cloudify::config::{Config, Overrides};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
@@ -17,6 +16,7 @@ use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{Scenario, SimulatorHandle, Timing};
 use prost::Message;
 use serde_json::json;
+use testkit::reliability::*;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -74,9 +74,14 @@ async fn start_env(s: Scenario) -> Env {
 fn sample_max_target(
     client: CloudProviderClient<Channel>,
     stop: Arc<AtomicUsize>,
-) -> (tokio::task::JoinHandle<usize>, Arc<AtomicI32>) {
+) -> (
+    tokio::task::JoinHandle<usize>,
+    Arc<AtomicI32>,
+    Arc<AtomicUsize>,
+) {
     let max = Arc::new(AtomicI32::new(i32::MIN));
-    let m = Arc::clone(&max);
+    let taken = Arc::new(AtomicUsize::new(0));
+    let (m, t) = (Arc::clone(&max), Arc::clone(&taken));
     let task = tokio::spawn(async move {
         let mut c = client;
         let mut n = 0;
@@ -89,6 +94,7 @@ fn sample_max_target(
             {
                 m.fetch_max(r.into_inner().target_size, Ordering::SeqCst);
                 n += 1;
+                t.store(n, Ordering::SeqCst);
             }
             // CA refreshes too while mutations run.
             if n % 10 == 0 {
@@ -98,7 +104,7 @@ fn sample_max_target(
         }
         n
     });
-    (task, max)
+    (task, max, taken)
 }
 
 /// The provider's metrics once `ready` holds for them (polled every 20 ms, at most 20 s).
@@ -132,7 +138,7 @@ fn quick() -> Timing {
 async fn hundred_concurrent_increases_stop_exactly_at_max() {
     let mut env = start_env(with_workers(scenario(quick()), 1, 10, 2)).await;
     let stop = Arc::new(AtomicUsize::new(0));
-    let (sampler, max_seen) = sample_max_target(env.client.clone(), Arc::clone(&stop));
+    let (sampler, max_seen, taken) = sample_max_target(env.client.clone(), Arc::clone(&stop));
     let started = Instant::now();
     let calls: Vec<_> = (0..100)
         .map(|_| {
@@ -154,7 +160,17 @@ async fn hundred_concurrent_increases_stop_exactly_at_max() {
     let burst = started.elapsed();
     env.ctl.wait_executions_done(Duration::from_secs(30)).await;
     refresh(&mut env.client).await.expect("refresh");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A few samples of the end state before the sampler stops (a condition, not a sleep).
+    let after = taken.load(Ordering::SeqCst) + 5;
+    until(
+        Duration::from_secs(10),
+        "5 samples after the refresh",
+        || {
+            let n = taken.load(Ordering::SeqCst);
+            if n >= after { Ok(()) } else { Err(n) }
+        },
+    )
+    .await;
     stop.store(1, Ordering::SeqCst);
     let samples = sampler.await.expect("sampler");
     let max = max_seen.load(Ordering::SeqCst);
@@ -284,7 +300,7 @@ async fn racing_increases_and_deletes_end_consistent() {
         .map(|i| i.id)
         .collect();
     let stop = Arc::new(AtomicUsize::new(0));
-    let (sampler, max_seen) = sample_max_target(env.client.clone(), Arc::clone(&stop));
+    let (sampler, max_seen, _) = sample_max_target(env.client.clone(), Arc::clone(&stop));
     let mut tasks = Vec::new();
     for i in 0..15 {
         let mut c = env.client.clone();

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use testkit::reliability::*;
 use autoscaler_cloudify::config::Overrides;
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use cloudify_sim::Timing;
+use testkit::reliability::*;
 
 /// One sample: metric name, labels in order, value.
 type Sample = (String, Vec<(String, String)>, String);
@@ -94,6 +94,19 @@ async fn scrape(addr: std::net::SocketAddr) -> (String, Vec<Sample>) {
     (text, samples)
 }
 
+/// The scale-ins counted so far, whatever their result (`scale_executions_total`, down).
+async fn scale_ins_counted(addr: std::net::SocketAddr) -> u64 {
+    let (_, samples) = scrape(addr).await;
+    samples
+        .iter()
+        .filter(|(name, labels, _)| {
+            name == "autoscaler_cloudify_scale_executions_total"
+                && labels.iter().any(|(k, v)| k == "direction" && v == "down")
+        })
+        .filter_map(|(_, _, value)| value.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Issue 20 item 13: a scaling group named with a quote, a backslash and a newline followed by a
 /// sample of our own. Before the fix the target-size line broke the scrape (and the newline
 /// started a forged `autoscaler_cloudify_ready 0` line).
@@ -146,8 +159,8 @@ async fn group_names_from_cloudify_are_escaped_in_metrics() {
 /// with the manager answering an execution status no Cloudify has.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_label_value_is_from_a_closed_vocabulary() {
-    use testkit::reliability::hostile::{HostileManager, Rule};
     use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
+    use testkit::reliability::hostile::{HostileManager, Rule};
 
     let sim = start_sim(with_workers(scenario(Timing::instant()), 1, 10, 3)).await;
     let hostile = HostileManager::start(&sim.url()).await;
@@ -176,17 +189,39 @@ async fn every_label_value_is_from_a_closed_vocabulary() {
         .await
         .expect("scale-in");
     // A status no Cloudify has, on every execution the provider reads from now on.
-    hostile.add(
+    let forged = hostile.add(
         Rule::get("/api/v3.1/executions/")
             .mutate_json(|v| v["status"] = serde_json::json!("exploded\"} 1\nforged 1")),
     );
     hostile.add(Rule::get("/api/v3.1/nodes").html(502));
     let _ = app.inventory.refresh().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the scale-in's check has read a forged status (not a fixed sleep: issue 24).
+    eventually(
+        Duration::from_secs(20),
+        "a forged execution status read",
+        || async {
+            let seen = hostile.requests();
+            if seen.iter().any(|r| r.rule == Some(forged)) {
+                Ok(())
+            } else {
+                Err(seen.len())
+            }
+        },
+    )
+    .await;
     hostile.clear_rules();
     SimCtl::new(&sim.url())
         .wait_executions_done(Duration::from_secs(20))
         .await;
+    // And until the scale-in's end is counted (every label combination is exported from the
+    // start at 0, so the line alone proves nothing).
+    eventually(Duration::from_secs(20), "the scale-in counted", || async {
+        match scale_ins_counted(app.http_addr).await {
+            0 => Err(0),
+            n => Ok(n),
+        }
+    })
+    .await;
 
     let (text, samples) = scrape(app.http_addr).await;
     let rpc = |v: &str| v.chars().all(|c| c.is_ascii_alphabetic()) && !v.is_empty();
@@ -238,7 +273,7 @@ async fn every_label_value_is_from_a_closed_vocabulary() {
     );
     assert!(
         text.contains("autoscaler_cloudify_scale_executions_total{direction=\"down\""),
-        "the scale-in was counted"
+        "the scale-in's counter is exported"
     );
     app.shutdown().await;
 }

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::reliability::*;
 use autoscaler_cloudify::proto;
 use cloudify_sim::Timing;
 use serde_json::json;
+use testkit::reliability::*;
 use tonic::Code;
 
 /// Reads every 2 s while the manager misbehaves; checks every answer against CA's deadline.

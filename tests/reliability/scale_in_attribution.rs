@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use autoscaler_cloudify::observability::metrics::{ScaleDirection, ScaleLabels, ScaleResult};
 use testkit::reliability::hostile::Rule;
 use testkit::reliability::*;
-use autoscaler_cloudify::observability::metrics::{ScaleDirection, ScaleLabels, ScaleResult};
 
 /// Waits until `n` scale-ins were verified (terminated or mismatch), at most 30 s.
 async fn wait_verified(app: &autoscaler_cloudify::app::App, n: u64) {

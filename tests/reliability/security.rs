@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::pki::Pki;
-use testkit::reliability::*;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::Timing;
 use serde_json::json;
+use testkit::reliability::*;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 async fn tls_client(
@@ -422,7 +422,18 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
     ctl.faults(json!({"down": true})).await;
     let _ = refresh(&mut c).await;
     let _ = increase(&mut c, WORKERS, 1).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Until a refresh has failed on the outage (its error path logged), not a fixed sleep.
+    eventually(
+        Duration::from_secs(30),
+        "a refresh failed on the outage",
+        || async {
+            match p.readyz().await {
+                Some((_, body)) if !body["detail"]["last_refresh_error"].is_null() => Ok(()),
+                other => Err(other),
+            }
+        },
+    )
+    .await;
     sources.push(("basic-auth /metrics", p.metrics().await));
     sources.push((
         "basic-auth /readyz",

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::pki::Pki;
-use testkit::reliability::*;
 use autoscaler_cloudify::app::App;
 use autoscaler_cloudify::config::Overrides;
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use cloudify_sim::{SimulatorHandle, Timing};
+use testkit::reliability::*;
 
 /// Runs the binary with `args` until it exits (at most 60 s); (success, stdout + stderr).
 fn run_bin(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {

@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 // What the provider suite's tests use beside the environment (`use testkit::env::*`).
 pub use crate::reliability::{node, state_of};
 pub use crate::sim::{DEMO_PASSWORD, GPU, SimCtl, WORKERS, cloudify_get};
+pub use crate::wait::{eventually, until};
 
 /// Test configuration: a long background interval (tests refresh explicitly with
 /// [`Env::refresh`]).

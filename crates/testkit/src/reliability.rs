@@ -23,6 +23,7 @@ pub use crate::hostile;
 /// Resident memory, OS threads and open file descriptors of a child (Linux `/proc`).
 pub use crate::procfs::ProcStats;
 pub use crate::sim::*;
+pub use crate::wait::{eventually, until};
 
 /// CA's default `grpc_timeout` in the cloud-config.
 pub const CA_DEADLINE: Duration = Duration::from_secs(5);

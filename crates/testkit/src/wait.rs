@@ -30,6 +30,10 @@ where
 }
 
 /// [`eventually`] for a synchronous condition; `state` says what was seen instead.
-pub async fn until<S: Debug>(limit: Duration, what: &str, mut state: impl FnMut() -> Result<(), S>) {
+pub async fn until<S: Debug>(
+    limit: Duration,
+    what: &str,
+    mut state: impl FnMut() -> Result<(), S>,
+) {
     eventually(limit, what, || std::future::ready(state())).await;
 }
