@@ -346,7 +346,7 @@ fn one_lint_policy_for_the_workspace() {
     ] {
         assert!(manifest.contains(wanted), "Cargo.toml lacks {wanted}");
     }
-    for krate in [".", "crates/cloudify-sim"] {
+    for krate in [".", "crates/cloudify-sim", "crates/testkit"] {
         let path: PathBuf = repo().join(krate).join("Cargo.toml");
         assert!(
             opts_into_workspace_lints(&path),
@@ -359,6 +359,7 @@ fn one_lint_policy_for_the_workspace() {
         "src/lib.rs",
         "src/main.rs",
         "crates/cloudify-sim/src/lib.rs",
+        "crates/testkit/src/lib.rs",
     ] {
         let text = std::fs::read_to_string(repo().join(root)).expect("root");
         let attrs: Vec<&str> = text
@@ -375,4 +376,33 @@ fn one_lint_policy_for_the_workspace() {
             "{root}: crate-level lint attributes {attrs:?}"
         );
     }
+}
+
+/// Issue 24 item 3: one test kit (crates/testkit), imported as a crate. A suite or bench that
+/// `#[path]`-includes shared files compiles them into every binary and needs `dead_code`
+/// allowances for the parts it does not use; neither may come back.
+#[test]
+fn test_code_shares_the_kit_crate_not_included_files() {
+    let dead_code = concat!("allow(", "dead_code");
+    let mut found = Vec::new();
+    for root in ["tests", "benches", "crates/testkit/src", "src"] {
+        let mut stack = vec![repo().join(root)];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("dir").flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).expect("source");
+                    for (n, line) in text.lines().enumerate() {
+                        let code = line.trim_start();
+                        if code.starts_with("#[path") || code.contains(dead_code) {
+                            found.push(format!("{}:{}: {code}", path.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "use crates/testkit instead: {found:#?}");
 }
