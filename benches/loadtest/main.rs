@@ -1,6 +1,8 @@
-//! `cargo bench --bench loadtest -- [flags]`: CA's call mix against the real binary (run.rs says
-//! what it measures; `-- --help` lists the flags). A bench target without the harness rather
-//! than a binary of the package: it is a measuring tool, not something to install.
+//! `cargo bench --features loadtest --bench loadtest -- [flags]`: CA's call mix against the real
+//! binary (crates/testkit/src/loadtest says what it measures; `-- --help` lists the flags). A
+//! bench target without the harness rather than a binary of the package: it is a measuring tool,
+//! not something to install. The `loadtest` feature keeps it out of `cargo test --all-targets`,
+//! where it would only be compiled and linked to do nothing.
 
 use testkit::loadtest as run;
 
@@ -9,7 +11,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = run::Args::parse();
     if !args.bench {
-        // `cargo test --all-targets` runs bench targets too; tests/tooling/loadtest_smoke.rs already
+        // `cargo test --features loadtest --all-targets` runs it too; tests/tooling/loadtest_smoke.rs already
         // runs the quick load test there, with assertions.
         eprintln!(
             "loadtest: skipped outside `cargo bench` (tests/tooling/loadtest_smoke.rs runs --quick)"

@@ -22,7 +22,7 @@
 //! age CA sees at each Refresh.
 //!
 //! ```text
-//! cargo bench --bench loadtest -- --nodes 1000,5000,20000 --loops 10 --throughput-secs 6
+//! cargo bench --features loadtest --bench loadtest -- --nodes 1000,5000,20000 --loops 10 --throughput-secs 6
 //! cargo test --test tooling loadtest_smoke::
 //! ```
 

@@ -7,7 +7,7 @@
 //! `grpc::serve`, plaintext on 127.0.0.1). Two shapes: one call at a time (latency) and 64 calls
 //! in flight on one HTTP/2 connection (throughput).
 //!
-//! `cargo bench --bench grpc`; numbers in BENCHMARKS.md. Under `cargo test` each benchmark runs
+//! `cargo bench --bench criterion -- grpc_`; numbers in BENCHMARKS.md. Under `cargo test` each benchmark runs
 //! once and only the 5k fixture is built.
 
 use testkit::fixtures as common;
@@ -21,7 +21,7 @@ use autoscaler_cloudify::grpc::Provider;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use autoscaler_cloudify::proto::cloud_provider_server::{CloudProvider, CloudProviderServer};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
@@ -387,9 +387,9 @@ fn end_to_end(c: &mut Criterion) {
     }
 }
 
-/// The benchmarks of this file. `criterion_group!` defines an undocumented `pub fn`: inside a
-/// private module it is no public item, so the workspace's `missing_docs` leaves it alone.
-mod group {
+/// The benchmarks of this file, for `main.rs`'s `criterion_main!`. `criterion_group!` defines an
+/// undocumented `pub fn`: in a crate-private module it is no public item, so the workspace's
+/// `missing_docs` leaves it alone.
+pub(crate) mod group {
     criterion::criterion_group!(benches, super::end_to_end);
 }
-criterion_main!(group::benches);

@@ -1,7 +1,7 @@
 //! In-process costs of the read path (issue #8): index lookups at 1k/10k/100k instances,
 //! building a snapshot from Cloudify JSON pages, and encoding the biggest answers.
 //!
-//! `cargo bench --bench inventory`; see BENCHMARKS.md for the numbers. Under `cargo test` each
+//! `cargo bench --bench criterion`; see BENCHMARKS.md for the numbers. Under `cargo test` each
 //! benchmark runs once (criterion's test mode) and the 100k fixtures are skipped.
 
 use testkit::fixtures as common;
@@ -13,7 +13,7 @@ use autoscaler_cloudify::inventory::build_snapshot;
 use autoscaler_cloudify::nodegroup::template::template_node;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_server::CloudProvider;
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use prost::Message;
 use tonic::Request;
 
@@ -245,9 +245,10 @@ fn runtime() -> tokio::runtime::Runtime {
     }
 }
 
-/// The benchmarks of this file. `criterion_group!` defines an undocumented `pub fn`: inside a
-/// private module it is no public item, so the workspace's `missing_docs` leaves it alone.
-mod group {
+/// The benchmarks of this file, for `main.rs`'s `criterion_main!`. `criterion_group!` defines an
+/// undocumented `pub fn`: in a crate-private module it is no public item, so the workspace's
+/// `missing_docs` leaves it alone.
+pub(crate) mod group {
     criterion::criterion_group!(
         benches,
         super::lookups,
@@ -256,4 +257,3 @@ mod group {
         super::encoding
     );
 }
-criterion_main!(group::benches);
