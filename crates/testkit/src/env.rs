@@ -15,6 +15,7 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 // What the provider suite's tests use beside the environment (`use testkit::env::*`).
+pub use crate::hostile;
 pub use crate::reliability::{node, state_of};
 pub use crate::sim::{DEMO_PASSWORD, GPU, SimCtl, WORKERS, cloudify_get};
 pub use crate::wait::{eventually, until};
