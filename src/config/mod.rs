@@ -15,6 +15,7 @@ mod env;
 mod error;
 mod fields;
 mod groups;
+mod load_balancers;
 mod model;
 mod provider_id;
 mod raw;
@@ -28,9 +29,9 @@ pub use env::{Env, ProcessEnv};
 pub use error::ConfigError;
 pub use fields::key_path;
 pub use model::{
-    AddressProperties, Config, Discovery, GroupSettings, LeaseConfig, LeaseMode,
-    NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup, TaintSpec,
-    TemplateSpec, TlsFiles,
+    AddressProperties, BackendAddressType, Config, Discovery, GroupSettings, LB_CONTRACT_INPUTS,
+    LbBlueprint, LeaseConfig, LeaseMode, LoadBalancersConfig, NodeControllerConfig,
+    NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup, TaintSpec, TemplateSpec, TlsFiles,
 };
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
 

@@ -54,6 +54,7 @@ pub(super) fn build(
     let node_groups = super::groups::node_groups(&raw, &cloudify)?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
     let lease = lease(&raw.lease, ov)?;
+    let load_balancers = super::load_balancers::load_balancers(&raw.load_balancers, &cloudify)?;
     Ok(Config {
         grpc_listen,
         tls,
@@ -70,6 +71,7 @@ pub(super) fn build(
             .unwrap_or_else(|| "cloudify.co/gpu-type".into()),
         node_controller,
         lease,
+        load_balancers,
     })
 }
 
@@ -449,7 +451,7 @@ fn lease(raw: &super::raw::RawLease, ov: &Overrides) -> Result<LeaseConfig, Conf
 /// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
 /// characters, alphanumeric at both ends with `-`, `_` or `.` inside. Checked at start, so a typo
 /// is a configuration error rather than a patch the API server refuses on every change of leader.
-fn label_key(key: &str, text: &str) -> Result<String, ConfigError> {
+pub(super) fn label_key(key: &str, text: &str) -> Result<String, ConfigError> {
     let bad = |why: &str| {
         ConfigError::invalid(
             key,
