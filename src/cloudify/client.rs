@@ -267,7 +267,9 @@ impl CloudifyClient {
             .map_err(|e| self.transport_error(route, e))?;
         if status.is_success() {
             self.note_auth(None);
-            return serde_json::from_slice(&body).map_err(|source| CloudifyError::Decode {
+            // 204 No Content (`DELETE /deployments/{id}`) has no body: it reads as JSON `null`.
+            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+            return serde_json::from_slice(body).map_err(|source| CloudifyError::Decode {
                 route: route.to_owned(),
                 source,
             });

@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// Deserializes `T`, or `T::default()` when the value is `null` or has another shape.
-fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(super) fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: serde::de::DeserializeOwned + Default,

@@ -169,6 +169,77 @@ fn default_standalone_node() -> String {
     "control_plane_host".to_string()
 }
 
+/// A deployment input a blueprint declares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Default value; an input without one must be given at deployment creation.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+}
+
+/// A blueprint the simulated manager holds (or learns when one with this id is uploaded): what a
+/// deployment created from it (`PUT /deployments/{id}`) looks like. The simulator parses no
+/// TOSCA: an uploaded archive is stored as is, and its topology comes from the scenario entry
+/// with the same id, or is [`BlueprintSpec::uploaded`]'s default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlueprintSpec {
+    /// Blueprint id, unique within its tenant.
+    pub id: String,
+    /// Owning tenant; defaults to the first tenant of the scenario.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Declared inputs; when empty, any input is accepted (none is checked).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputSpec>,
+    /// Scaling groups of its deployments; `current` is the number of group instances a new
+    /// deployment gets (`default_instances`), unless `initial_input` overrides it.
+    #[serde(default)]
+    pub scaling_groups: Vec<GroupSpec>,
+    /// An input whose integer value sets every group's initial instances (as the example
+    /// blueprint's `initial_workers` does).
+    #[serde(default)]
+    pub initial_input: Option<String>,
+    /// Labels every deployment of it carries (`labels:` in the blueprint).
+    #[serde(default)]
+    pub labels: BTreeMap<String, LabelValues>,
+    /// Outputs, evaluated on each `GET /deployments/{id}/outputs`: in a string,
+    /// `{deployment_id}` and `{inputs.NAME}` are replaced.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, serde_json::Value>,
+    /// Capabilities, evaluated the same way.
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, serde_json::Value>,
+}
+
+impl BlueprintSpec {
+    /// The topology of an uploaded blueprint the scenario does not describe: any inputs, one
+    /// scaling group `workers` (min 0, unbounded) whose initial size is the input
+    /// `initial_workers` (0 without it), and the output `node_group` = `<deployment>/workers`.
+    pub fn uploaded(id: &str) -> BlueprintSpec {
+        BlueprintSpec {
+            id: id.to_string(),
+            tenant: None,
+            inputs: BTreeMap::new(),
+            scaling_groups: vec![GroupSpec {
+                name: "workers".into(),
+                min: 0,
+                max: -1,
+                current: 0,
+                default: None,
+            }],
+            initial_input: Some("initial_workers".into()),
+            labels: BTreeMap::new(),
+            outputs: BTreeMap::from([(
+                "node_group".to_string(),
+                serde_json::Value::String("{deployment_id}/workers".into()),
+            )]),
+            capabilities: BTreeMap::new(),
+        }
+    }
+}
+
 /// Everything a simulated manager starts with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -189,6 +260,9 @@ pub struct Scenario {
     /// by default.
     #[serde(default)]
     pub deployments: Vec<DeploymentSpec>,
+    /// Blueprints deployments can be created from (`PUT /deployments/{id}`); none by default.
+    #[serde(default)]
+    pub blueprints: Vec<BlueprintSpec>,
     /// When failed logins lock an account; Cloudify's defaults (locked at the 5th bad password,
     /// for 30 minutes) if absent.
     #[serde(default)]
@@ -250,6 +324,7 @@ impl Scenario {
                 deployment("k8s-pool-b", vec![group("gpu-workers", 0, 4, 0)], 0),
                 deployment("k8s-control-plane", vec![], 1),
             ],
+            blueprints: Vec::new(),
             auth: AuthPolicy::default(),
             seed: None,
         }
@@ -386,6 +461,22 @@ impl Scenario {
                     "deployment {}: standalone_node clashes with a group node",
                     d.id
                 ));
+            }
+        }
+        let mut blueprints = BTreeSet::new();
+        for b in &self.blueprints {
+            let tenant = b.tenant.as_deref().unwrap_or(&self.tenants[0]);
+            if !tenants.contains(tenant) {
+                return invalid(format!("blueprint {} names unknown tenant {tenant}", b.id));
+            }
+            if b.id.is_empty() || !blueprints.insert((tenant.to_string(), b.id.clone())) {
+                return invalid(format!("empty or duplicate blueprint id {:?}", b.id));
+            }
+            let mut names = BTreeSet::new();
+            for g in &b.scaling_groups {
+                if g.name.is_empty() || !names.insert(g.name.as_str()) {
+                    return invalid(format!("blueprint {}: duplicate group {:?}", b.id, g.name));
+                }
             }
         }
         Ok(())
