@@ -74,10 +74,10 @@ pub struct ResultLabels {
     pub result: String,
 }
 
-/// Labels of the node controller's taint counter.
+/// Labels of counters by action: the node controller's taints, the service controller's calls.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
-    /// `added` or `removed`.
+    /// `added` or `removed` (taints); one of [`LB_ACTIONS`] (load balancers).
     pub action: String,
 }
 
@@ -100,6 +100,41 @@ pub struct NodeControllerMetrics {
     pub errors: Counter,
 }
 
+/// Labels of the service controller's phase gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `creating`, `installing`, `updating`, `active`, `failed`, `uninstalling`, `deleting`, ...
+    pub phase: String,
+}
+
+/// Metrics of the service controller (`load_balancer_*`, issue 23).
+pub struct LoadBalancerMetrics {
+    /// Services with a Cloudify load balancer, by the phase of its deployment.
+    pub services: Family<PhaseLabels, Gauge>,
+    /// Cloudify calls that change a load balancer, by action (`create`, `install`, `update`,
+    /// `uninstall`, `delete`) and `status` writes.
+    pub actions: Family<ActionLabels, Counter>,
+    /// Reconciles that failed (Cloudify or the API server unreachable, refused) or reported a
+    /// failed execution; each one backs the Service off.
+    pub failures: Counter,
+    /// From the first look that found a Service's ports or Nodes changed to the look that found
+    /// the deployment updated and quiet: what a user waits for a change to reach the load
+    /// balancer (queueing behind a running execution included).
+    pub update_duration: Histogram,
+}
+
+impl Default for LoadBalancerMetrics {
+    fn default() -> Self {
+        LoadBalancerMetrics {
+            services: Family::default(),
+            actions: Family::default(),
+            failures: Counter::default(),
+            // 0.5 s .. ~40 min: a real manager takes tens of seconds per update.
+            update_duration: Histogram::new(exponential_buckets(0.5, 2.0, 13)),
+        }
+    }
+}
+
 /// The RPCs of CA's `CloudProvider` service, as the gRPC facade names them in `method`: each has
 /// its `code="Ok"` counter and its latency histogram from the start (issue 21), so a rate or an
 /// absent-series alert works before the first call.
@@ -119,6 +154,16 @@ pub const RPC_METHODS: [&str; 15] = [
     "NodeGroupNodes",
     "NodeGroupTemplateNodeInfo",
     "NodeGroupGetOptions",
+];
+
+/// Every `action` of `load_balancer_actions_total` (issue 23).
+pub const LB_ACTIONS: [&str; 6] = [
+    "create",
+    "install",
+    "update",
+    "uninstall",
+    "delete",
+    "status",
 ];
 
 /// Every `direction`/`result` pair the domain records (docs/operations.md, Metrics).
@@ -180,6 +225,8 @@ pub struct Metrics {
     pub scale_down_mismatches: Counter,
     /// The `node_controller_*` metrics; they stay 0 when the controller does not run.
     pub node_controller: NodeControllerMetrics,
+    /// The `load_balancer_*` metrics; they stay 0 when the service controller does not run.
+    pub load_balancers: LoadBalancerMetrics,
 }
 
 impl Metrics {
@@ -204,6 +251,7 @@ impl Metrics {
             lookup_misses: Counter::default(),
             scale_down_mismatches: Counter::default(),
             node_controller: NodeControllerMetrics::default(),
+            load_balancers: LoadBalancerMetrics::default(),
             registry: Registry::default(),
         };
         m.build_info
@@ -328,6 +376,27 @@ impl Metrics {
             "Kubernetes API writes of the node controller that failed",
             nc.errors.clone(),
         );
+        let lb = &m.load_balancers;
+        registry.register(
+            "load_balancer_services",
+            "Services with a Cloudify load balancer, by deployment phase",
+            lb.services.clone(),
+        );
+        registry.register(
+            "load_balancer_actions",
+            "Cloudify calls that change a load balancer, and status writes, by action",
+            lb.actions.clone(),
+        );
+        registry.register(
+            "load_balancer_failures",
+            "Service reconciles that failed or reported a failed Cloudify execution",
+            lb.failures.clone(),
+        );
+        registry.register(
+            "load_balancer_update_duration_seconds",
+            "From a change of a Service's ports or Nodes seen to its deployment updated",
+            lb.update_duration.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -356,6 +425,11 @@ impl Metrics {
         for result in ["ok", "error"] {
             let _ = self.refreshes.get_or_create(&ResultLabels {
                 result: result.to_owned(),
+            });
+        }
+        for action in LB_ACTIONS {
+            let _ = self.load_balancers.actions.get_or_create(&ActionLabels {
+                action: action.to_owned(),
             });
         }
         for action in ["added", "removed"] {

@@ -9,11 +9,17 @@
 //! - [`ingress`]: the address from the deployment's capabilities or outputs into
 //!   `status.loadBalancer.ingress`.
 //!
-//! All three are pure; the controller around them only moves data between Kubernetes, Cloudify
-//! and them.
+//! All three are pure; the controller around them ([`controller`], with `observe` reading
+//! Cloudify and `apply` writing to Kubernetes) only moves data between Kubernetes, Cloudify and
+//! them.
 
+mod apply;
+pub mod controller;
 pub mod ingress;
+mod observe;
 pub mod plan;
 pub mod spec;
 #[cfg(test)]
 mod tests;
+
+pub use controller::{LbError, ServiceController, spawn};
