@@ -203,6 +203,20 @@ impl DeploymentUpdate {
     }
 }
 
+/// How a deployment update treats the node instances whose properties or operations changed
+/// (the manager's `update_instances.py`): each runs `cloudify.interfaces.lifecycle.update` (or
+/// `update_config`/`update_apply`) where its node declares one, after `check_drift` where that is
+/// declared; the others are reinstalled unless `skip_reinstall`. The defaults are the manager's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpdateOptions {
+    /// Never reinstall: an instance whose node has no update operation keeps running as it is
+    /// (the LoadBalancer controller: a reinstall would replace the load balancer's address).
+    pub skip_reinstall: bool,
+    /// Skip the `check_status` pass before the update, and the heal (a reinstall, for a node
+    /// without `heal`) of the instances it finds unhealthy: one workflow graph less per update.
+    pub skip_heal: bool,
+}
+
 /// A blueprint (`/blueprints`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -327,6 +341,16 @@ pub trait DeploymentLifecycle: Send + Sync {
         &self,
         deployment_id: &str,
         inputs: &Map<String, Value>,
+    ) -> Result<DeploymentUpdate, CloudifyError> {
+        self.start_update_with(deployment_id, inputs, UpdateOptions::default())
+            .await
+    }
+    /// [`start_update`](Self::start_update) with the manager's reinstall and heal switches.
+    async fn start_update_with(
+        &self,
+        deployment_id: &str,
+        inputs: &Map<String, Value>,
+        options: UpdateOptions,
     ) -> Result<DeploymentUpdate, CloudifyError>;
     /// One deployment update by id.
     async fn deployment_update(&self, id: &str) -> Result<DeploymentUpdate, CloudifyError>;
@@ -508,17 +532,22 @@ impl DeploymentLifecycle for CloudifyClient {
         Ok(answer.capabilities.unwrap_or_default())
     }
 
-    async fn start_update(
+    async fn start_update_with(
         &self,
         deployment_id: &str,
         inputs: &Map<String, Value>,
+        options: UpdateOptions,
     ) -> Result<DeploymentUpdate, CloudifyError> {
         // POST, although the REST docs say PUT: the 7.x code registers POST (Part B §3).
         let path = format!(
             "/deployment-updates/{}/update/initiate",
             path_segment(deployment_id)
         );
-        let body = json!({ "inputs": inputs });
+        let body = json!({
+            "inputs": inputs,
+            "skip_reinstall": options.skip_reinstall,
+            "skip_heal": options.skip_heal,
+        });
         self.send(
             "POST /deployment-updates/{id}/update/initiate",
             || self.request(Method::POST, &path).json(&body),
