@@ -80,7 +80,9 @@ mod tests {
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::cloudify::deployments::{Blueprint, DeploymentUpdate, NewDeployment, Workflow};
+    use crate::cloudify::deployments::{
+        Blueprint, DeploymentUpdate, NewDeployment, UpdateOptions, Workflow,
+    };
     use crate::kube::services::plan::{self, Step};
     use crate::kube::services::spec::Desired;
 
@@ -162,10 +164,11 @@ mod tests {
         async fn capabilities(&self, _: &str) -> Result<Map<String, Value>, CloudifyError> {
             unreachable!("not read")
         }
-        async fn start_update(
+        async fn start_update_with(
             &self,
             _: &str,
             _: &Map<String, Value>,
+            _: UpdateOptions,
         ) -> Result<DeploymentUpdate, CloudifyError> {
             unreachable!("not read")
         }
