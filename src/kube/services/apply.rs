@@ -98,8 +98,17 @@ pub async fn set_ingress(
 }
 
 /// Publishes an Event on the Service; a failure is only logged (Events are best effort). The
-/// note is cut to the 1 kB the API accepts.
-pub async fn event(recorder: &Recorder, svc: &Service, warning: bool, reason: &str, text: String) {
+/// note is cut to the 1 kB the API accepts. kube-rs' Recorder folds a repeat of the same
+/// reason and `action` into a series of the first Event (its note stays the first one's), so
+/// each kind of step has its own action.
+pub async fn event(
+    recorder: &Recorder,
+    svc: &Service,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    text: String,
+) {
     let mut note = text;
     if note.len() > 1000 {
         let mut cut = 1000;
@@ -116,7 +125,7 @@ pub async fn event(recorder: &Recorder, svc: &Service, warning: bool, reason: &s
         },
         reason: reason.into(),
         note: Some(note),
-        action: reason.into(),
+        action: action.into(),
         secondary: None,
     };
     if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {

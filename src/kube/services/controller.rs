@@ -5,7 +5,7 @@
 //! other, and the only state kept between looks is what to say once (reported failures,
 //! warnings) and the backoff.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,9 @@ use super::observe;
 use super::plan::{self, FailureKind, Observed, PHASES, Step};
 use super::spec::{self, BackendSet, Ownership, Placement};
 use crate::cloudify::CloudifyError;
-use crate::cloudify::deployments::{DeploymentLifecycle, NewDeployment, Refusal, Workflow};
+use crate::cloudify::deployments::{
+    DeploymentLifecycle, NewDeployment, Refusal, UpdateOptions, Workflow,
+};
 use crate::config::{LbBlueprint, LoadBalancersConfig};
 use crate::kube::nodes::LeaderFn;
 use crate::observability::metrics::{ActionLabels, Metrics, PhaseLabels};
@@ -60,6 +62,8 @@ struct Memory {
     /// Warning texts published for the spec as it is now (published again only after they went
     /// away and came back).
     warned: BTreeSet<String>,
+    /// The unusable address last reported (once per text).
+    address_warning: Option<String>,
     /// The phase of the last look.
     phase: &'static str,
     /// When a change was first seen that no update has carried yet.
@@ -219,6 +223,7 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, LbErr
                 &svc,
                 true,
                 reason,
+                "Reconcile",
                 format!("Error syncing load balancer: {e}"),
             )
             .await;
@@ -249,7 +254,15 @@ async fn disowned(svc: &Service, ctx: &Context, uid: &str) {
         ctx.settings.class, ctx.settings.class_less
     );
     if ctx.remember(uid, |m| m.warned.insert(text.clone())) {
-        apply::event(&ctx.recorder, svc, true, "LoadBalancerDisowned", text).await;
+        apply::event(
+            &ctx.recorder,
+            svc,
+            true,
+            "LoadBalancerDisowned",
+            "Keep",
+            text,
+        )
+        .await;
     }
 }
 
@@ -267,8 +280,22 @@ async fn spec_warnings(svc: &Service, ctx: &Context, uid: &str, warnings: &[spec
         m.warned = now;
         new
     });
+    // One Event per reason: a repeat of a reason is folded into the first Event's series (its
+    // note would be lost), so warnings of one reason go together.
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for w in new {
-        apply::event(&ctx.recorder, svc, true, w.reason, w.text.clone()).await;
+        by_reason.entry(w.reason).or_default().push(&w.text);
+    }
+    for (reason, texts) in by_reason {
+        apply::event(
+            &ctx.recorder,
+            svc,
+            true,
+            reason,
+            "ReadSpec",
+            texts.join("; "),
+        )
+        .await;
     }
 }
 
@@ -322,6 +349,7 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
                 svc,
                 false,
                 "EnsuringLoadBalancer",
+                "CreateDeployment",
                 format!(
                     "Creating Cloudify deployment {id} from blueprint {} on {}",
                     blueprint.blueprint_id,
@@ -351,6 +379,7 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
                 svc,
                 false,
                 "EnsuringLoadBalancer",
+                "InstallDeployment",
                 format!("Installing Cloudify deployment {id}"),
             )
             .await;
@@ -372,6 +401,7 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
                 svc,
                 false,
                 "EnsuringLoadBalancer",
+                "UpdateDeployment",
                 format!(
                     "Updating Cloudify deployment {id} ({what}; {} port(s), {} backend(s))",
                     desired.usable_ports, desired.backend_count
@@ -379,7 +409,15 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
             )
             .await;
             ctx.count("update");
-            manager.start_update(id, &desired.inputs).await?;
+            // Never a reinstall (the address could change) and no heal pass: the blueprint's
+            // `check_drift` and `update` operations reconfigure the load balancer in place.
+            let options = UpdateOptions {
+                skip_reinstall: true,
+                skip_heal: true,
+            };
+            manager
+                .start_update_with(id, &desired.inputs, options)
+                .await?;
             Ok(poll)
         }
         Step::ReadAddress => read_address(svc, ctx, uid, manager.as_ref(), &placement).await,
@@ -406,6 +444,19 @@ async fn workflow(
             Refusal::WorkflowUnavailable | Refusal::EnvironmentNotReady => Ok(false),
             _ => Err(e.into()),
         },
+    }
+}
+
+/// The Event `action` of a step on a workflow: Events are series per reason and action, so each
+/// kind of step keeps its own text (kube-rs' Recorder updates a repeat's count, not its note).
+fn action_of(workflow: &str) -> &'static str {
+    match workflow {
+        "create_deployment_environment" => "CreateDeployment",
+        "install" => "InstallDeployment",
+        "update" => "UpdateDeployment",
+        "uninstall" => "UninstallDeployment",
+        "delete_deployment_environment" => "DeleteDeployment",
+        _ => "Execution",
     }
 }
 
@@ -436,7 +487,15 @@ async fn report(
         backoff.as_secs()
     );
     tracing::warn!(service = %service_name(svc), "{text}");
-    apply::event(&ctx.recorder, svc, true, kind.reason(), text).await;
+    apply::event(
+        &ctx.recorder,
+        svc,
+        true,
+        kind.reason(),
+        action_of(&run.workflow),
+        text,
+    )
+    .await;
     Action::requeue(backoff)
 }
 
@@ -458,16 +517,23 @@ async fn read_address(
         Address::Known(list) => list,
         Address::NotYet => return Ok(poll),
         Address::Invalid(why) => {
-            spec_warnings(
-                svc,
-                ctx,
-                uid,
-                &[spec::SpecWarning {
-                    reason: FailureKind::Sync.reason(),
-                    text: format!("deployment {id} publishes no usable address: {why}"),
-                }],
-            )
-            .await;
+            let text = format!("deployment {id} publishes no usable address: {why}");
+            let new = ctx.remember(uid, |m| {
+                (m.address_warning.as_deref() != Some(text.as_str()))
+                    .then(|| m.address_warning.replace(text.clone()))
+                    .is_some()
+            });
+            if new {
+                apply::event(
+                    &ctx.recorder,
+                    svc,
+                    true,
+                    FailureKind::Sync.reason(),
+                    "PublishAddress",
+                    text,
+                )
+                .await;
+            }
             return Ok(Action::requeue(ctx.settings.resync_interval));
         }
     };
@@ -479,6 +545,7 @@ async fn read_address(
             svc,
             false,
             "EnsuredLoadBalancer",
+            "PublishAddress",
             format!("Ensured load balancer {}", ingress::describe(&wanted)),
         )
         .await;
@@ -486,6 +553,7 @@ async fn read_address(
     let updated = ctx.remember(uid, |m| {
         m.failures = 0;
         m.reported = None;
+        m.address_warning = None;
         m.diverged_since.take()
     });
     if let Some(since) = updated {
@@ -499,6 +567,7 @@ async fn read_address(
             svc,
             false,
             "UpdatedLoadBalancer",
+            "UpdateDeployment",
             format!(
                 "Updated load balancer (deployment {id}) with the new ports and hosts in {}s",
                 took.as_secs()
@@ -544,6 +613,7 @@ async fn cleanup(
             svc,
             false,
             "DeletingLoadBalancer",
+            "UninstallDeployment",
             format!("Uninstalling Cloudify deployment {id}"),
         )
         .await;
@@ -561,6 +631,7 @@ async fn cleanup(
                 svc,
                 false,
                 "DeletingLoadBalancer",
+                "DeleteDeployment",
                 format!("Deleting Cloudify deployment {id}"),
             )
             .await;
@@ -587,6 +658,7 @@ async fn cleanup(
                 svc,
                 false,
                 "DeletedLoadBalancer",
+                "RemoveFinalizer",
                 format!("Deleted load balancer (Cloudify deployment {id})"),
             )
             .await;
