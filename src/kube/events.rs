@@ -95,8 +95,8 @@ pub fn notes(before: &GroupsSeen, groups: &[NodeGroup]) -> Vec<Note> {
 
 /// The line of Cloudify's error an operator needs: the last one (a workflow error is a Python
 /// traceback whose last line names the failed task and the cause), at most 500 bytes (an Event's
-/// note is limited to 1 kB).
-fn last_line(error: &str) -> &str {
+/// note is limited to 1 kB). Also the service controller's.
+pub fn last_line(error: &str) -> &str {
     let line = error
         .lines()
         .map(str::trim)
@@ -107,6 +107,18 @@ fn last_line(error: &str) -> &str {
         end -= 1;
     }
     &line[..end]
+}
+
+/// An Event note cut to the 1 kB the API accepts (at a character boundary).
+pub fn fit_note(mut text: String) -> String {
+    if text.len() > 1000 {
+        let mut cut = 1000;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
 }
 
 async fn lease_ref(api: &kube::Api<Lease>, name: &str) -> Option<ObjectReference> {

@@ -31,13 +31,44 @@ T0=$(date +%s)
 say() { echo "$NAME[$(($(date +%s) - T0))s]: $*"; }
 WORK="$E2E_DIR/.cache/lb-run-$MODE"
 RESULT=1
-OUTAGE_STATE=""
+
+# The outage (real manager, local stack): gunicorn's master takes its workers down on SIGTERM
+# and lets in-flight requests finish (30 s at most), then the whole process group is killed;
+# start.sh starts what is not running (only gunicorn then). The flag file outlives a failed test,
+# so `finish` always starts the REST service again.
+rest_stop() {
+  local pid i
+  pid="$(cat "$LB_REST_PID_FILE")" || return 1
+  touch "$LB_OUTAGE_FLAG"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  kill -KILL -- "-$pid" 2>/dev/null
+  sleep 1
+  ! kill -0 "$pid" 2>/dev/null
+}
+rest_start() {
+  local i
+  env -u CLOUDIFY_MANAGER_URL MANAGER_STATE_DIR="$LB_MANAGER_STATE" MANAGER_CACHE_DIR="$LB_MANAGER_CACHE" \
+    CLOUDIFY_MANAGER_SOURCES="$LB_MANAGER_SOURCES" bash "$REPO/tests/manager/start.sh" >>"$LB_RESTART_LOG" 2>&1 \
+    || echo "(start.sh's health-wait failed; REST is what matters here)" >>"$LB_RESTART_LOG"
+  # start.sh's health-wait runs a workflow, which a loaded shared manager may not finish in its
+  # time: the outage is over once REST answers with auth.
+  for i in $(seq 1 120); do
+    if curl -fsS -o /dev/null -u "$LB_E2E_CLOUDIFY_USER:$LB_E2E_CLOUDIFY_PASSWORD" -H "Tenant: $LB_E2E_CLOUDIFY_TENANT" \
+      "$LB_E2E_CLOUDIFY_URL/api/v3.1/deployments?_size=1" 2>/dev/null; then
+      rm -f "$LB_OUTAGE_FLAG"
+      return 0
+    fi
+    sleep 1
+  done
+  return 1
+}
 
 finish() {
-  # Never leave the manager's REST service stopped by this tier.
-  if [ -n "$OUTAGE_STATE" ] && ! kill -0 "$(cat "$OUTAGE_STATE/run/rest.pid" 2>/dev/null)" 2>/dev/null; then
-    say "restarting the manager's REST service left stopped"
-    bash -c "$LB_E2E_OUTAGE_START" || true
+  # Never leave the manager's REST service stopped by this tier (the test failed mid-outage).
+  if [ -n "${LB_OUTAGE_FLAG:-}" ] && [ -f "$LB_OUTAGE_FLAG" ]; then
+    say "starting the manager's REST service again (the test stopped it)"
+    rest_start || say "FAILED to start the manager's REST service: see $LB_RESTART_LOG"
   fi
   if [ "$RESULT" != 0 ] && [ -d "$WORK/logs" ]; then
     for f in "$WORK"/logs/*.log; do
@@ -50,10 +81,16 @@ finish() {
   if [ "$RESULT" = 0 ] && [ "${E2E_KEEP:-0}" != 1 ]; then rm -rf "$WORK"; fi
   echo "$NAME: $([ "$RESULT" = 0 ] && echo 1 || echo 0) passed, $([ "$RESULT" = 0 ] && echo 0 || echo 1) failed"
 }
+# The test runs the outage through this script: `lb.sh __rest_stop|__rest_start` (the settings
+# come from the LB_* variables the main run exports).
+case "${1:-}" in
+  __rest_stop) rest_stop; exit $? ;;
+  __rest_start) rest_start; exit $? ;;
+esac
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-unset LB_E2E_CLOUDIFY_URL LB_E2E_OUTAGE_STOP LB_E2E_OUTAGE_START
+unset LB_E2E_CLOUDIFY_URL LB_E2E_OUTAGE_STOP LB_E2E_OUTAGE_START LB_OUTAGE_FLAG
 if [ "$MODE" = real ]; then
   MANAGER_DIR="$REPO/tests/manager"
   if [ -z "${CLOUDIFY_MANAGER_URL:-}" ]; then
@@ -80,9 +117,11 @@ PY
   # running (only gunicorn here) and waits for the manager to be healthy again.
   STATE="${MANAGER_STATE_DIR:-$STATE_DIR}"
   if [ -f "$STATE/run/rest.pid" ]; then
-    OUTAGE_STATE="$STATE"
-    export LB_E2E_OUTAGE_STOP="kill -TERM \$(cat $STATE/run/rest.pid); for i in \$(seq 1 100); do kill -0 \$(cat $STATE/run/rest.pid) 2>/dev/null || exit 0; sleep 0.2; done; exit 1"
-    export LB_E2E_OUTAGE_START="env -u CLOUDIFY_MANAGER_URL MANAGER_STATE_DIR=$STATE MANAGER_CACHE_DIR=${MANAGER_CACHE_DIR:-$(dirname "$STATE")} CLOUDIFY_MANAGER_SOURCES=${CLOUDIFY_MANAGER_SOURCES:-$REPO/../shared/cloudify-manager} bash $MANAGER_DIR/start.sh >$WORK/logs/manager-restart.log 2>&1"
+    export LB_OUTAGE_FLAG="$E2E_DIR/.cache/lb-rest-stopped" LB_REST_PID_FILE="$STATE/run/rest.pid" \
+      LB_MANAGER_STATE="$STATE" LB_MANAGER_CACHE="${MANAGER_CACHE_DIR:-$(dirname "$STATE")}" \
+      LB_MANAGER_SOURCES="$SOURCES_DIR" LB_RESTART_LOG="$E2E_DIR/.cache/lb-manager-restart.log"
+    export LB_E2E_OUTAGE_STOP="bash $E2E_DIR/lb.sh __rest_stop" LB_E2E_OUTAGE_START="bash $E2E_DIR/lb.sh __rest_start"
+    if [ -f "$LB_OUTAGE_FLAG" ]; then say "a previous run left the REST service stopped: starting it"; rest_start; fi
   else
     say "the manager is not a local stack: the outage phase is SKIPPED"
   fi

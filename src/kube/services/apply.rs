@@ -98,7 +98,7 @@ pub async fn set_ingress(
 }
 
 /// Publishes an Event on the Service; a failure is only logged (Events are best effort). The
-/// note is cut to the 1 kB the API accepts. kube-rs' Recorder folds a repeat of the same
+/// note is cut to the 1 kB the API accepts (`kube::events::fit_note`). kube-rs' Recorder folds a repeat of the same
 /// reason and `action` into a series of the first Event (its note stays the first one's), so
 /// each kind of step has its own action.
 pub async fn event(
@@ -109,14 +109,6 @@ pub async fn event(
     action: &str,
     text: String,
 ) {
-    let mut note = text;
-    if note.len() > 1000 {
-        let mut cut = 1000;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        note.truncate(cut);
-    }
     let ev = Event {
         type_: if warning {
             EventType::Warning
@@ -124,7 +116,7 @@ pub async fn event(
             EventType::Normal
         },
         reason: reason.into(),
-        note: Some(note),
+        note: Some(crate::kube::events::fit_note(text)),
         action: action.into(),
         secondary: None,
     };

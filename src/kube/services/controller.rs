@@ -139,12 +139,7 @@ impl Context {
     }
 
     fn backends(&self) -> BackendSet {
-        let nodes = self.nodes.state();
-        spec::backends(
-            nodes.iter().map(Arc::as_ref),
-            self.settings.address_type,
-            self.settings.exclude_not_ready,
-        )
+        node_set(&self.nodes, &self.settings)
     }
 
     fn manager(&self, blueprint: &LbBlueprint) -> Result<&Arc<dyn DeploymentLifecycle>, LbError> {
@@ -166,21 +161,6 @@ fn has_finalizer(svc: &Service) -> bool {
         .finalizers
         .as_ref()
         .is_some_and(|f| f.iter().any(|x| x == spec::FINALIZER))
-}
-
-/// The line of Cloudify's error an operator needs (a workflow error is a traceback whose last
-/// line names the cause), at most 500 bytes.
-fn last_line(error: &str) -> String {
-    let line = error
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("no error text");
-    let mut end = line.len().min(500);
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    line[..end].to_owned()
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, LbError> {
@@ -483,7 +463,7 @@ async fn report(
             _ => "failed",
         },
         run.id,
-        last_line(&run.error),
+        crate::kube::events::last_line(&run.error),
         backoff.as_secs()
     );
     tracing::warn!(service = %service_name(svc), "{text}");
@@ -670,7 +650,8 @@ async fn cleanup(
     }
 }
 
-/// The backend set's identity: Services are looked at again when it changes.
+/// The backends among the cached Nodes; also the set whose change makes every Service be
+/// looked at again.
 fn node_set(nodes: &Store<Node>, settings: &LoadBalancersConfig) -> BackendSet {
     let state = nodes.state();
     spec::backends(
