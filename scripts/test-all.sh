@@ -50,6 +50,7 @@ for t in $TIERS; do
     image) tier image env IMAGE_PROFILE="${IMAGE_PROFILE:-dev}" bash tests/image/run.sh ;;
     e2e) tier e2e bash tests/e2e/run.sh
       tier e2e-ha bash tests/e2e/ha.sh # HA hook (issue #13): two replicas on a Lease
+      tier e2e-lb bash tests/e2e/lb.sh # the service controller on the simulator (issue 23)
       tier ha-chart bash tests/e2e/ha-chart.sh ;; # the chart with kube-controller-manager (issue 21)
     *) echo "unknown tier $t"; failed=$((failed + 1)); failed_names+=("$t") ;;
   esac

@@ -52,6 +52,9 @@ eval "$(manager_exports)"
 PY="$(client_python)"
 cd "$HERE"
 driver smoke "$PY" smoke.py --record "${MANAGER_RECORD_DIR:-$CACHE_DIR}/smoke-record.json"
+# The service controller against this manager and a real kube-apiserver (issue 23): LB Services
+# created, updated, through a REST outage, deleted (tests/e2e/lb.sh --real).
+driver lb bash "$HERE/../e2e/lb.sh" --real
 if [ -d "$HERE/fidelity" ] && [ -f "$HERE/fidelity/run.sh" ]; then
   driver fidelity bash "$HERE/fidelity/run.sh"
 fi
