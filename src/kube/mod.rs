@@ -7,6 +7,7 @@
 pub mod events;
 pub mod lease;
 pub mod nodes;
+pub mod pools;
 
 /// Connecting to the Kubernetes API server failed.
 #[derive(Debug, thiserror::Error)]
