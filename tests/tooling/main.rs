@@ -4,6 +4,7 @@
 // The load test (included by loadtest_smoke) reads /proc through `crate::procfs`.
 mod blueprint_example;
 mod cli;
+mod crd;
 mod deploy_config;
 mod layering;
 mod loadtest_smoke;

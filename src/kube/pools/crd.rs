@@ -32,13 +32,21 @@ pub const FINALIZER: &str = "autoscaler.cloudify.io/deployment";
     category = "autoscaler",
     status = "CloudifyNodePoolStatus",
     doc = "A Cloudify worker pool: one Cloudify deployment owned by autoscaler-cloudify, whose scaling group the Cluster Autoscaler resizes.",
-    printcolumn(name = "Deployment", type_ = "string", json_path = ".status.deploymentId"),
+    printcolumn(
+        name = "Deployment",
+        type_ = "string",
+        json_path = ".status.deploymentId"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minSize"),
     printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxSize"),
     printcolumn(name = "Current", type_ = "integer", json_path = ".status.currentSize"),
     printcolumn(name = "Target", type_ = "integer", json_path = ".status.targetSize"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("self.minSize <= self.maxSize").message("minSize must not exceed maxSize"),
@@ -250,9 +258,10 @@ pub struct CloudifyNodePoolStatus {
     /// No retry before this instant (RFC 3339), after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<String>,
-    /// The generation whose input update failed: not retried until the spec changes.
+    /// The generation whose inputs the last deployment update applied: a failed update is not
+    /// retried until the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed_update_generation: Option<i64>,
+    pub update_generation: Option<i64>,
     /// Conditions.
     #[serde(default)]
     pub conditions: Vec<PoolCondition>,
@@ -335,9 +344,22 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Deployment", "Phase", "Min", "Max", "Current", "Target", "Age"]
+            [
+                "Deployment",
+                "Phase",
+                "Min",
+                "Max",
+                "Current",
+                "Target",
+                "Age"
+            ]
         );
-        assert!(version.subresources.as_ref().is_some_and(|s| s.status.is_some()));
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .is_some_and(|s| s.status.is_some())
+        );
         let schema = serde_json::to_string(&crd).expect("json");
         assert!(schema.contains("x-kubernetes-preserve-unknown-fields"));
     }
@@ -346,9 +368,16 @@ mod tests {
     fn min_above_max_and_negative_sizes_are_refused() {
         validate_cel(&pool(base())).expect("a valid pool");
         let err = validate_cel(&pool(with(base(), "minSize", json!(5)))).expect_err("min > max");
-        assert!(err.to_string().contains("minSize must not exceed maxSize"), "{err}");
-        let err = validate_cel(&pool(with(with(base(), "minSize", json!(-1)), "maxSize", json!(-1))))
-            .expect_err("negative");
+        assert!(
+            err.to_string().contains("minSize must not exceed maxSize"),
+            "{err}"
+        );
+        let err = validate_cel(&pool(with(
+            with(base(), "minSize", json!(-1)),
+            "maxSize",
+            json!(-1),
+        )))
+        .expect_err("negative");
         assert!(err.to_string().contains("must not be negative"), "{err}");
         let err =
             validate_cel(&pool(with(base(), "blueprintId", json!("")))).expect_err("no blueprint");
@@ -360,7 +389,11 @@ mod tests {
         let old = pool(base());
         for (field, value, message) in [
             ("blueprintId", json!("other"), "blueprintId is immutable"),
-            ("deploymentId", json!("np-other"), "deploymentId is immutable"),
+            (
+                "deploymentId",
+                json!("np-other"),
+                "deploymentId is immutable",
+            ),
             ("scalingGroup", json!("gpu"), "scalingGroup is immutable"),
             ("manager", json!("edge"), "manager is immutable"),
             ("tenant", json!("t2"), "tenant is immutable"),
@@ -370,7 +403,11 @@ mod tests {
             assert!(err.to_string().contains(message), "{field}: {err}");
         }
         let resized = pool(with(
-            with(with(base(), "maxSize", json!(9)), "pricePerHour", json!(0.5)),
+            with(
+                with(base(), "maxSize", json!(9)),
+                "pricePerHour",
+                json!(0.5),
+            ),
             "compute",
             json!({"flavor": "m1.large"}),
         ));

@@ -4,3 +4,4 @@
 //! ([`registry`]).
 
 pub mod crd;
+pub mod plan;
