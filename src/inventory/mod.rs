@@ -3,6 +3,7 @@
 //! without locking and never wait on Cloudify.
 
 mod build;
+pub mod pools;
 mod refresher;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 pub use build::{SourceData, build_snapshot};
+pub use pools::{PoolGroup, PoolSource};
 pub use refresher::{Inventory, InventoryError, InventoryStatus, RefreshGeneration};
 
 /// The map type of the lookup indexes. foldhash instead of the default SipHash: CA asks for

@@ -199,7 +199,7 @@ impl NodeGroupService {
         &self.inventory
     }
 
-    fn config(&self) -> &NodeGroupsConfig {
+    fn config(&self) -> Arc<NodeGroupsConfig> {
         self.inventory.config()
     }
 
