@@ -152,7 +152,10 @@ pub fn clients(
 /// leads).
 pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App, AppError> {
     // One Kubernetes client for the Lease and the node controller, when either may run.
-    let kube = if config.node_controller.enabled || config.lease.mode != LeaseMode::Off {
+    let kube = if config.node_controller.enabled
+        || config.lease.mode != LeaseMode::Off
+        || config.pools.enabled
+    {
         crate::kube::connect().await?
     } else {
         None
@@ -203,6 +206,40 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
             config.lease.name.clone(),
             leader_fn(Some(e)),
         ));
+    }
+    if config.pools.enabled {
+        match kube_for_label.clone() {
+            Some(client) => {
+                // CloudifyNodePools (issue 22): every replica serves them, the leader owns them.
+                let managers = config
+                    .cloudify
+                    .iter()
+                    .map(|c| crate::kube::pools::registry::ManagerEntry {
+                        name: c.name.clone(),
+                        tenant: c.tenant.clone(),
+                    })
+                    .collect();
+                let lifecycles = clients
+                    .iter()
+                    .map(|c| {
+                        Arc::clone(c) as Arc<dyn crate::cloudify::deployments::DeploymentLifecycle>
+                    })
+                    .collect();
+                let (task, registry) = crate::kube::pools::controller::spawn(
+                    client,
+                    Arc::clone(&inventory),
+                    managers,
+                    lifecycles,
+                    config.pools.cluster_labels.clone(),
+                    leader_fn(election.as_ref()),
+                );
+                inventory.set_pool_source(registry);
+                background.push(task);
+            }
+            None => tracing::warn!(
+                "pools.enabled, but no Kubernetes credentials: CloudifyNodePools are not served"
+            ),
+        }
     }
     let (leader_label, label_written) = leader_label(config, kube_for_label, election.as_ref());
     let readiness = readiness(

@@ -29,8 +29,8 @@ pub use error::ConfigError;
 pub use fields::key_path;
 pub use model::{
     AddressProperties, Config, Discovery, GroupSettings, LeaseConfig, LeaseMode,
-    NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup, TaintSpec,
-    TemplateSpec, TlsFiles,
+    NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, PoolsConfig, StaticGroup,
+    TaintSpec, TemplateSpec, TlsFiles,
 };
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
 

@@ -51,6 +51,19 @@ pub struct Config {
     pub node_controller: NodeControllerConfig,
     /// Leader election on a Kubernetes Lease (several replicas).
     pub lease: LeaseConfig,
+    /// `pools:`: the CloudifyNodePool controller (issue 22).
+    pub pools: PoolsConfig,
+}
+
+/// The `pools:` section: whether the `CloudifyNodePool` controller runs (it needs Kubernetes
+/// credentials and the CRD), and the labels every pool deployment gets besides the pool's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolsConfig {
+    /// `pools.enabled` (default false).
+    pub enabled: bool,
+    /// `pools.cluster_labels`: e.g. `{k8s-cluster: prod}`, the labels a discovery rule matches,
+    /// so `inspect` and label searches see pool deployments too.
+    pub cluster_labels: Vec<(String, String)>,
 }
 
 /// Whether to elect a leader on a Kubernetes Lease.

@@ -20,6 +20,15 @@ pub struct RawConfig {
     pub node_groups: RawNodeGroups,
     pub gpu_label: Option<String>,
     pub node_controller: RawNodeController,
+    pub pools: RawPools,
+}
+
+/// The `pools:` section (issue 22).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPools {
+    pub enabled: Option<bool>,
+    pub cluster_labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

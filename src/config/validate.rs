@@ -70,6 +70,15 @@ pub(super) fn build(
             .unwrap_or_else(|| "cloudify.co/gpu-type".into()),
         node_controller,
         lease,
+        pools: super::model::PoolsConfig {
+            enabled: raw.pools.enabled.unwrap_or(false),
+            cluster_labels: raw
+                .pools
+                .cluster_labels
+                .iter()
+                .map(|(k, v)| (k.to_lowercase(), v.clone()))
+                .collect(),
+        },
     })
 }
 

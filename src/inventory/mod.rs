@@ -13,6 +13,7 @@ mod tests;
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
+pub use build::group_id;
 pub use build::{SourceData, build_snapshot};
 pub use pools::{PoolGroup, PoolSource};
 pub use refresher::{Inventory, InventoryError, InventoryStatus, RefreshGeneration};

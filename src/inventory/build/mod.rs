@@ -13,7 +13,7 @@ mod executions;
 #[cfg(test)]
 mod fixtures;
 mod groups;
-pub(crate) use groups::group_id;
+pub use groups::group_id;
 mod instances;
 
 use std::collections::{HashMap, HashSet};

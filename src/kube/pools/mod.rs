@@ -3,6 +3,7 @@
 //! and the registry every replica keeps of the pools the inventory serves as node groups
 //! ([`registry`]).
 
+pub mod controller;
 pub mod crd;
 pub mod plan;
 pub mod registry;
