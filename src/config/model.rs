@@ -215,6 +215,10 @@ impl NodeGroupsConfig {
                     .node_name_property
                     .clone()
                     .or_else(|| self.defaults.node_name_property.clone()),
+                joining_node: g
+                    .joining_node
+                    .clone()
+                    .or_else(|| self.defaults.joining_node.clone()),
                 price_per_hour: g.price_per_hour.or(self.defaults.price_per_hour),
                 instance_type: g
                     .instance_type
@@ -249,6 +253,12 @@ pub struct GroupSettings {
     /// Runtime property holding the Kubernetes node name (default `hostname`); the name is a
     /// fallback for finding a Node whose provider id does not match.
     pub node_name_property: Option<String>,
+    /// The Cloudify node whose VM joins Kubernetes in each group instance, when a group instance
+    /// holds several VMs (a worker and a storage VM): exactly one Kubernetes Node per group
+    /// instance, the other VMs are its infrastructure (issue 20). Unset: the group's only VM
+    /// member; a group with several is left out until this is set (Cloudify lists members in no
+    /// particular order, so there is nothing to guess from).
+    pub joining_node: Option<String>,
     /// Price of one node per hour (any unit, the same for every group); unset: PricingNodePrice
     /// answers `Unimplemented` for the group's nodes.
     pub price_per_hour: Option<f64>,

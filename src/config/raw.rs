@@ -130,6 +130,7 @@ pub struct RawGroup {
     pub max: Option<i64>,
     pub provider_id_template: Option<String>,
     pub node_name_property: Option<String>,
+    pub joining_node: Option<String>,
     pub price_per_hour: Option<f64>,
     pub instance_type: Option<String>,
     pub region: Option<String>,

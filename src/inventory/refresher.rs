@@ -233,6 +233,7 @@ impl Inventory {
                     *s = Arc::clone(&snap);
                 });
                 log_new_failures(&previous, &snap);
+                super::report_snapshot_problems(&previous, &snap, &self.metrics);
                 self.metrics.refreshes.get_or_create(&label("ok")).inc();
                 self.publish_gauges(&snap);
                 if let Ok(mut e) = self.last_error.lock()

@@ -178,6 +178,8 @@ pub struct Metrics {
     pub lookup_misses: Counter,
     /// Scale-ins that removed other instances than the ones named.
     pub scale_down_mismatches: Counter,
+    /// Provider ids several instances render in the snapshot (never acted on; issue 20).
+    pub ambiguous_provider_ids: Gauge,
     /// The `node_controller_*` metrics; they stay 0 when the controller does not run.
     pub node_controller: NodeControllerMetrics,
 }
@@ -203,6 +205,7 @@ impl Metrics {
             scale_executions: Family::default(),
             lookup_misses: Counter::default(),
             scale_down_mismatches: Counter::default(),
+            ambiguous_provider_ids: Gauge::default(),
             node_controller: NodeControllerMetrics::default(),
             registry: Registry::default(),
         };
@@ -291,6 +294,11 @@ impl Metrics {
             "scale_down_mismatches",
             "Scale-ins that removed other instances than the named ones",
             m.scale_down_mismatches.clone(),
+        );
+        registry.register(
+            "ambiguous_provider_ids",
+            "Provider ids several instances render: lookups and DeleteNodes refuse them",
+            m.ambiguous_provider_ids.clone(),
         );
         let nc = &m.node_controller;
         registry.register(

@@ -17,17 +17,25 @@ step() { # name command...: one counted step; its output goes through
   failed=$((failed + 1)); echo "manager: step $name FAILED ($(( $(date +%s) - t )) s)"; return 1
 }
 # A driver prints `<name>: N passed, N failed`; add its counts (a driver that died counts 1 failed).
-driver() {
+# Drivers run side by side (each on its own deployments: the manager runs their workflows
+# concurrently), their output kept in a file each and printed whole when all have ended.
+declare -A driver_pid driver_out driver_t0
+driver_start() {
   local name=$1; shift
-  local out; out="$(mktemp)"
-  local t=$(date +%s)
-  "$@" 2>&1 | tee "$out"
-  local line; line="$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$out" | tail -n1)"
-  rm -f "$out"
+  driver_out[$name]="$(mktemp)"; driver_t0[$name]=$(date +%s)
+  "$@" >"${driver_out[$name]}" 2>&1 &
+  driver_pid[$name]=$!
+}
+driver_collect() {
+  local name=$1
+  wait "${driver_pid[$name]}"
+  cat "${driver_out[$name]}"
+  local line; line="$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "${driver_out[$name]}" | tail -n1)"
+  rm -f "${driver_out[$name]}"
+  echo "manager: $name took $(( $(date +%s) - ${driver_t0[$name]} )) s"
   if [ -z "$line" ]; then failed=$((failed + 1)); echo "manager: $name printed no result"; return; fi
   passed=$((passed + $(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')))
   failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
-  echo "manager: $name took $(( $(date +%s) - t )) s"
 }
 finish() {
   if [ "${started_here:-0}" = 1 ] && [ "${KEEP_MANAGER:-0}" != 1 ]; then
@@ -51,8 +59,8 @@ step start bash "$HERE/start.sh" || exit 1
 eval "$(manager_exports)"
 PY="$(client_python)"
 cd "$HERE"
-driver smoke "$PY" smoke.py --record "${MANAGER_RECORD_DIR:-$CACHE_DIR}/smoke-record.json"
-if [ -d "$HERE/fidelity" ] && [ -f "$HERE/fidelity/run.sh" ]; then
-  driver fidelity bash "$HERE/fidelity/run.sh"
-fi
+driver_start smoke "$PY" smoke.py --record "$CACHE_DIR/smoke-record.json"
+driver_start fidelity bash "$HERE/fidelity/run.sh"
+driver_collect smoke
+driver_collect fidelity
 [ "$failed" -eq 0 ]

@@ -7,6 +7,7 @@ mod cli;
 mod crd;
 mod deploy_config;
 mod layering;
+mod lint_policy;
 mod loadtest_smoke;
 #[path = "../kit/procfs.rs"]
 mod procfs;
