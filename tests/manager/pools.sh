@@ -134,7 +134,8 @@ grpc: {listen: "127.0.0.1:0", insecure: true}
 http: {listen: "127.0.0.1:0"}
 log: {format: text, level: "info,autoscaler_cloudify=debug"}
 refresh: {interval: 3s, max_age: 2s}
-lease: {mode: "off"}
+lease: {enabled: false}
+node_controller: {enabled: false}
 cloudify:
   - name: main
     url: "$CLOUDIFY_MANAGER_URL"
