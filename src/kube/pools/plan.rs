@@ -313,6 +313,8 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             "Creating",
             "creating the Cloudify deployment",
         );
+        // Executions of an earlier deployment of this id are gone with it.
+        d.status.last_execution = None;
         return d.done(
             Action::Create(NewDeployment {
                 id: deployment_id,
@@ -383,6 +385,14 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         return d.done(Action::None, phase, PROGRESS);
     }
     if dep.installation_status != InstallationStatus::Active {
+        // An install this pool queued that Cloudify does not list (yet): never a second one.
+        if let Some(last) = &o.status.last_execution
+            && last.workflow == "install"
+            && last.status != "failed"
+            && !o.executions.iter().any(|e| e.id == last.id)
+        {
+            return d.done(Action::None, "Installing", PROGRESS);
+        }
         d.cond(
             "Installed",
             false,
@@ -441,7 +451,9 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             message: format!("node group {} is ready", o.group_id),
         });
     }
-    d.done(Action::None, "Ready", SETTLED)
+    // Until the inventory serves the group (the refresh after Ready), look again soon for sizes.
+    let requeue = if o.sizes.is_some() { SETTLED } else { PROGRESS };
+    d.done(Action::None, "Ready", requeue)
 }
 
 /// The steps of a deleting pool whose deployment is ours.
@@ -604,6 +616,28 @@ mod tests {
         assert_eq!(d.action, Action::None);
         assert_eq!(d.status.phase, "Installing");
         assert_eq!(d.status.last_execution.expect("followed").id, "e2");
+    }
+
+    #[test]
+    fn an_install_it_queued_that_cloudify_does_not_list_yet_is_not_queued_again() {
+        let mut w = World::new();
+        w.deployment = Some(dep(InstallationStatus::Inactive, json!({}), "uid-a"));
+        w.status.last_execution = Some(ExecutionRef {
+            id: "e9".into(),
+            workflow: "install".into(),
+            status: "pending".into(),
+            error: None,
+        });
+        assert_eq!(w.decide().action, Action::None);
+        w.executions = vec![exec("e9", "install", "terminated", "")];
+        w.deployment = Some(dep(
+            InstallationStatus::Active,
+            json!({"flavor": "m1.small"}),
+            "uid-a",
+        ));
+        let d = w.decide();
+        assert_eq!((d.action, d.status.phase.as_str()), (Action::None, "Ready"));
+        assert_eq!(d.requeue, PROGRESS, "sizes are not known yet");
     }
 
     #[test]
