@@ -252,8 +252,8 @@ async fn pools_view(
     let api: ::kube::Api<CloudifyNodePool> = ::kube::Api::all(client);
     let pools = api.list(&Default::default()).await?;
     println!(
-        "{:<24} {:<28} {:<11} {:>4} {:>4} {:>7} {:>6}  {:<32} {}",
-        "POOL", "DEPLOYMENT", "PHASE", "MIN", "MAX", "CURRENT", "TARGET", "SERVED AS", "PROBLEM"
+        "{:<24} {:<28} {:<11} {:>4} {:>4} {:>7} {:>6}  {:<32} PROBLEM",
+        "POOL", "DEPLOYMENT", "PHASE", "MIN", "MAX", "CURRENT", "TARGET", "SERVED AS"
     );
     for p in pools.items {
         let name = p.metadata.name.clone().unwrap_or_default();

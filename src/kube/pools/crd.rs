@@ -32,21 +32,13 @@ pub const FINALIZER: &str = "autoscaler.cloudify.io/deployment";
     category = "autoscaler",
     status = "CloudifyNodePoolStatus",
     doc = "A Cloudify worker pool: one Cloudify deployment owned by autoscaler-cloudify, whose scaling group the Cluster Autoscaler resizes.",
-    printcolumn(
-        name = "Deployment",
-        type_ = "string",
-        json_path = ".status.deploymentId"
-    ),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Min", type_ = "integer", json_path = ".spec.minSize"),
-    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxSize"),
-    printcolumn(name = "Current", type_ = "integer", json_path = ".status.currentSize"),
-    printcolumn(name = "Target", type_ = "integer", json_path = ".status.targetSize"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn = r#"{"name": "Deployment", "type": "string", "jsonPath": ".status.deploymentId"}"#,
+    printcolumn = r#"{"name": "Phase", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "Min", "type": "integer", "jsonPath": ".spec.minSize"}"#,
+    printcolumn = r#"{"name": "Max", "type": "integer", "jsonPath": ".spec.maxSize"}"#,
+    printcolumn = r#"{"name": "Current", "type": "integer", "jsonPath": ".status.currentSize"}"#,
+    printcolumn = r#"{"name": "Target", "type": "integer", "jsonPath": ".status.targetSize"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 #[x_kube(
     validation = Rule::new("self.minSize <= self.maxSize").message("minSize must not exceed maxSize"),

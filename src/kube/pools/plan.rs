@@ -118,7 +118,7 @@ pub struct Decision {
 
 /// Backoff after `failures` failures in a row: 10 s doubling, at most 5 min.
 pub fn backoff(failures: u32) -> Duration {
-    let secs = 10u64.saturating_mul(1 << failures.clamp(1, 6) - 1);
+    let secs = 10u64.saturating_mul(1 << (failures.clamp(1, 6) - 1));
     Duration::from_secs(secs.min(300))
 }
 
@@ -400,10 +400,10 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             "install has not completed",
         );
         d.cond("Ready", false, "NotInstalled", "install has not completed");
-        if let Some(e) = latest.filter(|e| e.workflow_id == "install" && e.status == "failed") {
-            if let Some(wait) = d.failed_execution(e, "InstallFailed") {
-                return d.done(Action::None, "Failed", wait);
-            }
+        if let Some(e) = latest.filter(|e| e.workflow_id == "install" && e.status == "failed")
+            && let Some(wait) = d.failed_execution(e, "InstallFailed")
+        {
+            return d.done(Action::None, "Failed", wait);
         }
         return d.done(Action::Install, "Installing", PROGRESS);
     }
@@ -422,16 +422,16 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         .collect();
     if !changed.is_empty() {
         let failed_update = latest.filter(|e| e.workflow_id == "update" && e.status == "failed");
-        if d.status.update_generation == Some(o.generation) {
-            if let Some(e) = failed_update {
-                let message = format!(
-                    "the deployment update {} failed: {}; change the spec to try again",
-                    e.id,
-                    last_line(e.error.as_deref().unwrap_or(""))
-                );
-                d.follow(e);
-                return d.fail("UpdateFailed", message, SETTLED);
-            }
+        if d.status.update_generation == Some(o.generation)
+            && let Some(e) = failed_update
+        {
+            let message = format!(
+                "the deployment update {} failed: {}; change the spec to try again",
+                e.id,
+                last_line(e.error.as_deref().unwrap_or(""))
+            );
+            d.follow(e);
+            return d.fail("UpdateFailed", message, SETTLED);
         }
         let keys: Vec<&str> = changed.keys().map(String::as_str).collect();
         d.note = Some(Note {
