@@ -61,6 +61,12 @@ PY="$(client_python)"
 cd "$HERE"
 driver_start smoke "$PY" smoke.py --record "$CACHE_DIR/smoke-record.json"
 driver_start fidelity bash "$HERE/fidelity/run.sh"
+# CloudifyNodePools on this manager with a real kube-apiserver, and the deployment-lifecycle
+# contract of the client (issue 22).
+driver_start pools bash "$HERE/pools.sh"
+driver_start lifecycle bash -c 'cd "$1/../.." && if MANAGER_CONTRACT_REQUIRED=1 cargo test --locked --quiet --test manager_lifecycle; then echo "lifecycle: 1 passed, 0 failed"; else echo "lifecycle: 0 passed, 1 failed"; fi' _ "$HERE"
 driver_collect smoke
 driver_collect fidelity
+driver_collect pools
+driver_collect lifecycle
 [ "$failed" -eq 0 ]
