@@ -231,6 +231,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
                     managers,
                     lifecycles,
                     config.pools.cluster_labels.clone(),
+                    config.pools.flavors.clone(),
                     leader_fn(election.as_ref()),
                 );
                 inventory.set_pool_source(registry);

@@ -64,6 +64,10 @@ pub struct PoolsConfig {
     /// `pools.cluster_labels`: e.g. `{k8s-cluster: prod}`, the labels a discovery rule matches,
     /// so `inspect` and label searches see pool deployments too.
     pub cluster_labels: Vec<(String, String)>,
+    /// `pools.flavors`: what each flavor holds (`cpu`, `memory`, `nvidia.com/gpu`, ... as
+    /// quantities), the capacity of a pool's scale-from-zero template for its `compute.flavor`
+    /// where the pool's own `template.capacity` does not say.
+    pub flavors: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Whether to elect a leader on a Kubernetes Lease.

@@ -29,6 +29,7 @@ pub struct RawConfig {
 pub struct RawPools {
     pub enabled: Option<bool>,
     pub cluster_labels: std::collections::BTreeMap<String, String>,
+    pub flavors: BTreeMap<String, BTreeMap<String, RawQuantity>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

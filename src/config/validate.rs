@@ -71,6 +71,7 @@ pub(super) fn build(
         node_controller,
         lease,
         pools: super::model::PoolsConfig {
+            flavors: flavors(&raw.pools.flavors)?,
             enabled: raw.pools.enabled.unwrap_or(false),
             cluster_labels: raw
                 .pools
@@ -680,4 +681,26 @@ mod tests {
         ));
         assert!(err(auth(0, &entry(None), &env)).contains("CLOUDIFY_PASSWORD is not set"));
     }
+}
+
+/// `pools.flavors`, every quantity checked as a template's capacity is.
+fn flavors(
+    raw: &std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, super::fields::RawQuantity>,
+    >,
+) -> Result<
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    ConfigError,
+> {
+    let mut out = std::collections::BTreeMap::new();
+    for (flavor, resources) in raw {
+        let mut capacity = std::collections::BTreeMap::new();
+        for (name, q) in resources {
+            let key = super::fields::key_path(&["pools", "flavors", flavor, name]);
+            capacity.insert(name.clone(), super::fields::quantity(&key, q)?);
+        }
+        out.insert(flavor.clone(), capacity);
+    }
+    Ok(out)
 }

@@ -52,12 +52,17 @@ pub fn spawn(
     managers: Vec<ManagerEntry>,
     lifecycles: Vec<Arc<dyn DeploymentLifecycle>>,
     cluster_labels: Vec<(String, String)>,
+    flavors: super::registry::Flavors,
     is_leader: LeaderFn,
 ) -> (tokio::task::JoinHandle<()>, Arc<PoolRegistry>) {
     let managers = Arc::new(managers);
     let api: Api<CloudifyNodePool> = Api::all(client.clone());
     let controller = Controller::new(api, watcher::Config::default());
-    let registry = Arc::new(PoolRegistry::new(controller.store(), Arc::clone(&managers)));
+    let registry = Arc::new(PoolRegistry::new(
+        controller.store(),
+        Arc::clone(&managers),
+        flavors,
+    ));
     let recorder = Recorder::new(
         client.clone(),
         Reporter {

@@ -2,8 +2,11 @@
 //! store on every replica (followers serve CA's reads too). A pool is served once it is
 //! installed; a deleting one is served with `min = max = 0`, so CA cannot scale it up while the
 //! controller waits for its Nodes to go. Size, template, price and option changes need no
-//! Cloudify call: the next refresh serves them.
+//! Cloudify call: the next refresh serves them. A pool's scale-from-zero capacity comes from the
+//! configuration's flavor table (`pools.flavors`) for its flavor, under its own
+//! `template.capacity`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,8 +53,15 @@ pub fn resolve_manager(
     Ok(i)
 }
 
+/// What each flavor holds (`pools.flavors`): resource name → quantity.
+pub type Flavors = BTreeMap<String, BTreeMap<String, String>>;
+
 /// The node group a pool is served as, `None` while it is not installed (or misconfigured).
-pub fn pool_group(pool: &CloudifyNodePool, managers: &[ManagerEntry]) -> Option<PoolGroup> {
+pub fn pool_group(
+    pool: &CloudifyNodePool,
+    managers: &[ManagerEntry],
+    flavors: &Flavors,
+) -> Option<PoolGroup> {
     let status = pool.status.as_ref()?;
     if !condition_true(status, "Installed") {
         return None;
@@ -60,6 +70,12 @@ pub fn pool_group(pool: &CloudifyNodePool, managers: &[ManagerEntry]) -> Option<
     let spec = &pool.spec;
     let source = resolve_manager(managers, &spec.manager, &spec.tenant).ok()?;
     let deleting = pool.metadata.deletion_timestamp.is_some();
+    // The flavor input as the deployment gets it (`inputs.flavor` over `compute.flavor`).
+    let flavor = spec
+        .deployment_inputs()
+        .get("flavor")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
     let (min, max) = if deleting {
         (0, 0)
     } else {
@@ -75,19 +91,24 @@ pub fn pool_group(pool: &CloudifyNodePool, managers: &[ManagerEntry]) -> Option<
             min: Some(min),
             max: Some(max),
             price_per_hour: spec.price_per_hour,
-            instance_type: spec.compute.flavor.clone(),
+            template: template(
+                &spec.template,
+                flavor.as_deref().and_then(|f| flavors.get(f)),
+            ),
+            instance_type: flavor,
             zone: spec.compute.site.clone(),
-            template: template(&spec.template),
             options: options(&spec.autoscaling_options),
             ..GroupSettings::default()
         },
     })
 }
 
-fn template(t: &PoolTemplate) -> Option<TemplateSpec> {
-    if t == &PoolTemplate::default() {
+fn template(t: &PoolTemplate, flavor: Option<&BTreeMap<String, String>>) -> Option<TemplateSpec> {
+    if t == &PoolTemplate::default() && flavor.is_none() {
         return None;
     }
+    let mut capacity = flavor.cloned().unwrap_or_default();
+    capacity.extend(t.capacity.iter().map(|(k, v)| (k.clone(), v.clone())));
     Some(TemplateSpec {
         labels: t.labels.clone(),
         taints: t
@@ -99,7 +120,7 @@ fn template(t: &PoolTemplate) -> Option<TemplateSpec> {
                 effect: x.effect.clone(),
             })
             .collect(),
-        capacity: t.capacity.clone(),
+        capacity,
         allocatable: t.allocatable.clone(),
     })
 }
@@ -128,12 +149,21 @@ fn options(o: &PoolOptions) -> Option<OptionsSpec> {
 pub struct PoolRegistry {
     store: Store<CloudifyNodePool>,
     managers: Arc<Vec<ManagerEntry>>,
+    flavors: Flavors,
 }
 
 impl PoolRegistry {
     /// A registry over the controller's store.
-    pub fn new(store: Store<CloudifyNodePool>, managers: Arc<Vec<ManagerEntry>>) -> PoolRegistry {
-        PoolRegistry { store, managers }
+    pub fn new(
+        store: Store<CloudifyNodePool>,
+        managers: Arc<Vec<ManagerEntry>>,
+        flavors: Flavors,
+    ) -> PoolRegistry {
+        PoolRegistry {
+            store,
+            managers,
+            flavors,
+        }
     }
 }
 
@@ -142,7 +172,7 @@ impl PoolSource for PoolRegistry {
         self.store
             .state()
             .iter()
-            .filter_map(|p| pool_group(p, &self.managers))
+            .filter_map(|p| pool_group(p, &self.managers, &self.flavors))
             .collect()
     }
 }
@@ -186,7 +216,7 @@ mod tests {
 
     #[test]
     fn an_installed_pool_is_a_group_of_its_manager_with_its_settings() {
-        let g = pool_group(&pool(json!({})), &managers()).expect("served");
+        let g = pool_group(&pool(json!({})), &managers(), &Flavors::new()).expect("served");
         assert_eq!(
             (g.source, g.deployment.as_str(), g.group.as_str()),
             (1, "np-gpu", "workers")
@@ -211,10 +241,41 @@ mod tests {
         deleting.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Default::default()),
         );
-        let g = pool_group(&deleting, &managers()).expect("still served");
+        let g = pool_group(&deleting, &managers(), &Flavors::new()).expect("still served");
         assert_eq!((g.min, g.max), (0, 0));
         let fresh = pool(json!({"status": {"conditions": []}}));
-        assert!(pool_group(&fresh, &managers()).is_none());
+        assert!(pool_group(&fresh, &managers(), &Flavors::new()).is_none());
+    }
+
+    #[test]
+    fn the_flavor_table_fills_the_capacity_the_pool_does_not_give() {
+        let flavors = Flavors::from([(
+            "g1".to_string(),
+            BTreeMap::from([
+                ("cpu".to_string(), "16".to_string()),
+                ("memory".to_string(), "64Gi".to_string()),
+                ("nvidia.com/gpu".to_string(), "1".to_string()),
+            ]),
+        )]);
+        let g = pool_group(&pool(json!({})), &managers(), &flavors).expect("served");
+        let capacity = g.settings.template.expect("template").capacity;
+        assert_eq!(capacity["cpu"], "8", "the pool's own capacity wins");
+        assert_eq!(capacity["memory"], "64Gi");
+        assert_eq!(capacity["nvidia.com/gpu"], "1");
+        // No template at all: the flavor alone makes one; an input names the flavor too.
+        let mut bare = pool(json!({}));
+        bare.spec.template = PoolTemplate::default();
+        bare.spec.compute.flavor = None;
+        bare.spec.inputs.insert("flavor".into(), json!("g1"));
+        let g = pool_group(&bare, &managers(), &flavors).expect("served");
+        assert_eq!(g.settings.instance_type.as_deref(), Some("g1"));
+        assert_eq!(g.settings.template.expect("template").capacity["cpu"], "16");
+        bare.spec.inputs.insert("flavor".into(), json!("unknown"));
+        let g = pool_group(&bare, &managers(), &flavors).expect("served");
+        assert!(
+            g.settings.template.is_none(),
+            "nothing to build a template from"
+        );
     }
 
     #[test]
