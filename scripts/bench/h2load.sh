@@ -102,7 +102,7 @@ YAML
   curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null || { echo "provider not ready" >&2; cat "$OUT/serve.log" >&2; exit 1; }
 
   "$BIN" inspect --address "127.0.0.1:$GRPC_PORT" nodes pool-042/workers >"$OUT/nodes.txt"
-  ID=$(awk 'NR==1 {print $1}' "$OUT/nodes.txt")
+  ID=$(awk 'NR==2 {print $1}' "$OUT/nodes.txt")   # line 1 is the header
   VM="${ID##*/}"; NAME="pool-042-${VM//_/-}"
   frame "$OUT/for_node.bin" "$(for_node_hex "$ID" "$NAME")"
   ANSWER=$("$BIN" inspect --address "127.0.0.1:$GRPC_PORT" group-for --provider-id "$ID" --name "$NAME")

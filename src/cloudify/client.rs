@@ -152,6 +152,12 @@ impl CloudifyClient {
             .map(|_| st.message.clone())
     }
 
+    /// How many 401 answers this client got since its last accepted call: each one is a failed
+    /// login that counts towards Cloudify's account lock (`check` reports it, issue 21).
+    pub fn failed_logins(&self) -> u32 {
+        self.auth_state.lock().map(|st| st.failures).unwrap_or(0)
+    }
+
     fn check_auth_backoff(&self) -> Result<(), CloudifyError> {
         let Ok(st) = self.auth_state.lock() else {
             return Ok(());

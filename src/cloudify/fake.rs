@@ -21,7 +21,7 @@ use super::{Cloudify, CloudifyError, Deployment, Execution, Node, NodeInstance, 
 pub struct FakeCloudify {
     name: String,
     tenant: String,
-    deployments: Vec<Deployment>,
+    deployments: Mutex<Vec<Deployment>>,
     nodes: Vec<Node>,
     instances: Mutex<Vec<NodeInstance>>,
     executions: Mutex<Vec<Execution>>,
@@ -58,8 +58,24 @@ impl FakeCloudify {
 
     /// With these deployments (their labels decide what discovery finds).
     pub fn with_deployments(mut self, deployments: Vec<Deployment>) -> FakeCloudify {
-        self.deployments = deployments;
+        self.deployments = Mutex::new(deployments);
         self
+    }
+
+    /// Moves a deployment to another Cloudify site (what `cfy deployments set-site` does).
+    pub fn set_site(&self, deployment: &str, site: Option<&str>) {
+        if let Ok(mut deployments) = self.deployments.lock() {
+            for d in deployments.iter_mut().filter(|d| d.id == deployment) {
+                d.site_name = site.map(str::to_owned);
+            }
+        }
+    }
+
+    fn deployments(&self) -> Vec<Deployment> {
+        self.deployments
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     /// With these nodes; `nodes` answers those of the asked deployments.
@@ -130,10 +146,9 @@ impl Cloudify for FakeCloudify {
     async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
         self.read("GET /deployments")?;
         Ok(self
-            .deployments
-            .iter()
+            .deployments()
+            .into_iter()
             .filter(|d| ids.contains(&d.id))
-            .cloned()
             .collect())
     }
 
@@ -143,14 +158,13 @@ impl Cloudify for FakeCloudify {
     ) -> Result<Vec<Deployment>, CloudifyError> {
         self.read("POST /searches/deployments")?;
         Ok(self
-            .deployments
-            .iter()
+            .deployments()
+            .into_iter()
             .filter(|d| {
                 labels
                     .iter()
                     .all(|(k, v)| d.labels.iter().any(|l| &l.key == k && &l.value == v))
             })
-            .cloned()
             .collect())
     }
 

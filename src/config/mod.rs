@@ -17,6 +17,7 @@ mod fields;
 mod groups;
 mod model;
 mod provider_id;
+mod quantity;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ pub use model::{
     TaintSpec, TemplateSpec, TlsFiles,
 };
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
+pub use quantity::{QUANTITY_FORMS, Quantity, QuantityError, QuantityFormat};
 
 /// Re-exported: the format belongs to the logging, the configuration only chooses it.
 pub use crate::observability::LogFormat;
@@ -50,14 +52,12 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                validate::parse_yaml(&text, path)?
+                let raw = validate::parse_yaml(&text, path)?;
+                return validate::build(raw, overrides, env).map_err(|e| e.in_file(path));
             }
             None => raw::RawConfig::default(),
         };
-        validate::build(raw, overrides, env).map_err(|e| match file {
-            Some(path) => e.in_file(path),
-            None => e,
-        })
+        validate::build(raw, overrides, env)
     }
 
     /// Validates YAML text (used by tests and `demo`).

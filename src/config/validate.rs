@@ -48,10 +48,21 @@ pub(super) fn build(
     apply_overrides(&mut raw, ov);
     let (grpc_listen, http_listen) = listen_addresses(&raw, ov)?;
     let tls = tls_files(&raw, ov)?;
-    let (log_format, log_level) = logging(&raw, ov)?;
+    let (log_format, log_level) = logging(&raw, ov, env)?;
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
-    let cloudify = cloudify_entries(&raw, env)?;
-    let node_groups = super::groups::node_groups(&raw, &cloudify)?;
+    let cloudify = cloudify_entries(&raw, env).map_err(|e| match &ov.cloudify_url {
+        Some(_) => e.given_by_flag("cloudify[0].url", "--cloudify-url"),
+        None => e,
+    })?;
+    let node_groups = super::groups::node_groups(&raw, &cloudify).map_err(|mut e| {
+        if !ov.nodes.is_empty() {
+            e = e.given_by_flag("node_groups.static", "--nodes");
+        }
+        if !ov.auto_discovery.is_empty() {
+            e = e.given_by_flag("node_groups.auto_discovery", "--node-group-auto-discovery");
+        }
+        e
+    })?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
     let lease = lease(&raw.lease, ov)?;
     Ok(Config {
@@ -166,31 +177,32 @@ fn tls_files(raw: &RawConfig, ov: &Overrides) -> Result<Option<TlsFiles>, Config
     }
 }
 
-/// Log format and level. The level is checked here because tracing would drop a bad directive
-/// silently and log less than asked for.
-fn logging(raw: &RawConfig, ov: &Overrides) -> Result<(LogFormat, String), ConfigError> {
-    let format = ov
-        .log_format
-        .as_deref()
-        .or(raw.log.format.as_deref())
-        .unwrap_or("text");
-    let format: LogFormat = format
-        .parse()
-        .map_err(|problem: String| ConfigError::invalid("log.format", problem))?;
-    let level = ov
-        .log_level
-        .clone()
-        .or(raw.log.level.clone())
-        .unwrap_or_else(|| "info".into());
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
-        return Err(ConfigError::invalid(
-            if ov.log_level.is_some() {
-                "--log-level"
-            } else {
-                "log.level"
-            },
-            format!("invalid filter {level:?}: {e} (e.g. \"info,autoscaler_cloudify=debug\")"),
-        ));
+/// Log format and level. The level is checked here (the flag's value was checked by clap
+/// already) because tracing would read a bad directive as a target and log less than asked for,
+/// or nothing; `RUST_LOG`, which wins over both, is checked too.
+fn logging(
+    raw: &RawConfig,
+    ov: &Overrides,
+    env: &dyn Env,
+) -> Result<(LogFormat, String), ConfigError> {
+    let format = match (ov.log_format, raw.log.format.as_deref()) {
+        (Some(f), _) => f,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|problem: String| ConfigError::invalid("log.format", problem))?,
+        (None, None) => LogFormat::Text,
+    };
+    let (key, level) = match (&ov.log_level, &raw.log.level) {
+        (Some(l), _) => ("--log-level", l.clone()),
+        (None, Some(l)) => ("log.level", l.clone()),
+        (None, None) => ("log.level", "info".to_owned()),
+    };
+    crate::observability::parse_log_filter(&level)
+        .map_err(|problem| ConfigError::invalid(key, format!("invalid filter: {problem}")))?;
+    if let Some(rust_log) = env.var("RUST_LOG") {
+        crate::observability::parse_log_filter(&rust_log).map_err(|problem| {
+            ConfigError::invalid("RUST_LOG", format!("invalid filter: {problem}"))
+        })?;
     }
     Ok((format, level))
 }
@@ -375,25 +387,19 @@ fn node_controller(
 /// The `lease:` section, with `--leader-elect`, `--lease-name` and `--lease-namespace` over it.
 fn lease(raw: &super::raw::RawLease, ov: &Overrides) -> Result<LeaseConfig, ConfigError> {
     let d = LeaseConfig::default();
-    let mode_text = match (&ov.leader_elect, &raw.enabled) {
-        (Some(v), _) => Some(("--leader-elect", v.clone())),
-        (None, Some(RawSwitch::Bool(b))) => Some(("lease.enabled", b.to_string())),
-        (None, Some(RawSwitch::Text(s))) => Some(("lease.enabled", s.clone())),
-        (None, None) => None,
-    };
-    let mode = match mode_text {
-        None => d.mode,
-        Some((key, v)) => match v.trim() {
-            "auto" => LeaseMode::Auto,
-            "true" | "on" => LeaseMode::On,
-            "false" | "off" => LeaseMode::Off,
-            other => {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("expected auto, true or false, got {other:?}"),
-                ));
-            }
-        },
+    let mode = match (ov.leader_elect, &raw.enabled) {
+        (Some(mode), _) => mode,
+        (None, Some(RawSwitch::Bool(true))) => LeaseMode::On,
+        (None, Some(RawSwitch::Bool(false))) => LeaseMode::Off,
+        (None, Some(RawSwitch::Text(s))) => {
+            <LeaseMode as clap::ValueEnum>::from_str(s.trim(), false).map_err(|_| {
+                ConfigError::invalid(
+                    "lease.enabled",
+                    format!("expected auto, true or false, got {s:?}"),
+                )
+            })?
+        }
+        (None, None) => d.mode,
     };
     let secs =
         |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
@@ -583,9 +589,10 @@ mod tests {
 
     #[test]
     fn log_format_and_level_are_checked() {
+        let none = BTreeMap::new();
         let mut raw = RawConfig::default();
         assert_eq!(
-            logging(&raw, &flags()).expect("defaults"),
+            logging(&raw, &flags(), &none).expect("defaults"),
             (LogFormat::Text, "info".to_owned())
         );
         raw.log = RawLog {
@@ -593,15 +600,28 @@ mod tests {
             level: None,
         };
         assert_eq!(
-            err(logging(&raw, &flags())),
+            err(logging(&raw, &flags(), &none)),
             "log.format: unknown format \"yaml\" (text or json)"
         );
         let ov = Overrides {
-            log_format: Some("json".into()),
+            log_format: Some(LogFormat::Json),
             log_level: Some("info,x=loud".into()),
             ..flags()
         };
-        assert!(err(logging(&raw, &ov)).starts_with("--log-level: invalid filter"));
+        assert!(err(logging(&raw, &ov, &none)).starts_with("--log-level: invalid filter"));
+        // A word that is no level parses as a tracing *target* and would turn logging off
+        // (issue 21): refused from the file and from RUST_LOG alike.
+        raw.log = RawLog {
+            format: None,
+            level: Some("infoo".into()),
+        };
+        assert!(
+            err(logging(&raw, &flags(), &none))
+                .starts_with("log.level: invalid filter: \"infoo\" is not a level")
+        );
+        raw.log.level = None;
+        let env = BTreeMap::from([("RUST_LOG".to_owned(), "debugg".to_owned())]);
+        assert!(err(logging(&raw, &flags(), &env)).starts_with("RUST_LOG: invalid filter"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! without locking and never wait on Cloudify.
 
 mod build;
+mod changes;
 pub mod pools;
 mod refresher;
 #[cfg(test)]

@@ -219,7 +219,7 @@ impl Inventory {
             return Ok(snap);
         }
         let started = Instant::now();
-        let result = self.fetch_and_build().await;
+        let result = super::changes::with_progress(!snap.complete, self.fetch_and_build()).await;
         self.metrics
             .refresh_duration
             .observe(started.elapsed().as_secs_f64());
@@ -234,6 +234,7 @@ impl Inventory {
                 });
                 log_new_failures(&previous, &snap);
                 super::report_snapshot_problems(&previous, &snap, &self.metrics);
+                super::changes::log_group_changes(&previous, &snap, &self.config());
                 self.metrics.refreshes.get_or_create(&label("ok")).inc();
                 self.publish_gauges(&snap);
                 if let Ok(mut e) = self.last_error.lock()

@@ -18,9 +18,9 @@ pub struct GroupCatalog {
     inventory: Arc<Inventory>,
     /// Label whose value names the GPU type ([`ServiceSettings::gpu_label`](super::ServiceSettings::gpu_label)).
     gpu_label: String,
-    /// Encoded template nodes: they depend only on configuration and the group id, so each is
-    /// built once.
-    templates: moka::sync::Cache<String, Arc<Vec<u8>>>,
+    /// Encoded template nodes by (group id, Cloudify site): besides the id and the configuration
+    /// a template reads the deployment's site (the zone's default), which a refresh can change.
+    templates: moka::sync::Cache<(String, Option<String>), Arc<Vec<u8>>>,
     /// The configuration the cached templates were built from (its address): the pools of
     /// issue 22 change it at a refresh, and a changed pool template must be served at once.
     built_for: std::sync::Mutex<usize>,
@@ -50,7 +50,9 @@ impl GroupCatalog {
                 *built_for = now;
             }
         }
-        if let Some(bytes) = self.templates.get(id) {
+        // Issue 21: a deployment moved to another site kept the zone of the cached template.
+        let key = (id.to_owned(), g.site.clone());
+        if let Some(bytes) = self.templates.get(&key) {
             return Ok(bytes);
         }
         let settings = config.settings_for(id);
@@ -69,7 +71,7 @@ impl GroupCatalog {
             .flatten();
         let bytes =
             Arc::new(template_node(g, &settings, &spec, manager.as_deref()).encode_to_vec());
-        self.templates.insert(id.to_owned(), Arc::clone(&bytes));
+        self.templates.insert(key, Arc::clone(&bytes));
         Ok(bytes)
     }
 
@@ -177,11 +179,9 @@ impl GroupCatalog {
     }
 }
 
-/// Parses a CPU quantity ("500m", "2", "1.5") into cores.
+/// A CPU quantity in cores, read as Kubernetes reads it (`500m`, `2`, `1e-3`, `250u`; issue 21).
 fn cpu_cores(text: &str) -> Option<f64> {
-    let t = text.trim();
-    match t.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
-        None => t.parse::<f64>().ok(),
-    }
+    crate::config::Quantity::parse(text.trim())
+        .ok()
+        .map(|q| q.as_f64())
 }
