@@ -91,7 +91,7 @@ log: {format: text, level: warn}
 refresh: {interval: 1h, max_age: 1h}
 cloudify:
   - {name: main, url: "http://127.0.0.1:$SIM_PORT", tenant: default_tenant, username: admin, password_env: H2LOAD_CLOUDIFY_PASSWORD, request_timeout: 60s}
-node_groups: {auto_discovery: ["cloudify:label=k8s-cluster=load"], unbounded_max: 1000000}
+node_groups: {auto_discovery: ["cloudify:label=k8s-cluster=load"], unbounded_max: 3000}
 YAML
   "$BIN" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$OUT/scenario.yaml" >"$OUT/sim.log" 2>&1 &
   SIM_PID=$!; PIDS+=("$SIM_PID")

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::tls_diagnosis::{TlsPaths, tls_failure, tls_probe};
 use crate::proto;
 use crate::proto::cloud_provider_client::CloudProviderClient;
 
@@ -154,8 +155,45 @@ pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Err
     if let Query::Node { name, http } = &args.query {
         return node_view(http, name.as_deref()).await;
     }
-    let mut client = connect(&address, cert.as_ref(), key.as_ref(), cacert.as_ref()).await?;
-    match args.query {
+    let tls = TlsPaths {
+        cert: cert.clone(),
+        cacert: cacert.clone(),
+    };
+    let result = async {
+        let client = connect(&address, cert.as_ref(), key.as_ref(), cacert.as_ref()).await?;
+        ask(client, args.query).await
+    }
+    .await;
+    let Err(e) = result else {
+        return Ok(());
+    };
+    if cert.is_none() {
+        return Err(e);
+    }
+    // The error of the call may show its TLS cause, or only a broken pipe when the provider
+    // closed the connection before its alert was read: a handshake of our own says which.
+    let why = match tls_failure(&*e, &address, &tls) {
+        Some(why) => Some(why),
+        None => {
+            let (address, key) = (address.clone(), key.clone());
+            tokio::task::spawn_blocking(move || tls_probe(&address, &tls, key.as_ref()))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    Err(match why {
+        Some(why) => format!("cannot talk to the provider at {address} over TLS: {why}").into(),
+        None => e,
+    })
+}
+
+/// Asks the provider one query and prints the answer.
+async fn ask(
+    mut client: CloudProviderClient<Channel>,
+    query: Query,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match query {
         Query::Pools => {
             let served: std::collections::HashMap<String, (i32, i32)> = client
                 .node_groups(proto::NodeGroupsRequest {})

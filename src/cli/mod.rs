@@ -4,6 +4,7 @@ mod check;
 #[cfg(feature = "simulator")]
 mod demo;
 mod inspect;
+mod tls_diagnosis;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

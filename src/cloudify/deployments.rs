@@ -33,6 +33,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::client::CallKind;
 use super::models::{Execution, Label, ScalingGroup, lenient};
 use super::{CloudifyClient, CloudifyError};
 
@@ -381,7 +382,7 @@ impl DeploymentLifecycle for CloudifyClient {
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                     .body(body.clone())
             },
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -393,7 +394,7 @@ impl DeploymentLifecycle for CloudifyClient {
             self.send(
                 "GET /blueprints/{id}",
                 || self.request(Method::GET, &path).query(&query),
-                true,
+                CallKind::Read,
             )
             .await,
         )
@@ -423,7 +424,7 @@ impl DeploymentLifecycle for CloudifyClient {
                     .query(&[("async_create", "true")])
                     .json(&body)
             },
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -435,7 +436,7 @@ impl DeploymentLifecycle for CloudifyClient {
             self.send(
                 "GET /deployments/{id}",
                 || self.request(Method::GET, &path).query(&query),
-                true,
+                CallKind::Read,
             )
             .await,
         )
@@ -455,7 +456,7 @@ impl DeploymentLifecycle for CloudifyClient {
         self.send(
             "POST /executions",
             || self.request(Method::POST, "/executions").json(&body),
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -490,7 +491,7 @@ impl DeploymentLifecycle for CloudifyClient {
             .send(
                 "GET /deployments/{id}/outputs",
                 || self.request(Method::GET, &path),
-                true,
+                CallKind::Read,
             )
             .await?;
         Ok(answer.outputs.unwrap_or_default())
@@ -502,7 +503,7 @@ impl DeploymentLifecycle for CloudifyClient {
             .send(
                 "GET /deployments/{id}/capabilities",
                 || self.request(Method::GET, &path),
-                true,
+                CallKind::Read,
             )
             .await?;
         Ok(answer.capabilities.unwrap_or_default())
@@ -522,7 +523,7 @@ impl DeploymentLifecycle for CloudifyClient {
         self.send(
             "POST /deployment-updates/{id}/update/initiate",
             || self.request(Method::POST, &path).json(&body),
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -536,7 +537,7 @@ impl DeploymentLifecycle for CloudifyClient {
         self.send(
             "GET /deployment-updates/{id}",
             || self.request(Method::GET, &path).query(&query),
-            true,
+            CallKind::Read,
         )
         .await
     }
@@ -549,7 +550,7 @@ impl DeploymentLifecycle for CloudifyClient {
             .send(
                 "DELETE /deployments/{id}",
                 || self.request(Method::DELETE, &path).query(&query),
-                false,
+                CallKind::Write,
             )
             .await?;
         Ok(())

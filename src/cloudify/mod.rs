@@ -7,12 +7,15 @@ mod api;
 mod client;
 pub mod deployments;
 mod error;
+mod execution_status;
 pub mod fake;
 pub mod models;
 
-pub use client::{Auth, ClientSettings, CloudifyClient};
+pub use client::{Auth, ClientSettings, CloudifyClient, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::CloudifyError;
-pub use models::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
+pub use models::{
+    Deployment, DeploymentModification, Execution, ExecutionStatus, Node, NodeInstance,
+};
 
 use async_trait::async_trait;
 
@@ -95,7 +98,7 @@ pub trait Cloudify: Send + Sync {
     async fn scale_executions(
         &self,
         deployment_ids: &[String],
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError>;
     /// Deployment modifications of these deployments in this status

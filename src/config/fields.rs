@@ -121,6 +121,51 @@ impl<'de> Deserialize<'de> for RawSwitch {
     }
 }
 
+/// A size in bytes: a whole number of bytes, or a number with a binary suffix (`512Ki`,
+/// `16Mi`, `1Gi`), between `min` and `max`.
+pub(super) fn byte_size(
+    key: &str,
+    v: &RawQuantity,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let invalid = |text: &str| {
+        ConfigError::invalid(
+            key,
+            format!("invalid size {text:?} (bytes, or a number with Ki, Mi or Gi, e.g. 16Mi)"),
+        )
+    };
+    let bytes = match v {
+        RawQuantity::Integer(n) => u64::try_from(*n).map_err(|_| invalid(&n.to_string()))?,
+        RawQuantity::Decimal(x) => return Err(invalid(&x.to_string())),
+        RawQuantity::Text(s) => {
+            let t = s.trim();
+            let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+                Some(i) => t.split_at(i),
+                None => (t, ""),
+            };
+            let unit = match unit {
+                "" => 1,
+                "Ki" => 1 << 10,
+                "Mi" => 1 << 20,
+                "Gi" => 1 << 30,
+                _ => return Err(invalid(s)),
+            };
+            num.parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(unit))
+                .ok_or_else(|| invalid(s))?
+        }
+    };
+    if !(min..=max).contains(&bytes) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{bytes} bytes is not between {min} and {max}"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Checks a quantity as Kubernetes parses it ([`Quantity`](super::Quantity)) and returns its text;
 /// a capacity or allocatable below zero is refused (a Node's resources cannot be).
 pub(super) fn quantity(key: &str, v: &RawQuantity) -> Result<String, ConfigError> {
@@ -189,6 +234,34 @@ mod tests {
                 .to_string()
                 .contains("negative")
         );
+    }
+
+    #[test]
+    fn byte_sizes_take_bytes_or_binary_suffixes_within_bounds() {
+        let size = |q: RawQuantity| byte_size("k", &q, 1024, 1 << 30);
+        assert_eq!(size(RawQuantity::Integer(4096)).expect("bytes"), 4096);
+        assert_eq!(
+            size(RawQuantity::Text("16Mi".into())).expect("Mi"),
+            16 << 20
+        );
+        assert_eq!(
+            size(RawQuantity::Text(" 512Ki ".into())).expect("Ki"),
+            512 << 10
+        );
+        assert_eq!(
+            size(RawQuantity::Text("16MB".into()))
+                .unwrap_err()
+                .to_string(),
+            "k: invalid size \"16MB\" (bytes, or a number with Ki, Mi or Gi, e.g. 16Mi)"
+        );
+        assert_eq!(
+            size(RawQuantity::Text("2Gi".into()))
+                .unwrap_err()
+                .to_string(),
+            "k: 2147483648 bytes is not between 1024 and 1073741824"
+        );
+        assert!(size(RawQuantity::Integer(-1)).is_err());
+        assert!(size(RawQuantity::Decimal(1.5)).is_err());
     }
 
     #[test]

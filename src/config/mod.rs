@@ -8,9 +8,11 @@
 //! `node_groups.groups."a/b".options.scale_down_unneeded_time: invalid duration "2x"`.
 //!
 //! Inside, imports point one way: `validate` (the whole file, one step per part) uses `groups`
-//! (node groups), both use `fields` (single values), and everything uses `model`, `error` and
-//! `raw` (the file as written), which use nothing of the module.
+//! (node groups) and `answer_size` (the largest group CA can be told about), all use `fields`
+//! (single values), and everything uses `model`, `error` and `raw` (the file as written), which
+//! use nothing of the module.
 
+mod answer_size;
 mod env;
 mod error;
 mod fields;
@@ -25,11 +27,12 @@ mod validate;
 
 use std::path::Path;
 
+pub use answer_size::{longest_provider_id, max_instances_in_answer};
 pub use env::{Env, ProcessEnv};
 pub use error::ConfigError;
 pub use fields::key_path;
 pub use model::{
-    AddressProperties, Config, Discovery, GroupSettings, LeaseConfig, LeaseMode,
+    AddressProperties, Config, Discovery, GroupSettings, GrpcConnections, LeaseConfig, LeaseMode,
     NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, PoolsConfig, StaticGroup,
     TaintSpec, TemplateSpec, TlsFiles,
 };
@@ -38,6 +41,8 @@ pub use quantity::{QUANTITY_FORMS, Quantity, QuantityError, QuantityFormat};
 
 /// Re-exported: the format belongs to the logging, the configuration only chooses it.
 pub use crate::observability::LogFormat;
+/// Re-exported: the HTTP port's connection handling, which the configuration only sets.
+pub use crate::observability::http::HttpConnections;
 
 impl Config {
     /// Reads the optional file, applies the overrides and validates everything.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::provider_id::ProviderIdTemplate;
 use crate::cloudify::ClientSettings;
 use crate::observability::LogFormat;
+use crate::observability::http::HttpConnections;
 
 /// Files for mTLS on the gRPC port.
 #[derive(Debug, Clone)]
@@ -21,6 +22,44 @@ pub struct TlsFiles {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// How the gRPC port treats its connections (`grpc.*`; issue 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcConnections {
+    /// After the Lease is lost (and at shutdown) connections get this long to finish their calls
+    /// after the GOAWAY; what is still open then is closed (`grpc.drain_timeout`, default 5 s:
+    /// CA's default call deadline, after which CA has given up on the call anyway).
+    pub drain_timeout: Duration,
+    /// An HTTP/2 PING goes to a connection that has sent nothing for this long
+    /// (`grpc.keepalive_interval`, default 10 s).
+    pub keepalive_interval: Duration,
+    /// A PING not answered within this closes the connection (`grpc.keepalive_timeout`, default
+    /// 10 s). A connection that sends nothing for interval + timeout (no request, no PING
+    /// answer, not even its TLS or HTTP/2 greeting) is closed.
+    pub keepalive_timeout: Duration,
+    /// Open connections at most; more are closed at once (`grpc.max_connections`, default 100:
+    /// CA keeps one).
+    pub max_connections: usize,
+}
+
+impl Default for GrpcConnections {
+    fn default() -> Self {
+        GrpcConnections {
+            drain_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connections: 100,
+        }
+    }
+}
+
+impl GrpcConnections {
+    /// How long a connection may send nothing: a live client answers the keepalive PINGs
+    /// within this, a silent or half-greeted one does not.
+    pub fn read_idle(&self) -> Duration {
+        self.keepalive_interval + self.keepalive_timeout
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,8 +69,12 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Allow plaintext, or TLS without a client CA, on a non-loopback address.
     pub insecure: bool,
+    /// Drain, keepalive and connection limit of the gRPC port.
+    pub grpc_connections: GrpcConnections,
     /// Plain HTTP for /healthz, /readyz, /metrics (`http.listen`; default `0.0.0.0:8087`).
     pub http_listen: SocketAddr,
+    /// Header timeout and connection limit of the HTTP port.
+    pub http_connections: HttpConnections,
     /// Text for people, JSON for log collectors.
     pub log_format: LogFormat,
     /// A tracing filter directive (`info,autoscaler_cloudify=debug`), already checked to parse.

@@ -8,11 +8,14 @@ use std::time::Duration;
 use super::env::Env;
 use super::error::ConfigError;
 use super::fields::RawSwitch;
-use super::fields::{duration, read_secret_file, socket_addr};
-use super::model::{Config, LeaseConfig, LeaseMode, NodeControllerConfig, Overrides, TlsFiles};
+use super::fields::{byte_size, duration, read_secret_file, socket_addr};
+use super::model::{
+    Config, GrpcConnections, LeaseConfig, LeaseMode, NodeControllerConfig, Overrides, TlsFiles,
+};
 use super::raw::{RawCloudify, RawConfig};
 use crate::cloudify::{Auth, ClientSettings};
 use crate::observability::LogFormat;
+use crate::observability::http::HttpConnections;
 
 pub(super) fn parse_yaml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     if text.trim().is_empty() {
@@ -48,6 +51,7 @@ pub(super) fn build(
     apply_overrides(&mut raw, ov);
     let (grpc_listen, http_listen) = listen_addresses(&raw, ov)?;
     let tls = tls_files(&raw, ov)?;
+    let (grpc_connections, http_connections) = connections(&raw)?;
     let (log_format, log_level) = logging(&raw, ov, env)?;
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
     let cloudify = cloudify_entries(&raw, env).map_err(|e| match &ov.cloudify_url {
@@ -63,13 +67,16 @@ pub(super) fn build(
         }
         e
     })?;
+    super::answer_size::check(&node_groups, &cloudify)?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
     let lease = lease(&raw.lease, ov)?;
     Ok(Config {
         grpc_listen,
         tls,
         insecure: ov.insecure || raw.grpc.insecure.unwrap_or(false),
+        grpc_connections,
         http_listen,
+        http_connections,
         log_format,
         log_level,
         refresh_interval,
@@ -177,6 +184,61 @@ fn tls_files(raw: &RawConfig, ov: &Overrides) -> Result<Option<TlsFiles>, Config
     }
 }
 
+/// How both ports treat their connections: drain, keepalive, header timeout, limits (issue 20).
+fn connections(raw: &RawConfig) -> Result<(GrpcConnections, HttpConnections), ConfigError> {
+    let positive = |key: &str, v: &Option<String>, default: Duration| match v {
+        None => Ok(default),
+        Some(text) => match duration(key, text)? {
+            d if d.is_zero() => Err(ConfigError::invalid(key, "must be positive")),
+            d => Ok(d),
+        },
+    };
+    let limit = |key: &str, v: Option<i64>, default: usize| match v {
+        None => Ok(default),
+        Some(n) if (1..=100_000).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ConfigError::invalid(
+            key,
+            format!("{n} is not between 1 and 100000"),
+        )),
+    };
+    let (g, h) = (GrpcConnections::default(), HttpConnections::default());
+    let grpc = GrpcConnections {
+        // Zero is allowed: close at once, without waiting for calls in flight.
+        drain_timeout: match &raw.grpc.drain_timeout {
+            Some(v) => duration("grpc.drain_timeout", v)?,
+            None => g.drain_timeout,
+        },
+        keepalive_interval: positive(
+            "grpc.keepalive_interval",
+            &raw.grpc.keepalive_interval,
+            g.keepalive_interval,
+        )?,
+        keepalive_timeout: positive(
+            "grpc.keepalive_timeout",
+            &raw.grpc.keepalive_timeout,
+            g.keepalive_timeout,
+        )?,
+        max_connections: limit(
+            "grpc.max_connections",
+            raw.grpc.max_connections,
+            g.max_connections,
+        )?,
+    };
+    let http = HttpConnections {
+        header_read_timeout: positive(
+            "http.header_read_timeout",
+            &raw.http.header_read_timeout,
+            h.header_read_timeout,
+        )?,
+        max_connections: limit(
+            "http.max_connections",
+            raw.http.max_connections,
+            h.max_connections,
+        )?,
+    };
+    Ok((grpc, http))
+}
+
 /// Log format and level. The level is checked here (the flag's value was checked by clap
 /// already) because tracing would read a bad directive as a target and log less than asked for,
 /// or nothing; `RUST_LOG`, which wins over both, is checked too.
@@ -280,6 +342,11 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
             "must be positive",
         ));
     }
+    // At least 64 KiB (a single execution answer with its parameters), at most 1 GiB.
+    let max_response_bytes = match &c.max_response_size {
+        Some(v) => byte_size(&k("max_response_size"), v, 64 << 10, 1 << 30)?,
+        None => crate::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
+    };
     Ok(ClientSettings {
         name: c.name.clone().unwrap_or_else(|| {
             if i == 0 {
@@ -294,6 +361,7 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
         ca_cert_pem,
         insecure_skip_verify: c.insecure_skip_verify.unwrap_or(false),
         request_timeout,
+        max_response_bytes,
     })
 }
 
@@ -588,6 +656,31 @@ mod tests {
     }
 
     #[test]
+    fn connection_settings_default_and_are_checked() {
+        let mut raw = RawConfig::default();
+        let (grpc, http) = connections(&raw).expect("defaults");
+        assert_eq!(grpc, GrpcConnections::default());
+        assert_eq!(grpc.read_idle(), Duration::from_secs(20));
+        assert_eq!(http, HttpConnections::default());
+        raw.grpc.drain_timeout = Some("0s".into());
+        raw.http.max_connections = Some(8);
+        let (grpc, http) = connections(&raw).expect("valid");
+        assert_eq!(grpc.drain_timeout, Duration::ZERO, "zero: close at once");
+        assert_eq!(http.max_connections, 8);
+        raw.grpc.keepalive_timeout = Some("0s".into());
+        assert_eq!(
+            err(connections(&raw)),
+            "grpc.keepalive_timeout: must be positive"
+        );
+        raw.grpc.keepalive_timeout = None;
+        raw.grpc.max_connections = Some(0);
+        assert_eq!(
+            err(connections(&raw)),
+            "grpc.max_connections: 0 is not between 1 and 100000"
+        );
+    }
+
+    #[test]
     fn log_format_and_level_are_checked() {
         let none = BTreeMap::new();
         let mut raw = RawConfig::default();
@@ -675,6 +768,26 @@ mod tests {
         assert_eq!(
             err(cloudify_entries(&raw, &password())),
             "cloudify[2].name: duplicate name \"a\""
+        );
+    }
+
+    #[test]
+    fn the_answer_cap_defaults_to_16_mib_and_is_bounded() {
+        let c = cloudify_entry(0, &entry(None), &password()).expect("valid");
+        assert_eq!(c.max_response_bytes, 16 << 20);
+        let c = RawCloudify {
+            max_response_size: Some(super::super::fields::RawQuantity::Text("64Mi".into())),
+            ..entry(None)
+        };
+        let c = cloudify_entry(0, &c, &password()).expect("valid");
+        assert_eq!(c.max_response_bytes, 64 << 20);
+        let c = RawCloudify {
+            max_response_size: Some(super::super::fields::RawQuantity::Integer(1000)),
+            ..entry(None)
+        };
+        assert_eq!(
+            err(cloudify_entry(1, &c, &password())),
+            "cloudify[1].max_response_size: 1000 bytes is not between 65536 and 1073741824"
         );
     }
 

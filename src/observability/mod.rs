@@ -2,10 +2,30 @@
 //! tracing setup.
 
 pub mod http;
+mod labels;
+pub mod listener;
 pub mod metrics;
 pub mod process;
 
 use std::io::IsTerminal;
+
+/// An error and its causes on one line, each cause once. Library errors often hide the reason an
+/// operator needs in their sources: reqwest's "error sending request for url ..." the
+/// `invalid peer certificate: UnknownIssuer` under it, tonic's "transport error" the rustls
+/// error that says which certificate did not fit.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
 
 /// Log output format (`--log-format`, `log.format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

@@ -188,14 +188,13 @@ impl Env {
     /// after. TEST_CONFIG's `max_age: 0s` makes every Refresh ask for one.
     pub async fn refresh(&mut self) {
         let done = |app: &App| {
-            ["ok", "error"]
-                .iter()
-                .map(|r| {
+            use autoscaler_cloudify::observability::metrics::{RefreshResult, ResultLabels};
+            [RefreshResult::Ok, RefreshResult::Error]
+                .into_iter()
+                .map(|result| {
                     app.metrics
                         .refreshes
-                        .get_or_create(&autoscaler_cloudify::observability::metrics::ResultLabels {
-                            result: (*r).into(),
-                        })
+                        .get_or_create(&ResultLabels { result })
                         .get()
                 })
                 .sum::<u64>()

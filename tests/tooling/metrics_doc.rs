@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use autoscaler_cloudify::observability::metrics::{
-    CloudifyLabels, GroupLabels, Metrics, RouteLabels,
+    Answer, CloudifyLabels, GroupLabels, Metrics, RouteLabels,
 };
 
 /// The metric names in the first column of the table under `## Metrics`, counters without their
@@ -37,11 +37,11 @@ fn documented() -> BTreeSet<String> {
 /// data (a Cloudify route, a group) shows only once it has a series, so each gets one.
 fn exposed() -> BTreeSet<String> {
     let m = Metrics::new();
-    let route = "GET /deployments".to_owned();
+    let route = "GET /deployments";
     m.cloudify_requests
         .get_or_create(&CloudifyLabels {
-            route: route.clone(),
-            status: "200".into(),
+            route,
+            status: Answer::Status(200),
         })
         .inc();
     m.cloudify_duration

@@ -296,7 +296,7 @@ async fn carry_out(
                     status.last_execution = Some(ExecutionRef {
                         id: e.id.clone(),
                         workflow: e.workflow_id.clone(),
-                        status: e.status.clone(),
+                        status: e.status.as_str().to_owned(),
                         error: None,
                     });
                     notes.push(Note {

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::crd::{CloudifyNodePoolSpec, CloudifyNodePoolStatus, ExecutionRef, PoolCondition};
-use crate::cloudify::Execution;
 use crate::cloudify::deployments::{DeploymentState, InstallationStatus, NewDeployment};
+use crate::cloudify::{Execution, ExecutionStatus};
 
 /// The deployment label that proves a deployment was created by the pool with that uid.
 pub const UID_LABEL: &str = "k8s-nodepool-uid";
@@ -238,7 +238,7 @@ impl Draft<'_> {
             self.status.last_execution = Some(ExecutionRef {
                 id: e.id.clone(),
                 workflow: e.workflow_id.clone(),
-                status: e.status.clone(),
+                status: e.status.as_str().to_owned(),
                 error: Some(error.clone()),
             });
             let message = format!(
@@ -269,7 +269,7 @@ impl Draft<'_> {
         self.status.last_execution = Some(ExecutionRef {
             id: e.id.clone(),
             workflow: e.workflow_id.clone(),
-            status: e.status.clone(),
+            status: e.status.as_str().to_owned(),
             error: e.error.as_deref().filter(|s| !s.is_empty()).map(last_line),
         });
     }
@@ -400,7 +400,8 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             "install has not completed",
         );
         d.cond("Ready", false, "NotInstalled", "install has not completed");
-        if let Some(e) = latest.filter(|e| e.workflow_id == "install" && e.status == "failed")
+        if let Some(e) =
+            latest.filter(|e| e.workflow_id == "install" && e.status == ExecutionStatus::Failed)
             && let Some(wait) = d.failed_execution(e, "InstallFailed")
         {
             return d.done(Action::None, "Failed", wait);
@@ -421,7 +422,8 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         .filter(|(k, v)| dep.inputs.get(k) != Some(v))
         .collect();
     if !changed.is_empty() {
-        let failed_update = latest.filter(|e| e.workflow_id == "update" && e.status == "failed");
+        let failed_update =
+            latest.filter(|e| e.workflow_id == "update" && e.status == ExecutionStatus::Failed);
         if d.status.update_generation == Some(o.generation)
             && let Some(e) = failed_update
         {
@@ -475,7 +477,8 @@ fn deleting(
     if active.is_some() {
         return d.done(Action::None, "Deleting", PROGRESS);
     }
-    if let Some(e) = latest.filter(|e| e.workflow_id == "uninstall" && e.status == "failed")
+    if let Some(e) =
+        latest.filter(|e| e.workflow_id == "uninstall" && e.status == ExecutionStatus::Failed)
         && let Some(wait) = d.failed_execution(e, "UninstallFailed")
     {
         return d.done(Action::None, "Deleting", wait);
