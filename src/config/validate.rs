@@ -577,6 +577,28 @@ fn label_key(key: &str, text: &str) -> Result<String, ConfigError> {
     Ok(text.to_owned())
 }
 
+/// `pools.flavors`, every quantity checked as a template's capacity is.
+fn flavors(
+    raw: &std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, super::fields::RawQuantity>,
+    >,
+) -> Result<
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    ConfigError,
+> {
+    let mut out = std::collections::BTreeMap::new();
+    for (flavor, resources) in raw {
+        let mut capacity = std::collections::BTreeMap::new();
+        for (name, q) in resources {
+            let key = super::fields::key_path(&["pools", "flavors", flavor, name]);
+            capacity.insert(name.clone(), super::fields::quantity(&key, q)?);
+        }
+        out.insert(flavor.clone(), capacity);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -814,26 +836,4 @@ mod tests {
         ));
         assert!(err(auth(0, &entry(None), &env)).contains("CLOUDIFY_PASSWORD is not set"));
     }
-}
-
-/// `pools.flavors`, every quantity checked as a template's capacity is.
-fn flavors(
-    raw: &std::collections::BTreeMap<
-        String,
-        std::collections::BTreeMap<String, super::fields::RawQuantity>,
-    >,
-) -> Result<
-    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-    ConfigError,
-> {
-    let mut out = std::collections::BTreeMap::new();
-    for (flavor, resources) in raw {
-        let mut capacity = std::collections::BTreeMap::new();
-        for (name, q) in resources {
-            let key = super::fields::key_path(&["pools", "flavors", flavor, name]);
-            capacity.insert(name.clone(), super::fields::quantity(&key, q)?);
-        }
-        out.insert(flavor.clone(), capacity);
-    }
-    Ok(out)
 }
