@@ -22,7 +22,7 @@ use crate::kube::lease::label::{LabelWritten, PodLabelTarget};
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
 use crate::kube::services::ServiceController;
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
-use crate::observability::http::{NodesFn, ReadinessFn};
+use crate::observability::http::{HttpConnections, NodesFn, ReadinessFn};
 use crate::observability::metrics::Metrics;
 
 /// Starting the provider failed.
@@ -165,6 +165,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     let kube = if config.node_controller.enabled
         || config.lease.mode != LeaseMode::Off
         || config.load_balancers.enabled
+        || config.pools.enabled
     {
         crate::kube::connect().await?
     } else {
@@ -217,6 +218,41 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
             leader_fn(Some(e)),
         ));
     }
+    if config.pools.enabled {
+        match kube_for_label.clone() {
+            Some(client) => {
+                // CloudifyNodePools (issue 22): every replica serves them, the leader owns them.
+                let managers = config
+                    .cloudify
+                    .iter()
+                    .map(|c| crate::kube::pools::registry::ManagerEntry {
+                        name: c.name.clone(),
+                        tenant: c.tenant.clone(),
+                    })
+                    .collect();
+                let lifecycles = clients
+                    .iter()
+                    .map(|c| {
+                        Arc::clone(c) as Arc<dyn crate::cloudify::deployments::DeploymentLifecycle>
+                    })
+                    .collect();
+                let (task, registry) = crate::kube::pools::controller::spawn(
+                    client,
+                    Arc::clone(&inventory),
+                    managers,
+                    lifecycles,
+                    config.pools.cluster_labels.clone(),
+                    config.pools.flavors.clone(),
+                    leader_fn(election.as_ref()),
+                );
+                inventory.set_pool_source(registry);
+                background.push(task);
+            }
+            None => tracing::warn!(
+                "pools.enabled, but no Kubernetes credentials: CloudifyNodePools are not served"
+            ),
+        }
+    }
     let service_controller = service_controller(
         config,
         kube_for_label.clone(),
@@ -235,6 +271,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     );
     let (http_addr, http_task) = serve_http(
         config.http_listen,
+        config.http_connections,
         &metrics,
         readiness,
         node_controller.as_ref().map(nodes_fn),
@@ -242,13 +279,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     .await?;
     background.push(http_task);
 
-    let grpc = crate::grpc::serve(
-        config.grpc_listen,
-        config.tls.as_ref(),
-        config.insecure,
-        Provider::new(Arc::clone(&service), Arc::clone(&metrics)),
-    )
-    .await?;
+    let grpc = serve_grpc(config, &service, &metrics).await?;
     if let Some(e) = &election {
         background.push(follow_leadership(
             e.leading.clone(),
@@ -308,6 +339,22 @@ fn service_controller(
         leader_fn(election),
         election.map(|e| e.leading.clone()),
     )))
+}
+
+/// Binds the gRPC port as the configuration says (address, TLS, connection handling).
+async fn serve_grpc(
+    config: &Config,
+    service: &Arc<NodeGroupService>,
+    metrics: &Arc<Metrics>,
+) -> Result<ServerHandle, ServeError> {
+    crate::grpc::serve(
+        config.grpc_listen,
+        config.tls.as_ref(),
+        config.insecure,
+        &config.grpc_connections,
+        Provider::new(Arc::clone(service), Arc::clone(metrics)),
+    )
+    .await
 }
 
 /// Starts the task that keeps the leader label on this replica's Pod, when `lease.leader_label`
@@ -400,12 +447,13 @@ fn nodes_fn(controller: &Arc<NodeController>) -> NodesFn {
 /// background.
 async fn serve_http(
     addr: SocketAddr,
+    connections: HttpConnections,
     metrics: &Arc<Metrics>,
     readiness: ReadinessFn,
     nodes: Option<NodesFn>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AppError> {
     let (bound, server) =
-        crate::observability::http::bind(addr, Arc::clone(metrics), readiness, nodes)
+        crate::observability::http::bind(addr, connections, Arc::clone(metrics), readiness, nodes)
             .await
             .map_err(|source| AppError::HttpBind { addr, source })?;
     let task = tokio::spawn(async move {

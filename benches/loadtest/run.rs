@@ -225,6 +225,7 @@ fn scenario(nodes: usize, groups: usize, unmanaged: usize) -> Scenario {
             labels: labels.clone(),
             scaling_groups: vec![GroupSpec {
                 name: "workers".into(),
+                extra_vms: Vec::new(),
                 min: 0,
                 max: -1,
                 current: (per + usize::from(g < extra)) as u64,
@@ -274,7 +275,7 @@ cloudify:
     request_timeout: 60s
 node_groups:
   auto_discovery: ["cloudify:label=k8s-cluster=load"]
-  unbounded_max: 1000000
+  unbounded_max: 3000
 "#
     )
 }

@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::json;
 
+use super::client::CallKind;
 use super::{
-    Cloudify, CloudifyClient, CloudifyError, Deployment, DeploymentModification, Execution, Node,
-    NodeInstance, ScaleRequest,
+    Cloudify, CloudifyClient, CloudifyError, Deployment, DeploymentModification, Execution,
+    ExecutionStatus, Node, NodeInstance, ScaleRequest,
 };
 
 const DEPLOYMENT_FIELDS: &str = "id,labels,scaling_groups,site_name";
@@ -103,13 +104,13 @@ impl Cloudify for CloudifyClient {
     async fn scale_executions(
         &self,
         deployment_ids: &[String],
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError> {
         // An empty deployment list means "every deployment of the tenant": the refresh asks for
         // executions before it knows which deployments discovery will find.
         let mut q = repeated("deployment_id", deployment_ids);
-        q.extend(statuses.iter().map(|s| ("status", (*s).to_owned())));
+        q.extend(statuses.iter().map(|s| ("status", s.as_str().to_owned())));
         q.push(("workflow_id", "scale".into()));
         q.push(("_sort", "-created_at".into()));
         q.push(("_include", EXECUTION_FIELDS.into()));
@@ -170,7 +171,7 @@ impl Cloudify for CloudifyClient {
         self.send(
             "POST /executions",
             || self.request(Method::POST, "/executions").json(&body),
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -180,7 +181,7 @@ impl Cloudify for CloudifyClient {
         self.send(
             "GET /executions/{id}",
             || self.request(Method::GET, &path),
-            true,
+            CallKind::Read,
         )
         .await
     }
@@ -191,7 +192,7 @@ impl Cloudify for CloudifyClient {
         self.send(
             "POST /executions/{id}",
             || self.request(Method::POST, &path).json(&body),
-            false,
+            CallKind::Write,
         )
         .await
     }

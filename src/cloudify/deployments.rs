@@ -33,6 +33,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::client::CallKind;
 use super::models::{Execution, Label, ScalingGroup, lenient};
 use super::{CloudifyClient, CloudifyError};
 
@@ -405,7 +406,7 @@ impl DeploymentLifecycle for CloudifyClient {
                     .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
                     .body(body.clone())
             },
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -417,7 +418,7 @@ impl DeploymentLifecycle for CloudifyClient {
             self.send(
                 "GET /blueprints/{id}",
                 || self.request(Method::GET, &path).query(&query),
-                true,
+                CallKind::Read,
             )
             .await,
         )
@@ -447,7 +448,7 @@ impl DeploymentLifecycle for CloudifyClient {
                     .query(&[("async_create", "true")])
                     .json(&body)
             },
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -459,7 +460,7 @@ impl DeploymentLifecycle for CloudifyClient {
             self.send(
                 "GET /deployments/{id}",
                 || self.request(Method::GET, &path).query(&query),
-                true,
+                CallKind::Read,
             )
             .await,
         )
@@ -479,7 +480,7 @@ impl DeploymentLifecycle for CloudifyClient {
         self.send(
             "POST /executions",
             || self.request(Method::POST, "/executions").json(&body),
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -514,7 +515,7 @@ impl DeploymentLifecycle for CloudifyClient {
             .send(
                 "GET /deployments/{id}/outputs",
                 || self.request(Method::GET, &path),
-                true,
+                CallKind::Read,
             )
             .await?;
         Ok(answer.outputs.unwrap_or_default())
@@ -526,7 +527,7 @@ impl DeploymentLifecycle for CloudifyClient {
             .send(
                 "GET /deployments/{id}/capabilities",
                 || self.request(Method::GET, &path),
-                true,
+                CallKind::Read,
             )
             .await?;
         Ok(answer.capabilities.unwrap_or_default())
@@ -551,7 +552,7 @@ impl DeploymentLifecycle for CloudifyClient {
         self.send(
             "POST /deployment-updates/{id}/update/initiate",
             || self.request(Method::POST, &path).json(&body),
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -565,7 +566,7 @@ impl DeploymentLifecycle for CloudifyClient {
         self.send(
             "GET /deployment-updates/{id}",
             || self.request(Method::GET, &path).query(&query),
-            true,
+            CallKind::Read,
         )
         .await
     }
@@ -578,7 +579,7 @@ impl DeploymentLifecycle for CloudifyClient {
             .send(
                 "DELETE /deployments/{id}",
                 || self.request(Method::DELETE, &path).query(&query),
-                false,
+                CallKind::Write,
             )
             .await?;
         Ok(())

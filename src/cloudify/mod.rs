@@ -7,12 +7,15 @@ mod api;
 mod client;
 pub mod deployments;
 mod error;
+mod execution_status;
 pub mod fake;
 pub mod models;
 
-pub use client::{Auth, ClientSettings, CloudifyClient};
+pub use client::{Auth, ClientSettings, CloudifyClient, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::CloudifyError;
-pub use models::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
+pub use models::{
+    Deployment, DeploymentModification, Execution, ExecutionStatus, Node, NodeInstance,
+};
 
 use async_trait::async_trait;
 
@@ -30,6 +33,40 @@ pub struct ScaleRequest {
     /// Roll back a deployment modification a failed, cancelled or killed scale left `started`
     /// before this one starts (`abort_started`); without it the scale would fail.
     pub abort_started: bool,
+}
+
+impl ScaleRequest {
+    /// Adds `delta` (> 0) group instances to `group`. No hints: Cloudify refuses them on a
+    /// scale-out.
+    pub fn scale_out(deployment_id: &str, group: &str, delta: i64, abort_started: bool) -> Self {
+        ScaleRequest {
+            deployment_id: deployment_id.to_owned(),
+            group: group.to_owned(),
+            delta,
+            include_instances: Vec::new(),
+            abort_started,
+        }
+    }
+
+    /// Removes exactly the named group instances: one hint each (a group-instance id or the id
+    /// of one of its member node instances) and `delta = -len`. Cloudify removes the hinted group
+    /// instances first until `|delta|` is reached and then arbitrary ones, so a second hint for
+    /// the same group instance would cost an unnamed one (issue 20): callers pass one hint per
+    /// group instance.
+    pub fn scale_in(
+        deployment_id: &str,
+        group: &str,
+        hints: Vec<String>,
+        abort_started: bool,
+    ) -> Self {
+        ScaleRequest {
+            deployment_id: deployment_id.to_owned(),
+            group: group.to_owned(),
+            delta: -i64::try_from(hints.len()).unwrap_or(i64::MAX),
+            include_instances: hints,
+            abort_started,
+        }
+    }
 }
 
 /// The slice of the Cloudify REST API this service uses. Implemented by [`CloudifyClient`] over
@@ -61,7 +98,7 @@ pub trait Cloudify: Send + Sync {
     async fn scale_executions(
         &self,
         deployment_ids: &[String],
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError>;
     /// Deployment modifications of these deployments in this status

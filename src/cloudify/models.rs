@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+pub use super::execution_status::ExecutionStatus;
+
 /// Deserializes `T`, or `T::default()` when the value is `null` or has another shape.
 pub(super) fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -23,6 +25,21 @@ where
     D: Deserializer<'de>,
 {
     Ok(value_as_i64(&Value::deserialize(d)?))
+}
+
+/// A Cloudify timestamp, RFC 3339 or without a zone (then UTC), to the second; `None` for text
+/// that is no time or a time before 1970.
+pub fn parse_timestamp(s: &str) -> Option<std::time::SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            // Cloudify often omits the zone ("2026-11-27T23:00:00.123"): it is UTC.
+            chrono::NaiveDateTime::parse_from_str(s.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|n| n.and_utc())
+        })
+        .ok()?;
+    let secs = u64::try_from(t.timestamp()).ok()?;
+    Some(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
 }
 
 /// Reads an integer from a JSON number or a numeric string.
@@ -247,9 +264,8 @@ pub struct Execution {
     /// With [`scaled_group`](Self::scaled_group), the group it scales.
     #[serde(deserialize_with = "lenient")]
     pub deployment_id: String,
-    /// Status: `queued`, `pending`, `started`, `terminated`, `failed`, `cancelled`, …
-    #[serde(deserialize_with = "lenient")]
-    pub status: String,
+    /// Cloudify's status, a closed vocabulary with `Unknown` for anything else.
+    pub status: ExecutionStatus,
     /// Cloudify's failure text; CA sees it in the error of a failed scale-out's instances (a
     /// `quota` in it makes their class `OutOfResources`).
     #[serde(deserialize_with = "lenient")]
@@ -302,21 +318,17 @@ impl DeploymentModification {
     }
 }
 
-/// Execution statuses that have not started the deployment modification yet: their delta is not
-/// in `planned_instances` yet.
-pub const WAITING_STATUSES: [&str; 3] = ["queued", "pending", "scheduled"];
-/// Statuses of executions that may still change the group.
-pub const ACTIVE_STATUSES: [&str; 7] = [
-    "queued",
-    "pending",
-    "scheduled",
-    "started",
-    "cancelling",
-    "force_cancelling",
-    "kill_cancelling",
+/// Statuses of executions that may still change the group (what the refresh asks Cloudify for
+/// when the recent executions do not cover every active one).
+pub const ACTIVE_STATUSES: [ExecutionStatus; 7] = [
+    ExecutionStatus::Queued,
+    ExecutionStatus::Pending,
+    ExecutionStatus::Scheduled,
+    ExecutionStatus::Started,
+    ExecutionStatus::Cancelling,
+    ExecutionStatus::ForceCancelling,
+    ExecutionStatus::KillCancelling,
 ];
-/// Statuses after which an execution never changes the group again.
-pub const END_STATUSES: [&str; 3] = ["terminated", "failed", "cancelled"];
 
 impl Execution {
     /// The scaled entity (`scalable_entity_name`).
@@ -346,12 +358,17 @@ impl Execution {
 
     /// True while the execution has not started its modification.
     pub fn is_waiting(&self) -> bool {
-        WAITING_STATUSES.contains(&self.status.as_str())
+        self.status.is_waiting()
     }
 
     /// True once the execution ended.
     pub fn is_ended(&self) -> bool {
-        END_STATUSES.contains(&self.status.as_str())
+        self.status.is_ended()
+    }
+
+    /// `created_at` as a time, when Cloudify gave a readable one.
+    pub fn created_time(&self) -> Option<std::time::SystemTime> {
+        self.created_at.as_deref().and_then(parse_timestamp)
     }
 }
 

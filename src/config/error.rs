@@ -25,20 +25,61 @@ pub enum ConfigError {
         message: String,
     },
     /// A value is not acceptable.
-    #[error("{key}: {problem}")]
+    #[error("{}{key}: {problem}", file_prefix(path.as_deref()))]
     Invalid {
-        /// Dotted key, e.g. `refresh.interval`.
+        /// The file that holds the key (`--config`); `None` for a flag (`--listen`), an
+        /// environment variable or text that came from no file.
+        path: Option<PathBuf>,
+        /// Dotted key, e.g. `refresh.interval`, or the flag that gave the value (`--nodes[0]`).
         key: String,
-        /// What is wrong.
+        /// What is wrong, and the expected form.
         problem: String,
     },
+}
+
+fn file_prefix(path: Option<&std::path::Path>) -> String {
+    path.map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
 }
 
 impl ConfigError {
     pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
         ConfigError::Invalid {
+            path: None,
             key: key.into(),
             problem: problem.into(),
+        }
+    }
+
+    /// Names the file a key's value came from: an operator reads `config.yaml: refresh.interval:
+    /// ...` and knows where to look. Flags and environment variables name themselves instead.
+    pub(crate) fn in_file(self, file: &std::path::Path) -> Self {
+        match self {
+            ConfigError::Invalid {
+                path: None,
+                key,
+                problem,
+            } if !key.starts_with("--") && key != "RUST_LOG" => ConfigError::Invalid {
+                path: Some(file.to_owned()),
+                key,
+                problem,
+            },
+            other => other,
+        }
+    }
+
+    /// Renames a key whose value a flag wrote into the file's place (`--nodes` replaces
+    /// `node_groups.static`), so the message names what the operator typed.
+    pub(crate) fn given_by_flag(self, file_key: &str, flag: &str) -> Self {
+        match self {
+            ConfigError::Invalid { path, key, problem } if key.starts_with(file_key) => {
+                ConfigError::Invalid {
+                    path,
+                    key: format!("{flag}{}", &key[file_key.len()..]),
+                    problem,
+                }
+            }
+            other => other,
         }
     }
 }

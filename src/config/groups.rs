@@ -155,7 +155,7 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
             Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Ok(Some(n as i32)),
             Some(n) => Err(ConfigError::invalid(
                 key(&[f]),
-                format!("{n} is not a valid size"),
+                format!("{n} is not a valid size (a whole number from 0 to 2147483647)"),
             )),
         }
     };
@@ -176,20 +176,20 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
         ),
         None => None,
     };
-    if let Some(p) = &g.node_name_property
-        && p.is_empty()
-    {
-        return Err(ConfigError::invalid(
-            key(&["node_name_property"]),
-            "must not be empty",
-        ));
+    for (field, v) in [
+        ("node_name_property", &g.node_name_property),
+        ("joining_node", &g.joining_node),
+    ] {
+        if v.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid(key(&[field]), "must not be empty"));
+        }
     }
     if let Some(p) = g.price_per_hour
         && !(p.is_finite() && p >= 0.0)
     {
         return Err(ConfigError::invalid(
             key(&["price_per_hour"]),
-            format!("{p} is not a price"),
+            format!("{p} is not a price (a number >= 0, per node and hour)"),
         ));
     }
     for (field, v) in [
@@ -233,6 +233,7 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
         max,
         provider_id_template,
         node_name_property: g.node_name_property.clone(),
+        joining_node: g.joining_node.clone(),
         price_per_hour: g.price_per_hour,
         instance_type: g.instance_type.clone(),
         region: g.region.clone(),
@@ -256,7 +257,10 @@ pub(super) fn label_value(key: &str, v: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::invalid(
             key,
-            format!("{v:?} is not a valid Kubernetes label value"),
+            format!(
+                "{v:?} is not a valid Kubernetes label value (at most 63 of A-Z a-z 0-9 . _ -, \
+                 beginning and ending with a letter or digit)"
+            ),
         ))
     }
 }

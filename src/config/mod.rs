@@ -8,9 +8,11 @@
 //! `node_groups.groups."a/b".options.scale_down_unneeded_time: invalid duration "2x"`.
 //!
 //! Inside, imports point one way: `validate` (the whole file, one step per part) uses `groups`
-//! (node groups), both use `fields` (single values), and everything uses `model`, `error` and
-//! `raw` (the file as written), which use nothing of the module.
+//! (node groups) and `answer_size` (the largest group CA can be told about), all use `fields`
+//! (single values), and everything uses `model`, `error` and `raw` (the file as written), which
+//! use nothing of the module.
 
+mod answer_size;
 mod env;
 mod error;
 mod fields;
@@ -18,6 +20,7 @@ mod groups;
 mod load_balancers;
 mod model;
 mod provider_id;
+mod quantity;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -25,18 +28,23 @@ mod validate;
 
 use std::path::Path;
 
+pub use answer_size::{longest_provider_id, max_instances_in_answer};
 pub use env::{Env, ProcessEnv};
 pub use error::ConfigError;
 pub use fields::key_path;
 pub use model::{
-    AddressProperties, BackendAddressType, Config, Discovery, GroupSettings, LB_CONTRACT_INPUTS,
-    LbBlueprint, LeaseConfig, LeaseMode, LoadBalancersConfig, NodeControllerConfig,
-    NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup, TaintSpec, TemplateSpec, TlsFiles,
+    AddressProperties, BackendAddressType, Config, Discovery, GroupSettings, GrpcConnections,
+    LB_CONTRACT_INPUTS, LbBlueprint, LeaseConfig, LeaseMode, LoadBalancersConfig,
+    NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, PoolsConfig, StaticGroup,
+    TaintSpec, TemplateSpec, TlsFiles,
 };
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
+pub use quantity::{QUANTITY_FORMS, Quantity, QuantityError, QuantityFormat};
 
 /// Re-exported: the format belongs to the logging, the configuration only chooses it.
 pub use crate::observability::LogFormat;
+/// Re-exported: the HTTP port's connection handling, which the configuration only sets.
+pub use crate::observability::http::HttpConnections;
 
 impl Config {
     /// Reads the optional file, applies the overrides and validates everything.
@@ -51,7 +59,8 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                validate::parse_yaml(&text, path)?
+                let raw = validate::parse_yaml(&text, path)?;
+                return validate::build(raw, overrides, env).map_err(|e| e.in_file(path));
             }
             None => raw::RawConfig::default(),
         };

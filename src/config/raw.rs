@@ -21,6 +21,16 @@ pub struct RawConfig {
     pub gpu_label: Option<String>,
     pub node_controller: RawNodeController,
     pub load_balancers: RawLoadBalancers,
+    pub pools: RawPools,
+}
+
+/// The `pools:` section (issue 22).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPools {
+    pub enabled: Option<bool>,
+    pub cluster_labels: std::collections::BTreeMap<String, String>,
+    pub flavors: BTreeMap<String, BTreeMap<String, RawQuantity>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -71,6 +81,10 @@ pub struct RawGrpc {
     pub listen: Option<String>,
     pub tls: Option<RawTls>,
     pub insecure: Option<bool>,
+    pub drain_timeout: Option<String>,
+    pub keepalive_interval: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -85,6 +99,8 @@ pub struct RawTls {
 #[serde(default, deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -127,6 +143,7 @@ pub struct RawCloudify {
     pub ca_cert_file: Option<String>,
     pub insecure_skip_verify: Option<bool>,
     pub request_timeout: Option<String>,
+    pub max_response_size: Option<RawQuantity>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -147,6 +164,7 @@ pub struct RawGroup {
     pub max: Option<i64>,
     pub provider_id_template: Option<String>,
     pub node_name_property: Option<String>,
+    pub joining_node: Option<String>,
     pub price_per_hour: Option<f64>,
     pub instance_type: Option<String>,
     pub region: Option<String>,

@@ -2,7 +2,9 @@
 //! the answer. Domain errors become `tonic::Status` in exactly one place, [`to_status`].
 
 mod convert;
+mod error;
 pub mod server;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +13,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::nodegroup::{DomainError, NodeGroupService};
-use crate::observability::metrics::{GrpcLabels, MethodLabels, Metrics};
+use crate::observability::metrics::{GrpcCode, GrpcLabels, MethodLabels, Metrics};
 use crate::proto;
 use crate::proto::cloud_provider_server::CloudProvider;
 
@@ -35,6 +37,30 @@ pub fn to_status(e: &DomainError) -> Status {
     }
 }
 
+/// A gRPC status code as a metric label.
+fn code_label(code: tonic::Code) -> GrpcCode {
+    use tonic::Code as C;
+    match code {
+        C::Ok => GrpcCode::Ok,
+        C::Cancelled => GrpcCode::Cancelled,
+        C::Unknown => GrpcCode::Unknown,
+        C::InvalidArgument => GrpcCode::InvalidArgument,
+        C::DeadlineExceeded => GrpcCode::DeadlineExceeded,
+        C::NotFound => GrpcCode::NotFound,
+        C::AlreadyExists => GrpcCode::AlreadyExists,
+        C::PermissionDenied => GrpcCode::PermissionDenied,
+        C::ResourceExhausted => GrpcCode::ResourceExhausted,
+        C::FailedPrecondition => GrpcCode::FailedPrecondition,
+        C::Aborted => GrpcCode::Aborted,
+        C::OutOfRange => GrpcCode::OutOfRange,
+        C::Unimplemented => GrpcCode::Unimplemented,
+        C::Internal => GrpcCode::Internal,
+        C::Unavailable => GrpcCode::Unavailable,
+        C::DataLoss => GrpcCode::DataLoss,
+        C::Unauthenticated => GrpcCode::Unauthenticated,
+    }
+}
+
 /// The tonic `CloudProvider` service: decodes each request, calls the domain, and maps its
 /// errors through [`to_status`].
 pub struct Provider {
@@ -48,19 +74,17 @@ impl Provider {
         Provider { service, metrics }
     }
 
-    fn record(&self, method: &str, started: Instant, code: tonic::Code) {
+    fn record(&self, method: &'static str, started: Instant, code: tonic::Code) {
         self.metrics
             .grpc_requests
             .get_or_create(&GrpcLabels {
-                method: method.to_owned(),
-                code: format!("{code:?}"),
+                method,
+                code: code_label(code),
             })
             .inc();
         self.metrics
             .grpc_duration
-            .get_or_create(&MethodLabels {
-                method: method.to_owned(),
-            })
+            .get_or_create(&MethodLabels { method })
             .observe(started.elapsed().as_secs_f64());
     }
 
@@ -155,9 +179,12 @@ impl CloudProvider for Provider {
             r.end_timestamp.as_ref().or(r.end_time.as_ref()),
         );
         self.call("PricingNodePrice", "", async {
-            let price =
-                self.service
-                    .node_price(&node.provider_id, &node.name, &node.labels, hours?)?;
+            let price = self.service.catalog().node_price(
+                &node.provider_id,
+                &node.name,
+                &node.labels,
+                hours?,
+            )?;
             Ok(proto::PricingNodePriceResponse { price })
         })
         .await
@@ -178,7 +205,7 @@ impl CloudProvider for Provider {
             r.pod_bytes
         };
         self.call("PricingPodPrice", "", async {
-            let price = self.service.pod_price(&pod, hours?)?;
+            let price = self.service.catalog().pod_price(&pod, hours?)?;
             Ok(proto::PricingPodPriceResponse { price })
         })
         .await
@@ -190,7 +217,7 @@ impl CloudProvider for Provider {
     ) -> Result<Response<proto::GpuLabelResponse>, Status> {
         self.call("GPULabel", "", async {
             Ok(proto::GpuLabelResponse {
-                label: self.service.gpu_label(),
+                label: self.service.catalog().gpu_label(),
             })
         })
         .await
@@ -204,6 +231,7 @@ impl CloudProvider for Provider {
             Ok(proto::GetAvailableGpuTypesResponse {
                 gpu_types: self
                     .service
+                    .catalog()
                     .gpu_types()
                     .into_iter()
                     .map(|t| (t, prost_types::Any::default()))
@@ -309,7 +337,7 @@ impl CloudProvider for Provider {
     ) -> Result<Response<proto::NodeGroupTemplateNodeInfoResponse>, Status> {
         let id = req.into_inner().id;
         self.call("NodeGroupTemplateNodeInfo", &id, async {
-            let bytes = self.service.template_node_info(&id)?;
+            let bytes = self.service.catalog().template_node_info(&id)?;
             // The same encoded v1.Node in the legacy field 1 (CA <= 1.34.1) and nodeBytes (2).
             Ok(proto::NodeGroupTemplateNodeInfoResponse {
                 node_info: bytes.as_ref().clone(),
@@ -326,7 +354,7 @@ impl CloudProvider for Provider {
         let r = req.into_inner();
         self.call("NodeGroupGetOptions", &r.id, async {
             let defaults = convert::options_from_proto(r.defaults.as_ref());
-            let merged = self.service.options(&r.id, defaults)?;
+            let merged = self.service.catalog().options(&r.id, defaults)?;
             Ok(proto::NodeGroupAutoscalingOptionsResponse {
                 node_group_autoscaling_options: Some(convert::options_to_proto(&merged)),
             })

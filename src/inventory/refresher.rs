@@ -12,12 +12,14 @@ use arc_swap::ArcSwap;
 
 use super::Snapshot;
 use super::build::{SourceData, build_snapshot};
+use super::pools::PoolSource;
 use crate::cloudify::models::ACTIVE_STATUSES;
 use crate::cloudify::{
-    Cloudify, CloudifyError, Deployment, DeploymentModification, Execution, Node, NodeInstance,
+    Cloudify, CloudifyError, Deployment, DeploymentModification, Execution, ExecutionStatus, Node,
+    NodeInstance,
 };
 use crate::config::NodeGroupsConfig;
-use crate::observability::metrics::{GroupLabels, Metrics, ResultLabels};
+use crate::observability::metrics::{GroupLabels, Metrics, RefreshResult, ResultLabels};
 
 /// A refresh that did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +82,12 @@ pub type RefreshGeneration = u64;
 pub struct Inventory {
     current: ArcSwap<Snapshot>,
     sources: Vec<Arc<dyn Cloudify>>,
-    config: Arc<NodeGroupsConfig>,
+    /// The configuration plus the pools of the last refresh ([`super::pools`]).
+    config: ArcSwap<NodeGroupsConfig>,
+    /// The configuration as loaded.
+    base_config: Arc<NodeGroupsConfig>,
+    /// Pools declared as Kubernetes objects, when the pool controller runs.
+    pools: std::sync::OnceLock<Arc<dyn PoolSource>>,
     refresh_lock: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<(String, bool)>>,
     ready: tokio::sync::watch::Sender<bool>,
@@ -102,7 +109,9 @@ impl Inventory {
             current: ArcSwap::new(Arc::clone(&empty)),
             generation: tokio::sync::watch::channel((0, empty)).0,
             sources,
-            config,
+            config: ArcSwap::new(Arc::clone(&config)),
+            base_config: config,
+            pools: std::sync::OnceLock::new(),
             refresh_lock: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
             ready: tokio::sync::watch::channel(false).0,
@@ -135,9 +144,33 @@ impl Inventory {
         &self.sources
     }
 
-    /// The node-group configuration.
-    pub fn config(&self) -> &NodeGroupsConfig {
-        &self.config
+    /// The node-group configuration, with the pools of the last refresh.
+    pub fn config(&self) -> Arc<NodeGroupsConfig> {
+        self.config.load_full()
+    }
+
+    /// Serves the pools of `source` as node groups from the next refresh on (once; a second
+    /// source is ignored).
+    pub fn set_pool_source(&self, source: Arc<dyn PoolSource>) {
+        if self.pools.set(source).is_err() {
+            tracing::warn!("a pool source is already set");
+        }
+    }
+
+    /// The configuration this refresh works with: the loaded one plus the pools now declared.
+    fn effective_config(&self) -> Arc<NodeGroupsConfig> {
+        let Some(source) = self.pools.get() else {
+            return Arc::clone(&self.base_config);
+        };
+        let prefixed = self.sources.len() > 1;
+        let names: Vec<String> = self.sources.iter().map(|c| c.name().to_owned()).collect();
+        let config = super::pools::with_pools(&self.base_config, &source.pools(), |p| {
+            let entry = names.get(p.source).map_or("", String::as_str);
+            super::build::group_id(entry, prefixed, &p.deployment, &p.group)
+        });
+        let config = Arc::new(config);
+        self.config.store(Arc::clone(&config));
+        config
     }
 
     /// True once a complete snapshot is loaded.
@@ -187,11 +220,11 @@ impl Inventory {
             return Ok(snap);
         }
         let started = Instant::now();
-        let result = self.fetch_and_build().await;
+        let result = super::changes::with_progress(!snap.complete, self.fetch_and_build()).await;
         self.metrics
             .refresh_duration
             .observe(started.elapsed().as_secs_f64());
-        let label = |r: &str| ResultLabels { result: r.into() };
+        let label = |result: RefreshResult| ResultLabels { result };
         match result {
             Ok(snap) => {
                 let snap = Arc::new(snap);
@@ -201,7 +234,12 @@ impl Inventory {
                     *s = Arc::clone(&snap);
                 });
                 log_new_failures(&previous, &snap);
-                self.metrics.refreshes.get_or_create(&label("ok")).inc();
+                super::report_snapshot_problems(&previous, &snap, &self.metrics);
+                super::changes::log_group_changes(&previous, &snap, &self.config());
+                self.metrics
+                    .refreshes
+                    .get_or_create(&label(RefreshResult::Ok))
+                    .inc();
                 self.publish_gauges(&snap);
                 if let Ok(mut e) = self.last_error.lock()
                     && e.take().is_some()
@@ -212,7 +250,10 @@ impl Inventory {
                 Ok(snap)
             }
             Err(e) => {
-                self.metrics.refreshes.get_or_create(&label("error")).inc();
+                self.metrics
+                    .refreshes
+                    .get_or_create(&label(RefreshResult::Error))
+                    .inc();
                 tracing::warn!(error = %e, "inventory refresh failed; serving the previous snapshot");
                 if let Ok(mut last) = self.last_error.lock() {
                     *last = Some((
@@ -294,19 +335,20 @@ impl Inventory {
     }
 
     async fn fetch_and_build(&self) -> Result<Snapshot, InventoryError> {
+        let config = self.effective_config();
         let fetched_at = Instant::now();
         let fetched_at_wall = SystemTime::now();
         let fetches = self
             .sources
             .iter()
             .enumerate()
-            .map(|(i, c)| fetch_source(i, c.as_ref(), &self.config));
+            .map(|(i, c)| fetch_source(i, c.as_ref(), &config));
         let data = futures::future::try_join_all(fetches).await?;
         Ok(build_snapshot(
             fetched_at,
             fetched_at_wall,
             &data,
-            &self.config,
+            &config,
             self.sources.len() > 1,
         ))
     }
@@ -337,7 +379,7 @@ impl Collected {
     /// deployment's `planned_instances` is what its started modification (or none) says.
     /// Otherwise a scale could be counted twice (as waiting and in planned) or not at all.
     fn consistent(&self) -> bool {
-        let statuses = |list: &[Execution]| -> HashMap<String, String> {
+        let statuses = |list: &[Execution]| -> HashMap<String, ExecutionStatus> {
             list.iter()
                 .map(|e| (e.id.clone(), e.status.clone()))
                 .collect()
@@ -380,9 +422,11 @@ async fn collect(c: &dyn Cloudify, deployment_ids: &[String]) -> Result<Collecte
             .await?;
         executions.extend(active.into_iter().filter(|e| !known.contains(&e.id)));
     }
-    let modifications = c
+    let mut modifications = c
         .deployment_modifications(deployment_ids, "started")
         .await?;
+    let ended = ended_modifications(c, &executions, &modifications).await?;
+    modifications.extend(ended);
     let deployments = c.deployments_by_id(deployment_ids).await?;
     let nodes = c.nodes(deployment_ids).await?;
     let mut compute_ids: Vec<String> = nodes
@@ -413,8 +457,48 @@ async fn collect(c: &dyn Cloudify, deployment_ids: &[String]) -> Result<Collecte
     })
 }
 
+/// The ended (finished or rolled back) modifications of the executions that read `started`
+/// but own no started modification. Issue 19: on the real manager a scale's modification ends
+/// 0.4-2.6 s before its execution leaves `started`; without it such an execution reads as one
+/// that has not started its modification yet, and its delta was counted a second time. Read
+/// only for the deployments of such executions, so a refresh with no scale in that window (or
+/// in the one before its modification starts) makes no extra call.
+async fn ended_modifications(
+    c: &dyn Cloudify,
+    executions: &[Execution],
+    started: &[DeploymentModification],
+) -> Result<Vec<DeploymentModification>, CloudifyError> {
+    let owners: HashSet<&str> = started.iter().filter_map(|m| m.execution_id()).collect();
+    let unknown: HashSet<&str> = executions
+        .iter()
+        .filter(|e| !e.is_waiting() && !e.is_ended() && !owners.contains(e.id.as_str()))
+        .map(|e| e.id.as_str())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut deployments: Vec<String> = executions
+        .iter()
+        .filter(|e| unknown.contains(e.id.as_str()))
+        .map(|e| e.deployment_id.clone())
+        .collect();
+    deployments.sort();
+    deployments.dedup();
+    let mut out = Vec::new();
+    for status in ["finished", "rolledback"] {
+        out.extend(
+            c.deployment_modifications(&deployments, status)
+                .await?
+                .into_iter()
+                .filter(|m| m.execution_id().is_some_and(|e| unknown.contains(e))),
+        );
+    }
+    Ok(out)
+}
+
 /// One source's REST calls: the discovery searches (one per rule), then collect passes of
-/// executions, started modifications, deployments, nodes, one call per 1000 VM instances and
+/// executions, started modifications (and the ended ones of executions still `started`),
+/// deployments, nodes, one call per 1000 VM instances and
 /// the executions again, repeated (at most [`COLLECT_ATTEMPTS`] times) while a scale moved
 /// during the pass; then the refresh fails and the previous snapshot stays.
 async fn fetch_source(
@@ -476,9 +560,9 @@ async fn fetch_source(
     let mut failed = Vec::new();
     let mut ended = Vec::new();
     for e in pass.executions {
-        if ACTIVE_STATUSES.contains(&e.status.as_str()) {
+        if e.status.is_active() {
             active.push(e);
-        } else if e.status == "failed" {
+        } else if e.status == ExecutionStatus::Failed {
             failed.push(e);
         } else {
             ended.push(e);

@@ -224,6 +224,7 @@ mod tests {
                 })
                 .collect(),
             vm_nodes: Vec::new(),
+            joining_node: None,
             seen_executions: Vec::new(),
             orphan_modification: false,
             debug: String::new(),

@@ -8,6 +8,7 @@
 pub mod events;
 pub mod lease;
 pub mod nodes;
+pub mod pools;
 pub mod services;
 
 /// Connecting to the Kubernetes API server failed.

@@ -194,10 +194,13 @@ fi
 mkdir -p "$LOGS/rest"
 
 # --- REST service (plain HTTP on loopback: what the provider and the tests talk to) ---------------
+# Sync workers, so count them: a blueprint upload holds one until its upload workflow ends, and
+# that workflow needs free workers to report back (through nginx). With 2 workers, two drivers
+# uploading or creating at once deadlocked until the REST service's 120-try wait gave up.
 need_port rest "$REST_PORT"
 if ! pid_alive rest; then
   launch rest env MANAGER_REST_CONFIG_PATH="$ETC/cloudify-rest.conf" MANAGER_REST_SECURITY_CONFIG_PATH="$ETC/rest-security.conf" \
-    "$VENV/bin/gunicorn" --workers 2 --timeout 300 --chdir / --bind "127.0.0.1:$REST_PORT" manager_rest.wsgi:app
+    "$VENV/bin/gunicorn" --workers "$REST_WORKERS" --timeout 300 --chdir / --bind "127.0.0.1:$REST_PORT" manager_rest.wsgi:app
 fi
 # Not /api/v3.1/ok: without Prometheus it answers 500 "FAIL" (it reports service health).
 rest_up() { curl -sf -u "$ADMIN_USER:$ADMIN_PASSWORD" "$1/api/v3.1/version"; }

@@ -4,8 +4,11 @@
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if external_manager; then
-  code="$(curl -s -o /dev/null -w '%{http_code}' "$CLOUDIFY_MANAGER_URL/api/v3.1/ok")"
-  echo "existing manager $CLOUDIFY_MANAGER_URL: /api/v3.1/ok -> $code"; [ "$code" = 200 ]; exit
+  # Not /api/v3.1/ok: it answers 500 whenever one manager service (Prometheus) is inactive.
+  if [ -n "${CLOUDIFY_MANAGER_TOKEN:-}" ]; then auth=(-H "Authentication-Token: $CLOUDIFY_MANAGER_TOKEN")
+  else auth=(-u "$CLOUDIFY_MANAGER_USER:$CLOUDIFY_MANAGER_PASSWORD"); fi
+  code="$(curl -s -o /dev/null -w '%{http_code}' ${CLOUDIFY_MANAGER_CA_CERT:+--cacert "$CLOUDIFY_MANAGER_CA_CERT"} "${auth[@]}" "$CLOUDIFY_MANAGER_URL/api/v3.1/version")"
+  echo "existing manager $CLOUDIFY_MANAGER_URL: GET /api/v3.1/version with auth -> $code"; [ "$code" = 200 ]; exit
 fi
 RUN="$STATE_DIR/run"
 ok=0; total_kb=0

@@ -57,6 +57,7 @@ fn manager(test: &str) -> Option<CloudifyClient> {
         ca_cert_pem,
         insecure_skip_verify: false,
         request_timeout: Duration::from_secs(30),
+        max_response_bytes: autoscaler_cloudify::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
     };
     Some(CloudifyClient::new(settings, None).expect("client"))
 }

@@ -25,6 +25,7 @@ fn settings(url: &str, password: &str) -> ClientSettings {
         ca_cert_pem: None,
         insecure_skip_verify: false,
         request_timeout: Duration::from_millis(500),
+        max_response_bytes: autoscaler_cloudify::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 
@@ -119,13 +120,7 @@ async fn json_errors_are_typed() {
         other => panic!("expected a typed 404, got {other:?}"),
     }
     let e = c
-        .start_scale(&ScaleRequest {
-            deployment_id: "nope".into(),
-            group: "g".into(),
-            delta: 1,
-            include_instances: vec![],
-            abort_started: false,
-        })
+        .start_scale(&ScaleRequest::scale_out("nope", "g", 1, false))
         .await
         .expect_err("unknown deployment");
     assert!(e.code().is_some(), "{e}");
@@ -206,13 +201,7 @@ async fn html_error_pages_are_typed_and_only_reads_are_retried() {
     assert_eq!(hits.load(Ordering::SeqCst), 3, "a read is tried 3 times");
     hits.store(0, Ordering::SeqCst);
     let e = c
-        .start_scale(&ScaleRequest {
-            deployment_id: "d".into(),
-            group: "g".into(),
-            delta: 1,
-            include_instances: vec![],
-            abort_started: false,
-        })
+        .start_scale(&ScaleRequest::scale_out("d", "g", 1, false))
         .await
         .expect_err("502");
     assert!(e.is_unavailable());

@@ -11,7 +11,9 @@ use std::time::Duration;
 use autoscaler_cloudify::cloudify::deployments::{
     DeploymentLifecycle, DeploymentState, InstallationStatus, NewDeployment, Refusal, Workflow,
 };
-use autoscaler_cloudify::cloudify::{Auth, ClientSettings, Cloudify, CloudifyClient};
+use autoscaler_cloudify::cloudify::{
+    Auth, ClientSettings, Cloudify, CloudifyClient, ExecutionStatus,
+};
 use cloudify_sim::{FaultsPatch, Scenario, SimControl, Simulator, Timing};
 use serde_json::{Map, Value, json};
 
@@ -28,6 +30,7 @@ fn client(url: &str) -> CloudifyClient {
             ca_cert_pem: None,
             insecure_skip_verify: false,
             request_timeout: Duration::from_secs(5),
+            max_response_bytes: autoscaler_cloudify::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
         },
         None,
     )
@@ -254,7 +257,7 @@ async fn a_failed_install_leaves_the_deployment_inactive_and_a_retry_installs_it
     let after = quiet(&c, "np-f").await;
     assert_eq!(after.installation_status, InstallationStatus::Inactive);
     let execution = c.execution(&failed.id).await.expect("execution");
-    assert_eq!(execution.status, "failed");
+    assert_eq!(execution.status, ExecutionStatus::Failed);
     assert!(
         execution
             .error

@@ -4,9 +4,12 @@
 // The load test (included by loadtest_smoke) reads /proc through `crate::procfs`.
 mod blueprint_example;
 mod cli;
+mod crd;
 mod deploy_config;
 mod layering;
 mod lb_blueprints;
+mod lint_policy;
 mod loadtest_smoke;
+mod metrics_doc;
 #[path = "../kit/procfs.rs"]
 mod procfs;

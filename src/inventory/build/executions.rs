@@ -8,6 +8,8 @@
 use std::time::Duration;
 
 use super::*;
+use crate::cloudify::ExecutionStatus;
+use crate::cloudify::models::parse_timestamp as parse_time;
 
 /// How long a failed scale-out keeps being reported (as creating-with-error instances), unless
 /// CA deletes them first. CA reacts within a loop or two; this only bounds stale records.
@@ -26,7 +28,7 @@ fn modification_owner<'a>(
     m.execution_id().or_else(|| {
         active
             .iter()
-            .find(|e| e.deployment_id == m.deployment_id && e.status == "started")
+            .find(|e| e.deployment_id == m.deployment_id && e.status == ExecutionStatus::Started)
             .map(|e| e.id.as_str())
     })
 }
@@ -66,6 +68,19 @@ pub(super) fn void_orphan_modifications<'a>(
     in_planned
 }
 
+/// The active executions whose modification already ended (finished or rolled back): on the
+/// real manager it ends 0.4-2.6 s before its execution leaves `started` (issue 19). Their
+/// outcome is in `current_instances` already, and nothing of them can roll back any more.
+pub(super) fn settled_executions(src: &SourceData) -> HashSet<&str> {
+    let active: HashSet<&str> = src.active.iter().map(|e| e.id.as_str()).collect();
+    src.modifications
+        .iter()
+        .filter(|m| m.status != "started")
+        .filter_map(|m| m.execution_id())
+        .filter(|e| active.contains(e))
+        .collect()
+}
+
 /// Where an active execution's delta is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -81,7 +96,7 @@ fn phase_of(e: &Execution, in_planned: &HashSet<&str>) -> Phase {
     let modifying = in_planned.contains(e.id.as_str());
     if e.delta() == 0 {
         Phase::Uncounted
-    } else if e.is_waiting() || (e.status == "started" && !modifying) {
+    } else if e.is_waiting() || (e.status == ExecutionStatus::Started && !modifying) {
         Phase::Waiting
     } else if modifying {
         Phase::Running
@@ -102,14 +117,19 @@ pub(super) struct Removals<'a> {
 }
 
 impl Removals<'_> {
-    /// True when an active scale-in names the VM instance or its group instance. Usually no
-    /// scale-in runs: then this copies no key.
-    pub fn names(&self, deployment: &str, vm_instance: &str, group_instance: &str) -> bool {
+    /// True when an active scale-in names the group instance or one of its VMs: Cloudify
+    /// removes the whole group instance for either. Usually no scale-in runs: then this copies
+    /// no key.
+    pub fn names<'v>(
+        &self,
+        deployment: &str,
+        vms: impl IntoIterator<Item = &'v str>,
+        group_instance: &'v str,
+    ) -> bool {
         !self.named.is_empty()
-            && (self.named.contains(&(deployment, vm_instance.to_owned()))
-                || self
-                    .named
-                    .contains(&(deployment, group_instance.to_owned())))
+            && std::iter::once(group_instance)
+                .chain(vms)
+                .any(|id| self.named.contains(&(deployment, id.to_owned())))
     }
 
     /// True when the deployment has an active scale-in that names no instance.
@@ -119,10 +139,12 @@ impl Removals<'_> {
 }
 
 /// Adds each active scale execution to its group (seen, and waiting or running by its
-/// [`Phase`]) and collects what the active scale-ins remove.
+/// [`Phase`]) and collects what the active scale-ins remove. A `settled` one (its modification
+/// ended) is only seen, like an ended execution.
 pub(super) fn apply_active<'a>(
     active: &'a [Execution],
     in_planned: &HashSet<&str>,
+    settled: &HashSet<&str>,
     groups: &mut Groups<'a>,
 ) -> Removals<'a> {
     let mut removals = Removals::default();
@@ -134,6 +156,9 @@ pub(super) fn apply_active<'a>(
             continue;
         };
         g.seen_executions.push(e.id.clone());
+        if settled.contains(e.id.as_str()) {
+            continue;
+        }
         let delta = e.delta();
         let execution = WaitingExecution {
             id: e.id.clone(),
@@ -225,20 +250,6 @@ fn is_recent(e: &Execution, now: SystemTime) -> bool {
         .unwrap_or(true)
 }
 
-/// A Cloudify timestamp, RFC 3339 or without a zone (then UTC), to the second.
-fn parse_time(s: &str) -> Option<SystemTime> {
-    let t = chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&chrono::Utc))
-        .or_else(|_| {
-            // Cloudify often omits the zone ("2026-11-27T23:00:00.123"): it is UTC.
-            chrono::NaiveDateTime::parse_from_str(s.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
-                .map(|n| n.and_utc())
-        })
-        .ok()?;
-    let secs = u64::try_from(t.timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{group, groups_a_g, modification, scale};
@@ -262,6 +273,34 @@ mod tests {
         let in_planned = void_orphan_modifications(&src, &mut groups);
         assert_eq!(in_planned, HashSet::from(["s"]));
         assert!(!groups[&("a", "g")].orphan_modification);
+    }
+
+    /// Issue 19, seen on the real manager: a scale's modification ends 0.4-2.6 s before its
+    /// execution leaves `started`. A refresh in that window read the execution started, no
+    /// started modification, and planned = current = the size after the scale: the execution
+    /// counted as waiting and its delta was added a second time (TargetSize 0 on a group of min
+    /// 1 after a scale-in of 2). The refresh reads the ended modification of such an execution.
+    #[test]
+    fn a_started_execution_whose_modification_ended_is_not_counted_again() {
+        for status in ["finished", "rolledback"] {
+            let mut ended = modification("a", Some("s"), 1);
+            ended.status = status.into();
+            let src = source(vec![scale("s", "a", "started", -2, &[])], vec![ended]);
+            let mut groups = groups_a_g();
+            let in_planned = void_orphan_modifications(&src, &mut groups);
+            apply_active(
+                &src.active,
+                &in_planned,
+                &settled_executions(&src),
+                &mut groups,
+            );
+            let g = &groups[&("a", "g")];
+            assert!(g.waiting.is_empty(), "{status}: {:?}", g.waiting);
+            assert!(g.running.is_empty(), "{status}: it can no longer roll back");
+            assert_eq!(g.cloudify_target(), 3, "{status}: planned already shows it");
+            assert!(!g.orphan_modification, "{status}");
+            assert_eq!(g.seen_executions, ["s"], "{status}");
+        }
     }
 
     #[test]
@@ -335,7 +374,7 @@ mod tests {
             scale("elsewhere", "z", "queued", 1, &[]),
         ];
         let mut groups = groups_a_g();
-        let removals = apply_active(&active, &HashSet::from(["s"]), &mut groups);
+        let removals = apply_active(&active, &HashSet::from(["s"]), &HashSet::new(), &mut groups);
         let g = &groups[&("a", "g")];
         assert_eq!(g.seen_executions, ["q", "s", "u"]);
         let waiting: Vec<(&str, i32, bool)> = g
@@ -349,11 +388,15 @@ mod tests {
             (g.running[0].id.as_str(), g.running[0].cancellable),
             ("s", false)
         );
-        assert!(removals.names("a", "vm_4", "g_vm_4"));
-        assert!(removals.names("a", "vm_5", "g_vm_5"), "by group instance");
-        assert!(!removals.names("a", "vm_6", "g_vm_6"));
+        assert!(removals.names("a", ["vm_4"], "g_vm_4"));
+        assert!(removals.names("a", ["vm_5"], "g_vm_5"), "by group instance");
+        assert!(!removals.names("a", ["vm_6"], "g_vm_6"));
         assert!(
-            !removals.names("b", "vm_4", "g_vm_4"),
+            removals.names("a", ["vm_6", "vm_4"], "g_x"),
+            "by any VM of the group instance"
+        );
+        assert!(
+            !removals.names("b", ["vm_4"], "g_vm_4"),
             "another deployment's vm_4"
         );
         assert!(removals.unhinted_in("a"), "u names nothing");
@@ -364,7 +407,7 @@ mod tests {
     fn a_huge_delta_saturates_into_int32() {
         let active = vec![scale("x", "a", "queued", i64::MIN, &[])];
         let mut groups = groups_a_g();
-        apply_active(&active, &HashSet::new(), &mut groups);
+        apply_active(&active, &HashSet::new(), &HashSet::new(), &mut groups);
         assert_eq!(groups[&("a", "g")].waiting[0].delta, i32::MIN);
     }
 

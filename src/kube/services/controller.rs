@@ -29,7 +29,7 @@ use crate::cloudify::deployments::{
 };
 use crate::config::{LbBlueprint, LoadBalancersConfig};
 use crate::kube::nodes::LeaderFn;
-use crate::observability::metrics::{ActionLabels, Metrics, PhaseLabels};
+use crate::observability::metrics::{LbAction, LbActionLabels, Metrics, PhaseLabels};
 
 /// Longest backoff after failures (upstream's service controller: 5 s doubling to 300 s).
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -115,20 +115,16 @@ impl Context {
             self.metrics
                 .load_balancers
                 .services
-                .get_or_create(&PhaseLabels {
-                    phase: phase.to_owned(),
-                })
+                .get_or_create(&PhaseLabels { phase })
                 .set(n);
         }
     }
 
-    fn count(&self, action: &str) {
+    fn count(&self, action: LbAction) {
         self.metrics
             .load_balancers
             .actions
-            .get_or_create(&ActionLabels {
-                action: action.to_owned(),
-            })
+            .get_or_create(&LbActionLabels { action })
             .inc();
     }
 
@@ -345,7 +341,7 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
                     .into_iter()
                     .collect(),
             };
-            ctx.count("create");
+            ctx.count(LbAction::Create);
             match manager.create_deployment(&new).await {
                 Ok(_) => Ok(poll),
                 // Made by an earlier look whose answer was lost: read it next time.
@@ -363,7 +359,7 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
                 format!("Installing Cloudify deployment {id}"),
             )
             .await;
-            ctx.count("install");
+            ctx.count(LbAction::Install);
             workflow(manager.as_ref(), id, Workflow::Install).await?;
             Ok(poll)
         }
@@ -388,7 +384,7 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
                 ),
             )
             .await;
-            ctx.count("update");
+            ctx.count(LbAction::Update);
             // Never a reinstall (the address could change) and no heal pass: the blueprint's
             // `check_drift` and `update` operations reconfigure the load balancer in place.
             let options = UpdateOptions {
@@ -519,7 +515,7 @@ async fn read_address(
     };
     if ingress::differs(&ingress::current(svc), &wanted) {
         apply::set_ingress(&ctx.client, svc, &wanted).await?;
-        ctx.count("status");
+        ctx.count(LbAction::Status);
         apply::event(
             &ctx.recorder,
             svc,
@@ -597,7 +593,7 @@ async fn cleanup(
             format!("Uninstalling Cloudify deployment {id}"),
         )
         .await;
-        ctx.count("uninstall");
+        ctx.count(LbAction::Uninstall);
         if workflow(manager.as_ref(), id, Workflow::Uninstall).await? {
             return Ok(poll);
         }
@@ -615,7 +611,7 @@ async fn cleanup(
                 format!("Deleting Cloudify deployment {id}"),
             )
             .await;
-            ctx.count("delete");
+            ctx.count(LbAction::Delete);
             match manager.delete_deployment(id, false).await {
                 Ok(()) => Ok(poll),
                 Err(e) => match Refusal::of(&e) {
@@ -630,7 +626,7 @@ async fn cleanup(
             debug_assert!(matches!(observed, Observed::Absent));
             if clear_status && !ingress::current(svc).is_empty() {
                 apply::set_ingress(&ctx.client, svc, &[]).await?;
-                ctx.count("status");
+                ctx.count(LbAction::Status);
             }
             apply::remove_finalizer(&ctx.client, svc).await?;
             apply::event(
@@ -689,9 +685,7 @@ pub fn spawn(
         metrics
             .load_balancers
             .services
-            .get_or_create(&PhaseLabels {
-                phase: phase.to_owned(),
-            })
+            .get_or_create(&PhaseLabels { phase })
             .set(0);
     }
     let task = tokio::spawn(run(

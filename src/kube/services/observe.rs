@@ -20,7 +20,7 @@ pub fn observed(deployment: CloudifyDeployment, executions: &[Execution]) -> Obs
         .map(|e| Run {
             id: e.id.clone(),
             workflow: e.workflow_id.clone(),
-            status: RunStatus::from_cloudify(&e.status),
+            status: RunStatus::from_cloudify(e.status.as_str()),
             error: e.error.clone().unwrap_or_default(),
         })
         .collect();
@@ -112,7 +112,7 @@ mod tests {
         Execution {
             id: id.into(),
             workflow_id: workflow.into(),
-            status: status.into(),
+            status: crate::cloudify::ExecutionStatus::parse(status),
             ..Execution::default()
         }
     }
