@@ -25,7 +25,7 @@ pub(super) fn load_balancers(
     let d = LoadBalancersConfig::default();
     let k = |f: &str| format!("load_balancers.{f}");
     let class = match &raw.class {
-        Some(c) => super::validate::label_key(&k("class"), c)?,
+        Some(c) => super::fields::label_key(&k("class"), c)?,
         None => d.class.clone(),
     };
     let cluster_name = raw.cluster_name.clone().unwrap_or(d.cluster_name);

@@ -109,18 +109,6 @@ pub fn last_line(error: &str) -> &str {
     &line[..end]
 }
 
-/// An Event note cut to the 1 kB the API accepts (at a character boundary).
-pub fn fit_note(mut text: String) -> String {
-    if text.len() > 1000 {
-        let mut cut = 1000;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
-}
-
 async fn lease_ref(api: &kube::Api<Lease>, name: &str) -> Option<ObjectReference> {
     let lease = api.get_opt(name).await.ok().flatten()?;
     Some(ObjectReference {

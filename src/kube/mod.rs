@@ -8,6 +8,7 @@
 pub mod events;
 pub mod lease;
 pub mod nodes;
+pub mod note;
 pub mod pools;
 pub mod services;
 

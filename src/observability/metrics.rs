@@ -91,6 +91,21 @@ pub const LB_ACTIONS: [LbAction; 6] = [
     LbAction::Status,
 ];
 
+/// Every `phase` of `load_balancer_services` (issue 23): the service controller's phases, here so
+/// that each series exists at 0 from the start.
+pub const LB_PHASES: [&str; 10] = [
+    "creating",
+    "installing",
+    "updating",
+    "active",
+    "busy",
+    "failed",
+    "invalid",
+    "uninstalling",
+    "deleting",
+    "disowned",
+];
+
 /// Every `direction`/`result` pair the domain records (docs/operations.md, Metrics).
 const SCALE_OUTCOMES: [(ScaleDirection, &[ScaleResult]); 3] = [
     (
@@ -382,6 +397,12 @@ impl Metrics {
         }
         for result in [RefreshResult::Ok, RefreshResult::Error] {
             let _ = self.refreshes.get_or_create(&ResultLabels { result });
+        }
+        for phase in LB_PHASES {
+            let _ = self
+                .load_balancers
+                .services
+                .get_or_create(&PhaseLabels { phase });
         }
         for action in LB_ACTIONS {
             let _ = self

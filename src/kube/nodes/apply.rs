@@ -201,7 +201,7 @@ impl Note {
 
 /// Publishes an Event on a Node; a failure is only logged (Events are best effort).
 pub async fn event(recorder: &Recorder, node: &Node, note: Note) {
-    let text = crate::kube::events::fit_note(note.text);
+    let text = crate::kube::note::fit_note(note.text);
     let ev = Event {
         type_: note.type_,
         reason: note.reason.into(),

@@ -98,7 +98,7 @@ pub async fn set_ingress(
 }
 
 /// Publishes an Event on the Service; a failure is only logged (Events are best effort). The
-/// note is cut to the 1 kB the API accepts (`kube::events::fit_note`). kube-rs' Recorder folds a repeat of the same
+/// note is cut to the 1 kB the API accepts (`kube::note::fit_note`). kube-rs' Recorder folds a repeat of the same
 /// reason and `action` into a series of the first Event (its note stays the first one's), so
 /// each kind of step has its own action.
 pub async fn event(
@@ -116,7 +116,7 @@ pub async fn event(
             EventType::Normal
         },
         reason: reason.into(),
-        note: Some(crate::kube::events::fit_note(text)),
+        note: Some(crate::kube::note::fit_note(text)),
         action: action.into(),
         secondary: None,
     };

@@ -681,13 +681,6 @@ pub fn spawn(
     is_leader: LeaderFn,
     leading: Option<watch::Receiver<bool>>,
 ) -> ServiceController {
-    for phase in PHASES {
-        metrics
-            .load_balancers
-            .services
-            .get_or_create(&PhaseLabels { phase })
-            .set(0);
-    }
     let task = tokio::spawn(run(
         client, settings, managers, names, metrics, is_leader, leading,
     ));

@@ -168,18 +168,7 @@ impl Step {
 }
 
 /// Every phase [`Step::phase`] names, for metrics that start at 0.
-pub const PHASES: [&str; 10] = [
-    "creating",
-    "installing",
-    "updating",
-    "active",
-    "busy",
-    "failed",
-    "invalid",
-    "uninstalling",
-    "deleting",
-    "disowned",
-];
+pub use crate::observability::metrics::LB_PHASES as PHASES;
 
 const LIFECYCLE: [&str; 3] = ["install", "update", "uninstall"];
 
