@@ -4,8 +4,8 @@
 //!
 //! Needs a running API server: `tests/e2e/lb.sh` starts etcd + kube-apiserver on loopback and runs
 //! this file with `LB_E2E_KUBECONFIG` set (plus, for the real manager, `LB_E2E_CLOUDIFY_*`,
-//! `LB_E2E_BLUEPRINT` and the outage commands). Without it the test says so and passes without
-//! checking anything (plain `cargo test`).
+//! `LB_E2E_BLUEPRINT` and the outage commands) and `--ignored`; plain `cargo test` skips it as
+//! ignored, and without that environment it fails.
 //!
 //! Phases, in one test because they share the control plane:
 //! 1. **create**: a LoadBalancer Service of our class → finalizer, one deployment
@@ -401,15 +401,16 @@ async fn outage(on: bool, sim: Option<&SimCtl>, real: Option<&RealManager>) -> b
     true
 }
 
+// Ignored in plain `cargo test` (it needs a kube-apiserver); tests/e2e/lb.sh runs it with
+// `--ignored`, and there a missing environment fails it (issue 24 item 4: no test passes without
+// checking anything).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a kube-apiserver: run tests/e2e/lb.sh (the e2e-lb tier, or --real in the manager tier)"]
 async fn service_controller_end_to_end() {
-    let Some(ctl) = control() else {
-        eprintln!(
-            "lb_service: LB_E2E_KUBECONFIG not set; run tests/e2e/lb.sh for the kube-apiserver \
-             test (nothing checked here)"
-        );
-        return;
-    };
+    let ctl = control().expect(
+        "LB_E2E_KUBECONFIG is not set: this test runs from tests/e2e/lb.sh, which starts the \
+         kube-apiserver it needs",
+    );
     let t0 = Instant::now();
     let scale = ctl.scale;
     let slow = |secs: u64| Duration::from_secs(secs * u64::from(scale));
