@@ -427,7 +427,23 @@ impl Scenario {
 
     /// Checks references and bounds; the errors name what is wrong.
     pub fn validate(&self) -> Result<(), SimError> {
-        let invalid = |msg: String| Err(SimError::ScenarioInvalid(msg));
+        let tenants = self.checked_tenants()?;
+        check_users(&self.users, &tenants)?;
+        let default_tenant = self.tenants[0].as_str();
+        let mut ids = BTreeSet::new();
+        for d in &self.deployments {
+            check_deployment(d, &tenants, default_tenant, &mut ids)?;
+        }
+        let mut blueprints = BTreeSet::new();
+        for b in &self.blueprints {
+            check_blueprint(b, &tenants, default_tenant, &mut blueprints)?;
+        }
+        Ok(())
+    }
+
+    /// The tenant names, once each: every other reference (users, deployments, blueprints) is
+    /// checked against this set, and the first tenant is the default owner.
+    fn checked_tenants(&self) -> Result<BTreeSet<&str>, SimError> {
         if self.tenants.is_empty() {
             return invalid("at least one tenant is required".into());
         }
@@ -435,87 +451,125 @@ impl Scenario {
         if tenants.len() != self.tenants.len() {
             return invalid("duplicate tenant names".into());
         }
-        let mut usernames = BTreeSet::new();
-        for user in &self.users {
-            if !usernames.insert(user.username.to_lowercase()) {
-                return invalid(format!("duplicate user {}", user.username));
-            }
-            if let Some(t) = user.tenants.iter().find(|t| !tenants.contains(t.as_str())) {
-                return invalid(format!("user {} names unknown tenant {t}", user.username));
-            }
-            if user.role != "sys_admin" && user.role != "default" {
-                return invalid(format!(
-                    "user {}: role must be sys_admin or default",
-                    user.username
-                ));
-            }
-        }
-        let mut ids = BTreeSet::new();
-        for d in &self.deployments {
-            let tenant = d.tenant.as_deref().unwrap_or(&self.tenants[0]);
-            if !tenants.contains(tenant) {
-                return invalid(format!("deployment {} names unknown tenant {tenant}", d.id));
-            }
-            if d.id.is_empty() || !ids.insert((tenant.to_string(), d.id.clone())) {
-                return invalid(format!("empty or duplicate deployment id {:?}", d.id));
-            }
-            let mut names = BTreeSet::new();
-            for g in &d.scaling_groups {
-                if g.name.is_empty() || !names.insert(g.name.as_str()) {
-                    return invalid(format!("deployment {}: duplicate group {:?}", d.id, g.name));
-                }
-                let mut members = BTreeSet::from(["host", "port"]);
-                for v in &g.extra_vms {
-                    let valid = !v.is_empty()
-                        && v.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                    if !valid || !members.insert(v.as_str()) {
-                        return invalid(format!(
-                            "deployment {} group {}: extra_vms entry {v:?} must be a unique \
-                             name of [A-Za-z0-9_-], not host or port",
-                            d.id, g.name
-                        ));
-                    }
-                }
-                if g.min < 0 || g.max < -1 || (g.max != -1 && g.min > g.max) {
-                    return invalid(format!(
-                        "deployment {} group {}: need 0 <= min <= max (max -1 = unbounded)",
-                        d.id, g.name
-                    ));
-                }
-            }
-            if d.standalone_vms > 0
-                && d.scaling_groups.iter().any(|g| {
-                    d.standalone_node == format!("{}_host", g.name)
-                        || g.extra_vms
-                            .iter()
-                            .any(|v| d.standalone_node == format!("{}_{v}", g.name))
-                })
-            {
-                return invalid(format!(
-                    "deployment {}: standalone_node clashes with a group node",
-                    d.id
-                ));
-            }
-        }
-        let mut blueprints = BTreeSet::new();
-        for b in &self.blueprints {
-            let tenant = b.tenant.as_deref().unwrap_or(&self.tenants[0]);
-            if !tenants.contains(tenant) {
-                return invalid(format!("blueprint {} names unknown tenant {tenant}", b.id));
-            }
-            if b.id.is_empty() || !blueprints.insert((tenant.to_string(), b.id.clone())) {
-                return invalid(format!("empty or duplicate blueprint id {:?}", b.id));
-            }
-            let mut names = BTreeSet::new();
-            for g in &b.scaling_groups {
-                if g.name.is_empty() || !names.insert(g.name.as_str()) {
-                    return invalid(format!("blueprint {}: duplicate group {:?}", b.id, g.name));
-                }
-            }
-        }
-        Ok(())
+        Ok(tenants)
     }
+}
+
+/// A scenario error with its message.
+fn invalid<T>(msg: String) -> Result<T, SimError> {
+    Err(SimError::ScenarioInvalid(msg))
+}
+
+/// Users: unique (case-insensitive, as the manager compares usernames), known tenants, and one
+/// of the two roles the simulator models.
+fn check_users(users: &[UserSpec], tenants: &BTreeSet<&str>) -> Result<(), SimError> {
+    let mut usernames = BTreeSet::new();
+    for user in users {
+        if !usernames.insert(user.username.to_lowercase()) {
+            return invalid(format!("duplicate user {}", user.username));
+        }
+        if let Some(t) = user.tenants.iter().find(|t| !tenants.contains(t.as_str())) {
+            return invalid(format!("user {} names unknown tenant {t}", user.username));
+        }
+        if user.role != "sys_admin" && user.role != "default" {
+            return invalid(format!(
+                "user {}: role must be sys_admin or default",
+                user.username
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One deployment: a known tenant, an id unique within it (`ids` collects them across the
+/// scenario), valid groups, and a standalone node that no group's node names collide with.
+fn check_deployment(
+    d: &DeploymentSpec,
+    tenants: &BTreeSet<&str>,
+    default_tenant: &str,
+    ids: &mut BTreeSet<(String, String)>,
+) -> Result<(), SimError> {
+    let tenant = d.tenant.as_deref().unwrap_or(default_tenant);
+    if !tenants.contains(tenant) {
+        return invalid(format!("deployment {} names unknown tenant {tenant}", d.id));
+    }
+    if d.id.is_empty() || !ids.insert((tenant.to_string(), d.id.clone())) {
+        return invalid(format!("empty or duplicate deployment id {:?}", d.id));
+    }
+    let mut names = BTreeSet::new();
+    for g in &d.scaling_groups {
+        if g.name.is_empty() || !names.insert(g.name.as_str()) {
+            return invalid(format!("deployment {}: duplicate group {:?}", d.id, g.name));
+        }
+        check_group(&d.id, g)?;
+    }
+    if d.standalone_vms > 0 && standalone_clashes_with_a_group(d) {
+        return invalid(format!(
+            "deployment {}: standalone_node clashes with a group node",
+            d.id
+        ));
+    }
+    Ok(())
+}
+
+/// One scaling group's members and bounds: extra VMs need node names of their own (host and
+/// port are every group's), and the bounds follow Cloudify's (max -1 = unbounded).
+fn check_group(deployment: &str, g: &GroupSpec) -> Result<(), SimError> {
+    let mut members = BTreeSet::from(["host", "port"]);
+    for v in &g.extra_vms {
+        let valid = !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid || !members.insert(v.as_str()) {
+            return invalid(format!(
+                "deployment {deployment} group {}: extra_vms entry {v:?} must be a unique \
+                 name of [A-Za-z0-9_-], not host or port",
+                g.name
+            ));
+        }
+    }
+    if g.min < 0 || g.max < -1 || (g.max != -1 && g.min > g.max) {
+        return invalid(format!(
+            "deployment {deployment} group {}: need 0 <= min <= max (max -1 = unbounded)",
+            g.name
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the standalone node's name is one a group's members use (`<group>_host` or
+/// `<group>_<extra vm>`): the two would be indistinguishable in node instance listings.
+fn standalone_clashes_with_a_group(d: &DeploymentSpec) -> bool {
+    d.scaling_groups.iter().any(|g| {
+        d.standalone_node == format!("{}_host", g.name)
+            || g.extra_vms
+                .iter()
+                .any(|v| d.standalone_node == format!("{}_{v}", g.name))
+    })
+}
+
+/// One blueprint: a known tenant, an id unique within it (`seen` collects them across the
+/// scenario), and group names unique within the blueprint.
+fn check_blueprint(
+    b: &BlueprintSpec,
+    tenants: &BTreeSet<&str>,
+    default_tenant: &str,
+    seen: &mut BTreeSet<(String, String)>,
+) -> Result<(), SimError> {
+    let tenant = b.tenant.as_deref().unwrap_or(default_tenant);
+    if !tenants.contains(tenant) {
+        return invalid(format!("blueprint {} names unknown tenant {tenant}", b.id));
+    }
+    if b.id.is_empty() || !seen.insert((tenant.to_string(), b.id.clone())) {
+        return invalid(format!("empty or duplicate blueprint id {:?}", b.id));
+    }
+    let mut names = BTreeSet::new();
+    for g in &b.scaling_groups {
+        if g.name.is_empty() || !names.insert(g.name.as_str()) {
+            return invalid(format!("blueprint {}: duplicate group {:?}", b.id, g.name));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -66,40 +66,7 @@ fn cancelled(model: &mut Model, id: &str) -> bool {
 
 /// `install` (`forward`) or `uninstall`: every instance concerned walks the states together.
 async fn walk(shared: &Shared, id: &str, di: usize, forward: bool) {
-    let (states, keys) = {
-        let mut model = shared.model();
-        let d = &model.deployments[di];
-        let keys: Vec<u64> = model
-            .instances_by_deployment
-            .get(&(d.tenant.clone(), d.id.clone()))
-            .map(|keys| {
-                keys.iter()
-                    .copied()
-                    .filter(|k| {
-                        model.instances.get(k).is_some_and(|i| {
-                            if forward {
-                                i.state != "started"
-                            } else {
-                                !matches!(i.state, "uninitialized" | "deleted")
-                            }
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !forward {
-            model.deployments[di].life.installed = false;
-        }
-        let states = if forward {
-            SCALE_OUT_STATES
-        } else {
-            SCALE_IN_STATES
-        };
-        if let Some(e) = model.execution_mut(id) {
-            e.total_operations = (states.len() * keys.len()) as u64;
-        }
-        (states, keys)
-    };
+    let (states, keys) = begin_walk(&mut shared.model(), id, di, forward);
     let injected = shared.faults().take_failure();
     for &state in states {
         if !shared.pause(shared.timing.step_ms).await {
@@ -109,49 +76,121 @@ async fn walk(shared: &Shared, id: &str, di: usize, forward: bool) {
         if cancelled(&mut model, id) {
             return;
         }
-        let strikes = if forward {
-            state == "creating"
-        } else {
-            state == "deleting"
-        };
         if let Some(reason) = &injected
-            && strikes
+            && fault_strikes_at(state, forward)
         {
-            let operation = if forward { "create" } else { "delete" };
-            let failure = Failure::runtime(format!(
-                "Workflow failed: Task failed 'cloudify_openstack.nova_plugin.server.{operation}' \
-                 -> {reason}"
-            ));
-            finish(&mut model, id, ExecStatus::Failed, Some(&failure));
+            fail_walk(&mut model, id, forward, reason);
             return;
         }
-        for key in &keys {
-            if let Some(inst) = model.instances.get_mut(key) {
-                inst.state = state;
-                inst.version += 1;
-            }
-        }
-        if forward && state == "started" {
-            let groups: Vec<(String, Vec<String>)> = model.deployments[di]
-                .groups
-                .iter()
-                .map(|g| (g.name.clone(), g.instances.keys().cloned().collect()))
-                .collect();
-            for (group, gids) in groups {
-                for gid in gids {
-                    model.set_started_runtime(di, &group, &gid);
-                }
-            }
-        }
-        if let Some(e) = model.execution_mut(id) {
-            e.finished_operations += keys.len() as u64;
-        }
+        move_instances_to(&mut model, id, di, &keys, state, forward);
     }
     let mut model = shared.model();
     if forward {
         model.deployments[di].life.installed = true;
     }
     finish(&mut model, id, ExecStatus::Terminated, None);
+}
+
+/// Before the first step: which states the walk goes through, which instances walk them, and
+/// the execution's operation count (states × instances). An uninstall marks the deployment not
+/// installed before its first step; an install marks it installed only when it terminates.
+fn begin_walk(
+    model: &mut Model,
+    id: &str,
+    di: usize,
+    forward: bool,
+) -> (&'static [&'static str], Vec<u64>) {
+    let keys = instances_to_walk(model, di, forward);
+    if !forward {
+        model.deployments[di].life.installed = false;
+    }
+    let states = if forward {
+        SCALE_OUT_STATES
+    } else {
+        SCALE_IN_STATES
+    };
+    if let Some(e) = model.execution_mut(id) {
+        e.total_operations = (states.len() * keys.len()) as u64;
+    }
+    (states, keys)
+}
+
+/// The deployment's instances an install (those not yet `started`) or an uninstall (those
+/// alive: neither `uninitialized` nor `deleted`) concerns.
+fn instances_to_walk(model: &Model, di: usize, forward: bool) -> Vec<u64> {
+    let d = &model.deployments[di];
+    model
+        .instances_by_deployment
+        .get(&(d.tenant.clone(), d.id.clone()))
+        .map(|keys| {
+            keys.iter()
+                .copied()
+                .filter(|k| {
+                    model.instances.get(k).is_some_and(|i| {
+                        if forward {
+                            i.state != "started"
+                        } else {
+                            !matches!(i.state, "uninitialized" | "deleted")
+                        }
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The state at which an injected failure ends the walk: the VM's `create` (install) or
+/// `delete` (uninstall) operation, where an OpenStack plugin fails on a manager.
+fn fault_strikes_at(state: &str, forward: bool) -> bool {
+    if forward {
+        state == "creating"
+    } else {
+        state == "deleting"
+    }
+}
+
+/// Fails the execution with the error a manager reports for a failed server task.
+fn fail_walk(model: &mut Model, id: &str, forward: bool, reason: &str) {
+    let operation = if forward { "create" } else { "delete" };
+    let failure = Failure::runtime(format!(
+        "Workflow failed: Task failed 'cloudify_openstack.nova_plugin.server.{operation}' \
+         -> {reason}"
+    ));
+    finish(model, id, ExecStatus::Failed, Some(&failure));
+}
+
+/// One step of the walk: every walking instance enters `state` (a new version each, as the
+/// manager bumps it), an install reaching `started` fills the groups' runtime properties, and
+/// the execution counts the step's operations as finished.
+fn move_instances_to(
+    model: &mut Model,
+    id: &str,
+    di: usize,
+    keys: &[u64],
+    state: &'static str,
+    forward: bool,
+) {
+    for key in keys {
+        if let Some(inst) = model.instances.get_mut(key) {
+            inst.state = state;
+            inst.version += 1;
+        }
+    }
+    if forward && state == "started" {
+        let groups: Vec<(String, Vec<String>)> = model.deployments[di]
+            .groups
+            .iter()
+            .map(|g| (g.name.clone(), g.instances.keys().cloned().collect()))
+            .collect();
+        for (group, gids) in groups {
+            for gid in gids {
+                model.set_started_runtime(di, &group, &gid);
+            }
+        }
+    }
+    if let Some(e) = model.execution_mut(id) {
+        e.finished_operations += keys.len() as u64;
+    }
 }
 
 /// The workflows that take one step: environment creation and deletion, and updates.
