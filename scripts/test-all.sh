@@ -49,7 +49,10 @@ for t in $TIERS; do
     # builds with the default IMAGE_PROFILE=release.
     image) tier image env IMAGE_PROFILE="${IMAGE_PROFILE:-dev}" bash tests/image/run.sh ;;
     e2e) tier e2e bash tests/e2e/run.sh
+      # The priced pools as CloudifyNodePools on two sites, with the real CA (issue 22), ~2 min.
+      tier e2e-pools env E2E_POOLS=1 E2E_PHASES=baseline,price,final bash tests/e2e/run.sh
       tier e2e-ha bash tests/e2e/ha.sh # HA hook (issue #13): two replicas on a Lease
+      tier e2e-lb bash tests/e2e/lb.sh # the service controller on the simulator (issue 23)
       tier ha-chart bash tests/e2e/ha-chart.sh ;; # the chart with kube-controller-manager (issue 21)
     *) echo "unknown tier $t"; failed=$((failed + 1)); failed_names+=("$t") ;;
   esac

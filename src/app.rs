@@ -11,6 +11,7 @@ use tokio::sync::watch;
 mod readiness;
 use readiness::{LeaseView, readiness};
 
+use crate::cloudify::deployments::DeploymentLifecycle;
 use crate::cloudify::{Cloudify, CloudifyClient, CloudifyError};
 use crate::config::Config;
 use crate::config::LeaseMode;
@@ -19,6 +20,7 @@ use crate::inventory::Inventory;
 use crate::kube::lease::LeaseElection;
 use crate::kube::lease::label::{LabelWritten, PodLabelTarget};
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
+use crate::kube::services::ServiceController;
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
 use crate::observability::http::{HttpConnections, NodesFn, ReadinessFn};
 use crate::observability::metrics::Metrics;
@@ -42,6 +44,9 @@ pub enum AppError {
     /// Leader election was asked for (`lease.enabled: true`) but cannot run.
     #[error("leader election: {0}")]
     Lease(String),
+    /// The service controller was asked for (`load_balancers.enabled: true`) but cannot run.
+    #[error("load balancers: {0}")]
+    LoadBalancers(String),
     /// The HTTP port could not be bound.
     #[error("cannot listen on {addr} (http): {source}")]
     HttpBind {
@@ -69,6 +74,8 @@ pub struct App {
     pub node_controller: Option<Arc<NodeController>>,
     /// The leader election, when a Lease is used (`None`: a sole replica).
     pub election: Option<LeaseElection>,
+    /// The service controller (issue 23), when `load_balancers.enabled`.
+    pub service_controller: Option<ServiceController>,
     /// The task keeping the leader label on this replica's Pod (`lease.leader_label`).
     leader_label: Option<tokio::task::JoinHandle<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -94,6 +101,9 @@ impl App {
             t.abort();
         }
         if let Some(c) = &self.node_controller {
+            c.abort();
+        }
+        if let Some(c) = &self.service_controller {
             c.abort();
         }
         self.grpc.shutdown().await;
@@ -152,7 +162,11 @@ pub fn clients(
 /// leads).
 pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App, AppError> {
     // One Kubernetes client for the Lease and the node controller, when either may run.
-    let kube = if config.node_controller.enabled || config.lease.mode != LeaseMode::Off {
+    let kube = if config.node_controller.enabled
+        || config.lease.mode != LeaseMode::Off
+        || config.load_balancers.enabled
+        || config.pools.enabled
+    {
         crate::kube::connect().await?
     } else {
         None
@@ -204,6 +218,48 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
             leader_fn(Some(e)),
         ));
     }
+    if config.pools.enabled {
+        match kube_for_label.clone() {
+            Some(client) => {
+                // CloudifyNodePools (issue 22): every replica serves them, the leader owns them.
+                let managers = config
+                    .cloudify
+                    .iter()
+                    .map(|c| crate::kube::pools::registry::ManagerEntry {
+                        name: c.name.clone(),
+                        tenant: c.tenant.clone(),
+                    })
+                    .collect();
+                let lifecycles = clients
+                    .iter()
+                    .map(|c| {
+                        Arc::clone(c) as Arc<dyn crate::cloudify::deployments::DeploymentLifecycle>
+                    })
+                    .collect();
+                let (task, registry) = crate::kube::pools::controller::spawn(
+                    client,
+                    Arc::clone(&inventory),
+                    managers,
+                    lifecycles,
+                    config.pools.cluster_labels.clone(),
+                    config.pools.flavors.clone(),
+                    leader_fn(election.as_ref()),
+                );
+                inventory.set_pool_source(registry);
+                background.push(task);
+            }
+            None => tracing::warn!(
+                "pools.enabled, but no Kubernetes credentials: CloudifyNodePools are not served"
+            ),
+        }
+    }
+    let service_controller = service_controller(
+        config,
+        kube_for_label.clone(),
+        &clients,
+        &metrics,
+        election.as_ref(),
+    )?;
     let (leader_label, label_written) = leader_label(config, kube_for_label, election.as_ref());
     let readiness = readiness(
         Arc::clone(&inventory),
@@ -240,9 +296,49 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         metrics,
         node_controller,
         election,
+        service_controller,
         leader_label,
         background,
     })
+}
+
+/// Starts the service controller when `load_balancers.enabled` (an error without Kubernetes
+/// credentials: it was asked for and cannot run). It looks at Services only while this replica
+/// leads, and at all of them again when it becomes the leader.
+fn service_controller(
+    config: &Config,
+    client: Option<::kube::Client>,
+    clients: &[Arc<CloudifyClient>],
+    metrics: &Arc<Metrics>,
+    election: Option<&LeaseElection>,
+) -> Result<Option<ServiceController>, AppError> {
+    if !config.load_balancers.enabled {
+        return Ok(None);
+    }
+    let Some(client) = client else {
+        return Err(AppError::LoadBalancers(
+            "load_balancers.enabled is true but no Kubernetes credentials were found \
+             (in-cluster service account, KUBECONFIG or ~/.kube/config)"
+                .into(),
+        ));
+    };
+    tracing::info!(
+        class = %config.load_balancers.class,
+        blueprints = config.load_balancers.blueprints.len(),
+        "service controller starting"
+    );
+    Ok(Some(crate::kube::services::spawn(
+        client,
+        config.load_balancers.clone(),
+        clients
+            .iter()
+            .map(|c| Arc::clone(c) as Arc<dyn DeploymentLifecycle>)
+            .collect(),
+        config.cloudify.iter().map(|c| c.name.clone()).collect(),
+        Arc::clone(metrics),
+        leader_fn(election),
+        election.map(|e| e.leading.clone()),
+    )))
 }
 
 /// Binds the gRPC port as the configuration says (address, TLS, connection handling).

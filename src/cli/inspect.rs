@@ -59,6 +59,10 @@ pub enum Query {
         /// Group id as `groups` prints it (`[<name>:]<deployment>/<group>`).
         group: String,
     },
+    /// `CloudifyNodePool`s (read from the Kubernetes API with the current credentials: phase,
+    /// deployment, bounds, sizes, the failing condition) and whether the provider serves each
+    /// pool's node group to CA (issue 22).
+    Pools,
     /// The node controller's view of a Node (or of every Node without a name), read from the
     /// provider's HTTP port (`GET /nodes[/{name}]`).
     Node {
@@ -190,6 +194,17 @@ async fn ask(
     query: Query,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     match query {
+        Query::Pools => {
+            let served: std::collections::HashMap<String, (i32, i32)> = client
+                .node_groups(proto::NodeGroupsRequest {})
+                .await?
+                .into_inner()
+                .node_groups
+                .into_iter()
+                .map(|g| (g.id, (g.min_size, g.max_size)))
+                .collect();
+            pools_view(&served).await?;
+        }
         Query::Groups => {
             let groups = client
                 .node_groups(proto::NodeGroupsRequest {})
@@ -293,4 +308,48 @@ fn percent_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// Prints every `CloudifyNodePool` with what the provider serves for it.
+async fn pools_view(
+    served: &std::collections::HashMap<String, (i32, i32)>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use crate::kube::pools::crd::CloudifyNodePool;
+    let Some(client) = crate::kube::connect().await? else {
+        return Err("no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster)".into());
+    };
+    let api: ::kube::Api<CloudifyNodePool> = ::kube::Api::all(client);
+    let pools = api.list(&Default::default()).await?;
+    println!(
+        "{:<24} {:<28} {:<11} {:>4} {:>4} {:>7} {:>6}  {:<32} PROBLEM",
+        "POOL", "DEPLOYMENT", "PHASE", "MIN", "MAX", "CURRENT", "TARGET", "SERVED AS"
+    );
+    for p in pools.items {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let st = p.status.clone().unwrap_or_default();
+        let served_as = served
+            .get(&st.node_group_id)
+            .map(|(min, max)| format!("{} ({min}..{max})", st.node_group_id))
+            .unwrap_or_else(|| "-".into());
+        let problem = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed" && c.status == "True")
+            .map(|c| format!("{}: {}", c.reason, c.message))
+            .unwrap_or_default();
+        let size = |v: Option<i32>| v.map_or("-".into(), |v| v.to_string());
+        println!(
+            "{:<24} {:<28} {:<11} {:>4} {:>4} {:>7} {:>6}  {:<32} {}",
+            name,
+            p.spec.deployment_for(&name),
+            st.phase,
+            p.spec.min_size,
+            p.spec.max_size,
+            size(st.current_size),
+            size(st.target_size),
+            served_as,
+            problem
+        );
+    }
+    Ok(())
 }

@@ -301,7 +301,9 @@ impl CloudifyClient {
         let body = self.read_body(route, resp).await?;
         if status.is_success() {
             self.note_auth(None);
-            return serde_json::from_slice(&body).map_err(|source| CloudifyError::Decode {
+            // 204 No Content (`DELETE /deployments/{id}`) has no body: it reads as JSON `null`.
+            let body: &[u8] = if body.is_empty() { b"null" } else { &body };
+            return serde_json::from_slice(body).map_err(|source| CloudifyError::Decode {
                 route: route.to_owned(),
                 source,
             });

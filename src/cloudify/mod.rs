@@ -1,8 +1,11 @@
 //! Cloudify Manager REST client: the [`Cloudify`] trait the upper layers talk to, its reqwest
-//! implementation [`CloudifyClient`], the serde models and the typed [`CloudifyError`].
+//! implementation [`CloudifyClient`], the serde models and the typed [`CloudifyError`];
+//! [`deployments`] adds the calls that own a deployment (create, install, update, uninstall,
+//! delete) for the pool and LoadBalancer controllers.
 
 mod api;
 mod client;
+pub mod deployments;
 mod error;
 mod execution_status;
 // Tests and benches only: a release build leaves it out (feature `test-util`, issue 24).

@@ -10,7 +10,7 @@ use serde_json::Value;
 pub use super::execution_status::ExecutionStatus;
 
 /// Deserializes `T`, or `T::default()` when the value is `null` or has another shape.
-fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(super) fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: serde::de::DeserializeOwned + Default,

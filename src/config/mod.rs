@@ -17,6 +17,7 @@ mod env;
 mod error;
 mod fields;
 mod groups;
+mod load_balancers;
 mod model;
 mod provider_id;
 mod quantity;
@@ -32,9 +33,10 @@ pub use env::{Env, ProcessEnv};
 pub use error::ConfigError;
 pub use fields::key_path;
 pub use model::{
-    AddressProperties, Config, Discovery, GroupSettings, GrpcConnections, LeaseConfig, LeaseMode,
-    NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup, TaintSpec,
-    TemplateSpec, TlsFiles,
+    AddressProperties, BackendAddressType, Config, Discovery, GroupSettings, GrpcConnections,
+    LB_CONTRACT_INPUTS, LbBlueprint, LeaseConfig, LeaseMode, LoadBalancersConfig,
+    NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, PoolsConfig, StaticGroup,
+    TaintSpec, TemplateSpec, TlsFiles,
 };
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
 pub use quantity::{QUANTITY_FORMS, Quantity, QuantityError, QuantityFormat};

@@ -94,6 +94,26 @@ pub struct Config {
     pub node_controller: NodeControllerConfig,
     /// Leader election on a Kubernetes Lease (several replicas).
     pub lease: LeaseConfig,
+    /// The service controller: Services of type LoadBalancer served by Cloudify deployments
+    /// (issue 23; off by default).
+    pub load_balancers: LoadBalancersConfig,
+    /// `pools:`: the CloudifyNodePool controller (issue 22).
+    pub pools: PoolsConfig,
+}
+
+/// The `pools:` section: whether the `CloudifyNodePool` controller runs (it needs Kubernetes
+/// credentials and the CRD), and the labels every pool deployment gets besides the pool's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolsConfig {
+    /// `pools.enabled` (default false).
+    pub enabled: bool,
+    /// `pools.cluster_labels`: e.g. `{k8s-cluster: prod}`, the labels a discovery rule matches,
+    /// so `inspect` and label searches see pool deployments too.
+    pub cluster_labels: Vec<(String, String)>,
+    /// `pools.flavors`: what each flavor holds (`cpu`, `memory`, `nvidia.com/gpu`, ... as
+    /// quantities), the capacity of a pool's scale-from-zero template for its `compute.flavor`
+    /// where the pool's own `template.capacity` does not say.
+    pub flavors: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Whether to elect a leader on a Kubernetes Lease (`--leader-elect`, `lease.enabled`).
@@ -168,6 +188,107 @@ impl Default for NodeControllerConfig {
             max_deletions_per_refresh: 3,
             min_node_age: Duration::from_secs(120),
             managed_provider_id_prefixes: Vec::new(),
+        }
+    }
+}
+
+/// The Node address an LB blueprint gets as a backend's `address` (`load_balancers.address_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendAddressType {
+    /// `InternalIP` (the default, as the 2018 provider and most cloud LBs use).
+    InternalIp,
+    /// `ExternalIP`, for a load balancer outside the nodes' private network.
+    ExternalIp,
+}
+
+impl BackendAddressType {
+    /// The `status.addresses[].type` value it selects.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendAddressType::InternalIp => "InternalIP",
+            BackendAddressType::ExternalIp => "ExternalIP",
+        }
+    }
+}
+
+/// The inputs every LB deployment gets from the service controller (the blueprint contract,
+/// docs/configuration.md "Load balancers"): an LB blueprint declares all of them, and a
+/// blueprint's static `inputs` may not name them.
+pub const LB_CONTRACT_INPUTS: [&str; 8] = [
+    "service",
+    "ports",
+    "backends",
+    "health_check",
+    "source_ranges",
+    "load_balancer_ip",
+    "session_affinity",
+    "dns_names",
+];
+
+/// The LB blueprint of one manager/tenant (`load_balancers.blueprints.<cloudify entry name>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LbBlueprint {
+    /// Index into [`Config::cloudify`]: where this blueprint is uploaded and the deployments live.
+    pub source: usize,
+    /// The uploaded blueprint's id (the operator uploads it; the controller never does).
+    pub blueprint_id: String,
+    /// Service port protocols the blueprint implements (`TCP`, `UDP`, `SCTP`); a port with
+    /// another protocol is left out with a Warning Event.
+    pub protocols: Vec<String>,
+    /// Inputs passed as written to every deployment of this blueprint (flavor, image, network),
+    /// next to the contract's inputs, which they may not name.
+    pub inputs: BTreeMap<String, serde_json::Value>,
+}
+
+/// Settings of the service controller (`load_balancers:`; docs/configuration.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadBalancersConfig {
+    /// Run it (needs Kubernetes credentials; default false).
+    pub enabled: bool,
+    /// The `spec.loadBalancerClass` this controller serves.
+    pub class: String,
+    /// Serve Services without a `loadBalancerClass` too: only when no other load-balancer
+    /// implementation (a cloud controller manager, MetalLB) runs in the cluster.
+    pub class_less: bool,
+    /// The `k8s-lb-cluster` label of every deployment, so one manager can serve several clusters
+    /// and an operator can find a cluster's LB deployments.
+    pub cluster_name: String,
+    /// Deployment ids are `<prefix><Service UID>`.
+    pub deployment_prefix: String,
+    /// The blueprint a Service's deployment is made from when its annotation names no manager.
+    pub default_blueprint: usize,
+    /// One LB blueprint per manager/tenant that may hold LB deployments.
+    pub blueprints: Vec<LbBlueprint>,
+    /// Which Node address is a backend's address.
+    pub address_type: BackendAddressType,
+    /// Leave Nodes whose Ready condition is not True out of the backends (upstream keeps them and
+    /// relies on the LB's health checks: kubernetes/cloud-provider#76).
+    pub exclude_not_ready: bool,
+    /// How soon a Service is looked at again while its deployment runs an execution.
+    pub poll_interval: Duration,
+    /// How often a settled load balancer is compared with Cloudify again (its address, its
+    /// deployment gone by hand).
+    pub resync_interval: Duration,
+    /// At most this many Services are reconciled at once (each reconcile is a few short Cloudify
+    /// calls; no reconcile waits for an execution).
+    pub concurrency: u16,
+}
+
+impl Default for LoadBalancersConfig {
+    fn default() -> Self {
+        LoadBalancersConfig {
+            enabled: false,
+            class: "autoscaler-cloudify.io/cloudify".into(),
+            class_less: false,
+            cluster_name: "kubernetes".into(),
+            deployment_prefix: "k8s-lb-".into(),
+            default_blueprint: 0,
+            blueprints: Vec::new(),
+            address_type: BackendAddressType::InternalIp,
+            exclude_not_ready: false,
+            poll_interval: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(300),
+            concurrency: 8,
         }
     }
 }

@@ -20,6 +20,42 @@ pub struct RawConfig {
     pub node_groups: RawNodeGroups,
     pub gpu_label: Option<String>,
     pub node_controller: RawNodeController,
+    pub load_balancers: RawLoadBalancers,
+    pub pools: RawPools,
+}
+
+/// The `pools:` section (issue 22).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPools {
+    pub enabled: Option<bool>,
+    pub cluster_labels: std::collections::BTreeMap<String, String>,
+    pub flavors: BTreeMap<String, BTreeMap<String, RawQuantity>>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLoadBalancers {
+    pub enabled: Option<bool>,
+    pub class: Option<String>,
+    pub class_less: Option<bool>,
+    pub cluster_name: Option<String>,
+    pub deployment_prefix: Option<String>,
+    pub default_manager: Option<String>,
+    pub blueprints: BTreeMap<String, RawLbBlueprint>,
+    pub address_type: Option<String>,
+    pub exclude_not_ready: Option<bool>,
+    pub poll_interval: Option<String>,
+    pub resync_interval: Option<String>,
+    pub concurrency: Option<i64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLbBlueprint {
+    pub blueprint_id: Option<String>,
+    pub protocols: Option<Vec<String>>,
+    pub inputs: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -298,3 +298,32 @@ fn joining_node_is_a_per_group_setting_that_must_not_be_empty() {
         "{e}"
     );
 }
+
+#[test]
+fn the_pools_section_has_its_defaults_labels_and_checked_flavors() {
+    let c = load("cloudify: [{url: \"http://x\"}]").expect("valid");
+    assert!(!c.pools.enabled && c.pools.flavors.is_empty());
+    let c = load(
+        r#"
+cloudify: [{url: "http://x"}]
+pools:
+  enabled: true
+  cluster_labels: {K8s-Cluster: prod}
+  flavors: {g1.xlarge: {cpu: 16, memory: 64Gi, nvidia.com/gpu: 1}}
+"#,
+    )
+    .expect("valid");
+    assert!(c.pools.enabled);
+    assert_eq!(
+        c.pools.cluster_labels,
+        [("k8s-cluster".to_owned(), "prod".to_owned())]
+    );
+    assert_eq!(c.pools.flavors["g1.xlarge"]["cpu"], "16");
+    let e = load("cloudify: [{url: \"http://x\"}]\npools: {flavors: {m1: {memory: lots}}}")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("pools.flavors.m1.memory: invalid quantity \"lots\": ") && e.contains("16Gi"),
+        "{e}"
+    );
+}

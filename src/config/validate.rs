@@ -70,6 +70,7 @@ pub(super) fn build(
     super::answer_size::check(&node_groups, &cloudify)?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
     let lease = lease(&raw.lease, ov)?;
+    let load_balancers = super::load_balancers::load_balancers(&raw.load_balancers, &cloudify)?;
     Ok(Config {
         grpc_listen,
         tls,
@@ -88,6 +89,17 @@ pub(super) fn build(
             .unwrap_or_else(|| "cloudify.co/gpu-type".into()),
         node_controller,
         lease,
+        load_balancers,
+        pools: super::model::PoolsConfig {
+            flavors: flavors(&raw.pools.flavors)?,
+            enabled: raw.pools.enabled.unwrap_or(false),
+            cluster_labels: raw
+                .pools
+                .cluster_labels
+                .iter()
+                .map(|(k, v)| (k.to_lowercase(), v.clone()))
+                .collect(),
+        },
     })
 }
 
@@ -507,7 +519,7 @@ fn lease(raw: &super::raw::RawLease, ov: &Overrides) -> Result<LeaseConfig, Conf
         .filter(|n| !n.is_empty());
     let leader_label = match raw.leader_label.as_deref() {
         None | Some("") => None,
-        Some(key) => Some(label_key("lease.leader_label", key)?),
+        Some(key) => Some(super::fields::label_key("lease.leader_label", key)?),
     };
     Ok(LeaseConfig {
         mode,
@@ -520,51 +532,26 @@ fn lease(raw: &super::raw::RawLease, ov: &Overrides) -> Result<LeaseConfig, Conf
     })
 }
 
-/// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
-/// characters, alphanumeric at both ends with `-`, `_` or `.` inside. Checked at start, so a typo
-/// is a configuration error rather than a patch the API server refuses on every change of leader.
-fn label_key(key: &str, text: &str) -> Result<String, ConfigError> {
-    let bad = |why: &str| {
-        ConfigError::invalid(
-            key,
-            format!(
-                "{text:?} is not a Kubernetes label key ({why}); expected e.g. autoscaler-cloudify.io/leader"
-            ),
-        )
-    };
-    let (prefix, name) = match text.split_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, text),
-    };
-    let alnum_ends = |s: &str| {
-        s.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-    };
-    if name.is_empty() || name.len() > 63 || !alnum_ends(name) {
-        return Err(bad(
-            "the name must be 1-63 characters, alphanumeric at both ends",
-        ));
-    }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(bad(
-            "the name allows only letters, digits, '-', '_' and '.'",
-        ));
-    }
-    if let Some(p) = prefix {
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && alnum_ends(l)
-                && l.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        };
-        if p.len() > 253 || !p.split('.').all(label_ok) {
-            return Err(bad("the prefix must be a lower-case DNS subdomain"));
+/// `pools.flavors`, every quantity checked as a template's capacity is.
+fn flavors(
+    raw: &std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, super::fields::RawQuantity>,
+    >,
+) -> Result<
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    ConfigError,
+> {
+    let mut out = std::collections::BTreeMap::new();
+    for (flavor, resources) in raw {
+        let mut capacity = std::collections::BTreeMap::new();
+        for (name, q) in resources {
+            let key = super::fields::key_path(&["pools", "flavors", flavor, name]);
+            capacity.insert(name.clone(), super::fields::quantity(&key, q)?);
         }
+        out.insert(flavor.clone(), capacity);
     }
-    Ok(text.to_owned())
+    Ok(out)
 }
 
 #[cfg(test)]

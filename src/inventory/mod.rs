@@ -4,6 +4,7 @@
 
 mod build;
 mod changes;
+pub mod pools;
 mod refresher;
 #[cfg(test)]
 pub(crate) mod testkit;
@@ -13,7 +14,9 @@ mod tests;
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
+pub use build::group_id;
 pub use build::{SourceData, build_snapshot};
+pub use pools::{PoolGroup, PoolSource};
 pub use refresher::{Inventory, InventoryError, InventoryStatus, RefreshGeneration};
 
 /// The map type of the lookup indexes. foldhash instead of the default SipHash: CA asks for

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use super::Snapshot;
 use super::build::{SourceData, build_snapshot};
+use super::pools::PoolSource;
 use crate::cloudify::models::ACTIVE_STATUSES;
 use crate::cloudify::{
     Cloudify, CloudifyError, Deployment, DeploymentModification, Execution, ExecutionStatus, Node,
@@ -81,7 +82,12 @@ pub type RefreshGeneration = u64;
 pub struct Inventory {
     current: ArcSwap<Snapshot>,
     sources: Vec<Arc<dyn Cloudify>>,
-    config: Arc<NodeGroupsConfig>,
+    /// The configuration plus the pools of the last refresh ([`super::pools`]).
+    config: ArcSwap<NodeGroupsConfig>,
+    /// The configuration as loaded.
+    base_config: Arc<NodeGroupsConfig>,
+    /// Pools declared as Kubernetes objects, when the pool controller runs.
+    pools: std::sync::OnceLock<Arc<dyn PoolSource>>,
     refresh_lock: tokio::sync::Mutex<()>,
     last_error: Mutex<Option<(String, bool)>>,
     ready: tokio::sync::watch::Sender<bool>,
@@ -103,7 +109,9 @@ impl Inventory {
             current: ArcSwap::new(Arc::clone(&empty)),
             generation: tokio::sync::watch::channel((0, empty)).0,
             sources,
-            config,
+            config: ArcSwap::new(Arc::clone(&config)),
+            base_config: config,
+            pools: std::sync::OnceLock::new(),
             refresh_lock: tokio::sync::Mutex::new(()),
             last_error: Mutex::new(None),
             ready: tokio::sync::watch::channel(false).0,
@@ -136,9 +144,33 @@ impl Inventory {
         &self.sources
     }
 
-    /// The node-group configuration.
-    pub fn config(&self) -> &NodeGroupsConfig {
-        &self.config
+    /// The node-group configuration, with the pools of the last refresh.
+    pub fn config(&self) -> Arc<NodeGroupsConfig> {
+        self.config.load_full()
+    }
+
+    /// Serves the pools of `source` as node groups from the next refresh on (once; a second
+    /// source is ignored).
+    pub fn set_pool_source(&self, source: Arc<dyn PoolSource>) {
+        if self.pools.set(source).is_err() {
+            tracing::warn!("a pool source is already set");
+        }
+    }
+
+    /// The configuration this refresh works with: the loaded one plus the pools now declared.
+    fn effective_config(&self) -> Arc<NodeGroupsConfig> {
+        let Some(source) = self.pools.get() else {
+            return Arc::clone(&self.base_config);
+        };
+        let prefixed = self.sources.len() > 1;
+        let names: Vec<String> = self.sources.iter().map(|c| c.name().to_owned()).collect();
+        let config = super::pools::with_pools(&self.base_config, &source.pools(), |p| {
+            let entry = names.get(p.source).map_or("", String::as_str);
+            super::build::group_id(entry, prefixed, &p.deployment, &p.group)
+        });
+        let config = Arc::new(config);
+        self.config.store(Arc::clone(&config));
+        config
     }
 
     /// True once a complete snapshot is loaded.
@@ -203,7 +235,7 @@ impl Inventory {
                 });
                 log_new_failures(&previous, &snap);
                 super::report_snapshot_problems(&previous, &snap, &self.metrics);
-                super::changes::log_group_changes(&previous, &snap, self.config());
+                super::changes::log_group_changes(&previous, &snap, &self.config());
                 self.metrics
                     .refreshes
                     .get_or_create(&label(RefreshResult::Ok))
@@ -303,19 +335,20 @@ impl Inventory {
     }
 
     async fn fetch_and_build(&self) -> Result<Snapshot, InventoryError> {
+        let config = self.effective_config();
         let fetched_at = Instant::now();
         let fetched_at_wall = SystemTime::now();
         let fetches = self
             .sources
             .iter()
             .enumerate()
-            .map(|(i, c)| fetch_source(i, c.as_ref(), &self.config));
+            .map(|(i, c)| fetch_source(i, c.as_ref(), &config));
         let data = futures::future::try_join_all(fetches).await?;
         Ok(build_snapshot(
             fetched_at,
             fetched_at_wall,
             &data,
-            &self.config,
+            &config,
             self.sources.len() > 1,
         ))
     }

@@ -95,8 +95,8 @@ pub fn notes(before: &GroupsSeen, groups: &[NodeGroup]) -> Vec<Note> {
 
 /// The line of Cloudify's error an operator needs: the last one (a workflow error is a Python
 /// traceback whose last line names the failed task and the cause), at most 500 bytes (an Event's
-/// note is limited to 1 kB).
-fn last_line(error: &str) -> &str {
+/// note is limited to 1 kB). Also the service controller's.
+pub fn last_line(error: &str) -> &str {
     let line = error
         .lines()
         .map(str::trim)

@@ -1,4 +1,5 @@
-//! The Kubernetes side of the provider (kube-rs): Lease leader election and the node controller.
+//! The Kubernetes side of the provider (kube-rs): Lease leader election, the node controller and
+//! the service controller (LoadBalancer Services through Cloudify deployments, issue 23).
 //!
 //! It is on only when Kubernetes credentials are present (a kubeconfig, `KUBECONFIG`, or the
 //! in-cluster service account); `demo`, the tests and a single process without them run as before.
@@ -7,6 +8,9 @@
 pub mod events;
 pub mod lease;
 pub mod nodes;
+pub mod note;
+pub mod pools;
+pub mod services;
 
 /// Connecting to the Kubernetes API server failed.
 #[derive(Debug, thiserror::Error)]

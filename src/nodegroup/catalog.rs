@@ -21,6 +21,9 @@ pub struct GroupCatalog {
     /// Encoded template nodes by (group id, Cloudify site): besides the id and the configuration
     /// a template reads the deployment's site (the zone's default), which a refresh can change.
     templates: moka::sync::Cache<(String, Option<String>), Arc<Vec<u8>>>,
+    /// The configuration the cached templates were built from (its address): the pools of
+    /// issue 22 change it at a refresh, and a changed pool template must be served at once.
+    built_for: std::sync::Mutex<usize>,
 }
 
 impl GroupCatalog {
@@ -30,6 +33,7 @@ impl GroupCatalog {
             inventory,
             gpu_label,
             templates: moka::sync::Cache::new(10_000),
+            built_for: std::sync::Mutex::new(0),
         }
     }
 
@@ -38,12 +42,20 @@ impl GroupCatalog {
     pub fn template_node_info(&self, id: &str) -> Result<Arc<Vec<u8>>, DomainError> {
         let snap = self.inventory.peek();
         let g = group_in(&snap, id)?;
+        let config = self.inventory.config();
+        if let Ok(mut built_for) = self.built_for.lock() {
+            let now = Arc::as_ptr(&config) as usize;
+            if *built_for != now {
+                self.templates.invalidate_all();
+                *built_for = now;
+            }
+        }
         // Issue 21: a deployment moved to another site kept the zone of the cached template.
         let key = (id.to_owned(), g.site.clone());
         if let Some(bytes) = self.templates.get(&key) {
             return Ok(bytes);
         }
-        let settings = self.inventory.config().settings_for(id);
+        let settings = config.settings_for(id);
         let spec = settings.template.clone().ok_or_else(|| {
             DomainError::NotImplemented(format!(
                 "node group {id:?} has no template node configured"

@@ -99,6 +99,24 @@ label_values! {
 }
 
 label_values! {
+    /// What the service controller did to a Service's load balancer (issue 23).
+    LbAction {
+        /// Created its Cloudify deployment.
+        Create => "create",
+        /// Started the deployment's install workflow.
+        Install => "install",
+        /// Started an update of the deployment (new ports or backend Nodes).
+        Update => "update",
+        /// Started the deployment's uninstall workflow.
+        Uninstall => "uninstall",
+        /// Deleted the deployment.
+        Delete => "delete",
+        /// Wrote the Service's status (its address, or cleared it).
+        Status => "status",
+    }
+}
+
+label_values! {
     /// A gRPC status code as tonic names it.
     GrpcCode {
         /// OK.
@@ -249,6 +267,21 @@ pub struct ResultLabels {
 pub struct ActionLabels {
     /// Added or removed.
     pub action: TaintAction,
+}
+
+/// Labels of the service controller's action counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LbActionLabels {
+    /// What was done.
+    pub action: LbAction,
+}
+
+/// Labels of the service controller's phase gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// One of the service controller's phases (`creating`, `installing`, `updating`, `active`,
+    /// `failed`, `uninstalling`, `deleting`, ...), a word written in this program.
+    pub phase: &'static str,
 }
 
 /// Labels of the connection metrics.

@@ -32,6 +32,34 @@ pub struct NodeControllerMetrics {
     pub errors: Counter,
 }
 
+/// Metrics of the service controller (`load_balancer_*`, issue 23).
+pub struct LoadBalancerMetrics {
+    /// Services with a Cloudify load balancer, by the phase of its deployment.
+    pub services: Family<PhaseLabels, Gauge>,
+    /// Cloudify calls that change a load balancer, by action (`create`, `install`, `update`,
+    /// `uninstall`, `delete`) and `status` writes.
+    pub actions: Family<LbActionLabels, Counter>,
+    /// Reconciles that failed (Cloudify or the API server unreachable, refused) or reported a
+    /// failed execution; each one backs the Service off.
+    pub failures: Counter,
+    /// From the first look that found a Service's ports or Nodes changed to the look that found
+    /// the deployment updated and quiet: what a user waits for a change to reach the load
+    /// balancer (queueing behind a running execution included).
+    pub update_duration: Histogram,
+}
+
+impl Default for LoadBalancerMetrics {
+    fn default() -> Self {
+        LoadBalancerMetrics {
+            services: Family::default(),
+            actions: Family::default(),
+            failures: Counter::default(),
+            // 0.5 s .. ~40 min: a real manager takes tens of seconds per update.
+            update_duration: Histogram::new(exponential_buckets(0.5, 2.0, 13)),
+        }
+    }
+}
+
 /// The RPCs of CA's `CloudProvider` service, as the gRPC facade names them in `method`: each has
 /// its `code="Ok"` counter and its latency histogram from the start (issue 21), so a rate or an
 /// absent-series alert works before the first call.
@@ -51,6 +79,31 @@ pub const RPC_METHODS: [&str; 15] = [
     "NodeGroupNodes",
     "NodeGroupTemplateNodeInfo",
     "NodeGroupGetOptions",
+];
+
+/// Every `action` of `load_balancer_actions_total` (issue 23).
+pub const LB_ACTIONS: [LbAction; 6] = [
+    LbAction::Create,
+    LbAction::Install,
+    LbAction::Update,
+    LbAction::Uninstall,
+    LbAction::Delete,
+    LbAction::Status,
+];
+
+/// Every `phase` of `load_balancer_services` (issue 23): the service controller's phases, here so
+/// that each series exists at 0 from the start.
+pub const LB_PHASES: [&str; 10] = [
+    "creating",
+    "installing",
+    "updating",
+    "active",
+    "busy",
+    "failed",
+    "invalid",
+    "uninstalling",
+    "deleting",
+    "disowned",
 ];
 
 /// Every `direction`/`result` pair the domain records (docs/operations.md, Metrics).
@@ -125,6 +178,8 @@ pub struct Metrics {
     pub ambiguous_provider_ids: Gauge,
     /// The `node_controller_*` metrics; they stay 0 when the controller does not run.
     pub node_controller: NodeControllerMetrics,
+    /// The `load_balancer_*` metrics; they stay 0 when the service controller does not run.
+    pub load_balancers: LoadBalancerMetrics,
     /// Open client connections per port.
     pub connections_open: Family<PortLabels, Gauge>,
     /// Connections closed at once because the port was at its `max_connections`.
@@ -154,6 +209,7 @@ impl Metrics {
             scale_down_mismatches: Counter::default(),
             ambiguous_provider_ids: Gauge::default(),
             node_controller: NodeControllerMetrics::default(),
+            load_balancers: LoadBalancerMetrics::default(),
             connections_open: Family::default(),
             connections_rejected: Family::default(),
             registry: Registry::default(),
@@ -295,6 +351,27 @@ impl Metrics {
             "Kubernetes API writes of the node controller that failed",
             nc.errors.clone(),
         );
+        let lb = &m.load_balancers;
+        registry.register(
+            "load_balancer_services",
+            "Services with a Cloudify load balancer, by deployment phase",
+            lb.services.clone(),
+        );
+        registry.register(
+            "load_balancer_actions",
+            "Cloudify calls that change a load balancer, and status writes, by action",
+            lb.actions.clone(),
+        );
+        registry.register(
+            "load_balancer_failures",
+            "Service reconciles that failed or reported a failed Cloudify execution",
+            lb.failures.clone(),
+        );
+        registry.register(
+            "load_balancer_update_duration_seconds",
+            "From a change of a Service's ports or Nodes seen to its deployment updated",
+            lb.update_duration.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -320,6 +397,18 @@ impl Metrics {
         }
         for result in [RefreshResult::Ok, RefreshResult::Error] {
             let _ = self.refreshes.get_or_create(&ResultLabels { result });
+        }
+        for phase in LB_PHASES {
+            let _ = self
+                .load_balancers
+                .services
+                .get_or_create(&PhaseLabels { phase });
+        }
+        for action in LB_ACTIONS {
+            let _ = self
+                .load_balancers
+                .actions
+                .get_or_create(&LbActionLabels { action });
         }
         for action in [TaintAction::Added, TaintAction::Removed] {
             let _ = self

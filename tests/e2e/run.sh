@@ -13,6 +13,9 @@
 #   E2E_TIMEOUT_SCALE=N      multiply the scenario's step timeouts (slow machines)
 #   E2E_PHASES=a,b,...       run only these phases (names: harness --help; baseline first)
 #   E2E_KEEP=1               leave the run directory (logs, configs) in place; it is always kept on failure
+#   E2E_POOLS=1              the two priced pools (e2e-cheap, e2e-dear) are CloudifyNodePools on two sites
+#                            (issue 22) instead of scenario deployments: the CRD is applied, the provider
+#                            runs the pool controller, and the run waits until both are Ready
 #   E2E_WORK=DIR             the run directory (default tests/e2e/.cache/run)
 #   E2E_CLOUDIFY=manager     a REAL Cloudify Manager instead of the simulator (issue 19): the one the
 #                            manager tier's environment names (CLOUDIFY_MANAGER_URL, _USER/_PASSWORD or
@@ -159,7 +162,15 @@ if [ "$CLOUDIFY" = manager ]; then
   GROUPS_RE='^realmgr-e2e-pool/workers ' GROUPS_N=1
   say "Cloudify: the real manager at $CFY_URL (deployments of config/manager-scenario.yaml)"
 else
-  cp_spawn simulator "$PROV" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$E2E_DIR/config/simulator-scenario.yaml"
+  SCENARIO="$E2E_DIR/config/simulator-scenario.yaml"
+  if [ "${E2E_POOLS:-0}" = 1 ]; then
+    # The priced pools come from CloudifyNodePools: the scenario keeps only their blueprint.
+    SCENARIO="$WORK/simulator-scenario.yaml"
+    sed '/- id: e2e-cheap$/,+3d; /- id: e2e-dear$/,+3d' "$E2E_DIR/config/simulator-scenario.yaml" >"$SCENARIO"
+    cat "$E2E_DIR/config/pools-scenario.yaml" >>"$SCENARIO"
+    cat "$E2E_DIR/config/pools-provider.yaml" >>"$WORK/provider-config.yaml"
+  fi
+  cp_spawn simulator "$PROV" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$SCENARIO"
   cp_wait_http simulator "http://127.0.0.1:$SIM_PORT/api/v3.1/node-instances" 30 -u admin:admin -H "Tenant: default_tenant" \
     || fail "simulator did not answer"
   CFY_ENV=(CLOUDIFY_PASSWORD=admin CLOUDIFY_TOKEN=)
@@ -170,6 +181,29 @@ fi
 cp_spawn provider env KUBECONFIG="$K" "${CFY_ENV[@]}" "$PROV" serve --config "$WORK/provider-config.yaml"
 cp_wait_http provider "http://127.0.0.1:$HTTP_PORT/readyz" 60 || fail "provider not ready"
 say "provider serving gRPC (mTLS) on 127.0.0.1:$GRPC_PORT"
+if [ "${E2E_POOLS:-0}" = 1 ]; then
+  kapi() { curl -sS --cacert "$CP_DIR/pki/ca.crt" --cert "$CP_DIR/pki/admin.crt" --key "$CP_DIR/pki/admin.key" "$@"; }
+  sed 1,2d "$REPO/deploy/helm/autoscaler-cloudify/crds/cloudifynodepools.autoscaler.cloudify.io.yaml" >"$WORK/crd.json"
+  kapi -X POST "$CP_APISERVER_URL/apis/apiextensions.k8s.io/v1/customresourcedefinitions" \
+    -H 'Content-Type: application/json' --data-binary "@$WORK/crd.json" >"$WORK/logs/crd.out" || fail "posting the CRD"
+  POOLS="$CP_APISERVER_URL/apis/autoscaler.cloudify.io/v1alpha1/cloudifynodepools"
+  for _ in $(seq 1 60); do kapi "$POOLS" | grep -q '"items"' && break; sleep 1; done
+  for f in "$E2E_DIR"/config/pool-*.json; do
+    kapi -X POST "$POOLS" -H 'Content-Type: application/json' --data-binary "@$f" -o /dev/null -w "pool $(basename "$f"): HTTP %{http_code}\n"
+  done
+  ready=0
+  for _ in $(seq 1 120); do
+    ready="$(kapi "$POOLS" | grep -c '"phase": *"Ready"')"
+    [ "$ready" = 2 ] && break
+    sleep 1
+  done
+  [ "$ready" = 2 ] || { kapi "$POOLS" >"$WORK/logs/pools.json"; fail "the two CloudifyNodePools did not become Ready ($WORK/logs/pools.json)"; }
+  for _ in $(seq 1 30); do # the next refresh serves them
+    "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups 2>/dev/null | grep -q e2e-dear/workers && break
+    sleep 1
+  done
+  say "CloudifyNodePools e2e-cheap (zone-a, 0.05/h) and e2e-dear (zone-b, 0.20/h) installed and served"
+fi
 # The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found the
 # groups (and not the control-plane deployment).
 if ! "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups >"$WORK/logs/inspect.log" 2>&1 \

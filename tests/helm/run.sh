@@ -188,6 +188,13 @@ check_ci_render() {
   expect_in "$(doc_of "$f" ConfigMap cloudify-provider-cloud-config)" 'address: "cloudify-provider.kube-system.svc:8086"' 'grpc_timeout: "15s"' || return 1
   expect_in "$(doc_of "$f" ConfigMap cloudify-provider)" "main:k8s-pool-a/workers" "token_env: CLOUDIFY_EDGE_TOKEN" \
     "scale_down_unneeded_time: 20s" "effect: NoSchedule" || return 1
+  # The service controller (issue 23): its config section, its ClusterRole, the token.
+  expect_in "$(doc_of "$f" ConfigMap cloudify-provider)" "load_balancers:" "class_less: true" \
+    'default_manager: "edge"' "blueprint_id: k8s-lb-haproxy" "poll_interval: 10s" || return 1
+  expect_in "$(doc_of "$f" ClusterRole cloudify-provider-services)" 'resources: ["services"]' \
+    'resources: ["services/status"]' 'resources: ["nodes"]' 'resources: ["events"]' || return 1
+  expect_in "$(doc_of "$f" ClusterRoleBinding cloudify-provider-services)" "name: cloudify-provider" || return 1
+  expect_in "$dep" "automountServiceAccountToken: true" || return 1
 }
 
 check_bad_values_rejected() {
@@ -197,6 +204,11 @@ check_bad_values_rejected() {
   grep -q "config.grpc is written by the chart" <<<"$out" || { echo "$out"; return 1; }
   out=$("$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" -f "$MIN_VALUES" --set config.lease.enabled=false 2>&1) && return 1
   grep -q "config.lease" <<<"$out" || { echo "$out"; return 1; }
+  # (values.schema.json refuses the key before the template's own message would.)
+  out=$("$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" -f "$MIN_VALUES" --set config.load_balancers.enabled=true 2>&1) && return 1
+  grep -q "'load_balancers' not allowed" <<<"$out" || { echo "$out"; return 1; }
+  out=$("$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" -f "$MIN_VALUES" --set loadBalancers.enabled=true 2>&1) && return 1
+  grep -q "loadBalancers.enabled needs loadBalancers.blueprints" <<<"$out" || { echo "$out"; return 1; }
   # Two replicas without a leader could together scale past max (issue #13).
   out=$("$HELM" template x "$CHART" --kube-version "$KUBE_VERSION" -f "$MIN_VALUES" --set leaderElection.enabled=false 2>&1) && return 1
   grep -q "replicaCount > 1 needs leaderElection.enabled" <<<"$out" || { echo "$out"; return 1; }
@@ -570,7 +582,7 @@ check "helm template (default values + values-min)" render "$OUT/default.yaml" -
 check "helm template (tests/helm/values-ci.yaml)" render "$OUT/ci.yaml" -f "$HERE/values-ci.yaml"
 check "rendered objects (default values)" check_default_render
 check "rendered objects (values-ci)" check_ci_render
-check "config.grpc/config.lease and 2 replicas without leader election are refused" check_bad_values_rejected
+check "config.grpc/config.lease/config.load_balancers, LBs without a blueprint and 2 replicas without leader election are refused" check_bad_values_rejected
 check "values.schema.json: a typo or a wrong type fails helm template, naming the key" check_schema_rejects_typos
 check "no node groups named: refused with the two ways to name them (no default discovery rule)" check_groups_required
 check "static groups alone render no discovery rule (no default k8s-cluster=demo)" check_static_groups_alone

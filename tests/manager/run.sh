@@ -5,7 +5,7 @@
 # contract tests, CA's client through the conformance suite, the real CA through the e2e
 # phases). install -> start (with health-wait) -> tests -> stop; the
 # stop runs from a trap, so a failure stops the stack too. KEEP_MANAGER=1 leaves it running.
-# MANAGER_CHECKS="smoke fidelity contract conformance e2e" (the default) picks the checks.
+# MANAGER_CHECKS="smoke fidelity pools lifecycle contract conformance e2e lb" (the default) picks the checks.
 # A stack that was already running when the tier started is left running either way. Warm
 # re-runs reuse the venv and the state dir. Prints `manager: N passed, N failed` last.
 set -uo pipefail
@@ -62,10 +62,14 @@ step start bash "$HERE/start.sh" || exit 1
 eval "$(manager_exports)"
 PY="$(client_python)"
 cd "$HERE"
-CHECKS=" ${MANAGER_CHECKS:-smoke fidelity contract conformance e2e} "
+CHECKS=" ${MANAGER_CHECKS:-smoke fidelity pools lifecycle contract conformance e2e lb} "
 want() { [[ "$CHECKS" == *" $1 "* ]]; }
 want smoke && driver_start smoke "$PY" smoke.py --record "$CACHE_DIR/smoke-record.json"
 want fidelity && driver_start fidelity bash "$HERE/fidelity/run.sh"
+# CloudifyNodePools on this manager with a real kube-apiserver, and the deployment-lifecycle
+# contract of the client (issue 22).
+want pools && driver_start pools bash "$HERE/pools.sh"
+want lifecycle && driver_start lifecycle bash -c 'cd "$1/../.." && if MANAGER_CONTRACT_REQUIRED=1 cargo test --locked --quiet --test manager_lifecycle; then echo "lifecycle: 1 passed, 0 failed"; else echo "lifecycle: 0 passed, 1 failed"; fi' _ "$HERE"
 
 # The provider against the real manager (issue 19, items 3-5), side by side with smoke and
 # fidelity (each part has its own deployments and discovery label). Their deployments first, all
@@ -89,11 +93,18 @@ if [ "$provider_ready" = 1 ]; then
   want contract && driver_start provider-contract bash "$HERE/provider.sh" contract
   want conformance && driver_start provider-conformance bash "$HERE/provider.sh" conformance
 fi
-for name in smoke fidelity provider-contract provider-conformance; do
+for name in smoke fidelity pools lifecycle provider-contract provider-conformance; do
   [ -n "${driver_pid[$name]:-}" ] && driver_collect "$name"
 done
 if [ "$provider_ready" = 1 ] && want e2e; then
   driver_start provider-e2e bash "$HERE/provider.sh" e2e
   driver_collect provider-e2e
+fi
+# The service controller against this manager and a real kube-apiserver (issue 23): LB Services
+# created, updated, through a REST outage, deleted (tests/e2e/lb.sh --real). Last and alone: its
+# outage stops the manager's REST service, which every other driver talks to.
+if want lb; then
+  driver_start lb bash "$HERE/../e2e/lb.sh" --real
+  driver_collect lb
 fi
 [ "$failed" -eq 0 ]

@@ -6,6 +6,7 @@
 mod ambiguous_ids;
 mod cloudify_client;
 mod cloudify_tls;
+mod deployment_lifecycle;
 mod interleavings;
 mod invariants;
 mod manager_timing;

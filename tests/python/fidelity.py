@@ -354,9 +354,11 @@ def parameter_and_include_errors(ctx):
            parameters={"delta": 1})
     raises(IllegalExecutionParametersError, c.executions.start, "k8s-pool-a", "scale",
            parameters={"scalable_entity_name": "workers", "bogus": True})
-    # Only the simulator lacks `install` (it runs `scale` alone); a manager would start it.
-    err = raises(CloudifyClientError, c.executions.start, "k8s-pool-a", "install")
+    err = raises(CloudifyClientError, c.executions.start, "k8s-pool-a", "no_such_workflow")
     expect(err.error_code == "nonexistent_workflow_error", err.error_code)
+    # Every instance of k8s-pool-a is started: install's availability rule refuses it.
+    err = raises(CloudifyClientError, c.executions.start, "k8s-pool-a", "install")
+    expect(err.error_code == "unavailable_workflow_error", err.error_code)
     raises(NoSuchIncludeFieldError, c.deployments.list, _include=["id", "no_such_field"])
     err = raises(CloudifyClientError, c.deployments.get, "no-such-deployment")
     expect(err.status_code == 404, err)

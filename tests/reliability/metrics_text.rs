@@ -255,7 +255,18 @@ async fn every_label_value_is_from_a_closed_vocabulary() {
                     "ok",
                 ]
                 .contains(&v),
-                "action" => ["added", "removed"].contains(&v),
+                "action" => [
+                    "added",
+                    "removed",
+                    "create",
+                    "install",
+                    "update",
+                    "uninstall",
+                    "delete",
+                    "status",
+                ]
+                .contains(&v),
+                "phase" => autoscaler_cloudify::observability::metrics::LB_PHASES.contains(&v),
                 "port" => ["grpc", "http"].contains(&v),
                 "version" => v == env!("CARGO_PKG_VERSION"),
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),

@@ -38,6 +38,32 @@ pub enum SimError {
     /// 400 `illegal_action_error`: e.g. cancelling an execution that already ended.
     #[error("{0}")]
     IllegalAction(String),
+    /// 409 `conflict_error`: a deployment or blueprint with this id exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// 400 `unknown_deployment_input_error`: inputs the blueprint does not declare.
+    #[error("{0}")]
+    UnknownDeploymentInput(String),
+    /// 400 `missing_required_deployment_input_error`: a declared input without default is absent.
+    #[error("{0}")]
+    MissingRequiredDeploymentInput(String),
+    /// 400 `deployment_creation_error`: e.g. a workflow of a deployment whose environment
+    /// creation failed.
+    #[error("{0}")]
+    DeploymentCreation(String),
+    /// 400 `deployment_environment_creation_pending_error`: its creation has not started yet.
+    #[error("{0}")]
+    EnvironmentCreationPending(String),
+    /// 400 `deployment_environment_creation_in_progress_error`: its creation is running.
+    #[error("{0}")]
+    EnvironmentCreationInProgress(String),
+    /// 400 `unavailable_workflow_error`: the workflow's availability rule refuses it now
+    /// (`install` with every instance started, `uninstall` with none live).
+    #[error("{0}")]
+    UnavailableWorkflow(String),
+    /// 400 `dependent_exists_error`: a delete while executions run or instances are live.
+    #[error("{0}")]
+    DependentExists(String),
     /// 401 `unauthorized_error`: no, wrong or expired credentials, or a locked account.
     #[error("{0}")]
     Unauthorized(String),
@@ -93,6 +119,20 @@ impl SimError {
             SimError::NonexistentWorkflow(_) => "nonexistent_workflow_error",
             SimError::ExistingRunningExecution(_) => "existing_running_execution_error",
             SimError::IllegalAction(_) => "illegal_action_error",
+            SimError::Conflict(_) => "conflict_error",
+            SimError::UnknownDeploymentInput(_) => "unknown_deployment_input_error",
+            SimError::MissingRequiredDeploymentInput(_) => {
+                "missing_required_deployment_input_error"
+            }
+            SimError::DeploymentCreation(_) => "deployment_creation_error",
+            SimError::EnvironmentCreationPending(_) => {
+                "deployment_environment_creation_pending_error"
+            }
+            SimError::EnvironmentCreationInProgress(_) => {
+                "deployment_environment_creation_in_progress_error"
+            }
+            SimError::UnavailableWorkflow(_) => "unavailable_workflow_error",
+            SimError::DependentExists(_) => "dependent_exists_error",
             SimError::Unauthorized(_) => "unauthorized_error",
             SimError::Forbidden(_) => "forbidden_error",
             SimError::NotFound(_) => "not_found_error",
@@ -115,7 +155,15 @@ impl SimError {
             | SimError::IllegalExecutionParameters(_)
             | SimError::NonexistentWorkflow(_)
             | SimError::ExistingRunningExecution(_)
-            | SimError::IllegalAction(_) => StatusCode::BAD_REQUEST,
+            | SimError::IllegalAction(_)
+            | SimError::UnknownDeploymentInput(_)
+            | SimError::MissingRequiredDeploymentInput(_)
+            | SimError::DeploymentCreation(_)
+            | SimError::EnvironmentCreationPending(_)
+            | SimError::EnvironmentCreationInProgress(_)
+            | SimError::UnavailableWorkflow(_)
+            | SimError::DependentExists(_) => StatusCode::BAD_REQUEST,
+            SimError::Conflict(_) => StatusCode::CONFLICT,
             SimError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             SimError::Forbidden(_) => StatusCode::FORBIDDEN,
             SimError::NotFound(_) => StatusCode::NOT_FOUND,

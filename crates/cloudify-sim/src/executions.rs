@@ -217,7 +217,8 @@ fn merge_parameters(
     Ok(merged)
 }
 
-/// Validates a new execution against the model and stores it (`pending` or `queued`).
+/// Validates a new execution (`scale`, `install`, `uninstall`) against the model and stores it
+/// (`pending` or `queued`).
 /// Returns the execution id; the caller starts the runner.
 pub(crate) fn create_execution(
     model: &mut Model,
@@ -228,22 +229,30 @@ pub(crate) fn create_execution(
     let di = model
         .deployment_index(tenant, &request.deployment_id)
         .ok_or_else(|| SimError::not_found("Deployment", &request.deployment_id))?;
-    if request.workflow_id != "scale" {
-        return Err(SimError::NonexistentWorkflow(format!(
-            "Workflow {} does not exist in the deployment {}",
-            request.workflow_id, request.deployment_id
-        )));
-    }
-    let declared = match scale_workflow_parameters() {
-        Value::Object(m) => m,
-        _ => Map::new(),
+    let parameters = match request.workflow_id.as_str() {
+        "scale" => {
+            let declared = match scale_workflow_parameters() {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+            merge_parameters(
+                &request.workflow_id,
+                &declared,
+                request.parameters,
+                request.allow_custom_parameters,
+            )?
+        }
+        // install/uninstall declare parameters the provider never sends; any are kept as given.
+        "install" | "uninstall" => request.parameters,
+        _ => {
+            return Err(SimError::NonexistentWorkflow(format!(
+                "Workflow {} does not exist in the deployment {}",
+                request.workflow_id, request.deployment_id
+            )));
+        }
     };
-    let parameters = merge_parameters(
-        &request.workflow_id,
-        &declared,
-        request.parameters,
-        request.allow_custom_parameters,
-    )?;
+    // The environment must exist, and install/uninstall must be available (`execute_workflow`).
+    model.check_lifecycle_workflow(di, &request.workflow_id)?;
     // Listed as the manager's `Execution.__repr__` renders them.
     let blocking: Vec<String> = model
         .deployment_executions(di)

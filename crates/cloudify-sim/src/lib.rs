@@ -48,7 +48,8 @@ pub use control::{ControlError, SimControl};
 pub use error::SimError;
 pub use faults::{Faults, FaultsPatch, RequestLog};
 pub use scenario::{
-    AuthPolicy, DeploymentSpec, GroupSpec, LabelValues, Scenario, Timing, UserSpec,
+    AuthPolicy, BlueprintSpec, DeploymentSpec, GroupSpec, InputSpec, LabelValues, Scenario, Timing,
+    UserSpec,
 };
 pub use server::{Simulator, SimulatorHandle};
 

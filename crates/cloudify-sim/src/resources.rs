@@ -8,8 +8,8 @@ use super::executions::scale_workflow_parameters;
 use super::instance_json::InstanceJson;
 use super::query::{FieldVal, Listable};
 use super::state::{
-    Deployment, ExecStatus, Execution, Model, ModificationRecord, Node, NodeInstance, ScalingGroup,
-    Token,
+    BlueprintRecord, Deployment, ExecStatus, Execution, Model, ModificationRecord, Node,
+    NodeInstance, ScalingGroup, Token, UpdateRecord,
 };
 
 fn object(value: Value) -> Map<String, Value> {
@@ -98,7 +98,7 @@ impl Listable for Deployment {
             "visibility": "tenant",
             "private_resource": false,
             "resource_availability": "tenant",
-            "inputs": {},
+            "inputs": self.life.inputs,
             "outputs": {},
             "capabilities": {},
             "groups": groups_json(&self.groups),
@@ -117,14 +117,14 @@ impl Listable for Deployment {
             "labels": labels_json(self),
             "site_name": null,
             "runtime_only_evaluation": false,
-            "installation_status": "active",
+            "installation_status": if self.life.installed { "active" } else { "inactive" },
             "deployment_status": deployment_status,
             "latest_execution": latest.map(|e| e.id.clone()),
             "latest_execution_status": latest_summary,
             "latest_execution_workflow_id": latest.map(|e| e.workflow_id.clone()),
             "latest_execution_total_operations": latest.map(|e| e.total_operations),
             "latest_execution_finished_operations": latest.map(|e| e.finished_operations),
-            "create_execution": null,
+            "create_execution": self.life.create_execution,
             "sub_services_status": null,
             "sub_environments_status": null,
             "sub_services_count": 0,
@@ -481,6 +481,102 @@ impl Listable for Execution {
             "visibility": "tenant",
             "private_resource": false,
             "resource_availability": "tenant",
+        }))
+    }
+}
+
+impl Listable for BlueprintRecord {
+    const KIND: &'static str = "Blueprint";
+    const FIELDS: &'static [&'static str] = &[
+        "id",
+        "description",
+        "main_file_name",
+        "created_at",
+        "updated_at",
+        "created_by",
+        "tenant_name",
+        "visibility",
+        "private_resource",
+        "resource_availability",
+        "state",
+        "error",
+        "error_traceback",
+        "is_hidden",
+        "labels",
+        "upload_execution",
+        "plan",
+    ];
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    fn render(&self, _model: &Model) -> Map<String, Value> {
+        let inputs: Map<String, Value> = self
+            .spec
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), json!({"default": v.default})))
+            .collect();
+        object(json!({
+            "id": self.spec.id,
+            "description": null,
+            "main_file_name": self.main_file_name,
+            "created_at": self.created_at,
+            "updated_at": self.created_at,
+            "created_by": self.created_by,
+            "tenant_name": &*self.tenant,
+            "visibility": "tenant",
+            "private_resource": false,
+            "resource_availability": "tenant",
+            "state": "uploaded",
+            "error": null,
+            "error_traceback": null,
+            "is_hidden": false,
+            "labels": [],
+            "upload_execution": null,
+            "plan": {"inputs": inputs},
+        }))
+    }
+}
+
+impl Listable for UpdateRecord {
+    const KIND: &'static str = "DeploymentUpdate";
+    const FIELDS: &'static [&'static str] = &[
+        "id",
+        "deployment_id",
+        "old_blueprint_id",
+        "new_blueprint_id",
+        "state",
+        "execution_id",
+        "old_inputs",
+        "new_inputs",
+        "created_at",
+        "created_by",
+        "tenant_name",
+        "visibility",
+        "steps",
+    ];
+
+    fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    fn render(&self, _model: &Model) -> Map<String, Value> {
+        object(json!({
+            "id": self.id,
+            "deployment_id": &*self.deployment_id,
+            "old_blueprint_id": self.blueprint_id,
+            "new_blueprint_id": self.blueprint_id,
+            "state": self.state,
+            "execution_id": self.execution_id,
+            "old_inputs": self.old_inputs,
+            "new_inputs": self.new_inputs,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "tenant_name": &*self.tenant,
+            "visibility": "tenant",
+            "steps": [],
         }))
     }
 }

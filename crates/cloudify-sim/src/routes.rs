@@ -22,11 +22,16 @@ use super::error::SimError;
 use super::executions::{apply_action, create_execution, execution_owner, parse_new_execution};
 use super::faults::{Faults, FaultsPatch, RequestLog};
 use super::instance_json::instance_page;
-use super::query::{ListQuery, Listable, list_page, parse_include, project, select_page};
+use super::query::{
+    ListQuery, Listable, list_page, parse_bool, parse_include, project, select_page,
+};
 use super::resources::token_json;
 use super::search::parse_rules;
 use super::shared::Shared;
-use super::state::{Deployment, Execution, ModificationRecord, Node, NodeInstance, Token};
+use super::state::{
+    Deployment, Execution, ModificationRecord, Node, NodeInstance, Token, evaluate,
+    parse_new_deployment,
+};
 use super::workflow::{ensure_runner, spawn_forced};
 
 type ApiResult = Result<Response, SimError>;
@@ -41,7 +46,23 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/tokens", get(tokens_get).post(tokens_post))
         .route("/tokens/{id}", get(token_get).delete(token_delete))
         .route("/deployments", get(deployments_list))
-        .route("/deployments/{id}", get(deployment_get))
+        .route(
+            "/deployments/{id}",
+            get(deployment_get)
+                .put(deployment_put)
+                .delete(deployment_delete),
+        )
+        .route("/deployments/{id}/outputs", get(deployment_outputs))
+        .route(
+            "/deployments/{id}/capabilities",
+            get(deployment_capabilities),
+        )
+        .route("/blueprints/{id}", get(blueprint_get).put(blueprint_put))
+        .route(
+            "/deployment-updates/{id}/update/initiate",
+            post(update_initiate),
+        )
+        .route("/deployment-updates/{id}", get(update_get))
         .route("/searches/deployments", post(deployments_search))
         .route("/nodes", get(nodes_list))
         .route("/node-instances", get(instances_list))
@@ -206,7 +227,7 @@ async fn deployments_list(
     ok_json(list_page(
         &model,
         who.tenant(),
-        model.deployments.iter(),
+        model.deployments.iter().filter(|d| !d.life.deleted),
         &query,
     ))
 }
@@ -233,6 +254,185 @@ async fn deployment_get(
     let item = model
         .deployment_index(who.tenant(), &id)
         .map(|i| &model.deployments[i]);
+    get_one(item, &model, &id, q.as_deref())
+}
+
+/// `PUT /deployments/{id}` (`async_create` or not, the answer comes at once: the simulator's
+/// environment creation is always asynchronous): 201 with the new deployment.
+async fn deployment_put(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let request = parse_new_deployment(&body)?;
+    let mut model = shared.model();
+    let di = model.create_deployment(who.tenant(), &who.username, &id, request)?;
+    let (tenant, dep) = (
+        model.deployments[di].tenant.clone(),
+        model.deployments[di].id.clone(),
+    );
+    ensure_runner(&shared, &mut model, tenant, dep);
+    let rendered = Value::Object(model.deployments[di].render(&model));
+    Ok((StatusCode::CREATED, Json(rendered)).into_response())
+}
+
+/// `DELETE /deployments/{id}[?force=true]`: 204, the deployment goes once
+/// `delete_deployment_environment` ran.
+async fn deployment_delete(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let force = query_flag(q.as_deref(), "force")?;
+    let mut model = shared.model();
+    let di = model.delete_deployment(who.tenant(), &who.username, &id, force)?;
+    let (tenant, dep) = (
+        model.deployments[di].tenant.clone(),
+        model.deployments[di].id.clone(),
+    );
+    ensure_runner(&shared, &mut model, tenant, dep);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A boolean query parameter (`true`/`false`, as the Python client sends them); false if absent.
+fn query_flag(raw: Option<&str>, name: &str) -> Result<bool, SimError> {
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if k == name {
+            return parse_bool(&v)
+                .ok_or_else(|| SimError::BadParameters(format!("{name} must be <true/false>")));
+        }
+    }
+    Ok(false)
+}
+
+/// `GET /deployments/{id}/outputs` and `/capabilities`: the blueprint's templates evaluated
+/// against the deployment now.
+fn evaluated(shared: &Shared, headers: &HeaderMap, id: &str, outputs: bool) -> ApiResult {
+    let who = caller(shared, headers, true)?;
+    let model = shared.model();
+    let di = model
+        .deployment_index(who.tenant(), id)
+        .ok_or_else(|| SimError::not_found("Deployment", id))?;
+    let d = &model.deployments[di];
+    let templates = d
+        .life
+        .blueprint
+        .as_ref()
+        .map(|b| if outputs { &b.outputs } else { &b.capabilities });
+    let values: Map<String, Value> = templates
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), evaluate(v, &d.id, &d.life.inputs)))
+        .collect();
+    let key = if outputs { "outputs" } else { "capabilities" };
+    ok_json(json!({"deployment_id": &*d.id, key: values}))
+}
+
+async fn deployment_outputs(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    evaluated(&shared, &headers, &id, true)
+}
+
+async fn deployment_capabilities(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    evaluated(&shared, &headers, &id, false)
+}
+
+/// `PUT /blueprints/{id}?application_file_name=...` with the archive as the body (the Python
+/// client's "legacy" upload; multipart is not read): 201, `uploaded` at once.
+async fn blueprint_put(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let file = url::form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "application_file_name")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let mut model = shared.model();
+    let rendered = {
+        let record = model.upload_blueprint(who.tenant(), &who.username, &id, &file, body.len())?;
+        record.clone()
+    };
+    let rendered = Value::Object(rendered.render(&model));
+    Ok((StatusCode::CREATED, Json(rendered)).into_response())
+}
+
+async fn blueprint_get(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let model = shared.model();
+    let item = model.blueprint(who.tenant(), &id);
+    get_one(item, &model, &id, q.as_deref())
+}
+
+/// `POST /deployment-updates/{id}/update/initiate {inputs}`: the update, `updating`, with its
+/// `update` execution queued on the deployment.
+async fn update_initiate(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let body: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| SimError::BadParameters(format!("Failed to parse JSON body: {e}")))?
+    };
+    let inputs = match body.get("inputs") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => return Err(SimError::BadParameters("inputs: expected a dict".into())),
+    };
+    let mut model = shared.model();
+    let update = model.initiate_update(who.tenant(), &who.username, &id, &inputs)?;
+    if let Some(di) = model.deployment_index(who.tenant(), &id) {
+        let (tenant, dep) = (
+            model.deployments[di].tenant.clone(),
+            model.deployments[di].id.clone(),
+        );
+        ensure_runner(&shared, &mut model, tenant, dep);
+    }
+    let rendered = model
+        .updates
+        .iter()
+        .find(|u| u.id == update)
+        .map(|u| Value::Object(u.render(&model)))
+        .unwrap_or(Value::Null);
+    ok_json(rendered)
+}
+
+async fn update_get(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let who = caller(&shared, &headers, true)?;
+    let model = shared.model();
+    let item = model
+        .updates
+        .iter()
+        .find(|u| u.id == id && &*u.tenant == who.tenant());
     get_one(item, &model, &id, q.as_deref())
 }
 
@@ -268,7 +468,7 @@ async fn deployments_search(
     let matching = model
         .deployments
         .iter()
-        .filter(|d| rules.iter().all(|r| r.accepts(d)));
+        .filter(|d| !d.life.deleted && rules.iter().all(|r| r.accepts(d)));
     ok_json(list_page(&model, who.tenant(), matching, &query))
 }
 

@@ -176,6 +176,78 @@ fn default_standalone_node() -> String {
     "control_plane_host".to_string()
 }
 
+/// A deployment input a blueprint declares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Default value; an input without one must be given at deployment creation.
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
+}
+
+/// A blueprint the simulated manager holds (or learns when one with this id is uploaded): what a
+/// deployment created from it (`PUT /deployments/{id}`) looks like. The simulator parses no
+/// TOSCA: an uploaded archive is stored as is, and its topology comes from the scenario entry
+/// with the same id, or is [`BlueprintSpec::uploaded`]'s default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlueprintSpec {
+    /// Blueprint id, unique within its tenant.
+    pub id: String,
+    /// Owning tenant; defaults to the first tenant of the scenario.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Declared inputs; when empty, any input is accepted (none is checked).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, InputSpec>,
+    /// Scaling groups of its deployments; `current` is the number of group instances a new
+    /// deployment gets (`default_instances`), unless `initial_input` overrides it.
+    #[serde(default)]
+    pub scaling_groups: Vec<GroupSpec>,
+    /// An input whose integer value sets every group's initial instances (as the example
+    /// blueprint's `initial_workers` does).
+    #[serde(default)]
+    pub initial_input: Option<String>,
+    /// Labels every deployment of it carries (`labels:` in the blueprint).
+    #[serde(default)]
+    pub labels: BTreeMap<String, LabelValues>,
+    /// Outputs, evaluated on each `GET /deployments/{id}/outputs`: in a string,
+    /// `{deployment_id}` and `{inputs.NAME}` are replaced.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, serde_json::Value>,
+    /// Capabilities, evaluated the same way.
+    #[serde(default)]
+    pub capabilities: BTreeMap<String, serde_json::Value>,
+}
+
+impl BlueprintSpec {
+    /// The topology of an uploaded blueprint the scenario does not describe: any inputs, one
+    /// scaling group `workers` (min 0, unbounded) whose initial size is the input
+    /// `initial_workers` (0 without it), and the output `node_group` = `<deployment>/workers`.
+    pub fn uploaded(id: &str) -> BlueprintSpec {
+        BlueprintSpec {
+            id: id.to_string(),
+            tenant: None,
+            inputs: BTreeMap::new(),
+            scaling_groups: vec![GroupSpec {
+                name: "workers".into(),
+                min: 0,
+                max: -1,
+                current: 0,
+                default: None,
+                extra_vms: Vec::new(),
+            }],
+            initial_input: Some("initial_workers".into()),
+            labels: BTreeMap::new(),
+            outputs: BTreeMap::from([(
+                "node_group".to_string(),
+                serde_json::Value::String("{deployment_id}/workers".into()),
+            )]),
+            capabilities: BTreeMap::new(),
+        }
+    }
+}
+
 /// Everything a simulated manager starts with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +268,9 @@ pub struct Scenario {
     /// by default.
     #[serde(default)]
     pub deployments: Vec<DeploymentSpec>,
+    /// Blueprints deployments can be created from (`PUT /deployments/{id}`); none by default.
+    #[serde(default)]
+    pub blueprints: Vec<BlueprintSpec>,
     /// When failed logins lock an account; Cloudify's defaults (locked at the 5th bad password,
     /// for 30 minutes) if absent.
     #[serde(default)]
@@ -264,6 +339,7 @@ impl Scenario {
                 deployment("k8s-pool-b", vec![group("gpu-workers", 0, 4, 0)], 0),
                 deployment("k8s-control-plane", vec![], 1),
             ],
+            blueprints: Vec::new(),
             auth: AuthPolicy::default(),
             seed: None,
             max_request_line: None,
@@ -351,7 +427,23 @@ impl Scenario {
 
     /// Checks references and bounds; the errors name what is wrong.
     pub fn validate(&self) -> Result<(), SimError> {
-        let invalid = |msg: String| Err(SimError::ScenarioInvalid(msg));
+        let tenants = self.checked_tenants()?;
+        check_users(&self.users, &tenants)?;
+        let default_tenant = self.tenants[0].as_str();
+        let mut ids = BTreeSet::new();
+        for d in &self.deployments {
+            check_deployment(d, &tenants, default_tenant, &mut ids)?;
+        }
+        let mut blueprints = BTreeSet::new();
+        for b in &self.blueprints {
+            check_blueprint(b, &tenants, default_tenant, &mut blueprints)?;
+        }
+        Ok(())
+    }
+
+    /// The tenant names, once each: every other reference (users, deployments, blueprints) is
+    /// checked against this set, and the first tenant is the default owner.
+    fn checked_tenants(&self) -> Result<BTreeSet<&str>, SimError> {
         if self.tenants.is_empty() {
             return invalid("at least one tenant is required".into());
         }
@@ -359,71 +451,125 @@ impl Scenario {
         if tenants.len() != self.tenants.len() {
             return invalid("duplicate tenant names".into());
         }
-        let mut usernames = BTreeSet::new();
-        for user in &self.users {
-            if !usernames.insert(user.username.to_lowercase()) {
-                return invalid(format!("duplicate user {}", user.username));
-            }
-            if let Some(t) = user.tenants.iter().find(|t| !tenants.contains(t.as_str())) {
-                return invalid(format!("user {} names unknown tenant {t}", user.username));
-            }
-            if user.role != "sys_admin" && user.role != "default" {
-                return invalid(format!(
-                    "user {}: role must be sys_admin or default",
-                    user.username
-                ));
-            }
-        }
-        let mut ids = BTreeSet::new();
-        for d in &self.deployments {
-            let tenant = d.tenant.as_deref().unwrap_or(&self.tenants[0]);
-            if !tenants.contains(tenant) {
-                return invalid(format!("deployment {} names unknown tenant {tenant}", d.id));
-            }
-            if d.id.is_empty() || !ids.insert((tenant.to_string(), d.id.clone())) {
-                return invalid(format!("empty or duplicate deployment id {:?}", d.id));
-            }
-            let mut names = BTreeSet::new();
-            for g in &d.scaling_groups {
-                if g.name.is_empty() || !names.insert(g.name.as_str()) {
-                    return invalid(format!("deployment {}: duplicate group {:?}", d.id, g.name));
-                }
-                let mut members = BTreeSet::from(["host", "port"]);
-                for v in &g.extra_vms {
-                    let valid = !v.is_empty()
-                        && v.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                    if !valid || !members.insert(v.as_str()) {
-                        return invalid(format!(
-                            "deployment {} group {}: extra_vms entry {v:?} must be a unique \
-                             name of [A-Za-z0-9_-], not host or port",
-                            d.id, g.name
-                        ));
-                    }
-                }
-                if g.min < 0 || g.max < -1 || (g.max != -1 && g.min > g.max) {
-                    return invalid(format!(
-                        "deployment {} group {}: need 0 <= min <= max (max -1 = unbounded)",
-                        d.id, g.name
-                    ));
-                }
-            }
-            if d.standalone_vms > 0
-                && d.scaling_groups.iter().any(|g| {
-                    d.standalone_node == format!("{}_host", g.name)
-                        || g.extra_vms
-                            .iter()
-                            .any(|v| d.standalone_node == format!("{}_{v}", g.name))
-                })
-            {
-                return invalid(format!(
-                    "deployment {}: standalone_node clashes with a group node",
-                    d.id
-                ));
-            }
-        }
-        Ok(())
+        Ok(tenants)
     }
+}
+
+/// A scenario error with its message.
+fn invalid<T>(msg: String) -> Result<T, SimError> {
+    Err(SimError::ScenarioInvalid(msg))
+}
+
+/// Users: unique (case-insensitive, as the manager compares usernames), known tenants, and one
+/// of the two roles the simulator models.
+fn check_users(users: &[UserSpec], tenants: &BTreeSet<&str>) -> Result<(), SimError> {
+    let mut usernames = BTreeSet::new();
+    for user in users {
+        if !usernames.insert(user.username.to_lowercase()) {
+            return invalid(format!("duplicate user {}", user.username));
+        }
+        if let Some(t) = user.tenants.iter().find(|t| !tenants.contains(t.as_str())) {
+            return invalid(format!("user {} names unknown tenant {t}", user.username));
+        }
+        if user.role != "sys_admin" && user.role != "default" {
+            return invalid(format!(
+                "user {}: role must be sys_admin or default",
+                user.username
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One deployment: a known tenant, an id unique within it (`ids` collects them across the
+/// scenario), valid groups, and a standalone node that no group's node names collide with.
+fn check_deployment(
+    d: &DeploymentSpec,
+    tenants: &BTreeSet<&str>,
+    default_tenant: &str,
+    ids: &mut BTreeSet<(String, String)>,
+) -> Result<(), SimError> {
+    let tenant = d.tenant.as_deref().unwrap_or(default_tenant);
+    if !tenants.contains(tenant) {
+        return invalid(format!("deployment {} names unknown tenant {tenant}", d.id));
+    }
+    if d.id.is_empty() || !ids.insert((tenant.to_string(), d.id.clone())) {
+        return invalid(format!("empty or duplicate deployment id {:?}", d.id));
+    }
+    let mut names = BTreeSet::new();
+    for g in &d.scaling_groups {
+        if g.name.is_empty() || !names.insert(g.name.as_str()) {
+            return invalid(format!("deployment {}: duplicate group {:?}", d.id, g.name));
+        }
+        check_group(&d.id, g)?;
+    }
+    if d.standalone_vms > 0 && standalone_clashes_with_a_group(d) {
+        return invalid(format!(
+            "deployment {}: standalone_node clashes with a group node",
+            d.id
+        ));
+    }
+    Ok(())
+}
+
+/// One scaling group's members and bounds: extra VMs need node names of their own (host and
+/// port are every group's), and the bounds follow Cloudify's (max -1 = unbounded).
+fn check_group(deployment: &str, g: &GroupSpec) -> Result<(), SimError> {
+    let mut members = BTreeSet::from(["host", "port"]);
+    for v in &g.extra_vms {
+        let valid = !v.is_empty()
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !valid || !members.insert(v.as_str()) {
+            return invalid(format!(
+                "deployment {deployment} group {}: extra_vms entry {v:?} must be a unique \
+                 name of [A-Za-z0-9_-], not host or port",
+                g.name
+            ));
+        }
+    }
+    if g.min < 0 || g.max < -1 || (g.max != -1 && g.min > g.max) {
+        return invalid(format!(
+            "deployment {deployment} group {}: need 0 <= min <= max (max -1 = unbounded)",
+            g.name
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the standalone node's name is one a group's members use (`<group>_host` or
+/// `<group>_<extra vm>`): the two would be indistinguishable in node instance listings.
+fn standalone_clashes_with_a_group(d: &DeploymentSpec) -> bool {
+    d.scaling_groups.iter().any(|g| {
+        d.standalone_node == format!("{}_host", g.name)
+            || g.extra_vms
+                .iter()
+                .any(|v| d.standalone_node == format!("{}_{v}", g.name))
+    })
+}
+
+/// One blueprint: a known tenant, an id unique within it (`seen` collects them across the
+/// scenario), and group names unique within the blueprint.
+fn check_blueprint(
+    b: &BlueprintSpec,
+    tenants: &BTreeSet<&str>,
+    default_tenant: &str,
+    seen: &mut BTreeSet<(String, String)>,
+) -> Result<(), SimError> {
+    let tenant = b.tenant.as_deref().unwrap_or(default_tenant);
+    if !tenants.contains(tenant) {
+        return invalid(format!("blueprint {} names unknown tenant {tenant}", b.id));
+    }
+    if b.id.is_empty() || !seen.insert((tenant.to_string(), b.id.clone())) {
+        return invalid(format!("empty or duplicate blueprint id {:?}", b.id));
+    }
+    let mut names = BTreeSet::new();
+    for g in &b.scaling_groups {
+        if g.name.is_empty() || !names.insert(g.name.as_str()) {
+            return invalid(format!("blueprint {}: duplicate group {:?}", b.id, g.name));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -246,6 +246,7 @@ mod tests {
             groups: vec![],
             modification: None,
             executions: vec![],
+            life: Default::default(),
         }
     }
 

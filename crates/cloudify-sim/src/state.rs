@@ -17,9 +17,14 @@ use serde_json::Value;
 use super::scenario::AuthPolicy;
 
 mod groups;
+mod lifecycle;
 mod populate;
 
 pub(crate) use groups::Members;
+pub(crate) use lifecycle::{
+    BlueprintRecord, CREATE_ENVIRONMENT, DELETE_ENVIRONMENT, Lifecycle, UPDATE, UpdateRecord,
+    evaluate, parse_new_deployment,
+};
 
 /// Type hierarchy of the VM node of every group (an OpenStack v2 plugin server).
 pub(crate) const SERVER_TYPE: &str = "cloudify.openstack.nodes.Server";
@@ -165,6 +170,8 @@ pub(crate) struct Deployment {
     pub modification: Option<Modification>,
     /// Execution ids of this deployment, oldest first.
     pub executions: Vec<String>,
+    /// Inputs, installation, creation and deletion (`state::lifecycle`).
+    pub life: Lifecycle,
 }
 
 impl Deployment {
@@ -303,6 +310,37 @@ pub(crate) struct Execution {
     pub finished_operations: u64,
 }
 
+impl Execution {
+    /// A new `pending` execution of `workflow` on a deployment, with no parameters.
+    pub fn new(
+        tenant: Arc<str>,
+        deployment_id: Arc<str>,
+        blueprint_id: String,
+        workflow: &str,
+        created_by: &str,
+    ) -> Execution {
+        Execution {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant,
+            deployment_id,
+            blueprint_id,
+            workflow_id: workflow.to_string(),
+            status: ExecStatus::Pending,
+            error: String::new(),
+            parameters: Value::Object(serde_json::Map::new()),
+            created_at: now_stamp(),
+            started_at: None,
+            ended_at: None,
+            created_by: created_by.to_string(),
+            is_dry_run: false,
+            allow_custom_parameters: false,
+            forced: false,
+            total_operations: 0,
+            finished_operations: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 impl Execution {
     /// A `scale` execution of `tenant/deployment` by `created_by`, for unit tests that need one
@@ -361,6 +399,10 @@ pub(crate) struct Model {
     pub execution_index: HashMap<String, usize>,
     /// Every deployment modification ever started, oldest first.
     pub modifications: Vec<ModificationRecord>,
+    /// Blueprints: the scenario's, then uploads.
+    pub blueprints: Vec<BlueprintRecord>,
+    /// Deployment updates, oldest first.
+    pub updates: Vec<UpdateRecord>,
     /// Deployments `(tenant, id)` whose FIFO runner task is alive.
     pub runners: HashSet<(Arc<str>, Arc<str>)>,
     pub rng: StdRng,

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::shared::Shared;
 use super::state::{ExecStatus, Members, Model, ModificationStatus, now_stamp};
 
+mod lifecycle;
 mod plan;
 
 use plan::{Plan, parse_params, plan_scale, rollback_modification};
@@ -159,6 +160,14 @@ fn finish(model: &mut Model, id: &str, status: ExecStatus, error: Option<&Failur
 
 /// Runs one execution from `pending` to an end state.
 pub(crate) async fn run_execution(shared: &Arc<Shared>, id: &str) {
+    let is_scale = shared
+        .model()
+        .execution(id)
+        .is_some_and(|e| e.workflow_id == "scale");
+    if !is_scale {
+        lifecycle::run(shared, id).await;
+        return;
+    }
     let Some((params, window)) = mark_started(shared, id) else {
         return; // cancelled while waiting
     };

@@ -51,7 +51,7 @@ pub(super) fn select<'a>(src: &'a SourceData, config: &'a NodeGroupsConfig) -> S
 
 /// The id CA knows the group by: `<deployment>/<group>`, prefixed `<entry>:` when the
 /// configuration lists several Cloudify entries (ids must be unique across them).
-pub(super) fn group_id(entry: &str, prefixed: bool, deployment: &str, group: &str) -> String {
+pub fn group_id(entry: &str, prefixed: bool, deployment: &str, group: &str) -> String {
     if prefixed {
         format!("{entry}:{deployment}/{group}")
     } else {

@@ -13,6 +13,7 @@ mod executions;
 #[cfg(test)]
 mod fixtures;
 mod groups;
+pub use groups::group_id;
 mod instances;
 
 use std::collections::{HashMap, HashSet};

@@ -201,15 +201,7 @@ impl Note {
 
 /// Publishes an Event on a Node; a failure is only logged (Events are best effort).
 pub async fn event(recorder: &Recorder, node: &Node, note: Note) {
-    let mut text = note.text;
-    if text.len() > 1000 {
-        // Events carry at most 1 kB of note.
-        let mut cut = 1000;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
+    let text = crate::kube::note::fit_note(note.text);
     let ev = Event {
         type_: note.type_,
         reason: note.reason.into(),

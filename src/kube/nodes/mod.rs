@@ -231,7 +231,7 @@ impl Worker {
         if !snapshot.complete {
             return; // no inventory yet: nothing can be matched, and nothing may be decided
         }
-        let view = InventoryView::new(snapshot, self.inventory.config(), &self.managers);
+        let view = InventoryView::new(snapshot, &self.inventory.config(), &self.managers);
         let leader = (self.is_leader)();
         let mut verdicts: HashMap<String, Verdict> = HashMap::new();
         let mut unmatched_now = 0i64;

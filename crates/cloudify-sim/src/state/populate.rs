@@ -8,8 +8,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use super::{
-    Deployment, Model, Node, NodeInstance, PORT_HIERARCHY, PORT_TYPE, Runtime, SERVER_HIERARCHY,
-    SERVER_TYPE, ScalingGroup, User, hostname_for, now_stamp,
+    BlueprintRecord, Deployment, Lifecycle, Model, Node, NodeInstance, PORT_HIERARCHY, PORT_TYPE,
+    Runtime, SERVER_HIERARCHY, SERVER_TYPE, ScalingGroup, User, hostname_for, now_stamp,
 };
 use crate::error::SimError;
 use crate::scenario::{DeploymentSpec, GroupSpec, LabelValues, Scenario, UserSpec};
@@ -32,6 +32,16 @@ impl Model {
             let creator: Arc<str> = Arc::from(creator.as_str());
             model.add_started_group_instances(di, &creator)?;
             model.add_standalone_vms(di, spec, &creator);
+        }
+        for spec in &scenario.blueprints {
+            let tenant = spec.tenant.as_deref().unwrap_or(&scenario.tenants[0]);
+            model.blueprints.push(BlueprintRecord {
+                tenant: Arc::from(tenant),
+                spec: Arc::new(spec.clone()),
+                created_at: created_at.clone(),
+                created_by: creator.clone(),
+                main_file_name: String::new(),
+            });
         }
         Ok(model)
     }
@@ -61,14 +71,16 @@ impl Model {
             executions: Vec::new(),
             execution_index: HashMap::new(),
             modifications: Vec::new(),
+            blueprints: Vec::new(),
+            updates: Vec::new(),
             runners: HashSet::new(),
             rng,
             ip_counter: 0,
         }
     }
 
-    /// Stores a deployment and indexes it under its tenant.
-    fn add_deployment(&mut self, deployment: Deployment) {
+    /// Stores a deployment and indexes it under its tenant (replacing a deleted one's entry).
+    pub(super) fn add_deployment(&mut self, deployment: Deployment) {
         let (tenant, id) = (deployment.tenant.to_string(), deployment.id.to_string());
         self.deployments.push(deployment);
         let di = self.deployments.len() - 1;
@@ -91,6 +103,30 @@ impl Model {
             for _ in 0..count {
                 let gid = self.add_group_instance(di, &name, creator, "started")?;
                 self.set_started_runtime(di, &name, &gid);
+            }
+        }
+        Ok(())
+    }
+
+    /// The environment of a deployment created over REST (`create_deployment_environment`):
+    /// labels, scaling groups and nodes from `layout`, every group instance `uninitialized` with
+    /// empty runtime properties until `install` starts it.
+    pub(super) fn populate_environment(
+        &mut self,
+        di: usize,
+        layout: &DeploymentSpec,
+        creator: &Arc<str>,
+    ) -> Result<(), SimError> {
+        let d = &mut self.deployments[di];
+        d.labels = deployment_labels(&layout.labels);
+        d.groups = layout.scaling_groups.iter().map(scaling_group).collect();
+        let nodes = deployment_nodes(&self.deployments[di], layout);
+        self.nodes.extend(nodes);
+        for gi in 0..self.deployments[di].groups.len() {
+            let count = self.deployments[di].groups[gi].current;
+            let name = self.deployments[di].groups[gi].name.clone();
+            for _ in 0..count {
+                self.add_group_instance(di, &name, creator, "uninitialized")?;
             }
         }
         Ok(())
@@ -181,6 +217,7 @@ fn deployment_record(
         groups: spec.scaling_groups.iter().map(scaling_group).collect(),
         modification: None,
         executions: Vec::new(),
+        life: Lifecycle::default(),
     }
 }
 

@@ -83,11 +83,21 @@ async fn invalid_requests_get_the_manager_error_codes() {
     assert_error(
         &api.post(
             "/executions",
-            json!({"deployment_id": "k8s-pool-a", "workflow_id": "install"}),
+            json!({"deployment_id": "k8s-pool-a", "workflow_id": "heal"}),
         )
         .await,
         400,
         "nonexistent_workflow_error",
+    );
+    // Every instance is started: install's availability rule refuses it (nothing stored).
+    assert_error(
+        &api.post(
+            "/executions",
+            json!({"deployment_id": "k8s-pool-a", "workflow_id": "install"}),
+        )
+        .await,
+        400,
+        "unavailable_workflow_error",
     );
     assert_error(
         &api.scale("no-such-deployment", workers(1), false).await,

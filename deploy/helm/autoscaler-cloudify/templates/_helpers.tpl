@@ -130,6 +130,26 @@ lease:
   renew_period: {{ .Values.leaderElection.renewPeriod }}
   leader_label: {{ .Values.leaderElection.podLabel | quote }}
   {{- end }}
+{{- with .Values.loadBalancers }}
+load_balancers:
+  enabled: {{ .enabled }}
+  class: {{ .class | quote }}
+  class_less: {{ .classLess }}
+  cluster_name: {{ .clusterName | quote }}
+  deployment_prefix: {{ .deploymentPrefix | quote }}
+  {{- with .defaultManager }}
+  default_manager: {{ . | quote }}
+  {{- end }}
+  blueprints: {{- if .blueprints }}
+    {{- toYaml .blueprints | nindent 4 }}
+  {{- else }} {}
+  {{- end }}
+  address_type: {{ .addressType }}
+  exclude_not_ready: {{ .excludeNotReady }}
+  poll_interval: {{ .pollInterval }}
+  resync_interval: {{ .resyncInterval }}
+  concurrency: {{ .concurrency }}
+{{- end }}
 {{ toYaml .Values.config }}
 {{- end }}
 

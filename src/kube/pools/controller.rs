@@ -1,0 +1,392 @@
+//! The pool controller (issue 22): a kube-rs `Controller` over `CloudifyNodePool`s, running on
+//! every replica (its reflector store feeds [`PoolRegistry`]) but acting only on the leader.
+//! Each reconcile observes Cloudify (the deployment and its executions), asks [`plan::decide`],
+//! makes at most one Cloudify call, writes the status and an Event, and requeues.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::crd::{CloudifyNodePool, ExecutionRef, FINALIZER};
+use super::plan::{self, Action, Decision, Note, Observed};
+use super::registry::{ManagerEntry, PoolRegistry, resolve_manager};
+use crate::cloudify::deployments::{DeploymentLifecycle, Refusal, Workflow};
+use crate::inventory::Inventory;
+use crate::kube::nodes::LeaderFn;
+
+/// The controller's error: a Kubernetes or Cloudify call failed (requeued with a backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// A Kubernetes API call failed.
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// A Cloudify call failed in a way worth a retry.
+    #[error("cloudify: {0}")]
+    Cloudify(#[from] crate::cloudify::CloudifyError),
+}
+
+/// What the controller works with.
+pub struct PoolContext {
+    client: kube::Client,
+    inventory: Arc<Inventory>,
+    managers: Arc<Vec<ManagerEntry>>,
+    lifecycles: Vec<Arc<dyn DeploymentLifecycle>>,
+    cluster_labels: Vec<(String, String)>,
+    is_leader: LeaderFn,
+    recorder: Recorder,
+}
+
+/// Starts the controller; returns its task and the registry the inventory serves pools from.
+pub fn spawn(
+    client: kube::Client,
+    inventory: Arc<Inventory>,
+    managers: Vec<ManagerEntry>,
+    lifecycles: Vec<Arc<dyn DeploymentLifecycle>>,
+    cluster_labels: Vec<(String, String)>,
+    flavors: super::registry::Flavors,
+    is_leader: LeaderFn,
+) -> (tokio::task::JoinHandle<()>, Arc<PoolRegistry>) {
+    let managers = Arc::new(managers);
+    let api: Api<CloudifyNodePool> = Api::all(client.clone());
+    let controller = Controller::new(api, watcher::Config::default());
+    let registry = Arc::new(PoolRegistry::new(
+        controller.store(),
+        Arc::clone(&managers),
+        flavors,
+    ));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "autoscaler-cloudify-pools".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let ctx = Arc::new(PoolContext {
+        client,
+        inventory,
+        managers,
+        lifecycles,
+        cluster_labels,
+        is_leader,
+        recorder,
+    });
+    let task = tokio::spawn(async move {
+        controller
+            .run(reconcile, error_policy, ctx)
+            .for_each(|result| async move {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "pool reconcile");
+                }
+            })
+            .await;
+    });
+    (task, registry)
+}
+
+fn error_policy(_: Arc<CloudifyNodePool>, error: &PoolError, _: Arc<PoolContext>) -> Requeue {
+    tracing::warn!(%error, "pool reconcile failed; retrying");
+    Requeue::requeue(Duration::from_secs(15))
+}
+
+async fn reconcile(
+    pool: Arc<CloudifyNodePool>,
+    ctx: Arc<PoolContext>,
+) -> Result<Requeue, PoolError> {
+    if !(ctx.is_leader)() {
+        return Ok(Requeue::requeue(Duration::from_secs(10)));
+    }
+    let name = pool.name_any();
+    let api: Api<CloudifyNodePool> = Api::all(ctx.client.clone());
+    let deleting = pool.metadata.deletion_timestamp.is_some();
+    let has_finalizer = pool.finalizers().iter().any(|f| f == FINALIZER);
+    if deleting && !has_finalizer {
+        return Ok(Requeue::await_change());
+    }
+    if !has_finalizer {
+        // Before any Cloudify call: a pool deleted from now on waits for its cleanup.
+        let mut finalizers = pool.finalizers().to_vec();
+        finalizers.push(FINALIZER.into());
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        return Ok(Requeue::requeue(Duration::ZERO));
+    }
+    let status = pool.status.clone().unwrap_or_default();
+    let resolved = resolve_manager(&ctx.managers, &pool.spec.manager, &pool.spec.tenant);
+    let deployment_id = pool.spec.deployment_for(&name);
+    let (source, lifecycle) = match &resolved {
+        Ok(i) => (*i, ctx.lifecycles.get(*i).cloned()),
+        Err(_) => (0, None),
+    };
+    let (deployment, executions) = match &lifecycle {
+        Some(l) => {
+            let d = l.deployment_state(&deployment_id).await?;
+            let e = match &d {
+                Some(_) => l.deployment_executions(&deployment_id).await?,
+                None => Vec::new(),
+            };
+            (d, e)
+        }
+        None => (None, Vec::new()),
+    };
+    let snapshot = ctx.inventory.snapshot();
+    let prefixed = ctx.managers.len() > 1;
+    let entry = ctx.managers.get(source).map_or("", |m| m.name.as_str());
+    let group_id =
+        crate::inventory::group_id(entry, prefixed, &deployment_id, &pool.spec.scaling_group);
+    let group = snapshot.group(&group_id);
+    let nodes_registered = if deleting {
+        registered_nodes(&ctx.client, group).await?
+    } else {
+        0
+    };
+    let uid = pool.uid().unwrap_or_default();
+    let decision = plan::decide(&Observed {
+        name: &name,
+        uid: &uid,
+        generation: pool.metadata.generation.unwrap_or(0),
+        spec: &pool.spec,
+        status: &status,
+        deleting,
+        misconfigured: resolved.err(),
+        cluster_labels: &ctx.cluster_labels,
+        group_id: &group_id,
+        deployment: deployment.as_ref(),
+        executions: &executions,
+        nodes_registered,
+        sizes: group.map(|g| (g.current, g.cloudify_target())),
+        now: chrono::Utc::now(),
+    });
+    let was_ready = status.phase == "Ready";
+    let Decision {
+        action,
+        status: mut new_status,
+        note,
+        requeue,
+    } = decision;
+    let mut notes: Vec<Note> = note.into_iter().collect();
+    let mut requeue = requeue;
+    if let Some(l) = &lifecycle {
+        carry_out(
+            l.as_ref(),
+            &action,
+            &deployment_id,
+            &mut new_status,
+            &mut notes,
+            &mut requeue,
+        )
+        .await?;
+    }
+    if new_status != status {
+        let patch = json!({"status": new_status});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let reference = pool.object_ref(&());
+    for n in notes {
+        tracing::info!(pool = %name, reason = n.reason, "{}", n.message);
+        let event = Event {
+            type_: if n.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: n.reason.into(),
+            note: Some(n.message),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, "pool event not recorded");
+        }
+    }
+    if new_status.phase == "Ready" && !was_ready {
+        // CA sees the pool on its next loop, not a refresh interval later.
+        ctx.inventory.trigger_refresh();
+    }
+    if action == Action::RemoveFinalizer {
+        let finalizers: Vec<String> = pool
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        ctx.inventory.trigger_refresh();
+        return Ok(Requeue::await_change());
+    }
+    Ok(Requeue::requeue(requeue))
+}
+
+/// Makes the decided Cloudify call; a refusal the next reconcile can resolve only shortens the
+/// requeue, one that needs the user becomes a condition.
+async fn carry_out(
+    l: &dyn DeploymentLifecycle,
+    action: &Action,
+    deployment_id: &str,
+    status: &mut crate::kube::pools::crd::CloudifyNodePoolStatus,
+    notes: &mut Vec<Note>,
+    requeue: &mut Duration,
+) -> Result<(), PoolError> {
+    let now = chrono::Utc::now();
+    let generation = status.observed_generation;
+    let mut refused =
+        |reason: &'static str,
+         message: String,
+         status: &mut crate::kube::pools::crd::CloudifyNodePoolStatus| {
+            status.failures = status.failures.saturating_add(1);
+            let wait = plan::backoff(status.failures);
+            status.retry_after = Some(
+                (now + chrono::Duration::from_std(wait).unwrap_or_default())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            );
+            plan::set_condition(
+                &mut status.conditions,
+                "Failed",
+                true,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            status.phase = "Failed".into();
+            notes.push(Note {
+                warning: true,
+                reason,
+                message,
+            });
+            wait
+        };
+    match action {
+        Action::Create(new) => match l.create_deployment(new).await {
+            Ok(_) => notes.push(Note {
+                warning: false,
+                reason: "Created",
+                message: format!(
+                    "created deployment {} from blueprint {}",
+                    new.id, new.blueprint_id
+                ),
+            }),
+            Err(e) => match Refusal::of(&e) {
+                Refusal::AlreadyExists => *requeue = Duration::from_secs(1),
+                Refusal::NotFound => *requeue = refused("BlueprintNotFound", e.to_string(), status),
+                Refusal::Invalid => *requeue = refused("InvalidInputs", e.to_string(), status),
+                _ => return Err(e.into()),
+            },
+        },
+        Action::Install | Action::Uninstall => {
+            let workflow = if *action == Action::Install {
+                Workflow::Install
+            } else {
+                Workflow::Uninstall
+            };
+            match l.start_workflow(deployment_id, workflow).await {
+                Ok(e) => {
+                    status.last_execution = Some(ExecutionRef {
+                        id: e.id.clone(),
+                        workflow: e.workflow_id.clone(),
+                        status: e.status.as_str().to_owned(),
+                        error: None,
+                    });
+                    notes.push(Note {
+                        warning: false,
+                        reason: if workflow == Workflow::Install {
+                            "Installing"
+                        } else {
+                            "Uninstalling"
+                        },
+                        message: format!("{} {} queued on {deployment_id}", workflow.id(), e.id),
+                    });
+                }
+                Err(e) => match Refusal::of(&e) {
+                    Refusal::EnvironmentNotReady | Refusal::Busy | Refusal::WorkflowUnavailable => {
+                        *requeue = Duration::from_secs(2)
+                    }
+                    _ => return Err(e.into()),
+                },
+            }
+        }
+        Action::Update(inputs) => match l.start_update(deployment_id, inputs).await {
+            Ok(u) => {
+                status.last_execution = u.execution_id.map(|id| ExecutionRef {
+                    id,
+                    workflow: "update".into(),
+                    status: u.state.clone(),
+                    error: None,
+                });
+            }
+            Err(e) if Refusal::of(&e) == Refusal::Invalid => {
+                *requeue = refused("InvalidInputs", e.to_string(), status);
+            }
+            Err(e) => return Err(e.into()),
+        },
+        Action::Delete => match l.delete_deployment(deployment_id, false).await {
+            Ok(()) => notes.push(Note {
+                warning: false,
+                reason: "Deleted",
+                message: format!("deleted deployment {deployment_id}"),
+            }),
+            // Instances live although the deployment is not installed (a failed install):
+            // uninstall first.
+            Err(e) if Refusal::of(&e) == Refusal::DependentsExist => {
+                if let Err(e) = l.start_workflow(deployment_id, Workflow::Uninstall).await
+                    && Refusal::of(&e) == Refusal::Other
+                {
+                    return Err(e.into());
+                }
+            }
+            Err(e) if Refusal::of(&e) == Refusal::NotFound => {}
+            Err(e) => return Err(e.into()),
+        },
+        Action::RemoveFinalizer | Action::None => {}
+    }
+    Ok(())
+}
+
+/// Kubernetes Nodes that belong to the pool's group: by provider id, else by node name.
+async fn registered_nodes(
+    client: &kube::Client,
+    group: Option<&crate::inventory::NodeGroup>,
+) -> Result<usize, PoolError> {
+    let Some(group) = group else { return Ok(0) };
+    if group.instances.is_empty() {
+        return Ok(0);
+    }
+    let ids: HashSet<&str> = group
+        .instances
+        .iter()
+        .map(|i| i.provider_id.as_str())
+        .collect();
+    let names: HashSet<&str> = group
+        .instances
+        .iter()
+        .filter_map(|i| i.node_name.as_deref())
+        .collect();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .is_some_and(|p| ids.contains(p))
+                || n.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|m| names.contains(m))
+        })
+        .count())
+}
