@@ -4,21 +4,72 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::json;
 
+use super::models::Identified;
 use super::{
     Cloudify, CloudifyClient, CloudifyError, Deployment, DeploymentModification, Execution, Node,
     NodeInstance, ScaleRequest,
 };
 
-const DEPLOYMENT_FIELDS: &str = "id,labels,scaling_groups,site_name";
+/// Every deployment read (label search and by id): what the groups and the refresh's change
+/// tracking need. `labels` is left out: the search matches them server-side, and on the real
+/// manager they are a relationship read per row.
+const DEPLOYMENT_FIELDS: &str =
+    "id,scaling_groups,site_name,updated_at,latest_execution,latest_execution_status";
 const NODE_FIELDS: &str = "id,deployment_id,type_hierarchy,host_id";
 const INSTANCE_FIELDS: &str =
     "id,node_id,deployment_id,host_id,state,runtime_properties,scaling_groups";
 const MODIFICATION_FIELDS: &str = "id,deployment_id,status,context,modified_nodes";
 const EXECUTION_FIELDS: &str =
     "id,workflow_id,deployment_id,status,error,parameters,created_at,ended_at";
+/// What the refresh's second look at the executions compares: ids and statuses.
+const EXECUTION_STATUS_FIELDS: &str = "id,workflow_id,deployment_id,status";
+
+/// Bytes of URL-encoded id parameters (`deployment_id=…&deployment_id=…`) in one request. The
+/// real manager runs behind gunicorn, which refuses a request line over 4094 bytes (issue 20):
+/// with the path, the projection and the paging parameters (under 400 bytes) a request line
+/// stays under 2.5 KiB, whatever the number of ids. An id longer than this goes alone.
+pub(super) const ID_BUDGET: usize = 2048;
+
+/// Splits `values` into runs whose `key=value&` parameters, URL-encoded, fit in `budget` bytes
+/// (each run holds at least one value). Each run becomes one request.
+pub(super) fn chunks<'a>(key: &str, values: &'a [String], budget: usize) -> Vec<&'a [String]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut used = 0;
+    for (i, v) in values.iter().enumerate() {
+        let cost = key.len()
+            + 2
+            + url::form_urlencoded::byte_serialize(v.as_bytes())
+                .map(str::len)
+                .sum::<usize>();
+        if i > start && used + cost > budget {
+            out.push(&values[start..i]);
+            start = i;
+            used = 0;
+        }
+        used += cost;
+    }
+    if start < values.len() {
+        out.push(&values[start..]);
+    }
+    out
+}
 
 fn repeated<'a>(key: &'a str, values: &[String]) -> Vec<(&'a str, String)> {
     values.iter().map(|v| (key, v.clone())).collect()
+}
+
+/// The items of every request, in order; an item two requests both answered is kept once
+/// (the first). Chunks name disjoint ids, so that only happens when a manager lies.
+fn merged<T: Identified>(parts: Vec<Vec<T>>) -> Vec<T> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for item in parts.into_iter().flatten() {
+        if seen.insert(item.key().into_owned()) {
+            out.push(item);
+        }
+    }
+    out
 }
 
 #[async_trait]
@@ -32,20 +83,23 @@ impl Cloudify for CloudifyClient {
     }
 
     async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut parts = Vec::new();
+        for chunk in chunks("id", ids, ID_BUDGET) {
+            let mut q = repeated("id", chunk);
+            q.push(("_include", DEPLOYMENT_FIELDS.into()));
+            parts.push(
+                self.list_all(
+                    "GET /deployments",
+                    Method::GET,
+                    "/deployments",
+                    &q,
+                    None,
+                    None,
+                )
+                .await?,
+            );
         }
-        let mut q = repeated("id", ids);
-        q.push(("_include", DEPLOYMENT_FIELDS.into()));
-        self.list_all(
-            "GET /deployments",
-            Method::GET,
-            "/deployments",
-            &q,
-            None,
-            None,
-        )
-        .await
+        Ok(merged(parts))
     }
 
     async fn search_deployments(
@@ -69,13 +123,16 @@ impl Cloudify for CloudifyClient {
     }
 
     async fn nodes(&self, deployment_ids: &[String]) -> Result<Vec<Node>, CloudifyError> {
-        if deployment_ids.is_empty() {
-            return Ok(Vec::new());
+        let mut parts = Vec::new();
+        for chunk in chunks("deployment_id", deployment_ids, ID_BUDGET) {
+            let mut q = repeated("deployment_id", chunk);
+            q.push(("_include", NODE_FIELDS.into()));
+            parts.push(
+                self.list_all("GET /nodes", Method::GET, "/nodes", &q, None, None)
+                    .await?,
+            );
         }
-        let mut q = repeated("deployment_id", deployment_ids);
-        q.push(("_include", NODE_FIELDS.into()));
-        self.list_all("GET /nodes", Method::GET, "/nodes", &q, None, None)
-            .await
+        Ok(merged(parts))
     }
 
     async fn node_instances(
@@ -83,21 +140,28 @@ impl Cloudify for CloudifyClient {
         deployment_ids: &[String],
         node_ids: &[String],
     ) -> Result<Vec<NodeInstance>, CloudifyError> {
-        if deployment_ids.is_empty() || node_ids.is_empty() {
-            return Ok(Vec::new());
+        // Both lists share the budget; node ids are few (the VM nodes' names) unless every
+        // deployment names its own.
+        let mut parts = Vec::new();
+        for nodes in chunks("node_id", node_ids, ID_BUDGET / 2) {
+            for deployments in chunks("deployment_id", deployment_ids, ID_BUDGET / 2) {
+                let mut q = repeated("deployment_id", deployments);
+                q.extend(repeated("node_id", nodes));
+                q.push(("_include", INSTANCE_FIELDS.into()));
+                parts.push(
+                    self.list_all(
+                        "GET /node-instances",
+                        Method::GET,
+                        "/node-instances",
+                        &q,
+                        None,
+                        None,
+                    )
+                    .await?,
+                );
+            }
         }
-        let mut q = repeated("deployment_id", deployment_ids);
-        q.extend(repeated("node_id", node_ids));
-        q.push(("_include", INSTANCE_FIELDS.into()));
-        self.list_all(
-            "GET /node-instances",
-            Method::GET,
-            "/node-instances",
-            &q,
-            None,
-            None,
-        )
-        .await
+        Ok(merged(parts))
     }
 
     async fn scale_executions(
@@ -106,22 +170,17 @@ impl Cloudify for CloudifyClient {
         statuses: &[&str],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError> {
-        // An empty deployment list means "every deployment of the tenant": the refresh asks for
-        // executions before it knows which deployments discovery will find.
-        let mut q = repeated("deployment_id", deployment_ids);
-        q.extend(statuses.iter().map(|s| ("status", (*s).to_owned())));
-        q.push(("workflow_id", "scale".into()));
-        q.push(("_sort", "-created_at".into()));
-        q.push(("_include", EXECUTION_FIELDS.into()));
-        self.list_all(
-            "GET /executions",
-            Method::GET,
-            "/executions",
-            &q,
-            None,
-            limit,
-        )
-        .await
+        self.executions_of(deployment_ids, statuses, limit, EXECUTION_FIELDS)
+            .await
+    }
+
+    async fn scale_execution_statuses(
+        &self,
+        statuses: &[&str],
+        limit: Option<usize>,
+    ) -> Result<Vec<Execution>, CloudifyError> {
+        self.executions_of(&[], statuses, limit, EXECUTION_STATUS_FIELDS)
+            .await
     }
 
     async fn deployment_modifications(
@@ -129,21 +188,31 @@ impl Cloudify for CloudifyClient {
         deployment_ids: &[String],
         status: &str,
     ) -> Result<Vec<DeploymentModification>, CloudifyError> {
-        if deployment_ids.is_empty() {
-            return Ok(Vec::new());
+        // No id: every deployment of the tenant (one request, whatever their number).
+        let all = [];
+        let scopes = if deployment_ids.is_empty() {
+            vec![&all[..]]
+        } else {
+            chunks("deployment_id", deployment_ids, ID_BUDGET)
+        };
+        let mut parts = Vec::new();
+        for chunk in scopes {
+            let mut q = repeated("deployment_id", chunk);
+            q.push(("status", status.to_owned()));
+            q.push(("_include", MODIFICATION_FIELDS.into()));
+            parts.push(
+                self.list_all(
+                    "GET /deployment-modifications",
+                    Method::GET,
+                    "/deployment-modifications",
+                    &q,
+                    None,
+                    None,
+                )
+                .await?,
+            );
         }
-        let mut q = repeated("deployment_id", deployment_ids);
-        q.push(("status", status.to_owned()));
-        q.push(("_include", MODIFICATION_FIELDS.into()));
-        self.list_all(
-            "GET /deployment-modifications",
-            Method::GET,
-            "/deployment-modifications",
-            &q,
-            None,
-            None,
-        )
-        .await
+        Ok(merged(parts))
     }
 
     async fn start_scale(&self, request: &ScaleRequest) -> Result<Execution, CloudifyError> {
@@ -197,6 +266,98 @@ impl Cloudify for CloudifyClient {
     }
 }
 
+impl CloudifyClient {
+    /// `scale` executions, newest first, with the projection `fields`: of every deployment of
+    /// the tenant when `deployment_ids` is empty (one request), else one request per chunk of
+    /// ids, merged newest first and cut to `limit`.
+    async fn executions_of(
+        &self,
+        deployment_ids: &[String],
+        statuses: &[&str],
+        limit: Option<usize>,
+        fields: &str,
+    ) -> Result<Vec<Execution>, CloudifyError> {
+        let all = [];
+        let scopes = if deployment_ids.is_empty() {
+            vec![&all[..]]
+        } else {
+            chunks("deployment_id", deployment_ids, ID_BUDGET)
+        };
+        let several = scopes.len() > 1;
+        let mut parts = Vec::new();
+        for chunk in scopes {
+            let mut q = repeated("deployment_id", chunk);
+            q.extend(statuses.iter().map(|s| ("status", (*s).to_owned())));
+            q.push(("workflow_id", "scale".into()));
+            q.push(("_sort", "-created_at".into()));
+            q.push(("_include", fields.into()));
+            parts.push(
+                self.list_all(
+                    "GET /executions",
+                    Method::GET,
+                    "/executions",
+                    &q,
+                    None,
+                    limit,
+                )
+                .await?,
+            );
+        }
+        let mut out: Vec<Execution> = merged(parts);
+        if several {
+            // Cloudify's timestamps sort as text; a stable sort keeps each chunk's order.
+            out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+            if let Some(l) = limit {
+                out.truncate(l);
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize, len: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{i:0len$}")).collect()
+    }
+
+    #[test]
+    fn chunks_fit_the_budget_and_keep_every_id_once_in_order() {
+        for (n, len) in [(0, 10), (1, 10), (93, 40), (160, 50), (1000, 8)] {
+            let all = ids(n, len);
+            let parts = chunks("deployment_id", &all, ID_BUDGET);
+            let flat: Vec<&String> = parts.iter().flat_map(|c| c.iter()).collect();
+            assert_eq!(flat, all.iter().collect::<Vec<_>>(), "{n} ids of {len}");
+            for c in &parts {
+                let query = url::form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(c.iter().map(|v| ("deployment_id", v)))
+                    .finish();
+                assert!(query.len() <= ID_BUDGET, "{} bytes", query.len());
+            }
+        }
+    }
+
+    #[test]
+    fn an_id_is_counted_encoded_and_a_huge_one_goes_alone() {
+        let odd = vec![
+            "a b/ü".repeat(100),
+            "x".into(),
+            "y".repeat(3000),
+            "z".into(),
+        ];
+        let parts = chunks("id", &odd, 600);
+        let sizes: Vec<usize> = parts.iter().map(|c| c.len()).collect();
+        assert_eq!(
+            sizes,
+            [1, 1, 1, 1],
+            "500 chars encode to more than 600 bytes"
+        );
+        assert_eq!(chunks("id", &odd[1..2], 600).len(), 1);
+    }
 }
