@@ -1,9 +1,16 @@
 //! The inventory: an immutable [`Snapshot`] of every node group and instance, with indexes, built
 //! aside by a background refresh and swapped in whole (arc-swap). Readers get the current snapshot
 //! without locking and never wait on Cloudify.
+//!
+//! Layout: `store` (the served snapshot and what readers ask of it), `refresh` (the
+//! [`Inventory`] and its loop: scheduling, triggers, readiness and generations), `fetch` (the REST
+//! reads of one refresh), `build` (a snapshot from what a refresh read), `error`.
 
 mod build;
-mod refresher;
+mod error;
+mod fetch;
+mod refresh;
+mod store;
 #[cfg(test)]
 pub(crate) mod testkit;
 #[cfg(test)]
@@ -13,7 +20,9 @@ use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
 pub use build::{SourceData, build_snapshot};
-pub use refresher::{Inventory, InventoryError, InventoryStatus, RefreshGeneration};
+pub use error::InventoryError;
+pub use refresh::Inventory;
+pub use store::{InventoryStatus, RefreshGeneration};
 
 /// The map type of the lookup indexes. foldhash instead of the default SipHash: CA asks for
 /// every node every loop and for unmanaged nodes several times (three probes each), and on
