@@ -50,6 +50,10 @@ pub(super) fn build(
     let tls = tls_files(&raw, ov)?;
     let (log_format, log_level) = logging(&raw, ov)?;
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
+    let refresh_full_every = match &raw.refresh.full_every {
+        Some(v) => duration("refresh.full_every", v)?,
+        None => Duration::from_secs(5 * 60),
+    };
     let cloudify = cloudify_entries(&raw, env)?;
     let node_groups = super::groups::node_groups(&raw, &cloudify)?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
@@ -63,6 +67,7 @@ pub(super) fn build(
         log_level,
         refresh_interval,
         refresh_max_age,
+        refresh_full_every,
         cloudify,
         node_groups,
         gpu_label: raw
@@ -548,6 +553,7 @@ mod tests {
             refresh: RawRefresh {
                 interval: Some("10ms".into()),
                 max_age: Some("2s".into()),
+                full_every: None,
             },
             ..RawConfig::default()
         };

@@ -1,5 +1,6 @@
 //! Why a refresh did not complete (the previous snapshot stays served).
 
+use super::build::Contradiction;
 use crate::cloudify::CloudifyError;
 
 /// A refresh that did not complete.
@@ -22,8 +23,26 @@ pub enum InventoryError {
     Unsettled {
         /// The `cloudify[].name` of the entry that would not settle.
         manager: String,
-        /// Passes read before giving up (`COLLECT_ATTEMPTS`).
+        /// Passes read before giving up.
         attempts: u32,
+    },
+    /// The answers of a pass contradicted each other in every pass read (issue 20): a group's
+    /// members that are none of its deployment's nodes, fewer group instances than its counts,
+    /// scaling groups gone from a deployment nobody updated. Taking them as the truth would
+    /// make groups or instances vanish from CA's view; the previous snapshot stays.
+    #[error(
+        "refresh from Cloudify {manager:?}: its answers contradict each other in each of \
+         {attempts} passes: {}{}",
+        .contradictions.first().map(ToString::to_string).unwrap_or_default(),
+        match .contradictions.len() { 0 | 1 => String::new(), n => format!(" (and {} more)", n - 1) }
+    )]
+    Inconsistent {
+        /// The `cloudify[].name` of the entry whose answers do not add up.
+        manager: String,
+        /// Passes read before giving up.
+        attempts: u32,
+        /// What the last pass contradicted (at least one).
+        contradictions: Vec<Contradiction>,
     },
 }
 
@@ -32,7 +51,19 @@ impl InventoryError {
     pub fn cloudify(&self) -> Option<&CloudifyError> {
         match self {
             InventoryError::Cloudify { source, .. } => Some(source),
-            InventoryError::Unsettled { .. } => None,
+            InventoryError::Unsettled { .. } | InventoryError::Inconsistent { .. } => None,
+        }
+    }
+
+    /// True when Cloudify answered, but with parts that cannot all be true (paging that makes
+    /// no progress, contradictions): the metric's `inconsistent` result.
+    pub fn is_inconsistency(&self) -> bool {
+        match self {
+            InventoryError::Inconsistent { .. } => true,
+            InventoryError::Cloudify { source, .. } => {
+                matches!(source, CloudifyError::Paging { .. })
+            }
+            InventoryError::Unsettled { .. } => false,
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! Layout: `store` (the served snapshot and what readers ask of it), `refresh` (the
 //! [`Inventory`] and its loop: scheduling, triggers, readiness and generations), `fetch` (the REST
-//! reads of one refresh), `build` (a snapshot from what a refresh read), `error`.
+//! reads of one refresh and what they keep between refreshes), `build` (a snapshot from what a
+//! refresh read, and the checks of whether it can all be true), `error`.
 
 mod build;
 mod error;
@@ -19,8 +20,9 @@ mod tests;
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
-pub use build::{SourceData, build_snapshot};
+pub use build::{Contradiction, SourceData, build_snapshot};
 pub use error::InventoryError;
+pub use fetch::FetchOptions;
 pub use refresh::Inventory;
 pub use store::{InventoryStatus, RefreshGeneration};
 

@@ -1,16 +1,17 @@
 //! [`Inventory`]: the store readers are answered from, and the refresh loop that fills it.
 //!
 //! Concurrency: readers call the [`Store`]'s lock-free reads ([`Inventory::snapshot`],
-//! [`Inventory::cloudify_unreachable`]...). Refreshes are single-flight behind a tokio `Mutex`:
-//! a caller that asked for a refresh while another was running reuses that result when it
-//! started after the request, instead of hitting Cloudify twice.
+//! [`Inventory::cloudify_unreachable`]...). Refreshes are single-flight behind a tokio `Mutex`
+//! that also guards the per-source caches of the fetch: a caller that asked for a refresh while
+//! another was running reuses that result when it started after the request, instead of hitting
+//! Cloudify twice.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::build::build_snapshot;
-use super::fetch::fetch_source;
+use super::fetch::{FetchOptions, SourceCache, fetch_source};
 use super::store::{InventoryStatus, RefreshGeneration, Store};
 use super::{InventoryError, Snapshot};
 use crate::cloudify::{Cloudify, CloudifyError};
@@ -22,25 +23,39 @@ pub struct Inventory {
     store: Store,
     sources: Vec<Arc<dyn Cloudify>>,
     config: Arc<NodeGroupsConfig>,
-    /// Held for the whole of a refresh: one at a time.
-    refreshing: tokio::sync::Mutex<()>,
+    options: FetchOptions,
+    /// Held for the whole of a refresh: one at a time, and the caches of its sources.
+    refreshing: tokio::sync::Mutex<Vec<SourceCache>>,
     /// Wakes the refresh loop at once (see [`Inventory::trigger_refresh`]).
     wake: tokio::sync::Notify,
     metrics: Arc<Metrics>,
 }
 
 impl Inventory {
-    /// An inventory serving the empty placeholder until the first refresh.
+    /// An inventory serving the empty placeholder until the first refresh, with the default
+    /// [`FetchOptions`].
     pub fn new(
         sources: Vec<Arc<dyn Cloudify>>,
         config: Arc<NodeGroupsConfig>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        Inventory::with_options(sources, config, metrics, FetchOptions::default())
+    }
+
+    /// [`new`](Self::new) with how the refresh reads (`refresh.full_every`).
+    pub fn with_options(
+        sources: Vec<Arc<dyn Cloudify>>,
+        config: Arc<NodeGroupsConfig>,
+        metrics: Arc<Metrics>,
+        options: FetchOptions,
+    ) -> Arc<Self> {
+        let caches = vec![SourceCache::default(); sources.len()];
         Arc::new(Inventory {
             store: Store::new(),
             sources,
             config,
-            refreshing: tokio::sync::Mutex::new(()),
+            options,
+            refreshing: tokio::sync::Mutex::new(caches),
             wake: tokio::sync::Notify::new(),
             metrics,
         })
@@ -100,19 +115,20 @@ impl Inventory {
     /// Refreshes now, unless a refresh that started after this call already completed.
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, InventoryError> {
         let requested = Instant::now();
-        let _guard = self.refreshing.lock().await;
+        let mut caches = self.refreshing.lock().await;
         let snap = self.snapshot();
         if snap.complete && snap.fetched_at >= requested {
             return Ok(snap);
         }
         let started = Instant::now();
-        let result = self.fetch_and_build().await;
+        let result = self.fetch_and_build(&caches).await;
         self.metrics
             .refresh_duration
             .observe(started.elapsed().as_secs_f64());
         let label = |r: &str| ResultLabels { result: r.into() };
         match result {
-            Ok(snap) => {
+            Ok((snap, next)) => {
+                *caches = next;
                 let snap = Arc::new(snap);
                 let (previous, was_failing) = self.store.publish(&snap);
                 log_new_failures(&previous, &snap);
@@ -124,7 +140,12 @@ impl Inventory {
                 Ok(snap)
             }
             Err(e) => {
-                self.metrics.refreshes.get_or_create(&label("error")).inc();
+                let result = if e.is_inconsistency() {
+                    "inconsistent"
+                } else {
+                    "error"
+                };
+                self.metrics.refreshes.get_or_create(&label(result)).inc();
                 tracing::warn!(error = %e, "inventory refresh failed; serving the previous snapshot");
                 self.store.fail(
                     e.to_string(),
@@ -203,23 +224,29 @@ impl Inventory {
         }
     }
 
-    /// Every source's fetch (concurrently), then one snapshot of them all.
-    async fn fetch_and_build(&self) -> Result<Snapshot, InventoryError> {
+    /// Every source's fetch (concurrently), then one snapshot of them all, and the sources'
+    /// next caches.
+    async fn fetch_and_build(
+        &self,
+        caches: &[SourceCache],
+    ) -> Result<(Snapshot, Vec<SourceCache>), InventoryError> {
         let fetched_at = Instant::now();
         let fetched_at_wall = SystemTime::now();
-        let fetches = self
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, c)| fetch_source(i, c.as_ref(), &self.config));
-        let data = futures::future::try_join_all(fetches).await?;
-        Ok(build_snapshot(
+        let empty = SourceCache::default();
+        let fetches = self.sources.iter().enumerate().map(|(i, c)| {
+            let cache = caches.get(i).unwrap_or(&empty);
+            fetch_source(i, c.as_ref(), &self.config, cache, self.options)
+        });
+        let fetched = futures::future::try_join_all(fetches).await?;
+        let (data, next): (Vec<_>, Vec<_>) = fetched.into_iter().map(|f| (f.data, f.cache)).unzip();
+        let snapshot = build_snapshot(
             fetched_at,
             fetched_at_wall,
             &data,
             &self.config,
             self.sources.len() > 1,
-        ))
+        );
+        Ok((snapshot, next))
     }
 }
 

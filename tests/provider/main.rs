@@ -5,6 +5,7 @@
 
 mod cloudify_client;
 mod cloudify_tls;
+mod incremental;
 #[path = "../interleaving_support/mod.rs"]
 mod interleaving_support;
 mod interleavings;

@@ -13,6 +13,9 @@ use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
 use serde_json::Value;
 use tonic::transport::Channel;
 
+#[path = "../kit/hostile.rs"]
+pub mod hostile;
+
 pub const WORKERS: &str = "k8s-pool-a/workers";
 pub const GPU: &str = "k8s-pool-b/gpu-workers";
 
@@ -166,7 +169,7 @@ impl Env {
     /// after. TEST_CONFIG's `max_age: 0s` makes every Refresh ask for one.
     pub async fn refresh(&mut self) {
         let done = |app: &App| {
-            ["ok", "error"]
+            ["ok", "error", "inconsistent"]
                 .iter()
                 .map(|r| {
                     app.metrics

@@ -139,7 +139,9 @@ fn test_config(url: &str) -> Config {
         ..Overrides::default()
     };
     Config::from_yaml(
-        &provider_yaml(url, "1h", "0s", "").replace("request_timeout: 10s", "request_timeout: 3s"),
+        // `full_every: 0s`: every refresh reads every route, so each bad answer is met.
+        &provider_yaml(url, "1h", "0s, full_every: 0s", "")
+            .replace("request_timeout: 10s", "request_timeout: 3s"),
         &overrides,
         &env,
     )

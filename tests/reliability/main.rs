@@ -7,6 +7,7 @@ mod ha_lease;
 mod hostile_kit;
 mod inprocess;
 mod process;
+mod refresh_answers;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
 mod security;
