@@ -4,11 +4,11 @@
 # tier failed. Each tier installs what it needs (Go modules, Python packages, helm) idempotently.
 #
 #   ./scripts/test-all.sh            all tiers
-#   TIERS="rust python" ./scripts/test-all.sh   a subset (rust python conformance helm e2e)
+#   TIERS="rust python" ./scripts/test-all.sh   a subset (rust python manager conformance helm image e2e)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-TIERS=${TIERS:-"rust python conformance helm e2e"}
+TIERS=${TIERS:-"rust python manager conformance helm image e2e"}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # The Go and Python tiers drive the real binary; the debug build is the one `cargo test` already made.
 export AUTOSCALER_CLOUDIFY_BIN=${AUTOSCALER_CLOUDIFY_BIN:-$ROOT/target/debug/autoscaler-cloudify}
@@ -42,10 +42,15 @@ for t in $TIERS; do
   case $t in
     rust) tier rust rust_tier ;;
     python) tier python bash tests/python/run.sh ;;
+    manager) tier manager bash tests/manager/run.sh ;; # the real Cloudify Manager (issue #19)
     conformance) tier conformance bash tests/ca-conformance/run.sh ;;
     helm) tier helm bash tests/helm/run.sh ;;
+    # The image without a container engine (buildah); a debug build keeps CI short, a release
+    # builds with the default IMAGE_PROFILE=release.
+    image) tier image env IMAGE_PROFILE="${IMAGE_PROFILE:-dev}" bash tests/image/run.sh ;;
     e2e) tier e2e bash tests/e2e/run.sh
-      tier e2e-ha bash tests/e2e/ha.sh ;; # HA hook (issue #13): two replicas on a Lease
+      tier e2e-ha bash tests/e2e/ha.sh # HA hook (issue #13): two replicas on a Lease
+      tier ha-chart bash tests/e2e/ha-chart.sh ;; # the chart with kube-controller-manager (issue 21)
     *) echo "unknown tier $t"; failed=$((failed + 1)); failed_names+=("$t") ;;
   esac
 done

@@ -8,15 +8,19 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+mod readiness;
+use readiness::{LeaseView, readiness};
+
 use crate::cloudify::{Cloudify, CloudifyClient, CloudifyError};
 use crate::config::Config;
 use crate::config::LeaseMode;
 use crate::grpc::{Provider, ServeError, ServerHandle};
 use crate::inventory::{FetchOptions, Inventory};
-use crate::kube::lease::{LeaseElection, LeaseGate};
+use crate::kube::lease::LeaseElection;
+use crate::kube::lease::label::{LabelWritten, PodLabelTarget};
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
-use crate::observability::http::{NodesFn, Readiness, ReadinessFn};
+use crate::observability::http::{NodesFn, ReadinessFn};
 use crate::observability::metrics::Metrics;
 
 /// Starting the provider failed.
@@ -65,6 +69,8 @@ pub struct App {
     pub node_controller: Option<Arc<NodeController>>,
     /// The leader election, when a Lease is used (`None`: a sole replica).
     pub election: Option<LeaseElection>,
+    /// The task keeping the leader label on this replica's Pod (`lease.leader_label`).
+    leader_label: Option<tokio::task::JoinHandle<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -74,6 +80,15 @@ impl App {
     pub async fn shutdown(self) {
         if let Some(e) = self.election {
             e.stop(Duration::from_secs(3)).await;
+        }
+        // The election's end removes the leader label; wait for that write (bounded), so the
+        // Service drops this Pod before the process exits.
+        if let Some(t) = self.leader_label
+            && tokio::time::timeout(Duration::from_secs(3), t)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the leader label could not be removed in time");
         }
         for t in &self.background {
             t.abort();
@@ -165,6 +180,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     let service = NodeGroupService::new(Arc::clone(&inventory), Arc::clone(&metrics), settings);
 
     let mut background = vec![inventory.spawn_refresh_loop(config.refresh_interval)];
+    let kube_for_label = kube.clone();
     let election = election(config, kube)?;
     match &election {
         Some(e) => {
@@ -181,13 +197,24 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         &metrics,
         leader_fn(election.as_ref()),
     );
+    if let (Some(e), Some(client)) = (&election, kube_for_label.clone()) {
+        // Events about groups and failed scale-outs on the Lease (issue 21), from the leader.
+        background.push(crate::kube::events::spawn(
+            client,
+            Arc::clone(&inventory),
+            e.namespace.clone(),
+            config.lease.name.clone(),
+            leader_fn(Some(e)),
+        ));
+    }
+    let (leader_label, label_written) = leader_label(config, kube_for_label, election.as_ref());
     let readiness = readiness(
         Arc::clone(&inventory),
         Arc::clone(&metrics),
         clients,
         election
             .as_ref()
-            .map(|e| LeaseView::of(e, &config.lease.name)),
+            .map(|e| LeaseView::of(e, &config.lease.name, label_written)),
     );
     let (http_addr, http_task) = serve_http(
         config.http_listen,
@@ -221,8 +248,42 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         metrics,
         node_controller,
         election,
+        leader_label,
         background,
     })
+}
+
+/// Starts the task that keeps the leader label on this replica's Pod, when `lease.leader_label`
+/// is set, an election runs and the process runs in a Pod (`POD_NAME`). Returns it with the
+/// label's key and written state for readiness.
+fn leader_label(
+    config: &Config,
+    client: Option<::kube::Client>,
+    election: Option<&LeaseElection>,
+) -> (
+    Option<tokio::task::JoinHandle<()>>,
+    Option<(String, LabelWritten)>,
+) {
+    let (Some(key), Some(client), Some(e)) =
+        (config.lease.leader_label.as_deref(), client, election)
+    else {
+        return (None, None);
+    };
+    let fallback = config
+        .lease
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
+    let Some(target) = PodLabelTarget::from_env(key, &fallback) else {
+        tracing::warn!(
+            label = key,
+            "lease.leader_label is set but POD_NAME is not (the downward API sets it in a Pod): \
+             no Pod is labelled, so a Service selecting the label finds no leader"
+        );
+        return (None, None);
+    };
+    let (task, written) = crate::kube::lease::label::spawn(client, target, e.leading.clone());
+    (Some(task), Some((key.to_owned(), written)))
 }
 
 /// Whether this replica leads now, for the node controller: it writes to the cluster only then,
@@ -275,81 +336,6 @@ fn nodes_fn(controller: &Arc<NodeController>) -> NodesFn {
     Arc::new(move |name: Option<&str>| match name {
         Some(n) => reports.get(n).and_then(|r| serde_json::to_value(r).ok()),
         None => serde_json::to_value(reports.all()).ok(),
-    })
-}
-
-/// What `/readyz` says about the Lease.
-struct LeaseView {
-    gate: Arc<LeaseGate>,
-    leading: watch::Receiver<bool>,
-    identity: String,
-    name: String,
-}
-
-impl LeaseView {
-    fn of(e: &LeaseElection, name: &str) -> LeaseView {
-        LeaseView {
-            gate: Arc::clone(&e.gate),
-            leading: e.leading.clone(),
-            identity: e.identity.clone(),
-            name: name.to_owned(),
-        }
-    }
-
-    /// Whether this replica leads, and the Lease details: the holder, the API problem if any,
-    /// and, while not leading, the gate's own words (another holder, a lapsed renewal).
-    fn status(&self) -> (bool, serde_json::Value) {
-        let (holder, problem) = self.gate.describe();
-        let leader = *self.leading.borrow();
-        let reason = crate::nodegroup::Leadership::check(self.gate.as_ref())
-            .err()
-            .map(|e| e.to_string());
-        let detail = serde_json::json!({
-            "name": self.name,
-            "identity": self.identity,
-            "leader": leader,
-            "holder": holder,
-            "problem": problem,
-            "reason": if leader { None } else { reason },
-        });
-        (leader, detail)
-    }
-}
-
-/// `/readyz`: Ready once the first snapshot is loaded, no Cloudify entry has an authentication
-/// problem, and this replica leads. Only the leader is Ready, so the Service sends CA to it;
-/// followers keep their snapshot warm and answer reads for whoever connects directly.
-fn readiness(
-    inventory: Arc<Inventory>,
-    metrics: Arc<Metrics>,
-    clients: Vec<Arc<CloudifyClient>>,
-    lease: Option<LeaseView>,
-) -> ReadinessFn {
-    Arc::new(move || {
-        let st = inventory.status();
-        metrics.snapshot_age.set(st.snapshot_age.as_secs_f64());
-        let auth: Vec<String> = clients
-            .iter()
-            .filter_map(|c| c.auth_problem().map(|m| format!("{}: {m}", c.name())))
-            .collect();
-        let (leader, lease) = lease
-            .as_ref()
-            .map_or((true, serde_json::Value::Null), LeaseView::status);
-        Readiness {
-            ready: st.ready && auth.is_empty() && leader,
-            detail: serde_json::json!({
-                "leader": leader,
-                "lease": lease,
-                "snapshot_loaded": st.ready,
-                "snapshot_age_seconds": if st.ready { Some(st.snapshot_age.as_secs_f64()) } else { None },
-                "groups": st.groups,
-                "instances": st.instances,
-                "cloudify_reachable": st.last_error.is_none(),
-                "last_refresh_error": st.last_error,
-                "auth_problem": st.auth_problem || !auth.is_empty(),
-                "auth_errors": auth,
-            }),
-        }
     })
 }
 
@@ -435,28 +421,12 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_sole_replica_is_ready_once_the_first_snapshot_is_loaded() {
-        let metrics = Metrics::new();
-        let inv = inventory(&metrics);
-        let ready = readiness(Arc::clone(&inv), Arc::clone(&metrics), Vec::new(), None);
-        let before = ready();
-        assert!(!before.ready);
-        assert_eq!(before.detail["snapshot_loaded"], false);
-        assert_eq!(
-            before.detail["snapshot_age_seconds"],
-            serde_json::Value::Null
+    #[test]
+    fn a_sole_replica_may_write_nodes() {
+        assert!(
+            leader_fn(None)(),
+            "no election: the node controller may write"
         );
-        inv.refresh().await.expect("refresh");
-        let after = ready();
-        assert!(after.ready, "{}", after.detail);
-        assert_eq!(
-            after.detail["leader"], true,
-            "no election: the only replica leads"
-        );
-        assert_eq!(after.detail["lease"], serde_json::Value::Null);
-        assert_eq!(after.detail["cloudify_reachable"], true);
-        assert!(leader_fn(None)(), "the node controller may write");
     }
 
     #[tokio::test]

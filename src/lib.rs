@@ -28,8 +28,6 @@
 //! - [`proto`]: the generated externalgrpc protocol (with the CA 1.29–1.36 compatibility fields).
 //! - The Cloudify Manager simulator behind `demo`, the tests and the benches is its own crate,
 //!   `crates/cloudify-sim` (feature `simulator`, on by default); it depends on nothing here.
-#![deny(missing_docs)]
-#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod cli;

@@ -225,6 +225,7 @@ fn scenario(nodes: usize, groups: usize, unmanaged: usize) -> Scenario {
             labels: labels.clone(),
             scaling_groups: vec![GroupSpec {
                 name: "workers".into(),
+                extra_vms: Vec::new(),
                 min: 0,
                 max: -1,
                 current: (per + usize::from(g < extra)) as u64,

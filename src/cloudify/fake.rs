@@ -287,15 +287,9 @@ mod tests {
     async fn scales_queue_and_are_listed_newest_first_until_cancelled() {
         let fake = FakeCloudify::new("main", "t");
         for delta in [1, 2] {
-            fake.start_scale(&ScaleRequest {
-                deployment_id: "a".into(),
-                group: "g".into(),
-                delta,
-                include_instances: Vec::new(),
-                abort_started: false,
-            })
-            .await
-            .expect("queued");
+            fake.start_scale(&ScaleRequest::scale_out("a", "g", delta, false))
+                .await
+                .expect("queued");
         }
         let queued = fake
             .scale_executions(&[], &["queued"], None)

@@ -30,6 +30,40 @@ pub struct ScaleRequest {
     pub abort_started: bool,
 }
 
+impl ScaleRequest {
+    /// Adds `delta` (> 0) group instances to `group`. No hints: Cloudify refuses them on a
+    /// scale-out.
+    pub fn scale_out(deployment_id: &str, group: &str, delta: i64, abort_started: bool) -> Self {
+        ScaleRequest {
+            deployment_id: deployment_id.to_owned(),
+            group: group.to_owned(),
+            delta,
+            include_instances: Vec::new(),
+            abort_started,
+        }
+    }
+
+    /// Removes exactly the named group instances: one hint each (a group-instance id or the id
+    /// of one of its member node instances) and `delta = -len`. Cloudify removes the hinted group
+    /// instances first until `|delta|` is reached and then arbitrary ones, so a second hint for
+    /// the same group instance would cost an unnamed one (issue 20): callers pass one hint per
+    /// group instance.
+    pub fn scale_in(
+        deployment_id: &str,
+        group: &str,
+        hints: Vec<String>,
+        abort_started: bool,
+    ) -> Self {
+        ScaleRequest {
+            deployment_id: deployment_id.to_owned(),
+            group: group.to_owned(),
+            delta: -i64::try_from(hints.len()).unwrap_or(i64::MAX),
+            include_instances: hints,
+            abort_started,
+        }
+    }
+}
+
 /// The slice of the Cloudify REST API this service uses. Implemented by [`CloudifyClient`] over
 /// HTTP and by [`fake::FakeCloudify`] in memory (unit tests, benchmarks).
 #[async_trait]

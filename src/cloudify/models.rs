@@ -26,6 +26,21 @@ where
     Ok(value_as_i64(&Value::deserialize(d)?))
 }
 
+/// A Cloudify timestamp, RFC 3339 or without a zone (then UTC), to the second; `None` for text
+/// that is no time or a time before 1970.
+pub fn parse_timestamp(s: &str) -> Option<std::time::SystemTime> {
+    let t = chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            // Cloudify often omits the zone ("2026-11-27T23:00:00.123"): it is UTC.
+            chrono::NaiveDateTime::parse_from_str(s.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|n| n.and_utc())
+        })
+        .ok()?;
+    let secs = u64::try_from(t.timestamp()).ok()?;
+    Some(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// Reads an integer from a JSON number or a numeric string.
 pub fn value_as_i64(v: &Value) -> Option<i64> {
     match v {
@@ -407,6 +422,11 @@ impl Execution {
     /// True once the execution ended.
     pub fn is_ended(&self) -> bool {
         END_STATUSES.contains(&self.status.as_str())
+    }
+
+    /// `created_at` as a time, when Cloudify gave a readable one.
+    pub fn created_time(&self) -> Option<std::time::SystemTime> {
+        self.created_at.as_deref().and_then(parse_timestamp)
     }
 }
 

@@ -32,9 +32,37 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// A value only the file can set is not acceptable: the message names the file too.
+    #[error("{path}: {key}: {problem}")]
+    InvalidInFile {
+        /// The file as given (`--config`).
+        path: PathBuf,
+        /// Dotted key, e.g. `node_groups.groups."a/b".provider_id_template`.
+        key: String,
+        /// What is wrong, with the expected form.
+        problem: String,
+    },
 }
 
 impl ConfigError {
+    /// Names `path` in an error about a per-group setting (`node_groups.defaults` or
+    /// `node_groups.groups`): no flag sets those, so the value came from that file.
+    pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            ConfigError::Invalid { key, problem }
+                if key.starts_with("node_groups.defaults")
+                    || key.starts_with("node_groups.groups") =>
+            {
+                ConfigError::InvalidInFile {
+                    path: path.to_owned(),
+                    key,
+                    problem,
+                }
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.into(),

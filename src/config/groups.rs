@@ -176,13 +176,13 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
         ),
         None => None,
     };
-    if let Some(p) = &g.node_name_property
-        && p.is_empty()
-    {
-        return Err(ConfigError::invalid(
-            key(&["node_name_property"]),
-            "must not be empty",
-        ));
+    for (field, v) in [
+        ("node_name_property", &g.node_name_property),
+        ("joining_node", &g.joining_node),
+    ] {
+        if v.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid(key(&[field]), "must not be empty"));
+        }
     }
     if let Some(p) = g.price_per_hour
         && !(p.is_finite() && p >= 0.0)
@@ -233,6 +233,7 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
         max,
         provider_id_template,
         node_name_property: g.node_name_property.clone(),
+        joining_node: g.joining_node.clone(),
         price_per_hour: g.price_per_hour,
         instance_type: g.instance_type.clone(),
         region: g.region.clone(),

@@ -54,7 +54,10 @@ impl Config {
             }
             None => raw::RawConfig::default(),
         };
-        validate::build(raw, overrides, env)
+        validate::build(raw, overrides, env).map_err(|e| match file {
+            Some(path) => e.in_file(path),
+            None => e,
+        })
     }
 
     /// Validates YAML text (used by tests and `demo`).

@@ -85,6 +85,10 @@ pub struct LeaseConfig {
     pub renew_deadline: Duration,
     /// How often the leader renews.
     pub renew_period: Duration,
+    /// The label the leader puts on its own Pod (`POD_NAMESPACE`/`POD_NAME`) and removes when it
+    /// stops leading, so a Service selecting it sends CA to the leader while every replica is
+    /// Ready (issue 21). `None`: no Pod is labelled (outside Kubernetes, tests).
+    pub leader_label: Option<String>,
 }
 
 impl Default for LeaseConfig {
@@ -96,6 +100,7 @@ impl Default for LeaseConfig {
             duration: Duration::from_secs(15),
             renew_deadline: Duration::from_secs(10),
             renew_period: Duration::from_secs(4),
+            leader_label: None,
         }
     }
 }
@@ -200,6 +205,10 @@ impl NodeGroupsConfig {
                     .node_name_property
                     .clone()
                     .or_else(|| self.defaults.node_name_property.clone()),
+                joining_node: g
+                    .joining_node
+                    .clone()
+                    .or_else(|| self.defaults.joining_node.clone()),
                 price_per_hour: g.price_per_hour.or(self.defaults.price_per_hour),
                 instance_type: g
                     .instance_type
@@ -234,6 +243,12 @@ pub struct GroupSettings {
     /// Runtime property holding the Kubernetes node name (default `hostname`); the name is a
     /// fallback for finding a Node whose provider id does not match.
     pub node_name_property: Option<String>,
+    /// The Cloudify node whose VM joins Kubernetes in each group instance, when a group instance
+    /// holds several VMs (a worker and a storage VM): exactly one Kubernetes Node per group
+    /// instance, the other VMs are its infrastructure (issue 20). Unset: the group's only VM
+    /// member; a group with several is left out until this is set (Cloudify lists members in no
+    /// particular order, so there is nothing to guess from).
+    pub joining_node: Option<String>,
     /// Price of one node per hour (any unit, the same for every group); unset: PricingNodePrice
     /// answers `Unimplemented` for the group's nodes.
     pub price_per_hour: Option<f64>,

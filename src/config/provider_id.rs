@@ -82,6 +82,21 @@ impl ProviderIdTemplate {
         if segments.is_empty() {
             return Err("empty template".into());
         }
+        let per_instance = segments.iter().any(|s| {
+            matches!(
+                s,
+                Segment::VmInstance | Segment::GroupInstance | Segment::Runtime(_)
+            )
+        });
+        if !per_instance {
+            // Every instance of a group would get the same id, and DeleteNodes would remove
+            // whichever VM the index kept (issue 20).
+            return Err(format!(
+                "{text:?} renders the same id for every instance of a group: it needs a \
+                 per-instance placeholder, {{vm_instance}}, {{group_instance}} or \
+                 {{runtime.<key>}} (e.g. \"{DEFAULT_PROVIDER_ID_TEMPLATE}\")"
+            ));
+        }
         Ok(ProviderIdTemplate {
             source: text.to_owned(),
             segments,
@@ -188,6 +203,29 @@ mod tests {
         // Nothing group-specific before the instance part: no prefix, claims nothing.
         let t = ProviderIdTemplate::parse("openstack:///{runtime.external_id}").expect("parse");
         assert_eq!(t.group_prefix("t", "d", "g"), None);
+    }
+
+    #[test]
+    fn rejects_a_template_without_a_per_instance_placeholder() {
+        for text in [
+            "cloudify://{tenant}/{deployment}/{group}",
+            "static-id",
+            "x://{tenant}",
+        ] {
+            let e = ProviderIdTemplate::parse(text).expect_err(text);
+            assert!(
+                e.contains("renders the same id for every instance")
+                    && e.contains("{vm_instance}, {group_instance} or {runtime.<key>}"),
+                "{e}"
+            );
+        }
+        for text in [
+            "x://{group_instance}",
+            "openstack:///{runtime.external_id}",
+            DEFAULT_PROVIDER_ID_TEMPLATE,
+        ] {
+            assert!(ProviderIdTemplate::parse(text).is_ok(), "{text}");
+        }
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub struct RawLease {
     pub duration: Option<String>,
     pub renew_deadline: Option<String>,
     pub renew_period: Option<String>,
+    pub leader_label: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -121,6 +122,7 @@ pub struct RawGroup {
     pub max: Option<i64>,
     pub provider_id_template: Option<String>,
     pub node_name_property: Option<String>,
+    pub joining_node: Option<String>,
     pub price_per_hour: Option<f64>,
     pub instance_type: Option<String>,
     pub region: Option<String>,

@@ -170,6 +170,29 @@ fn lease_keys_default_and_validate() {
     assert!(err("lease: {enabled: maybe}").contains("auto, true or false"));
     assert!(err("lease: {name: \"\"}").starts_with("lease.name"));
     assert!(err("lease: {nmae: x}").contains("nmae"));
+    // The leader's Pod label (issue 21): a key the API server would refuse fails at start.
+    let labelled = load(&format!(
+        "{base}lease: {{leader_label: autoscaler-cloudify.io/leader}}"
+    ))
+    .expect("valid")
+    .lease;
+    assert_eq!(
+        labelled.leader_label.as_deref(),
+        Some("autoscaler-cloudify.io/leader")
+    );
+    assert_eq!(d.leader_label, None, "off unless asked for");
+    for bad in [
+        "Autoscaler.IO/leader",
+        "autoscaler-cloudify.io/-leader",
+        "a/b/c",
+        "leader label",
+    ] {
+        let e = err(&format!("lease: {{leader_label: \"{bad}\"}}"));
+        assert!(
+            e.starts_with("lease.leader_label") && e.contains("label key"),
+            "{bad}: {e}"
+        );
+    }
     let off = Config::from_yaml(
         base,
         &Overrides {
@@ -180,4 +203,53 @@ fn lease_keys_default_and_validate() {
     )
     .expect("valid");
     assert_eq!(off.lease.mode, LeaseMode::Off);
+}
+
+#[test]
+fn a_provider_id_template_without_a_per_instance_placeholder_is_refused_naming_file_and_key() {
+    // Issue 20: every VM got the same id and DeleteNodes removed whichever the index kept.
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "cloudify: [{url: \"http://x\"}]\nnode_groups:\n  auto_discovery: [\"cloudify:label=a=b\"]\n  groups:\n    \"d/g\": {provider_id_template: \"cloudify://{tenant}/{deployment}/{group}\"}\n",
+    )
+    .expect("write");
+    let e = Config::load(Some(&path), &Overrides::default(), &env())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with(&path.display().to_string()), "{e}");
+    assert!(
+        e.contains("node_groups.groups.\"d/g\".provider_id_template"),
+        "{e}"
+    );
+    assert!(
+        e.contains("{vm_instance}, {group_instance} or {runtime.<key>}"),
+        "{e}"
+    );
+}
+
+#[test]
+fn joining_node_is_a_per_group_setting_that_must_not_be_empty() {
+    let c = load(
+        "cloudify: [{url: \"http://x\"}]\nnode_groups: {auto_discovery: [\"cloudify:label=a=b\"], defaults: {joining_node: worker_host}, groups: {\"d/g\": {joining_node: vm}}}",
+    )
+    .expect("valid");
+    assert_eq!(
+        c.node_groups.settings_for("d/g").joining_node.as_deref(),
+        Some("vm")
+    );
+    assert_eq!(
+        c.node_groups.settings_for("d/h").joining_node.as_deref(),
+        Some("worker_host")
+    );
+    let e = load(
+        "cloudify: [{url: \"http://x\"}]\nnode_groups: {auto_discovery: [\"cloudify:label=a=b\"], defaults: {joining_node: \"\"}}",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("node_groups.defaults.joining_node: must not be empty"),
+        "{e}"
+    );
 }

@@ -436,6 +436,10 @@ fn lease(raw: &super::raw::RawLease, ov: &Overrides) -> Result<LeaseConfig, Conf
         .clone()
         .or_else(|| raw.namespace.clone())
         .filter(|n| !n.is_empty());
+    let leader_label = match raw.leader_label.as_deref() {
+        None | Some("") => None,
+        Some(key) => Some(label_key("lease.leader_label", key)?),
+    };
     Ok(LeaseConfig {
         mode,
         name,
@@ -443,7 +447,55 @@ fn lease(raw: &super::raw::RawLease, ov: &Overrides) -> Result<LeaseConfig, Conf
         duration: duration_,
         renew_deadline,
         renew_period,
+        leader_label,
     })
+}
+
+/// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
+/// characters, alphanumeric at both ends with `-`, `_` or `.` inside. Checked at start, so a typo
+/// is a configuration error rather than a patch the API server refuses on every change of leader.
+fn label_key(key: &str, text: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::invalid(
+            key,
+            format!(
+                "{text:?} is not a Kubernetes label key ({why}); expected e.g. autoscaler-cloudify.io/leader"
+            ),
+        )
+    };
+    let (prefix, name) = match text.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, text),
+    };
+    let alnum_ends = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if name.is_empty() || name.len() > 63 || !alnum_ends(name) {
+        return Err(bad(
+            "the name must be 1-63 characters, alphanumeric at both ends",
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(bad(
+            "the name allows only letters, digits, '-', '_' and '.'",
+        ));
+    }
+    if let Some(p) = prefix {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && alnum_ends(l)
+                && l.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        };
+        if p.len() > 253 || !p.split('.').all(label_ok) {
+            return Err(bad("the prefix must be a lower-case DNS subdomain"));
+        }
+    }
+    Ok(text.to_owned())
 }
 
 #[cfg(test)]

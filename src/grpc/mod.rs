@@ -155,9 +155,12 @@ impl CloudProvider for Provider {
             r.end_timestamp.as_ref().or(r.end_time.as_ref()),
         );
         self.call("PricingNodePrice", "", async {
-            let price =
-                self.service
-                    .node_price(&node.provider_id, &node.name, &node.labels, hours?)?;
+            let price = self.service.catalog().node_price(
+                &node.provider_id,
+                &node.name,
+                &node.labels,
+                hours?,
+            )?;
             Ok(proto::PricingNodePriceResponse { price })
         })
         .await
@@ -178,7 +181,7 @@ impl CloudProvider for Provider {
             r.pod_bytes
         };
         self.call("PricingPodPrice", "", async {
-            let price = self.service.pod_price(&pod, hours?)?;
+            let price = self.service.catalog().pod_price(&pod, hours?)?;
             Ok(proto::PricingPodPriceResponse { price })
         })
         .await
@@ -190,7 +193,7 @@ impl CloudProvider for Provider {
     ) -> Result<Response<proto::GpuLabelResponse>, Status> {
         self.call("GPULabel", "", async {
             Ok(proto::GpuLabelResponse {
-                label: self.service.gpu_label(),
+                label: self.service.catalog().gpu_label(),
             })
         })
         .await
@@ -204,6 +207,7 @@ impl CloudProvider for Provider {
             Ok(proto::GetAvailableGpuTypesResponse {
                 gpu_types: self
                     .service
+                    .catalog()
                     .gpu_types()
                     .into_iter()
                     .map(|t| (t, prost_types::Any::default()))
@@ -309,7 +313,7 @@ impl CloudProvider for Provider {
     ) -> Result<Response<proto::NodeGroupTemplateNodeInfoResponse>, Status> {
         let id = req.into_inner().id;
         self.call("NodeGroupTemplateNodeInfo", &id, async {
-            let bytes = self.service.template_node_info(&id)?;
+            let bytes = self.service.catalog().template_node_info(&id)?;
             // The same encoded v1.Node in the legacy field 1 (CA <= 1.34.1) and nodeBytes (2).
             Ok(proto::NodeGroupTemplateNodeInfoResponse {
                 node_info: bytes.as_ref().clone(),
@@ -326,7 +330,7 @@ impl CloudProvider for Provider {
         let r = req.into_inner();
         self.call("NodeGroupGetOptions", &r.id, async {
             let defaults = convert::options_from_proto(r.defaults.as_ref());
-            let merged = self.service.options(&r.id, defaults)?;
+            let merged = self.service.catalog().options(&r.id, defaults)?;
             Ok(proto::NodeGroupAutoscalingOptionsResponse {
                 node_group_autoscaling_options: Some(convert::options_to_proto(&merged)),
             })

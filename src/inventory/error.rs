@@ -1,6 +1,6 @@
-//! Why a refresh did not complete (the previous snapshot stays served).
+//! Why a refresh did not complete (the previous snapshot stays served), and the contradictions
+//! between the parts of one refresh that make it incomplete (`build::checks` finds them).
 
-use super::build::Contradiction;
 use crate::cloudify::CloudifyError;
 
 /// A refresh that did not complete.
@@ -64,6 +64,68 @@ impl InventoryError {
                 matches!(source, CloudifyError::Paging { .. })
             }
             InventoryError::Unsettled { .. } => false,
+        }
+    }
+}
+
+/// Two parts of one refresh that cannot both be true.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Contradiction {
+    /// A scaling group names a member that is neither a node of its deployment nor one of its
+    /// scaling groups (a node list that lost nodes, e.g. `items: []`).
+    #[error(
+        "scaling group {deployment}/{group} names member {member:?}, which is none of the \
+         deployment's {nodes} nodes"
+    )]
+    UnknownMember {
+        /// The deployment.
+        deployment: String,
+        /// The scaling group.
+        group: String,
+        /// The member no node or group answers to.
+        member: String,
+        /// How many nodes the refresh read for the deployment.
+        nodes: usize,
+    },
+    /// A group has fewer group instances with a VM than both of its counts say (an instance
+    /// list that lost instances).
+    #[error(
+        "scaling group {deployment}/{group}: {found} group instances with a VM, fewer than the \
+         {expected} its current and planned instances both count"
+    )]
+    MissingInstances {
+        /// The deployment.
+        deployment: String,
+        /// The scaling group.
+        group: String,
+        /// Group instances the instance list holds.
+        found: usize,
+        /// `min(current_instances, planned_instances)`.
+        expected: usize,
+    },
+    /// A deployment lost scaling groups while its `updated_at` stayed the same: only a
+    /// deployment update changes them (e.g. an answer with `scaling_groups: null`).
+    #[error(
+        "deployment {deployment} lost scaling groups {groups:?} without being updated \
+         (updated_at {updated_at})"
+    )]
+    GroupsVanished {
+        /// The deployment.
+        deployment: String,
+        /// The scaling groups the previous refresh read and this one did not.
+        groups: Vec<String>,
+        /// The unchanged `updated_at`.
+        updated_at: String,
+    },
+}
+
+impl Contradiction {
+    /// The deployment it is about: what the next pass reads again whole.
+    pub fn deployment(&self) -> &str {
+        match self {
+            Contradiction::UnknownMember { deployment, .. }
+            | Contradiction::MissingInstances { deployment, .. }
+            | Contradiction::GroupsVanished { deployment, .. } => deployment,
         }
     }
 }

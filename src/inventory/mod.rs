@@ -20,8 +20,8 @@ mod tests;
 use std::collections::HashMap;
 use std::time::{Instant, SystemTime};
 
-pub use build::{Contradiction, SourceData, build_snapshot};
-pub use error::InventoryError;
+pub use build::{SourceData, build_snapshot};
+pub use error::{Contradiction, InventoryError};
 pub use fetch::FetchOptions;
 pub use refresh::Inventory;
 pub use store::{InventoryStatus, RefreshGeneration};
@@ -44,13 +44,18 @@ pub enum InstanceState {
     Deleting,
 }
 
-/// One group instance, seen through its VM node instance.
+/// One group instance, seen through its joining VM: the one VM of it that is a Kubernetes Node.
+///
+/// Cloudify adds and removes whole group instances (`delta` counts them), so a group instance is
+/// exactly one Node for CA, whatever it holds: with several VMs (a worker and a storage VM), the
+/// group's [`NodeGroup::joining_node`] names the one that joins, and the others are its
+/// [`infrastructure`](Self::infrastructure), removed with it and never a Node (issue 20).
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupInstance {
     /// The id reported to CA (= the Kubernetes node's `spec.providerID`), or a placeholder while
     /// the runtime property the template needs is not set yet.
     pub provider_id: String,
-    /// The VM node-instance id.
+    /// The joining VM's node-instance id: what a scale-in names in `include_instances`.
     pub vm_instance: String,
     /// The group-instance id (shared by the VM, its port, its floating IP…).
     pub group_instance: String,
@@ -66,6 +71,39 @@ pub struct GroupInstance {
     /// An active scale execution is removing it. A `Deleting` instance that nothing removes
     /// (a failed scale-in without rollback, a cancelled or killed one) may be deleted again.
     pub being_removed: bool,
+    /// The group instance's other VMs, in node-instance id order: none in the usual one-VM
+    /// group.
+    pub infrastructure: Vec<InfrastructureVm>,
+}
+
+/// A VM of a group instance that is not its Kubernetes Node (a storage VM beside the worker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfrastructureVm {
+    /// Its node-instance id.
+    pub vm_instance: String,
+    /// The id the group's template renders for it (`None` while a runtime property it needs is
+    /// not set): a Node registered with it is told apart from a Node whose VM is gone.
+    pub provider_id: Option<String>,
+}
+
+/// A scaling group the inventory does not serve, and why (`check` and the log say it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedGroup {
+    /// The id it would have (`[<name>:]<deployment>/<group>`).
+    pub id: String,
+    /// What is wrong and what to configure.
+    pub reason: String,
+}
+
+/// A provider id that several instances render (a template that does not tell them apart, or
+/// runtime properties that repeat): answering for it could remove the wrong VM, so lookups and
+/// DeleteNodes never act on it (issue 20).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmbiguousProviderId {
+    /// The id.
+    pub provider_id: String,
+    /// `(group id, VM instance id)` of every instance that renders it, sorted.
+    pub instances: Vec<(String, String)>,
 }
 
 /// Addresses of a VM, read from the runtime properties the group configures.
@@ -141,6 +179,11 @@ pub struct NodeGroup {
     pub failed: Vec<FailedScale>,
     /// Compute node ids of the group (for verification queries).
     pub vm_nodes: Vec<String>,
+    /// The node whose VM joins Kubernetes in each group instance: the configured `joining_node`,
+    /// else the group's only VM member (with several and none configured the group is refused);
+    /// `None` when no member is a VM itself (each group instance is then seen through its VM of
+    /// the smallest node id).
+    pub joining_node: Option<String>,
     /// Ids of this group's scale executions the refresh saw (active or recently ended). A
     /// local change whose execution is listed here is already counted by the snapshot: the
     /// overlay must not add it a second time.
@@ -189,6 +232,12 @@ pub struct Snapshot {
     group_index: IndexMap<u32>,
     by_provider_id: IndexMap<InstanceRef>,
     by_alias: IndexMap<InstanceRef>,
+    /// Provider ids of infrastructure VMs → their group instance.
+    by_infrastructure: IndexMap<InstanceRef>,
+    /// Provider ids several instances render, sorted; none of them is in the indexes above.
+    ambiguous: Vec<AmbiguousProviderId>,
+    /// Scaling groups left out, sorted by id.
+    refused: Vec<RefusedGroup>,
     instance_count: usize,
 }
 
@@ -209,6 +258,9 @@ impl Snapshot {
             group_index: IndexMap::default(),
             by_provider_id: IndexMap::default(),
             by_alias: IndexMap::default(),
+            by_infrastructure: IndexMap::default(),
+            ambiguous: Vec::new(),
+            refused: Vec::new(),
             instance_count: 0,
         }
     }
@@ -228,11 +280,15 @@ impl Snapshot {
     }
 
     /// Finds the instance of a Kubernetes node: by exact provider id, then by normalized provider
-    /// id, then by node name. At most three hash lookups, no allocation.
+    /// id, then by node name. At most three hash lookups, no allocation. A provider id several
+    /// instances render finds nothing, whatever the name says.
     pub fn lookup(&self, provider_id: &str, name: &str) -> Option<InstanceRef> {
         if !provider_id.is_empty() {
             if let Some(r) = self.by_provider_id.get(provider_id) {
                 return Some(*r);
+            }
+            if self.ambiguity(provider_id).is_some() {
+                return None;
             }
             if let Some(r) = self.by_alias.get(normalize_provider_id(provider_id)) {
                 return Some(*r);
@@ -252,5 +308,65 @@ impl Snapshot {
     /// Number of instances in all groups.
     pub fn instance_count(&self) -> usize {
         self.instance_count
+    }
+
+    /// Every provider id that several instances render (`check`, logs and a metric report them).
+    pub fn ambiguous_provider_ids(&self) -> &[AmbiguousProviderId] {
+        &self.ambiguous
+    }
+
+    /// The scaling groups left out of the node groups, and why.
+    pub fn refused_groups(&self) -> &[RefusedGroup] {
+        &self.refused
+    }
+
+    /// The instances behind `provider_id` when several render it.
+    pub fn ambiguity(&self, provider_id: &str) -> Option<&AmbiguousProviderId> {
+        if self.ambiguous.is_empty() {
+            return None;
+        }
+        self.ambiguous
+            .binary_search_by(|a| a.provider_id.as_str().cmp(provider_id))
+            .ok()
+            .and_then(|i| self.ambiguous.get(i))
+    }
+
+    /// The group instance whose infrastructure VM renders `provider_id` (not a Kubernetes Node
+    /// of the group, but not gone either).
+    pub fn infrastructure_of(&self, provider_id: &str) -> Option<(&NodeGroup, &GroupInstance)> {
+        self.instance(*self.by_infrastructure.get(provider_id)?)
+    }
+}
+
+/// Logs the scaling groups left out and the provider ids several instances render when those
+/// lists changed since `previous` (not on every refresh), and publishes the number of ambiguous
+/// ids as a gauge.
+pub(crate) fn report_snapshot_problems(
+    previous: &Snapshot,
+    current: &Snapshot,
+    metrics: &crate::observability::metrics::Metrics,
+) {
+    if current.refused_groups() != previous.refused_groups() {
+        for r in current.refused_groups() {
+            tracing::error!(group = %r.id, reason = %r.reason, "scaling group left out of the node groups");
+        }
+    }
+    let now = current.ambiguous_provider_ids();
+    metrics
+        .ambiguous_provider_ids
+        .set(i64::try_from(now.len()).unwrap_or(i64::MAX));
+    if now == previous.ambiguous_provider_ids() {
+        return;
+    }
+    if now.is_empty() {
+        tracing::info!("no provider id is rendered by several instances any more");
+        return;
+    }
+    for a in now {
+        tracing::error!(
+            provider_id = %a.provider_id, instances = ?a.instances,
+            "several instances render this provider id: CA gets no group for it and DeleteNodes \
+             refuses it; make provider_id_template name one instance"
+        );
     }
 }

@@ -132,6 +132,7 @@ impl Inventory {
                 let snap = Arc::new(snap);
                 let (previous, was_failing) = self.store.publish(&snap);
                 log_new_failures(&previous, &snap);
+                super::report_snapshot_problems(&previous, &snap, &self.metrics);
                 self.metrics.refreshes.get_or_create(&label("ok")).inc();
                 self.publish_gauges(&snap);
                 if was_failing {

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::cloudify::{Deployment, Node, NodeInstance};
 use crate::config::{Config, NodeGroupsConfig, Overrides};
+use crate::inventory::NodeGroup;
 
 /// A configuration from YAML text, with every password it may name (`CLOUDIFY_PASSWORD`, `P`)
 /// set in the environment.
@@ -44,4 +45,52 @@ pub(crate) fn vm(id: &str, dep: &str, group: &str, state: &str, runtime: Value) 
         "scaling_groups": [{"name": group, "id": format!("{group}_{id}")}]}),
     )
     .expect("instance")
+}
+
+/// Group `group` of `dep` as `build::groups::create` leaves it: 3 planned and current, bounds 0..10.
+pub(crate) fn group(dep: &str, group: &str) -> NodeGroup {
+    NodeGroup {
+        id: format!("{dep}/{group}"),
+        source: 0,
+        tenant: "t".into(),
+        deployment: dep.into(),
+        group: group.into(),
+        site: None,
+        min: 0,
+        max: 10,
+        planned: 3,
+        current: 3,
+        waiting: Vec::new(),
+        running: Vec::new(),
+        instances: Vec::new(),
+        failed: Vec::new(),
+        vm_nodes: vec!["vm".into()],
+        joining_node: Some("vm".into()),
+        seen_executions: Vec::new(),
+        orphan_modification: false,
+        debug: String::new(),
+    }
+}
+
+/// `vm_1` (node `vm`, runtime `worker_runtime`) and `st_1` (node `storage`, hostname `st-1`) of
+/// deployment `dep`, both in group instance `gi` of `group`: a group instance of two VMs
+/// (issue 20), with their two compute nodes.
+pub(crate) fn two_vm_group_instance(
+    dep: &str,
+    group: &str,
+    gi: &str,
+    worker_runtime: Value,
+) -> (Vec<Node>, Vec<NodeInstance>) {
+    let in_gi = |mut i: NodeInstance| {
+        i.scaling_groups =
+            serde_json::from_value(json!([{"name": group, "id": gi}])).expect("refs");
+        i
+    };
+    let mut storage = vm("st_1", dep, group, "started", json!({"hostname": "st-1"}));
+    storage.node_id = "storage".into();
+    let worker = vm("vm_1", dep, group, "started", worker_runtime);
+    (
+        vec![compute_node(dep, "vm"), compute_node(dep, "storage")],
+        vec![in_gi(storage), in_gi(worker)],
+    )
 }

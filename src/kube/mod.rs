@@ -4,6 +4,7 @@
 //! in-cluster service account); `demo`, the tests and a single process without them run as before.
 //! Everything here reads the same inventory snapshot as the gRPC facade: no extra Cloudify calls.
 
+pub mod events;
 pub mod lease;
 pub mod nodes;
 

@@ -1,22 +1,178 @@
-//! The steps of NodeGroupDeleteNodes before its scale-in is sent: which instances the nodes are,
-//! which of them still need removing, the min-size check, and joining the batch that the flush
-//! turns into one `scale` execution (`scale.rs`).
+//! NodeGroupDeleteNodes, start to end, in the order a call goes through it:
+//!
+//! 1. [`NodeGroupService::delete_nodes`], the entry: [`resolve`] every node CA names to a group
+//!    instance of this group (or refuse the whole call), then [`join`] the group's batch under
+//!    the overlay lock: [`fresh`] leaves out what something already removes, [`check_min`]
+//!    refuses to go below min, and the call waits for the outcome ([`outcome`]).
+//! 2. The flush, one batching window later: an earlier scale whose answer was lost is settled
+//!    first (`settle.rs`), then the batch becomes one `scale` execution naming exactly its group
+//!    instances ([`scale_in_request`]), recorded in the overlay once Cloudify accepted it, and
+//!    every waiting call gets the answer.
+//! 3. Verification of what the execution removed, once it ended: `verify.rs`.
+//!
+//! This is the code that must never delete the wrong VM: a node that is not an instance of the
+//! group is refused before any Cloudify call, and a scale-in always names its instances with
+//! `delta = -len(include_instances)`.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::DomainError;
-use super::overlay::{DeleteBatch, Overlay};
-use super::scale::NodeRef;
+use super::overlay::{DeleteBatch, GroupRuntime, LocalChange, Overlay, Removal, ScaleExecution};
+use super::{DomainError, NodeGroupService};
+use crate::cloudify::ScaleRequest;
 use crate::inventory::{NodeGroup, Snapshot};
+
+#[cfg(test)]
+mod tests;
+
+/// A node CA asks to delete.
+#[derive(Debug, Clone, Default)]
+pub struct NodeRef {
+    /// `spec.providerID` (for fake nodes: the instance id we reported).
+    pub provider_id: String,
+    /// `metadata.name`: finds the instance when the provider id does not.
+    pub name: String,
+}
+
+impl NodeGroupService {
+    /// NodeGroupDeleteNodes: remove exactly these nodes. Concurrent calls on one group within the
+    /// batching window become one `scale` execution with `include_instances`. Answers OK only
+    /// once the scale-in naming every node was accepted by Cloudify (a repeat of a node already
+    /// on its way waits for that outcome), never while doing nothing.
+    pub async fn delete_nodes(
+        self: &Arc<Self>,
+        id: &str,
+        nodes: &[NodeRef],
+    ) -> Result<(), DomainError> {
+        // A follower refuses before batching (the flush asks again before its POST).
+        self.leader_term()?;
+        let deletion = {
+            let snap = self.inventory.snapshot();
+            resolve(&snap, Self::group(&snap, id)?, nodes)?
+        };
+        let joined = self.runtime(id).with_overlay(&self.inventory, |o, snap| {
+            join(o, Self::group(snap, id)?, &deletion)
+        })?;
+        if !deletion.synthetic.is_empty() {
+            tracing::info!(group = id, ids = ?deletion.synthetic, "failed-instance records dropped at CA's request");
+        }
+        if joined.start_flush {
+            let this = Arc::clone(self);
+            let gid = id.to_owned();
+            let window = self.settings.delete_batch_window;
+            tokio::spawn(async move {
+                tokio::time::sleep(window).await;
+                this.flush_deletes(&gid).await;
+            });
+        }
+        outcome(joined).await
+    }
+
+    /// Sends one scale-in for the group's batch and answers every waiting call.
+    async fn flush_deletes(self: &Arc<Self>, id: &str) {
+        let rt = self.runtime(id);
+        let _mutation = rt.mutation.lock().await;
+        // The batch becomes the in-flight removal in the same critical section, so no reader
+        // ever sees it in neither place.
+        let Some((removals, before)) = rt.with_overlay(&self.inventory, |o, snap| {
+            let batch = o.batch.take()?;
+            let removals = batch.removals.clone();
+            o.inflight = Some(batch);
+            Some((removals, snap.group(id).cloned()))
+        }) else {
+            return;
+        };
+        let result = match &before {
+            Some(g) => self.send_scale_in(&rt, g, removals).await,
+            None => Err(DomainError::GroupNotFound(id.to_owned())),
+        };
+        let waiters = rt.with_overlay(&self.inventory, |o, _| {
+            if let Ok(Some((execution, sent))) = &result {
+                record_scale_in(o, execution, sent);
+            }
+            o.inflight.take().map(|b| b.waiters).unwrap_or_default()
+        });
+        match (&result, before) {
+            (Ok(Some((execution, sent))), Some(before)) => {
+                self.metrics.scale("down", "accepted");
+                self.inventory.trigger_refresh();
+                let named: Vec<&str> = sent.iter().map(|r| r.vm_instance.as_str()).collect();
+                tracing::info!(group = id, execution = %execution, instances = ?named, "scale-in queued in Cloudify");
+                let this = Arc::clone(self);
+                let (gid, execution, sent) = (id.to_owned(), execution.clone(), sent.clone());
+                tokio::spawn(
+                    async move { this.verify_scale_in(&gid, &execution, before, sent).await },
+                );
+            }
+            (Err(e), _) => {
+                self.metrics.scale("down", "error");
+                tracing::warn!(group = id, error = %e, "scale-in refused by Cloudify");
+            }
+            (Ok(_), _) => {}
+        }
+        for w in waiters {
+            // A waiter that went away (RPC cancelled) needs no answer.
+            let _ = w.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+    }
+
+    /// POSTs the scale-in naming `removals`: the execution id and what it removes once Cloudify
+    /// accepted it, `None` when an earlier scale-in (whose answer was lost) removes them all.
+    async fn send_scale_in(
+        &self,
+        rt: &GroupRuntime,
+        g: &NodeGroup,
+        removals: Vec<Removal>,
+    ) -> Result<Option<(String, Vec<Removal>)>, DomainError> {
+        // A new leader catches up first: its predecessor may have queued a scale-in already.
+        self.leader_snapshot().await?;
+        let cloudify = self.source(g)?;
+        self.settle(rt, g, cloudify.as_ref()).await?;
+        // What a settled scale-in turned out to remove is not named again (issue 20 item 12).
+        let removals: Vec<Removal> = rt.with_overlay(&self.inventory, |o, _| {
+            removals
+                .into_iter()
+                .filter(|r| !o.is_deleting(&r.provider_id))
+                .collect()
+        });
+        if removals.is_empty() {
+            return Ok(None);
+        }
+        let request = scale_in_request(g, &removals);
+        let deleting = removals.iter().map(|r| r.provider_id.clone()).collect();
+        let execution = self
+            .post_scale(rt, g, cloudify.as_ref(), &request, deleting)
+            .await?;
+        Ok(Some((execution.id, removals)))
+    }
+}
+
+/// The scale-in that removes exactly `removals`: one hint per group instance (its VM), so that
+/// `delta` counts group instances as Cloudify does.
+pub(super) fn scale_in_request(g: &NodeGroup, removals: &[Removal]) -> ScaleRequest {
+    let hints = removals.iter().map(|r| r.vm_instance.clone()).collect();
+    ScaleRequest::scale_in(&g.deployment, &g.group, hints, g.orphan_modification)
+}
+
+/// Records an accepted scale-in: the target drops by its size at once, and its instances are
+/// `Deleting` until the snapshot shows the execution.
+fn record_scale_in(o: &mut Overlay, execution: &str, removals: &[Removal]) {
+    let started = ScaleExecution {
+        id: execution.to_owned(),
+        delta: -i32::try_from(removals.len()).unwrap_or(i32::MAX),
+    };
+    let deleting = removals.iter().map(|r| r.provider_id.clone()).collect();
+    o.changes.push(LocalChange::started(started, deleting));
+}
 
 /// The nodes of one DeleteNodes call, resolved against a snapshot.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Deletion {
-    /// `(provider id, VM instance id)` of each real instance, once however often CA named it.
-    pub real: Vec<(String, String)>,
+    /// The group instances to remove, each once however often CA named it.
+    pub removals: Vec<Removal>,
     /// Synthetic ids of failed scale-outs' missing instances: records to drop, no VM to remove.
     pub synthetic: BTreeSet<String>,
 }
@@ -40,6 +196,17 @@ pub(super) fn resolve(
             d.synthetic.insert(n.provider_id.clone());
             continue;
         }
+        if let Some(a) = snap.ambiguity(&n.provider_id) {
+            // Never act on an id several VMs render: the index cannot tell which one CA means.
+            return Err(DomainError::FailedPrecondition(format!(
+                "node {:?}: provider id {:?} is rendered by {} instances ({:?}): refusing to \
+                 delete any of them; make provider_id_template name one instance",
+                n.name,
+                n.provider_id,
+                a.instances.len(),
+                a.instances
+            )));
+        }
         // The exact id CA echoes back first (placeholders included), then as a Node.
         let r = snap
             .by_instance_id(&n.provider_id)
@@ -56,29 +223,32 @@ pub(super) fn resolve(
                 n.name, owner.id, g.id
             )));
         }
-        if !d.real.iter().any(|(p, _)| *p == inst.provider_id) {
-            d.real
-                .push((inst.provider_id.clone(), inst.vm_instance.clone()));
+        if !d.removals.iter().any(|r| r.provider_id == inst.provider_id) {
+            d.removals.push(Removal {
+                provider_id: inst.provider_id.clone(),
+                vm_instance: inst.vm_instance.clone(),
+                group_instance: inst.group_instance.clone(),
+            });
         }
     }
     Ok(d)
 }
 
-/// The instances nothing removes yet: not named by an active execution, nor by a scale-in of
+/// The removals nothing removes yet: not named by an active execution, nor by a scale-in of
 /// ours (accepted, gathering or on its way). A VM left `stopping`/`stopped`/`deleting` by a
 /// failed or cancelled scale-in is fresh again (issue 11: it used to be skipped forever).
-pub(super) fn fresh(
-    o: &Overlay,
-    g: &NodeGroup,
-    real: &[(String, String)],
-) -> Vec<(String, String)> {
+pub(super) fn fresh(o: &Overlay, g: &NodeGroup, removals: &[Removal]) -> Vec<Removal> {
     let being_removed = |p: &str| {
         g.instances
             .iter()
             .any(|i| i.provider_id == p && i.being_removed)
     };
-    real.iter()
-        .filter(|(p, _)| !being_removed(p) && !o.is_deleting(p) && !o.batched(p) && !o.in_flight(p))
+    removals
+        .iter()
+        .filter(|r| {
+            let p = r.provider_id.as_str();
+            !being_removed(p) && !o.is_deleting(p) && !o.batched(p) && !o.in_flight(p)
+        })
         .cloned()
         .collect()
 }
@@ -119,19 +289,30 @@ fn wait_for(
     }
 }
 
-/// Records the call in the overlay: drops its failed-instance records, adds its fresh instances
+/// Records the call in the overlay: drops its failed-instance records, adds its fresh removals
 /// to the gathering batch (opening one if none), and waits for the outcome of every batch or
 /// POST that carries one of its instances. Runs under the overlay lock, so the min check and
 /// the batch see the same removals.
 pub(super) fn join(o: &mut Overlay, g: &NodeGroup, d: &Deletion) -> Result<Joined, DomainError> {
     let mut joined = Joined::default();
     // Already on its way: wait for the POST that carries it.
-    if d.real.iter().any(|(p, _)| o.in_flight(p)) {
+    if d.removals.iter().any(|r| o.in_flight(&r.provider_id)) {
         wait_for(&mut o.inflight, &mut joined.receivers);
     }
-    let gathering = d.real.iter().any(|(p, _)| o.batched(p));
-    let fresh = fresh(o, g, &d.real);
-    check_min(g, o.lower_bound(g), fresh.len())?;
+    let gathering = d.removals.iter().any(|r| o.batched(&r.provider_id));
+    let fresh = fresh(o, g, &d.removals);
+    // A scale-in whose answer was lost may have been stored: its removals count against min,
+    // except the ones this call names again (issue 20 item 12).
+    let maybe_removed = o
+        .ambiguous
+        .iter()
+        .flat_map(|a| a.deleting.iter())
+        .filter(|p| !fresh.iter().any(|r| r.provider_id == **p))
+        .count();
+    let lower = o
+        .lower_bound(g)
+        .saturating_sub(i64::try_from(maybe_removed).unwrap_or(i64::MAX));
+    check_min(g, lower, fresh.len())?;
     let now = Instant::now();
     for s in &d.synthetic {
         o.acked_failed.insert(s.clone(), now);
@@ -140,7 +321,7 @@ pub(super) fn join(o: &mut Overlay, g: &NodeGroup, d: &Deletion) -> Result<Joine
         joined.start_flush = o.batch.is_none();
         o.batch
             .get_or_insert_with(DeleteBatch::default)
-            .instances
+            .removals
             .extend(fresh);
         wait_for(&mut o.batch, &mut joined.receivers);
     }
@@ -162,226 +343,4 @@ pub(super) async fn outcome(joined: Joined) -> Result<(), DomainError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::inventory::{SourceData, build_snapshot, testkit};
-
-    fn node(provider_id: &str, name: &str) -> NodeRef {
-        NodeRef {
-            provider_id: provider_id.into(),
-            name: name.into(),
-        }
-    }
-
-    /// Deployment `d` with group `g` (3 started VMs, min 1) and deployment `e` with group `g`
-    /// (1 VM); a recent failed scale-out of `d/g` missing one instance.
-    fn snapshot() -> Arc<Snapshot> {
-        let dep = |id: &str, n: usize| {
-            testkit::deployment(
-                id,
-                serde_json::json!({"g": {"members": ["vm"],
-                    "properties": {"min_instances": 1, "current_instances": n}}}),
-            )
-        };
-        let vm = |id: &str, dep: &str| {
-            let runtime = serde_json::json!({"hostname": format!("node-{id}")});
-            testkit::vm(id, dep, "g", "started", runtime)
-        };
-        let failed = serde_json::from_value(serde_json::json!({"id": "f", "workflow_id": "scale",
-            "deployment_id": "d", "status": "failed", "error": "quota",
-            "parameters": {"scalable_entity_name": "g", "delta": 1}}))
-        .expect("execution");
-        let src = SourceData {
-            tenant: "t".into(),
-            discovered: vec![dep("d", 3), dep("e", 1)],
-            nodes: vec![testkit::compute_node("d", "vm")],
-            instances: vec![vm("d1", "d"), vm("d2", "d"), vm("d3", "d"), vm("e1", "e")],
-            failed: vec![failed],
-            ..Default::default()
-        };
-        let cfg = testkit::node_groups("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}");
-        Arc::new(build_snapshot(
-            Instant::now(),
-            std::time::SystemTime::now(),
-            &[src],
-            &cfg,
-            false,
-        ))
-    }
-
-    fn d_g(snap: &Snapshot) -> &NodeGroup {
-        snap.group("d/g").expect("d/g")
-    }
-
-    #[test]
-    fn nodes_resolve_by_provider_id_or_name_each_instance_once() {
-        let snap = snapshot();
-        let d = resolve(
-            &snap,
-            d_g(&snap),
-            &[
-                node("cloudify://t/d/d1", ""),
-                node("", "node-d2"),
-                node("cloudify://t/d/d1", "node-d1"),
-                node("cloudify-failed://d/g/f/0", ""),
-            ],
-        )
-        .expect("resolves");
-        assert_eq!(
-            d.real,
-            [
-                ("cloudify://t/d/d1".to_owned(), "d1".to_owned()),
-                ("cloudify://t/d/d2".to_owned(), "d2".to_owned())
-            ]
-        );
-        assert_eq!(
-            d.synthetic,
-            BTreeSet::from(["cloudify-failed://d/g/f/0".to_owned()])
-        );
-    }
-
-    #[test]
-    fn one_foreign_unknown_or_missing_node_refuses_the_call() {
-        let snap = snapshot();
-        let g = d_g(&snap);
-        let refused = |nodes: &[NodeRef]| match resolve(&snap, g, nodes) {
-            Err(DomainError::InvalidArgument(m)) => m,
-            other => panic!("{other:?}"),
-        };
-        let foreign = refused(&[
-            node("cloudify://t/d/d1", ""),
-            node("cloudify://t/e/e1", "x"),
-        ]);
-        assert!(
-            foreign.contains("belongs to node group \"e/g\""),
-            "{foreign}"
-        );
-        let unknown = refused(&[node("cloudify://t/d/nope", "nope")]);
-        assert!(
-            unknown.contains("is not an instance of node group \"d/g\""),
-            "{unknown}"
-        );
-        assert_eq!(refused(&[]), "no nodes to delete");
-    }
-
-    #[test]
-    fn fresh_leaves_out_what_something_already_removes() {
-        let snap = snapshot();
-        let mut g = d_g(&snap).clone();
-        g.instances[0].being_removed = true; // d1: an active execution removes it
-        let o = Overlay {
-            batch: Some(DeleteBatch {
-                instances: vec![("cloudify://t/d/d2".into(), "d2".into())],
-                waiters: Vec::new(),
-            }),
-            ..Overlay::default()
-        };
-        let real: Vec<(String, String)> = ["d1", "d2", "d3"]
-            .iter()
-            .map(|v| (format!("cloudify://t/d/{v}"), (*v).to_owned()))
-            .collect();
-        assert_eq!(fresh(&o, &g, &real), real[2..]);
-    }
-
-    #[test]
-    fn the_min_check_counts_only_real_removals() {
-        let snap = snapshot();
-        let g = d_g(&snap);
-        assert!(check_min(g, 3, 2).is_ok(), "3 - 2 = min");
-        match check_min(g, 3, 3) {
-            Err(DomainError::FailedPrecondition(m)) => {
-                assert!(m.contains("would take target 3 below min size 1"), "{m}")
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(check_min(g, 0, 0).is_ok(), "nothing to remove never fails");
-    }
-
-    #[test]
-    fn joining_opens_one_batch_and_a_repeat_waits_for_it() {
-        let snap = snapshot();
-        let g = d_g(&snap);
-        let mut o = Overlay::default();
-        let d1 = resolve(&snap, g, &[node("cloudify://t/d/d1", "")]).expect("d1");
-        let first = join(&mut o, g, &d1).expect("joins");
-        assert!(first.start_flush);
-        assert_eq!(first.receivers.len(), 1);
-        let again = join(&mut o, g, &d1).expect("repeat joins");
-        assert!(!again.start_flush, "the batch is open already");
-        assert_eq!(again.receivers.len(), 1, "waits for the same batch");
-        let batch = o.batch.as_ref().expect("batch");
-        assert_eq!(batch.instances.len(), 1, "d1 is in it once");
-        assert_eq!(batch.waiters.len(), 2);
-    }
-
-    #[test]
-    fn joining_past_min_changes_nothing_and_records_only_drop() {
-        let snap = snapshot();
-        let g = d_g(&snap);
-        let mut o = Overlay::default();
-        let all = resolve(
-            &snap,
-            g,
-            &[
-                node("cloudify://t/d/d1", ""),
-                node("cloudify://t/d/d2", ""),
-                node("cloudify://t/d/d3", ""),
-                node("cloudify-failed://d/g/f/0", ""),
-            ],
-        )
-        .expect("resolves");
-        assert!(matches!(
-            join(&mut o, g, &all),
-            Err(DomainError::FailedPrecondition(_))
-        ));
-        assert!(
-            o.batch.is_none() && o.acked_failed.is_empty(),
-            "nothing recorded"
-        );
-        let records = resolve(&snap, g, &[node("cloudify-failed://d/g/f/0", "")]).expect("ok");
-        let joined = join(&mut o, g, &records).expect("records only");
-        assert!(joined.receivers.is_empty() && !joined.start_flush);
-        assert!(o.acked_failed.contains_key("cloudify-failed://d/g/f/0"));
-        assert!(o.batch.is_none(), "no scale-in for records");
-    }
-
-    #[tokio::test]
-    async fn the_outcome_is_the_batchs_or_unavailable_when_it_was_dropped() {
-        let (tx, rx) = oneshot::channel();
-        tx.send(Ok(())).expect("send");
-        let ok = Joined {
-            receivers: vec![rx],
-            start_flush: false,
-        };
-        assert!(outcome(ok).await.is_ok());
-        let (tx, rx) = oneshot::channel::<Result<(), DomainError>>();
-        drop(tx);
-        let dropped = Joined {
-            receivers: vec![rx],
-            start_flush: false,
-        };
-        assert!(matches!(
-            outcome(dropped).await,
-            Err(DomainError::Unavailable { .. })
-        ));
-        assert!(
-            outcome(Joined::default()).await.is_ok(),
-            "nothing to wait for"
-        );
-    }
-
-    /// The tests above rely on this shape of the fixture.
-    #[test]
-    fn the_fixture_has_one_failed_instance_and_three_vms() {
-        let snap = snapshot();
-        let g = d_g(&snap);
-        assert_eq!(g.instances.len(), 3);
-        assert_eq!(g.min, 1);
-        assert_eq!(g.failed[0].synthetic_ids, ["cloudify-failed://d/g/f/0"]);
-    }
 }

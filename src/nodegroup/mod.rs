@@ -3,15 +3,20 @@
 //!
 //! Reads (groups, lookups, sizes, instances, templates, options) are answered from the snapshot
 //! plus a small per-group *overlay* of changes this process made since the snapshot was fetched;
-//! they never call Cloudify. Mutations live in `scale.rs` and the template/options logic in
-//! [`template`].
+//! they never call Cloudify. IncreaseSize and DecreaseTargetSize live in `scale.rs`,
+//! DeleteNodes from start to end in `delete.rs` (its verification in `verify.rs`); a scale
+//! whose POST got no definite answer is settled with Cloudify in `settle.rs`. What
+//! configuration alone answers (templates, GPUs, options, prices) is the [`GroupCatalog`], built
+//! on the pure [`template`] builders.
 
+mod catalog;
 mod delete;
 mod error;
 mod follow;
 pub mod leadership;
 mod overlay;
 mod scale;
+mod settle;
 pub mod template;
 #[cfg(test)]
 mod tests;
@@ -21,13 +26,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+pub use catalog::GroupCatalog;
+pub use delete::NodeRef;
 pub use error::DomainError;
 pub use leadership::{LeaderTerm, Leadership, NotLeader, SoleReplica};
 pub use overlay::GroupRuntime;
-pub use scale::NodeRef;
 
 pub use crate::cloudify::Cloudify;
-use crate::config::NodeGroupsConfig;
 use crate::inventory::{InstanceState, Inventory, NodeGroup, Snapshot};
 use crate::observability::metrics::Metrics;
 
@@ -116,7 +121,7 @@ pub struct NodeGroupService {
     runtime: RwLock<HashMap<String, Arc<GroupRuntime>>>,
     metrics: Arc<Metrics>,
     settings: ServiceSettings,
-    templates: moka::sync::Cache<String, Arc<Vec<u8>>>,
+    catalog: GroupCatalog,
     /// Who may mutate; unset = [`SoleReplica`] (a single process, tests).
     leadership: OnceLock<Arc<dyn Leadership>>,
 }
@@ -129,12 +134,11 @@ impl NodeGroupService {
         settings: ServiceSettings,
     ) -> Arc<Self> {
         Arc::new(NodeGroupService {
+            catalog: GroupCatalog::new(Arc::clone(&inventory), settings.gpu_label.clone()),
             inventory,
             runtime: RwLock::new(HashMap::new()),
             metrics,
             settings,
-            // Encoded template nodes depend only on configuration and the group id: build once.
-            templates: moka::sync::Cache::new(10_000),
             leadership: OnceLock::new(),
         })
     }
@@ -199,8 +203,9 @@ impl NodeGroupService {
         &self.inventory
     }
 
-    fn config(&self) -> &NodeGroupsConfig {
-        self.inventory.config()
+    /// The configured answers about groups (templates, GPUs, options, prices).
+    pub fn catalog(&self) -> &GroupCatalog {
+        &self.catalog
     }
 
     /// The per-group runtime state (mutation lock, overlay), created on first use.
@@ -217,9 +222,17 @@ impl NodeGroupService {
         }
     }
 
+    /// The Cloudify entry that holds the group's deployment.
+    fn source(&self, g: &NodeGroup) -> Result<Arc<dyn Cloudify>, DomainError> {
+        self.inventory
+            .sources()
+            .get(g.source)
+            .cloned()
+            .ok_or_else(|| DomainError::GroupNotFound(g.id.clone()))
+    }
+
     fn group<'s>(snap: &'s Snapshot, id: &str) -> Result<&'s NodeGroup, DomainError> {
-        snap.group(id)
-            .ok_or_else(|| DomainError::GroupNotFound(id.to_owned()))
+        group_in(snap, id)
     }
 
     /// Every node group.
@@ -317,6 +330,12 @@ impl NodeGroupService {
             source: None,
         })
     }
+}
+
+/// Group `id` of `snap`, or `GroupNotFound`.
+fn group_in<'s>(snap: &'s Snapshot, id: &str) -> Result<&'s NodeGroup, DomainError> {
+    snap.group(id)
+        .ok_or_else(|| DomainError::GroupNotFound(id.to_owned()))
 }
 
 fn view(g: &NodeGroup) -> GroupView {

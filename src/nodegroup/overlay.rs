@@ -7,16 +7,26 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
 use super::{DomainError, ErrorClass, InstanceError, InstanceView};
+use crate::cloudify::ScaleRequest;
 use crate::inventory::{InstanceState, Inventory, NodeGroup, Snapshot};
 
 /// How long we remember that CA deleted a synthetic failed instance (longer than the inventory
 /// reports failed scale-outs, so a deleted record never comes back).
 const ACK_RETENTION: Duration = Duration::from_secs(30 * 60);
+
+/// A `scale` execution this process started: its id and delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ScaleExecution {
+    /// The execution id Cloudify answered with.
+    pub id: String,
+    /// Its `delta`: positive for a scale-out, negative for a scale-in.
+    pub delta: i32,
+}
 
 /// A change this process made that the snapshot may not show yet.
 #[derive(Debug, Clone)]
@@ -25,31 +35,83 @@ pub(super) struct LocalChange {
     pub accepted_at: Instant,
     /// Net change of the target size.
     pub delta: i32,
-    /// The scale execution it started (id, delta); scale-outs are cancellable by
-    /// DecreaseTargetSize.
-    pub started: Option<(String, i32)>,
+    /// The scale execution it started; scale-outs are cancellable by DecreaseTargetSize.
+    pub started: Option<ScaleExecution>,
     /// Provider ids it asked Cloudify to remove.
     pub deleting: Vec<String>,
     /// Waiting executions it cancelled.
     pub cancelled: Vec<String>,
 }
 
+impl LocalChange {
+    /// A scale Cloudify accepted: a scale-out, or a scale-in removing `deleting`.
+    pub fn started(execution: ScaleExecution, deleting: Vec<String>) -> LocalChange {
+        LocalChange {
+            accepted_at: Instant::now(),
+            delta: execution.delta,
+            started: Some(execution),
+            deleting,
+            cancelled: Vec::new(),
+        }
+    }
+
+    /// A waiting scale-out of `delta` that was cancelled.
+    pub fn cancelled(execution: &str, delta: i32) -> LocalChange {
+        LocalChange {
+            accepted_at: Instant::now(),
+            delta: -delta,
+            started: None,
+            deleting: Vec::new(),
+            cancelled: vec![execution.to_owned()],
+        }
+    }
+}
+
+/// One group instance a DeleteNodes call removes, as its scale-in names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Removal {
+    /// The id CA knows the instance by (a Node's provider id, or our placeholder).
+    pub provider_id: String,
+    /// The VM node instance the scale-in names in `include_instances`.
+    pub vm_instance: String,
+    /// The group instance that goes with it: the unit Cloudify removes.
+    pub group_instance: String,
+}
+
+/// A scale whose `POST /executions` got no definite answer (a 502, a cut connection, a body cut
+/// short) and whose fate Cloudify could not tell yet: every later mutation of the group settles
+/// it first (`settle.rs`, issue 20 item 12).
+#[derive(Debug, Clone)]
+pub(super) struct AmbiguousScale {
+    /// What was sent.
+    pub request: ScaleRequest,
+    /// Wall-clock time just before the POST, compared with Cloudify's `created_at`.
+    pub sent_wall: SystemTime,
+    /// When the POST started.
+    pub sent_at: Instant,
+    /// The manager may still be processing it (our timeout, a gateway's 504): not finding it
+    /// right away does not prove it was not stored.
+    pub may_still_run: bool,
+    /// Provider ids a scale-in would remove (empty for a scale-out).
+    pub deleting: Vec<String>,
+}
+
 /// Calls of DeleteNodes waiting for one `scale` execution.
 #[derive(Debug, Default)]
 pub(super) struct DeleteBatch {
-    /// (provider id, VM instance id) to remove.
-    pub instances: Vec<(String, String)>,
+    /// What to remove, one entry per group instance.
+    pub removals: Vec<Removal>,
     /// One sender per waiting call.
     pub waiters: Vec<oneshot::Sender<Result<(), DomainError>>>,
 }
 
 impl DeleteBatch {
     fn contains(&self, provider_id: &str) -> bool {
-        self.instances.iter().any(|(p, _)| p == provider_id)
+        self.removals.iter().any(|r| r.provider_id == provider_id)
     }
 
     fn len(&self) -> i64 {
-        i64::try_from(self.instances.len()).unwrap_or(i64::MAX)
+        i64::try_from(self.removals.len()).unwrap_or(i64::MAX)
     }
 }
 
@@ -64,8 +126,8 @@ pub(super) struct Overlay {
     /// taken out of the target (issue 11: a second DeleteNodes in this window passed the min
     /// check without it). Calls naming its instances wait for its outcome.
     pub inflight: Option<DeleteBatch>,
-    /// VM instances this process asked Cloudify to remove (until their scale-in is verified).
-    pub requested_removals: std::collections::HashSet<String>,
+    /// Scales whose POST got no definite answer and that are not settled yet.
+    pub ambiguous: Vec<AmbiguousScale>,
 }
 
 impl Overlay {
@@ -83,7 +145,7 @@ impl Overlay {
     pub fn local_delta(&self, g: &NodeGroup) -> i64 {
         let counted_here = |e: &str| {
             self.changes.iter().any(|c| {
-                c.started.as_ref().is_some_and(|(s, _)| s == e)
+                c.started.as_ref().is_some_and(|s| s.id == e)
                     && !g.seen_executions.iter().any(|s| s == e)
             })
         };
@@ -92,7 +154,7 @@ impl Overlay {
             .filter(|c| {
                 !c.started
                     .as_ref()
-                    .is_some_and(|(e, _)| g.seen_executions.contains(e))
+                    .is_some_and(|s| g.seen_executions.contains(&s.id))
             })
             // A cancel offsets an execution only while something still counts it.
             .filter(|c| {
@@ -165,11 +227,11 @@ impl Overlay {
             }
         }
         for c in &self.changes {
-            if let Some((e, d)) = &c.started
-                && !g.seen_executions.contains(e)
-                && !self.is_cancelled(e)
+            if let Some(s) = &c.started
+                && !g.seen_executions.contains(&s.id)
+                && !self.is_cancelled(&s.id)
             {
-                add(i64::from(*d));
+                add(i64::from(s.delta));
             }
         }
         let failed = g

@@ -369,22 +369,24 @@ async fn failed_scale_out_shows_errored_instances_until_deleted() {
 async fn optional_features_are_unimplemented_unless_configured() {
     let svc = service(fake_with_instances(1)).await;
     assert!(matches!(
-        svc.template_node_info("d/g"),
+        svc.catalog().template_node_info("d/g"),
         Err(DomainError::NotImplemented(_))
     ));
     assert!(matches!(
-        svc.template_node_info("x/y"),
+        svc.catalog().template_node_info("x/y"),
         Err(DomainError::GroupNotFound(_))
     ));
     assert!(matches!(
-        svc.options("d/g", template::AutoscalingOptions::default()),
+        svc.catalog()
+            .options("d/g", template::AutoscalingOptions::default()),
         Err(DomainError::NotImplemented(_))
     ));
     assert!(matches!(
-        svc.node_price("cloudify://t/d/g_host_0", "", &Default::default(), 1.0),
+        svc.catalog()
+            .node_price("cloudify://t/d/g_host_0", "", &Default::default(), 1.0),
         Err(DomainError::NotImplemented(_))
     ));
-    assert!(svc.gpu_types().is_empty());
+    assert!(svc.catalog().gpu_types().is_empty());
 }
 
 #[test]

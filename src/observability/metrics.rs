@@ -100,6 +100,44 @@ pub struct NodeControllerMetrics {
     pub errors: Counter,
 }
 
+/// The RPCs of CA's `CloudProvider` service, as the gRPC facade names them in `method`: each has
+/// its `code="Ok"` counter and its latency histogram from the start (issue 21), so a rate or an
+/// absent-series alert works before the first call.
+pub const RPC_METHODS: [&str; 15] = [
+    "NodeGroups",
+    "NodeGroupForNode",
+    "PricingNodePrice",
+    "PricingPodPrice",
+    "GPULabel",
+    "GetAvailableGPUTypes",
+    "Cleanup",
+    "Refresh",
+    "NodeGroupTargetSize",
+    "NodeGroupIncreaseSize",
+    "NodeGroupDeleteNodes",
+    "NodeGroupDecreaseTargetSize",
+    "NodeGroupNodes",
+    "NodeGroupTemplateNodeInfo",
+    "NodeGroupGetOptions",
+];
+
+/// Every `direction`/`result` pair the domain records (docs/operations.md, Metrics).
+const SCALE_OUTCOMES: [(&str, &[&str]); 3] = [
+    ("up", &["accepted", "rejected", "error"]),
+    (
+        "down",
+        &[
+            "accepted",
+            "error",
+            "terminated",
+            "failed",
+            "cancelled",
+            "mismatch",
+        ],
+    ),
+    ("cancel", &["accepted", "error"]),
+];
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.5, 14))
 }
@@ -140,6 +178,8 @@ pub struct Metrics {
     pub lookup_misses: Counter,
     /// Scale-ins that removed other instances than the ones named.
     pub scale_down_mismatches: Counter,
+    /// Provider ids several instances render in the snapshot (never acted on; issue 20).
+    pub ambiguous_provider_ids: Gauge,
     /// The `node_controller_*` metrics; they stay 0 when the controller does not run.
     pub node_controller: NodeControllerMetrics,
 }
@@ -165,6 +205,7 @@ impl Metrics {
             scale_executions: Family::default(),
             lookup_misses: Counter::default(),
             scale_down_mismatches: Counter::default(),
+            ambiguous_provider_ids: Gauge::default(),
             node_controller: NodeControllerMetrics::default(),
             registry: Registry::default(),
         };
@@ -173,6 +214,7 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             })
             .set(1);
+        m.zero_known_label_sets();
         registry.register(
             "build_info",
             "Running version (always 1)",
@@ -253,6 +295,11 @@ impl Metrics {
             "Scale-ins that removed other instances than the named ones",
             m.scale_down_mismatches.clone(),
         );
+        registry.register(
+            "ambiguous_provider_ids",
+            "Provider ids several instances render: lookups and DeleteNodes refuse them",
+            m.ambiguous_provider_ids.clone(),
+        );
         let nc = &m.node_controller;
         registry.register(
             "node_controller_initialized",
@@ -292,6 +339,43 @@ impl Metrics {
         Arc::new(Metrics { registry, ..m })
     }
 
+    /// Creates every series whose labels are known in advance at 0 (issue 21): the RPCs' `Ok`
+    /// counters and latencies, the scale outcomes, both refresh results and both taint actions.
+    /// Series whose labels come from the data (groups, Cloudify routes and statuses, error codes)
+    /// appear with their first value.
+    fn zero_known_label_sets(&self) {
+        for method in RPC_METHODS {
+            let _ = self.grpc_requests.get_or_create(&GrpcLabels {
+                method: method.to_owned(),
+                code: "Ok".to_owned(),
+            });
+            let _ = self.grpc_duration.get_or_create(&MethodLabels {
+                method: method.to_owned(),
+            });
+        }
+        for (direction, results) in SCALE_OUTCOMES {
+            for result in results {
+                let _ = self.scale_executions.get_or_create(&ScaleLabels {
+                    direction: direction.to_owned(),
+                    result: (*result).to_owned(),
+                });
+            }
+        }
+        for result in ["ok", "error"] {
+            let _ = self.refreshes.get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            });
+        }
+        for action in ["added", "removed"] {
+            let _ = self
+                .node_controller
+                .shutdown_taints
+                .get_or_create(&ActionLabels {
+                    action: action.to_owned(),
+                });
+        }
+    }
+
     /// Counts one scale execution outcome.
     pub fn scale(&self, direction: &str, result: &str) {
         self.scale_executions
@@ -310,6 +394,43 @@ impl Metrics {
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
+        // The process_* metrics (Linux /proc) go before the exposition's closing `# EOF`.
+        if let Some(stats) = super::process::read()
+            && let Some(body) = out.strip_suffix("# EOF\n")
+        {
+            out = format!("{body}{}# EOF\n", super::process::encode(&stats));
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 21: a fresh process exports every series whose labels are known at 0 (a `rate()`
+    /// or an alert on them needs the series before the first event), and the process metrics.
+    #[test]
+    fn known_label_sets_and_process_metrics_are_exported_from_the_start() {
+        let text = Metrics::new().encode();
+        for line in [
+            "autoscaler_cloudify_grpc_requests_total{method=\"NodeGroupIncreaseSize\",code=\"Ok\"} 0",
+            "autoscaler_cloudify_grpc_request_duration_seconds_count{method=\"Refresh\"} 0",
+            "autoscaler_cloudify_scale_executions_total{direction=\"down\",result=\"mismatch\"} 0",
+            "autoscaler_cloudify_scale_executions_total{direction=\"up\",result=\"error\"} 0",
+            "autoscaler_cloudify_refreshes_total{result=\"error\"} 0",
+            "autoscaler_cloudify_node_controller_shutdown_taints_total{action=\"added\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line}");
+        }
+        #[cfg(target_os = "linux")]
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+        assert!(text.ends_with("# EOF\n"), "one closing EOF");
+        assert_eq!(text.matches("# EOF").count(), 1);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod metrics;
+pub mod process;
 
 use std::io::IsTerminal;
 

@@ -64,6 +64,7 @@ pub struct Rule {
     uses: Option<usize>,
     ignored_params: Vec<String>,
     delay: Option<Duration>,
+    forward_first: bool,
     action: Action,
 }
 
@@ -75,6 +76,7 @@ impl Rule {
             uses: None,
             ignored_params: Vec::new(),
             delay: None,
+            forward_first: false,
             action: Action::Pass,
         }
     }
@@ -103,6 +105,14 @@ impl Rule {
     /// Waits this long before acting (a slow manager).
     pub fn delay(mut self, d: Duration) -> Rule {
         self.delay = Some(d);
+        self
+    }
+
+    /// Forwards the request to the backend first (dropping its answer), then answers as the
+    /// rule says: a manager that stored a POST but whose answer was lost (a 502 from the proxy
+    /// in front of it, a cut connection; issue 20 item 12).
+    pub fn after_forwarding(mut self) -> Rule {
+        self.forward_first = true;
         self
     }
 
@@ -354,7 +364,24 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         tokio::time::sleep(d).await;
     }
     let action = rule.as_ref().map_or(Action::Pass, |r| r.action.clone());
+    let forward_first = rule.as_ref().is_some_and(|r| r.forward_first);
     let ignored = rule.map(|r| r.ignored_params).unwrap_or_default();
+    let forwards_anyway = matches!(
+        action,
+        Action::Pass | Action::Mutate(_) | Action::Truncate(_)
+    );
+    if forward_first && !forwards_anyway {
+        let query = strip_params(&query, &ignored);
+        let _ = forward(
+            &inner,
+            &parts.method,
+            &path,
+            &query,
+            &parts.headers,
+            body.clone(),
+        )
+        .await;
+    }
     let response = match action {
         Action::Respond {
             status,

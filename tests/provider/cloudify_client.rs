@@ -119,13 +119,7 @@ async fn json_errors_are_typed() {
         other => panic!("expected a typed 404, got {other:?}"),
     }
     let e = c
-        .start_scale(&ScaleRequest {
-            deployment_id: "nope".into(),
-            group: "g".into(),
-            delta: 1,
-            include_instances: vec![],
-            abort_started: false,
-        })
+        .start_scale(&ScaleRequest::scale_out("nope", "g", 1, false))
         .await
         .expect_err("unknown deployment");
     assert!(e.code().is_some(), "{e}");
@@ -206,13 +200,7 @@ async fn html_error_pages_are_typed_and_only_reads_are_retried() {
     assert_eq!(hits.load(Ordering::SeqCst), 3, "a read is tried 3 times");
     hits.store(0, Ordering::SeqCst);
     let e = c
-        .start_scale(&ScaleRequest {
-            deployment_id: "d".into(),
-            group: "g".into(),
-            delta: 1,
-            include_instances: vec![],
-            abort_started: false,
-        })
+        .start_scale(&ScaleRequest::scale_out("d", "g", 1, false))
         .await
         .expect_err("502");
     assert!(e.is_unavailable());

@@ -46,6 +46,7 @@ fn scenario() -> Scenario {
                 max: 20,
                 current: 2,
                 default: None,
+                extra_vms: Vec::new(),
             }],
             standalone_vms: 0,
             standalone_node: "control_plane_host".into(),

@@ -3,6 +3,7 @@
 //! metrics), topologies, Refresh, the node controller's refresh generations, the wire
 //! compatibility of CA 1.29-1.36, and the Cloudify client.
 
+mod ambiguous_ids;
 mod cloudify_client;
 mod cloudify_tls;
 mod incremental;
@@ -19,3 +20,4 @@ mod refresh;
 mod rpcs;
 mod server;
 mod topologies;
+mod two_vm_groups;

@@ -4,41 +4,18 @@ use std::time::{Duration, Instant};
 
 use crate::provider_support::*;
 use autoscaler_cloudify::proto;
-use cloudify_sim::{Scenario, Simulator, Timing};
+use cloudify_sim::{Scenario, Timing};
 
 #[tokio::test]
 async fn two_managers_get_prefixed_group_ids() {
-    let other = Simulator::start(
-        Scenario::default_demo().with_timing(Timing::instant()),
-        "127.0.0.1:0".parse().expect("addr"),
-    )
-    .await
-    .expect("second sim");
-    let yaml = format!(
-        r#"
-refresh: {{interval: 1h, max_age: 0s}}
-cloudify:
-  - {{name: east, url: "{{url}}"}}
-  - {{name: west, url: "{}"}}
-node_groups:
-  auto_discovery: ["cloudify:label=k8s-cluster=demo"]
-  groups:
-    "west:k8s-pool-a/workers": {{max: 6}}
-"#,
-        other.url()
-    );
-    let mut env = start_with(
-        Scenario::default_demo().with_timing(Timing::instant()),
-        &yaml,
+    let demo = || Scenario::default_demo().with_timing(Timing::instant());
+    let (mut env, other) = start_two_managers(
+        demo(),
+        demo(),
+        "  groups:\n    \"west:k8s-pool-a/workers\": {max: 6}\n",
     )
     .await;
-    let groups = env
-        .client
-        .node_groups(proto::NodeGroupsRequest {})
-        .await
-        .expect("groups")
-        .into_inner()
-        .node_groups;
+    let groups = env.groups().await;
     let ids: Vec<(String, i32)> = groups.iter().map(|g| (g.id.clone(), g.max_size)).collect();
     assert_eq!(
         ids,

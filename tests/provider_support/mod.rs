@@ -48,7 +48,12 @@ pub struct Env {
 }
 
 pub fn config(url: &str, yaml: &str) -> Config {
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "admin".to_owned())]);
+    config_with_password(url, yaml, "admin")
+}
+
+/// [`config`] for a manager whose `CLOUDIFY_PASSWORD` is `password` (a real one).
+pub fn config_with_password(url: &str, yaml: &str, password: &str) -> Config {
+    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), password.to_owned())]);
     let overrides = Overrides {
         listen: Some("127.0.0.1:0".into()),
         http_listen: Some("127.0.0.1:0".into()),
@@ -72,20 +77,45 @@ pub async fn start_with(scenario: Scenario, yaml: &str) -> Env {
     let sim = Simulator::start(scenario, "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("simulator starts");
-    let cfg = config(&sim.url(), yaml);
-    let app = start(&cfg, settings()).await.expect("provider starts");
-    tokio::time::timeout(Duration::from_secs(10), app.inventory.wait_ready())
-        .await
-        .expect("first snapshot within 10 s");
-    let client = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
-        .await
-        .expect("gRPC connects");
+    let (app, client) = start_app(&config(&sim.url(), yaml)).await;
     Env {
         sim,
         app,
         client,
         http: reqwest::Client::new(),
     }
+}
+
+/// The provider in-process on `cfg` with [`settings`], once its first snapshot is in, and a
+/// client over a real socket.
+pub async fn start_app(cfg: &Config) -> (App, CloudProviderClient<Channel>) {
+    let app = start(cfg, settings()).await.expect("provider starts");
+    tokio::time::timeout(Duration::from_secs(30), app.inventory.wait_ready())
+        .await
+        .expect("first snapshot within 30 s");
+    let client = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
+        .await
+        .expect("gRPC connects");
+    (app, client)
+}
+
+/// Two managers, `east` (the [`Env`]'s simulator) and `west`, discovered by the demo label;
+/// `groups` is appended under `node_groups` (per-group settings, or nothing).
+pub async fn start_two_managers(
+    east: Scenario,
+    west: Scenario,
+    groups: &str,
+) -> (Env, SimulatorHandle) {
+    let west = Simulator::start(west, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("second sim");
+    let yaml = format!(
+        "refresh: {{interval: 1h, max_age: 0s}}\ncloudify:\n  - {{name: east, url: \"{{url}}\"}}\n  \
+         - {{name: west, url: \"{}\"}}\nnode_groups:\n  auto_discovery: \
+         [\"cloudify:label=k8s-cluster=demo\"]\n{groups}",
+        west.url()
+    );
+    (start_with(east, &yaml).await, west)
 }
 
 pub async fn start_default() -> Env {
@@ -126,16 +156,8 @@ impl Env {
 
     /// GET on the simulator's REST API as admin.
     pub async fn cfy_get(&self, path_and_query: &str) -> Value {
-        self.http
-            .get(format!("{}/api/v3.1{path_and_query}", self.sim.url()))
-            .basic_auth("admin", Some("admin"))
-            .header("Tenant", "default_tenant")
-            .send()
-            .await
-            .expect("cloudify get")
-            .json()
-            .await
-            .expect("json")
+        let admin = ("admin", "admin", "default_tenant");
+        cloudify_get(&self.http, &self.sim.url(), admin, path_and_query).await
     }
 
     /// Waits until the simulator has no scale execution left in a non-final state.
@@ -198,6 +220,16 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// NodeGroups: every group CA sees.
+    pub async fn groups(&mut self) -> Vec<proto::NodeGroup> {
+        self.client
+            .node_groups(proto::NodeGroupsRequest {})
+            .await
+            .expect("groups")
+            .into_inner()
+            .node_groups
     }
 
     pub async fn target(&mut self, id: &str) -> i32 {
@@ -281,6 +313,24 @@ impl Env {
         self.app.shutdown().await;
         self.sim.shutdown().await;
     }
+}
+
+/// GET on a manager's REST API (`base` without `/api/v3.1`) as `(user, password, tenant)`.
+pub async fn cloudify_get(
+    http: &reqwest::Client,
+    base: &str,
+    (user, password, tenant): (&str, &str, &str),
+    path_and_query: &str,
+) -> Value {
+    http.get(format!("{base}/api/v3.1{path_and_query}"))
+        .basic_auth(user, Some(password))
+        .header("Tenant", tenant)
+        .send()
+        .await
+        .expect("cloudify get")
+        .json()
+        .await
+        .expect("json")
 }
 
 pub fn node(provider_id: &str, name: &str) -> proto::ExternalGrpcNode {

@@ -235,6 +235,11 @@ def failed_scale_out_rolls_back(ctx):
                            parameters={"scalable_entity_name": "workers", "delta": 3}, queue=True)
     e = ctx.wait(c, e.id)
     expect(e.status == "failed" and "Quota exceeded for instances" in e.error, e.error)
+    # A failed operation as the real manager words it (tests/manager/FINDINGS.md): the task
+    # summary first, the plugin's exception last; no "Traceback (most recent call last)" header.
+    lines = e.error.strip().splitlines()
+    expect(lines[0].startswith("Task failed: ") and "cloudify.interfaces.lifecycle.create" in lines[0], lines[0])
+    expect(lines[-1].startswith("cloudify.exceptions.NonRecoverableError: Quota exceeded"), lines[-1])
     after = ctx.group(c)
     expect(after["planned_instances"] == after["current_instances"] == before["current_instances"],
            (before, after))
@@ -297,6 +302,8 @@ def failed_scale_in_without_rollback_leaves_stopped_vms(ctx):
                                              "include_instances": [victim]}, queue=True)
     blocked = ctx.wait(c, blocked.id)
     expect(blocked.status == "failed" and "existing started deployment" in blocked.error, blocked)
+    # The manager names the started modification in the workflow's last line.
+    expect(f"Currently started deployment modifications: ['{left[0].id}']" in blocked.error, blocked.error)
     retry = c.executions.start("k8s-pool-a", "scale",
                                parameters={"scalable_entity_name": "workers", "delta": -1,
                                            "include_instances": [victim], "abort_started": True},
@@ -347,6 +354,7 @@ def parameter_and_include_errors(ctx):
            parameters={"delta": 1})
     raises(IllegalExecutionParametersError, c.executions.start, "k8s-pool-a", "scale",
            parameters={"scalable_entity_name": "workers", "bogus": True})
+    # Only the simulator lacks `install` (it runs `scale` alone); a manager would start it.
     err = raises(CloudifyClientError, c.executions.start, "k8s-pool-a", "install")
     expect(err.error_code == "nonexistent_workflow_error", err.error_code)
     raises(NoSuchIncludeFieldError, c.deployments.list, _include=["id", "no_such_field"])

@@ -6,8 +6,10 @@ mod cloudify_input;
 mod ha_lease;
 mod hostile_kit;
 mod inprocess;
+mod lost_scale_answers;
 mod process;
 mod refresh_answers;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
+mod scale_in_attribution;
 mod security;

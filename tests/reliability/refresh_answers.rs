@@ -251,6 +251,7 @@ fn many_deployments(count: usize) -> Scenario {
                 max: 10,
                 current: 1,
                 default: None,
+                extra_vms: Vec::new(),
             }],
             standalone_vms: 0,
             standalone_node: "control_plane_host".into(),

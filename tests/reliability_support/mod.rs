@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use autoscaler_cloudify::app::{App, start};
+use autoscaler_cloudify::config::{Config, Overrides};
+use autoscaler_cloudify::nodegroup::ServiceSettings;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{Scenario, Simulator, SimulatorHandle, Timing};
@@ -58,6 +61,74 @@ pub fn with_workers(mut s: Scenario, min: i64, max: i64, current: u64) -> Scenar
         }
     }
     s
+}
+
+/// The provider in-process (`app::start`, the binary's wiring, real gRPC and HTTP sockets) in
+/// front of the manager at `url` (the simulator, or a hostile manager before it), with the
+/// background refresh off (1 h), and a client over a real socket.
+pub async fn start_provider(
+    url: &str,
+    settings: ServiceSettings,
+) -> (App, CloudProviderClient<Channel>) {
+    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        http_listen: Some("127.0.0.1:0".into()),
+        node_controller: Some(false),
+        ..Overrides::default()
+    };
+    let cfg = Config::from_yaml(&provider_yaml(url, "1h", "0s", ""), &overrides, &env)
+        .expect("valid test config");
+    let app = start(&cfg, settings).await.expect("provider starts");
+    tokio::time::timeout(Duration::from_secs(20), app.inventory.wait_ready())
+        .await
+        .expect("first snapshot");
+    let client = CloudProviderClient::connect(format!("http://{}", app.grpc.addr))
+        .await
+        .expect("connect");
+    (app, client)
+}
+
+/// The simulator (workers: `workers` instances, bounds 1..=10, instant timing), a hostile
+/// manager in front of it, and the provider in-process talking to the hostile one (scale-ins
+/// verified every 50 ms).
+pub struct BehindHostile {
+    pub sim: SimulatorHandle,
+    pub hostile: hostile::HostileManager,
+    pub app: App,
+    pub client: CloudProviderClient<Channel>,
+}
+
+impl BehindHostile {
+    pub async fn start(workers: u64) -> BehindHostile {
+        let sim = start_sim(with_workers(scenario(Timing::instant()), 1, 10, workers)).await;
+        let hostile = hostile::HostileManager::start(&sim.url()).await;
+        let settings = ServiceSettings {
+            verify_poll: Duration::from_millis(50),
+            ..ServiceSettings::default()
+        };
+        let (app, client) = start_provider(&hostile.url(), settings).await;
+        BehindHostile {
+            sim,
+            hostile,
+            app,
+            client,
+        }
+    }
+
+    /// The provider ids of the workers CA sees.
+    pub async fn worker_ids(&mut self) -> Vec<String> {
+        instances(&mut self.client, WORKERS)
+            .await
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
+    }
+
+    pub async fn shutdown(self) {
+        self.app.shutdown().await;
+        self.sim.shutdown().await;
+    }
 }
 
 pub async fn start_sim(s: Scenario) -> SimulatorHandle {

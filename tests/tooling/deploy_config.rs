@@ -100,6 +100,18 @@ fn rendered_manifests_load_with_the_real_config_loader() {
     // What the chart's Service, probes and cloud-config rely on.
     assert_eq!(config.grpc_listen.port(), 8086);
     assert_eq!(config.http_listen.port(), 8087);
+    // Dual-stack by default (issue 21): `[::]`, which on Linux also accepts IPv4 (below).
+    assert!(
+        config.grpc_listen.ip().is_unspecified() && config.grpc_listen.is_ipv6(),
+        "{}",
+        config.grpc_listen
+    );
+    assert!(config.http_listen.is_ipv6(), "{}", config.http_listen);
+    // The leader labels its Pod for the gRPC Service's selector (issue 21).
+    assert_eq!(
+        config.lease.leader_label.as_deref(),
+        Some("autoscaler-cloudify.io/leader")
+    );
     let tls = config.tls.as_ref().expect("mTLS by default");
     assert!(tls.client_ca_file.is_some(), "client certificates required");
     assert!(!config.insecure);
@@ -281,5 +293,28 @@ fn documented_metric_names_are_exported() {
                 "{doc} mentions {name}, which is not exported ({exported:?})"
             );
         }
+    }
+}
+
+/// The chart listens on `[::]` (issue 21, dual-stack clusters): on Linux such a socket takes IPv4
+/// connections too (`net.ipv6.bindv6only=0`, the default), so IPv4-only clusters keep working.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_dual_stack_listen_address_accepts_ipv4_and_ipv6() {
+    if std::fs::read_to_string("/proc/sys/net/ipv6/bindv6only").is_ok_and(|v| v.trim() == "1") {
+        eprintln!("skipped: net.ipv6.bindv6only=1 on this machine");
+        return;
+    }
+    let Ok(l) = tokio::net::TcpListener::bind("[::]:0").await else {
+        eprintln!(
+            "skipped: no IPv6 on this machine (the chart's listenAddress: 0.0.0.0 is for it)"
+        );
+        return;
+    };
+    let port = l.local_addr().expect("addr").port();
+    for client in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        let c = tokio::net::TcpStream::connect(&client).await;
+        assert!(c.is_ok(), "{client}: {c:?}");
+        l.accept().await.expect("accepted");
     }
 }

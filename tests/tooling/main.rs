@@ -6,6 +6,7 @@ mod blueprint_example;
 mod cli;
 mod deploy_config;
 mod layering;
+mod lint_policy;
 mod loadtest_smoke;
 #[path = "../kit/procfs.rs"]
 mod procfs;

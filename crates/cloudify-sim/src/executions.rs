@@ -179,22 +179,28 @@ fn merge_parameters(
             missing.join(",")
         )));
     }
-    for (name, value) in &given {
-        let declared_type = declared
-            .get(name)
-            .and_then(|d| d.get("type"))
-            .and_then(Value::as_str);
+    // Every mistyped parameter, one line each in declaration order, as the manager's
+    // `Execution._validate_parameters` words it (without the offending value).
+    let mut wrong = Vec::new();
+    for (name, decl) in declared {
+        let Some(value) = given.get(name) else {
+            continue;
+        };
+        let declared_type = decl.get("type").and_then(Value::as_str);
         let ok = match declared_type {
             Some("integer") => integer_like(value),
             Some("boolean") => boolean_like(value),
             _ => true,
         };
         if !ok {
-            return Err(SimError::IllegalExecutionParameters(format!(
-                "Parameter \"{name}\" must be of type {}, got {value}",
+            wrong.push(format!(
+                "Parameter \"{name}\" must be of type {}",
                 declared_type.unwrap_or("any")
-            )));
+            ));
         }
+    }
+    if !wrong.is_empty() {
+        return Err(SimError::IllegalExecutionParameters(wrong.join("\n")));
     }
     let mut merged = Map::new();
     for (name, decl) in declared {
@@ -238,21 +244,29 @@ pub(crate) fn create_execution(
         request.parameters,
         request.allow_custom_parameters,
     )?;
+    // Listed as the manager's `Execution.__repr__` renders them.
     let blocking: Vec<String> = model
         .deployment_executions(di)
         .filter(|e| e.status.is_active() || e.status == ExecStatus::Queued)
-        .map(|e| e.id.clone())
+        .map(|e| {
+            format!(
+                "<Execution id=`{}` tenant=`{}` status=`{}` workflow_id=`{}`>",
+                e.id,
+                e.tenant,
+                e.status.as_str(),
+                e.workflow_id
+            )
+        })
         .collect();
     let status = if blocking.is_empty() || request.force {
         ExecStatus::Pending
     } else if request.queue {
         ExecStatus::Queued
     } else {
-        let listed: Vec<String> = blocking.iter().map(|id| format!("'{id}'")).collect();
         return Err(SimError::ExistingRunningExecution(format!(
             "The following executions are currently running for this deployment: [{}]. \
              To execute this workflow anyway, pass \"force=true\" as a query parameter to this request",
-            listed.join(", ")
+            blocking.join(", ")
         )));
     };
     let deployment = &model.deployments[di];

@@ -289,7 +289,13 @@ impl Listable for Node {
         } else {
             json!({"resource_id": "", "use_external_resource": false})
         };
-        let relationships = if is_vm && self.group.is_some() {
+        // The group's first VM is connected to its port; extra VMs have none.
+        let relationships = if is_vm
+            && self
+                .group
+                .as_deref()
+                .is_some_and(|g| self.id == format!("{g}_host"))
+        {
             json!([{
                 "type": "cloudify.openstack.server_connected_to_port",
                 "target_id": self.id.replace("_host", "_port"),

@@ -109,12 +109,19 @@ impl LabelValues {
     }
 }
 
-/// A scaling group of a deployment: each group instance is one compute VM plus one port.
+/// A scaling group of a deployment: each group instance is one compute VM plus one port (and
+/// any `extra_vms`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GroupSpec {
     /// Group name (`workers`); its nodes are `<name>_host` and `<name>_port`.
     pub name: String,
+    /// Further Compute members of every group instance, each its own VM without a port:
+    /// `[storage]` adds node `<name>_storage`, listed after `<name>_host` and `<name>_port` in
+    /// the group's `members` (a worker pool whose group instance holds two VMs, as
+    /// tests/manager/blueprints/two-vm.yaml; issue 20). None by default.
+    #[serde(default)]
+    pub extra_vms: Vec<String>,
     /// `min_instances` (not enforced, as on a real manager).
     #[serde(default)]
     pub min: i64,
@@ -196,6 +203,12 @@ pub struct Scenario {
     /// Seed for the simulator's randomness (ids, victims of unhinted scale-ins); random if unset.
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Longest request line (`GET /api/v3.1/...?query HTTP/1.1`, without CRLF) accepted; a
+    /// longer one is answered 414 with an HTML body, as a manager's gunicorn does past its
+    /// `limit_request_line` of 4094 bytes (a client that lists many deployment ids in one
+    /// query hits it). Unlimited when absent, the default.
+    #[serde(default)]
+    pub max_request_line: Option<usize>,
 }
 
 fn default_tenants() -> Vec<String> {
@@ -236,6 +249,7 @@ impl Scenario {
         };
         let group = |name: &str, min: i64, max: i64, current: u64| GroupSpec {
             name: name.to_string(),
+            extra_vms: Vec::new(),
             min,
             max,
             current,
@@ -252,6 +266,7 @@ impl Scenario {
             ],
             auth: AuthPolicy::default(),
             seed: None,
+            max_request_line: None,
         }
     }
 
@@ -325,7 +340,10 @@ impl Scenario {
                 d.standalone_vms
                     + d.scaling_groups
                         .iter()
-                        .map(|g| g.current.saturating_mul(2))
+                        .map(|g| {
+                            let members = 2 + u64::try_from(g.extra_vms.len()).unwrap_or(0);
+                            g.current.saturating_mul(members)
+                        })
                         .sum::<u64>()
             })
             .sum()
@@ -370,6 +388,19 @@ impl Scenario {
                 if g.name.is_empty() || !names.insert(g.name.as_str()) {
                     return invalid(format!("deployment {}: duplicate group {:?}", d.id, g.name));
                 }
+                let mut members = BTreeSet::from(["host", "port"]);
+                for v in &g.extra_vms {
+                    let valid = !v.is_empty()
+                        && v.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    if !valid || !members.insert(v.as_str()) {
+                        return invalid(format!(
+                            "deployment {} group {}: extra_vms entry {v:?} must be a unique \
+                             name of [A-Za-z0-9_-], not host or port",
+                            d.id, g.name
+                        ));
+                    }
+                }
                 if g.min < 0 || g.max < -1 || (g.max != -1 && g.min > g.max) {
                     return invalid(format!(
                         "deployment {} group {}: need 0 <= min <= max (max -1 = unbounded)",
@@ -378,9 +409,12 @@ impl Scenario {
                 }
             }
             if d.standalone_vms > 0
-                && d.scaling_groups
-                    .iter()
-                    .any(|g| d.standalone_node == format!("{}_host", g.name))
+                && d.scaling_groups.iter().any(|g| {
+                    d.standalone_node == format!("{}_host", g.name)
+                        || g.extra_vms
+                            .iter()
+                            .any(|v| d.standalone_node == format!("{}_{v}", g.name))
+                })
             {
                 return invalid(format!(
                     "deployment {}: standalone_node clashes with a group node",
@@ -403,6 +437,20 @@ mod tests {
         assert_eq!(s.deployments.len(), 3);
         assert_eq!(s.deployments[0].scaling_groups[0].current, 2);
         assert_eq!(s.node_instance_count(), 2 * 2 + 1);
+    }
+
+    #[test]
+    fn extra_vms_must_be_unique_names_other_than_host_and_port() {
+        for bad in ["[port]", "[s, s]", "[\"\"]", "[\"a b\"]"] {
+            let text = format!(
+                "deployments: [{{id: a, scaling_groups: [{{name: w, extra_vms: {bad}}}]}}]"
+            );
+            let err = Scenario::from_yaml_str(&text).expect_err(bad).to_string();
+            assert!(err.contains("extra_vms entry"), "{bad}: {err}");
+        }
+        let clash = "deployments: [{id: a, scaling_groups: [{name: w, extra_vms: [s]}], \
+                     standalone_vms: 1, standalone_node: w_s}]";
+        assert!(Scenario::from_yaml_str(clash).is_err());
     }
 
     #[test]

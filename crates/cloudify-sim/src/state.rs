@@ -19,6 +19,8 @@ use super::scenario::AuthPolicy;
 mod groups;
 mod populate;
 
+pub(crate) use groups::Members;
+
 /// Type hierarchy of the VM node of every group (an OpenStack v2 plugin server).
 pub(crate) const SERVER_TYPE: &str = "cloudify.openstack.nodes.Server";
 pub(crate) const SERVER_HIERARCHY: &[&str] = &[
@@ -73,11 +75,14 @@ pub(crate) struct ScalingGroup {
     pub max: i64,
     pub current: i64,
     pub planned: i64,
-    /// group-instance id → sequence keys of its member node instances (VM first).
+    /// group-instance id → sequence keys of its member node instances, in [`Self::member_nodes`]
+    /// order (VM, port, extra VMs).
     pub instances: BTreeMap<String, Vec<u64>>,
-    /// Highest `index` of the VM and port node instances, so a new instance's index costs
-    /// O(1) instead of a scan of the group (startup of 100k instances would be O(n^2)).
-    pub max_index: [u32; 2],
+    /// Highest `index` of each member node's instances (same order), so a new instance's index
+    /// costs O(1) instead of a scan of the group (startup of 100k instances would be O(n^2)).
+    pub max_index: Vec<u32>,
+    /// Names of the further Compute members (`storage` for node `<name>_storage`).
+    pub extra_vms: Vec<String>,
 }
 
 impl ScalingGroup {
@@ -86,6 +91,12 @@ impl ScalingGroup {
     }
     pub fn port_node(&self) -> String {
         format!("{}_port", self.name)
+    }
+    /// The nodes of a group instance: VM, port, then the extra VMs.
+    pub fn member_nodes(&self) -> Vec<String> {
+        let mut nodes = vec![self.host_node(), self.port_node()];
+        nodes.extend(self.extra_vms.iter().map(|v| format!("{}_{v}", self.name)));
+        nodes
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::shared::Shared;
-use super::state::{ExecStatus, Model, ModificationStatus, now_stamp};
+use super::state::{ExecStatus, Members, Model, ModificationStatus, now_stamp};
 
 mod plan;
 
@@ -85,32 +85,65 @@ async fn run_queue(shared: Arc<Shared>, tenant: Arc<str>, deployment: Arc<str>) 
 }
 
 /// A workflow failure: the Python exception type and message, rendered in `error` the way a
-/// manager stores a workflow traceback.
+/// manager stores it: a workflow's own exception as the last frames of its traceback (no
+/// "Traceback" header), a failed operation as its "Task failed" summary first.
 #[derive(Debug)]
 struct Failure {
     kind: &'static str,
     message: String,
+    /// The line of `cloudify/plugins/workflows.py` (cloudify-common 7.0.5) that raised it.
+    line: u32,
+    /// For a failed operation: the task name and `<node instance>:<operation>`.
+    task: Option<(&'static str, String)>,
 }
+
+/// The first line of `scale_entity`, named by failures the manager has no line for.
+const SCALE_ENTITY_LINE: u32 = 606;
 
 impl Failure {
     fn value(message: impl Into<String>) -> Failure {
         Failure {
             kind: "ValueError",
             message: message.into(),
+            line: SCALE_ENTITY_LINE,
+            task: None,
         }
     }
     fn runtime(message: impl Into<String>) -> Failure {
         Failure {
             kind: "RuntimeError",
             message: message.into(),
+            line: SCALE_ENTITY_LINE,
+            task: None,
         }
     }
+    /// The same failure, raised at `line` of `workflows.py`.
+    fn at(mut self, line: u32) -> Failure {
+        self.line = line;
+        self
+    }
     fn text(&self) -> String {
-        format!(
-            "Traceback (most recent call last):\n  File \"/opt/mgmtworker/env/lib/python3.11/\
-             site-packages/cloudify/plugins/workflows.py\", in scale_entity\n{}: {}\n",
-            self.kind, self.message
-        )
+        let frame = format!(
+            "File \"/opt/mgmtworker/env/lib/python3.11/site-packages/cloudify/plugins/\
+             workflows.py\", line {}, in scale_entity\n  raise {}(\n",
+            self.line,
+            self.kind.rsplit('.').next().unwrap_or(self.kind)
+        );
+        match &self.task {
+            None => format!("{frame}{}: {}\n", self.kind, self.message),
+            Some((task, target)) => {
+                let short = self.kind.rsplit('.').next().unwrap_or(self.kind);
+                let function = task.rsplit('.').next().unwrap_or(task);
+                format!(
+                    "Task failed: {task} ({target}): {short} `{msg}`\n\
+                     Traceback of {task} ({target}) (most recent call last):\n\
+                     File \"/opt/mgmtworker/env/plugins/openstack/nova_plugin/server.py\", in {function}\n\
+                     {kind}: {msg}\n",
+                    msg = self.message,
+                    kind = self.kind,
+                )
+            }
+        }
     }
 }
 
@@ -134,8 +167,18 @@ pub(crate) async fn run_execution(shared: &Arc<Shared>, id: &str) {
     if window > 0 && !shared.pause(window).await {
         return;
     }
-    let Some(run) = start_scale(shared, id, &params) else {
-        return;
+    // Taken once, by the first attempt that gets to validation (an abort_started makes two).
+    let mut injected = None;
+    let run = loop {
+        match start_scale(shared, id, &params, &mut injected) {
+            Start::Run(run) => break run,
+            Start::Ended => return,
+            Start::Aborted => {
+                if !shared.pause(shared.timing.step_ms).await {
+                    return;
+                }
+            }
+        }
     };
     if walk_lifecycle(shared, id, &run).await {
         complete_scale(&mut shared.model(), id, &run);
@@ -167,7 +210,7 @@ impl ScaleRun {
                 gids,
                 ignore_failure,
             } => (di, group, gids, false, ignore_failure),
-            Plan::Noop => return None,
+            Plan::Noop | Plan::Aborted => return None,
         };
         Some(ScaleRun {
             di,
@@ -205,48 +248,69 @@ fn mark_started(shared: &Shared, id: &str) -> Option<(Value, u64)> {
     Some((params, shared.faults().started_window_ms))
 }
 
-/// Under one lock: takes an injected failure, validates the parameters and starts the
-/// modification. Returns the scale to walk, or `None` when the execution already ended here
-/// (cancelled before its modification started, invalid parameters, a zero delta).
-fn start_scale(shared: &Shared, id: &str, params: &Value) -> Option<ScaleRun> {
+/// What one attempt to start a scale came to.
+enum Start {
+    /// The modification started: walk it.
+    Run(ScaleRun),
+    /// The execution ended here (cancelled before its modification started, invalid
+    /// parameters, a zero delta).
+    Ended,
+    /// `abort_started` rolled back a left-over modification: try again a step later.
+    Aborted,
+}
+
+/// Under one lock: takes an injected failure (once: `injected` keeps it across attempts),
+/// validates the parameters and starts the modification.
+fn start_scale(
+    shared: &Shared,
+    id: &str,
+    params: &Value,
+    injected: &mut Option<Option<String>>,
+) -> Start {
     let mut model = shared.model();
     match model.execution(id).map(|e| e.status) {
         Some(ExecStatus::Started) => {}
         Some(status) if is_cancelling(status) => {
             // Cancelled before its modification started: nothing changed.
             finish(&mut model, id, ExecStatus::Cancelled, None);
-            return None;
+            return Start::Ended;
         }
-        _ => return None,
+        _ => return Start::Ended,
     }
     // Taken before validation: an execution that fails on its parameters uses up the fault.
-    let injected = shared.faults().take_failure();
+    let injected = injected
+        .get_or_insert_with(|| shared.faults().take_failure())
+        .clone();
     let outcome = parse_params(params)
         .and_then(|p| plan_scale(&mut model, id, &p).map(|plan| (plan, p.rollback_if_failed)));
     let run = match outcome {
         Err(f) => {
             finish(&mut model, id, ExecStatus::Failed, Some(&f));
-            return None;
+            return Start::Ended;
         }
         Ok((Plan::Noop, _)) => {
             // "delta parameter is 0, so no scaling will take place."
             let (status, failure) = noop_outcome(injected);
             finish(&mut model, id, status, failure.as_ref());
-            return None;
+            return Start::Ended;
         }
-        Ok((plan, rollback_if_failed)) => ScaleRun::new(plan, injected, rollback_if_failed)?,
+        Ok((Plan::Aborted, _)) => return Start::Aborted,
+        Ok((plan, rollback_if_failed)) => match ScaleRun::new(plan, injected, rollback_if_failed) {
+            Some(run) => run,
+            None => return Start::Ended,
+        },
     };
     if let Some(e) = model.execution_mut(id) {
         e.total_operations = (run.states().len() * run.gids.len()) as u64;
     }
-    Some(run)
+    Start::Run(run)
 }
 
-/// How a zero-delta scale ends: `terminated`, or `failed` with the injected failure (as a
-/// scale-out's, `create`) when one was taken.
+/// How a zero-delta scale ends: `terminated`, or `failed` with the injected failure's reason
+/// (a workflow failure: a zero delta runs no operation) when one was taken.
 fn noop_outcome(injected: Option<String>) -> (ExecStatus, Option<Failure>) {
     match injected {
-        Some(reason) => (ExecStatus::Failed, Some(injected_failure(reason, true))),
+        Some(reason) => (ExecStatus::Failed, Some(Failure::runtime(reason))),
         None => (ExecStatus::Terminated, None),
     }
 }
@@ -258,51 +322,115 @@ fn is_cancelling(status: ExecStatus) -> bool {
     )
 }
 
-/// Whether an injected failure strikes at this lifecycle state: a scale-out fails at `create`,
-/// a scale-in at `delete` (after `stop` ran: without rollback its victims stay `stopped`
-/// under a started modification, as on a manager), unless it ignores failures.
+/// Whether an injected failure strikes at this lifecycle state: a scale-out's VM fails in its
+/// `create` (it is `creating` when the execution fails, as on a manager), a scale-in's in its
+/// `delete` (after `stop` ran: without rollback its victims stay `stopped` under a started
+/// modification, as on a manager), unless the scale ignores failures.
 fn fails_at(state: &str, scale_out: bool, ignore_failure: bool) -> bool {
     if scale_out {
-        state == "creating"
+        state == "created"
     } else {
         state == "deleting" && !ignore_failure
     }
+}
+
+/// Which members a lifecycle step moves. A manager walks each node instance on its own, in
+/// dependency order: a port (no operation, the VM depends on it) is `started` before its VM
+/// leaves `uninitialized`, and on a scale-in it goes after its VM. So on a scale-out the ports
+/// take every state at the first step and the VMs walk; on a scale-in the VMs walk and the
+/// ports follow at the last step (`deleted`).
+fn step_members(scale_out: bool, state: &'static str, first: bool) -> Vec<(Members, &'static str)> {
+    let mut moves = vec![(Members::Vms, state)];
+    if scale_out && first {
+        moves.push((Members::Others, "started"));
+    } else if !scale_out && state == "deleted" {
+        moves.push((Members::Others, "deleted"));
+    }
+    moves
+}
+
+/// The first VM of the scale: the instance a failed operation names.
+fn first_vm_id(model: &Model, run: &ScaleRun) -> String {
+    run.gids
+        .first()
+        .and_then(|gid| {
+            model.deployments[run.di]
+                .group(&run.group)?
+                .instances
+                .get(gid)
+        })
+        .and_then(|keys| keys.first())
+        .and_then(|key| model.instances.get(key))
+        .map(|inst| inst.id.clone())
+        .unwrap_or_default()
 }
 
 /// Walks the scale's instances through its lifecycle states, one `step_ms` each. True when
 /// every state was reached; false when the execution ended on the way (cancelled, failed by
 /// an injected failure) or the simulator is shutting down.
 async fn walk_lifecycle(shared: &Shared, id: &str, run: &ScaleRun) -> bool {
-    for &state in run.states() {
+    for (i, &state) in run.states().iter().enumerate() {
         if !shared.pause(shared.timing.step_ms).await {
             return false;
         }
+        // The guard must not live across the rollback's pause (the runner task is `Send`).
+        let failure = {
+            let mut model = shared.model();
+            if model.execution(id).is_some_and(|e| is_cancelling(e.status)) {
+                // A cancelled scale leaves its modification started, as on a manager.
+                finish(&mut model, id, ExecStatus::Cancelled, None);
+                return false;
+            }
+            match &run.injected {
+                Some(reason) if fails_at(state, run.scale_out, run.ignore_failure) => {
+                    let vm = first_vm_id(&model, run);
+                    if run.rollback_if_failed && run.scale_out {
+                        // A manager uninstalls the half-created VMs first: they show
+                        // `uninitialized` again for a moment, the execution still `started`,
+                        // before their rows go.
+                        model.set_members_state(
+                            run.di,
+                            &run.group,
+                            &run.gids,
+                            Members::Vms,
+                            "uninitialized",
+                        );
+                    }
+                    Some(injected_failure(reason.clone(), run.scale_out, &vm))
+                }
+                _ => {
+                    for (members, member_state) in step_members(run.scale_out, state, i == 0) {
+                        model.set_members_state(
+                            run.di,
+                            &run.group,
+                            &run.gids,
+                            members,
+                            member_state,
+                        );
+                    }
+                    if state == "started" {
+                        for gid in &run.gids {
+                            model.set_started_runtime(run.di, &run.group, gid);
+                        }
+                    }
+                    if let Some(e) = model.execution_mut(id) {
+                        e.finished_operations += run.gids.len() as u64;
+                    }
+                    None
+                }
+            }
+        };
+        let Some(failure) = failure else { continue };
+        if run.rollback_if_failed && run.scale_out && !shared.pause(shared.timing.step_ms).await {
+            return false;
+        }
         let mut model = shared.model();
-        if model.execution(id).is_some_and(|e| is_cancelling(e.status)) {
-            // A cancelled scale leaves its modification started, as on a manager.
-            finish(&mut model, id, ExecStatus::Cancelled, None);
-            return false;
+        if run.rollback_if_failed {
+            let restore: &[String] = if run.scale_out { &[] } else { &run.gids };
+            rollback_modification(&mut model, run.di, restore);
         }
-        if let Some(reason) = &run.injected
-            && fails_at(state, run.scale_out, run.ignore_failure)
-        {
-            if run.rollback_if_failed {
-                let restore: &[String] = if run.scale_out { &[] } else { &run.gids };
-                rollback_modification(&mut model, run.di, restore);
-            }
-            let failure = injected_failure(reason.clone(), run.scale_out);
-            finish(&mut model, id, ExecStatus::Failed, Some(&failure));
-            return false;
-        }
-        model.set_group_instances_state(run.di, &run.group, &run.gids, state);
-        if state == "started" {
-            for gid in &run.gids {
-                model.set_started_runtime(run.di, &run.group, gid);
-            }
-        }
-        if let Some(e) = model.execution_mut(id) {
-            e.finished_operations += run.gids.len() as u64;
-        }
+        finish(&mut model, id, ExecStatus::Failed, Some(&failure));
+        return false;
     }
     true
 }
@@ -321,11 +449,24 @@ fn complete_scale(model: &mut Model, id: &str, run: &ScaleRun) {
     finish(model, id, ExecStatus::Terminated, None);
 }
 
-fn injected_failure(reason: String, scale_out: bool) -> Failure {
-    let operation = if scale_out { "create" } else { "delete" };
-    Failure::runtime(format!(
-        "Workflow failed: Task failed 'cloudify_openstack.nova_plugin.server.{operation}' -> {reason}"
-    ))
+/// The failure of the VM operation an injected fault strikes (`create` on a scale-out,
+/// `delete` on a scale-in), as the manager reports a failed task: the plugin's
+/// NonRecoverableError with the fault's reason.
+fn injected_failure(reason: String, scale_out: bool, vm: &str) -> Failure {
+    let (task, operation) = if scale_out {
+        ("nova_plugin.server.create", "create")
+    } else {
+        ("nova_plugin.server.delete", "delete")
+    };
+    Failure {
+        kind: "cloudify.exceptions.NonRecoverableError",
+        message: reason,
+        line: SCALE_ENTITY_LINE,
+        task: Some((
+            task,
+            format!("{vm}:cloudify.interfaces.lifecycle.{operation}"),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -333,23 +474,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failure_is_rendered_as_a_workflow_traceback() {
+    fn a_failure_is_rendered_as_the_last_frame_of_a_workflow_traceback() {
+        // The manager stores no "Traceback" header: the frame that raised, then the exception.
         assert_eq!(
-            Failure::value("bad").text(),
-            "Traceback (most recent call last):\n  File \"/opt/mgmtworker/env/lib/python3.11/\
-             site-packages/cloudify/plugins/workflows.py\", in scale_entity\nValueError: bad\n"
+            Failure::value("bad").at(665).text(),
+            "File \"/opt/mgmtworker/env/lib/python3.11/site-packages/cloudify/plugins/\
+             workflows.py\", line 665, in scale_entity\n  raise ValueError(\nValueError: bad\n"
         );
     }
 
     #[test]
-    fn injected_failures_strike_at_create_or_at_delete() {
+    fn an_injected_failure_is_a_failed_task_of_the_vm() {
+        let text = injected_failure("Quota exceeded".into(), true, "workers_host_ab12cd").text();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Task failed: nova_plugin.server.create (workers_host_ab12cd:cloudify.interfaces.\
+             lifecycle.create): NonRecoverableError `Quota exceeded`"
+        );
+        assert!(
+            lines[1].starts_with("Traceback of nova_plugin.server.create (workers_host_ab12cd:")
+        );
+        assert_eq!(
+            lines.last().copied(),
+            Some("cloudify.exceptions.NonRecoverableError: Quota exceeded")
+        );
+        let scale_in = injected_failure("boom".into(), false, "vm_1").text();
+        assert!(
+            scale_in.starts_with(
+                "Task failed: nova_plugin.server.delete (vm_1:cloudify.interfaces.lifecycle.delete)"
+            ),
+            "{scale_in}"
+        );
+    }
+
+    #[test]
+    fn injected_failures_strike_while_creating_or_at_delete() {
         for state in SCALE_OUT_STATES {
-            assert_eq!(
-                fails_at(state, true, false),
-                *state == "creating",
-                "{state}"
-            );
-            assert_eq!(fails_at(state, true, true), *state == "creating", "{state}");
+            // Failing as `created` is reached leaves the VM `creating`, as a failed create does.
+            assert_eq!(fails_at(state, true, false), *state == "created", "{state}");
+            assert_eq!(fails_at(state, true, true), *state == "created", "{state}");
         }
         for state in SCALE_IN_STATES {
             assert_eq!(
@@ -359,9 +523,25 @@ mod tests {
             );
             assert!(!fails_at(state, false, true), "{state}");
         }
+    }
+
+    #[test]
+    fn ports_start_before_their_vm_and_go_after_it() {
         assert_eq!(
-            injected_failure("boom".into(), false).message,
-            "Workflow failed: Task failed 'cloudify_openstack.nova_plugin.server.delete' -> boom"
+            step_members(true, "initializing", true),
+            [(Members::Vms, "initializing"), (Members::Others, "started")]
+        );
+        assert_eq!(
+            step_members(true, "creating", false),
+            [(Members::Vms, "creating")]
+        );
+        assert_eq!(
+            step_members(false, "stopping", true),
+            [(Members::Vms, "stopping")]
+        );
+        assert_eq!(
+            step_members(false, "deleted", false),
+            [(Members::Vms, "deleted"), (Members::Others, "deleted")]
         );
     }
 
@@ -370,9 +550,10 @@ mod tests {
         assert!(matches!(noop_outcome(None), (ExecStatus::Terminated, None)));
         let (status, failure) = noop_outcome(Some("boom".into()));
         assert_eq!(status, ExecStatus::Failed);
+        let failure = failure.expect("the injected failure");
         assert_eq!(
-            failure.expect("the injected failure").message,
-            "Workflow failed: Task failed 'cloudify_openstack.nova_plugin.server.create' -> boom"
+            (failure.kind, failure.message.as_str()),
+            ("RuntimeError", "boom")
         );
     }
 

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::cloudify::models::parse_timestamp as parse_time;
 
 /// How long a failed scale-out keeps being reported (as creating-with-error instances), unless
 /// CA deletes them first. CA reacts within a loop or two; this only bounds stale records.
@@ -102,14 +103,19 @@ pub(super) struct Removals<'a> {
 }
 
 impl Removals<'_> {
-    /// True when an active scale-in names the VM instance or its group instance. Usually no
-    /// scale-in runs: then this copies no key.
-    pub fn names(&self, deployment: &str, vm_instance: &str, group_instance: &str) -> bool {
+    /// True when an active scale-in names the group instance or one of its VMs: Cloudify
+    /// removes the whole group instance for either. Usually no scale-in runs: then this copies
+    /// no key.
+    pub fn names<'v>(
+        &self,
+        deployment: &str,
+        vms: impl IntoIterator<Item = &'v str>,
+        group_instance: &'v str,
+    ) -> bool {
         !self.named.is_empty()
-            && (self.named.contains(&(deployment, vm_instance.to_owned()))
-                || self
-                    .named
-                    .contains(&(deployment, group_instance.to_owned())))
+            && std::iter::once(group_instance)
+                .chain(vms)
+                .any(|id| self.named.contains(&(deployment, id.to_owned())))
     }
 
     /// True when the deployment has an active scale-in that names no instance.
@@ -225,20 +231,6 @@ fn is_recent(e: &Execution, now: SystemTime) -> bool {
         .unwrap_or(true)
 }
 
-/// A Cloudify timestamp, RFC 3339 or without a zone (then UTC), to the second.
-fn parse_time(s: &str) -> Option<SystemTime> {
-    let t = chrono::DateTime::parse_from_rfc3339(s)
-        .map(|d| d.with_timezone(&chrono::Utc))
-        .or_else(|_| {
-            // Cloudify often omits the zone ("2026-11-27T23:00:00.123"): it is UTC.
-            chrono::NaiveDateTime::parse_from_str(s.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
-                .map(|n| n.and_utc())
-        })
-        .ok()?;
-    let secs = u64::try_from(t.timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{group, groups_a_g, modification, scale};
@@ -349,11 +341,15 @@ mod tests {
             (g.running[0].id.as_str(), g.running[0].cancellable),
             ("s", false)
         );
-        assert!(removals.names("a", "vm_4", "g_vm_4"));
-        assert!(removals.names("a", "vm_5", "g_vm_5"), "by group instance");
-        assert!(!removals.names("a", "vm_6", "g_vm_6"));
+        assert!(removals.names("a", ["vm_4"], "g_vm_4"));
+        assert!(removals.names("a", ["vm_5"], "g_vm_5"), "by group instance");
+        assert!(!removals.names("a", ["vm_6"], "g_vm_6"));
         assert!(
-            !removals.names("b", "vm_4", "g_vm_4"),
+            removals.names("a", ["vm_6", "vm_4"], "g_x"),
+            "by any VM of the group instance"
+        );
+        assert!(
+            !removals.names("b", ["vm_4"], "g_vm_4"),
             "another deployment's vm_4"
         );
         assert!(removals.unhinted_in("a"), "u names nothing");

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-pub(super) use crate::inventory::testkit::{deployment, node_groups as config};
+pub(super) use crate::inventory::testkit::{deployment, group, node_groups as config};
 
 /// A node of deployment `dep` with the given type hierarchy.
 pub(super) fn node(dep: &str, id: &str, types: &[&str]) -> Node {
@@ -42,30 +42,6 @@ pub(super) fn vm(id: &str, dep: &str, state: &str, runtime: Value) -> NodeInstan
     crate::inventory::testkit::vm(id, dep, "g", state, runtime)
 }
 
-/// Group `group` of `dep` as [`groups::create`] leaves it: 3 planned and current, bounds 0..10.
-pub(super) fn group(dep: &str, group: &str) -> NodeGroup {
-    NodeGroup {
-        id: format!("{dep}/{group}"),
-        source: 0,
-        tenant: "t".into(),
-        deployment: dep.into(),
-        group: group.into(),
-        site: None,
-        min: 0,
-        max: 10,
-        planned: 3,
-        current: 3,
-        waiting: Vec::new(),
-        running: Vec::new(),
-        instances: Vec::new(),
-        failed: Vec::new(),
-        vm_nodes: vec!["vm".into()],
-        seen_executions: Vec::new(),
-        orphan_modification: false,
-        debug: String::new(),
-    }
-}
-
 /// The groups map of one group, `a/g`.
 pub(super) fn groups_a_g<'a>() -> Groups<'a> {
     HashMap::from([(("a", "g"), group("a", "g"))])
@@ -82,5 +58,6 @@ pub(super) fn instance_of(provider_id: &str, node_name: Option<&str>) -> GroupIn
         cloudify_state: "started".into(),
         addresses: InstanceAddresses::default(),
         being_removed: false,
+        infrastructure: Vec::new(),
     }
 }

@@ -88,15 +88,39 @@ pub(super) fn sizes(policy: &ScalingGroupProperties) -> (i32, i32) {
     (current, planned)
 }
 
-/// A node group for each selected scaling group, before executions and instances are applied.
+/// The node whose VM joins Kubernetes in each group instance: the configured one, else the only
+/// VM member. A group with several VM members and none configured is refused (the reason says
+/// what to set): Cloudify lists `members` in no particular order (the real manager answered
+/// `[storage_host, worker_port, worker_host, storage_port]` for a blueprint listing the worker
+/// first), and a guess that picked the storage VM would report ids no Node has, so CA would in
+/// the end delete the group instance of a running, undrained Node (issue 20).
+fn joining_node(
+    id: &str,
+    settings: &GroupSettings,
+    vm_nodes: &[String],
+) -> Result<Option<String>, String> {
+    match (&settings.joining_node, vm_nodes) {
+        (Some(n), _) => Ok(Some(n.clone())),
+        (None, [] | [_]) => Ok(vm_nodes.first().cloned()),
+        (None, _) => Err(format!(
+            "its group instances hold several VMs (nodes {vm_nodes:?}): set \
+             node_groups.groups.\"{id}\".joining_node to the node whose VM joins Kubernetes \
+             (one Node per group instance; the others are its infrastructure)"
+        )),
+    }
+}
+
+/// A node group for each selected scaling group, before executions and instances are applied,
+/// and the scaling groups refused.
 pub(super) fn create<'a>(
     src: &'a SourceData,
     selection: &Selection<'a>,
     compute: &ComputeNodes<'a>,
     config: &NodeGroupsConfig,
     prefixed: bool,
-) -> Groups<'a> {
+) -> (Groups<'a>, Vec<RefusedGroup>) {
     let mut groups: Groups<'a> = HashMap::new();
+    let mut refused = Vec::new();
     for (&(dep, gname), static_bounds) in &selection.bounds {
         let Some(d) = selection.deployments.get(dep) else {
             continue;
@@ -114,12 +138,19 @@ pub(super) fn create<'a>(
         );
         let (current, planned) = sizes(&sg.properties);
         // Members that are VMs; a VM contained in a listed member is added with its instances.
-        let vm_nodes = sg
+        let vm_nodes: Vec<String> = sg
             .members
             .iter()
             .filter(|m| compute.contains(&(dep, m.as_str())))
             .cloned()
             .collect();
+        let joining_node = match joining_node(&id, &settings, &vm_nodes) {
+            Ok(n) => n,
+            Err(reason) => {
+                refused.push(RefusedGroup { id, reason });
+                continue;
+            }
+        };
         groups.insert(
             (dep, gname),
             NodeGroup {
@@ -138,13 +169,14 @@ pub(super) fn create<'a>(
                 instances: Vec::new(),
                 failed: Vec::new(),
                 vm_nodes,
+                joining_node,
                 seen_executions: Vec::new(),
                 orphan_modification: false,
                 debug: String::new(),
             },
         );
     }
-    groups
+    (groups, refused)
 }
 
 #[cfg(test)]
@@ -294,7 +326,8 @@ mod tests {
         );
         let selection = select(&src, &cfg);
         let compute = compute_nodes(&src.nodes);
-        let groups = create(&src, &selection, &compute, &cfg, true);
+        let (groups, refused) = create(&src, &selection, &compute, &cfg, true);
+        assert!(refused.is_empty());
         assert_eq!(groups.len(), 2);
         let g = groups.get(&("a", "g")).expect("a/g");
         assert_eq!(g.id, "eu:a/g");
@@ -309,5 +342,46 @@ mod tests {
         assert_eq!(g.tenant, "t");
         let h = groups.get(&("a", "h")).expect("a/h");
         assert_eq!((h.min, h.max), (0, 9));
+    }
+
+    #[test]
+    fn the_joining_node_is_the_configured_one_else_the_only_vm_member() {
+        let mut src = source();
+        src.discovered[0].scaling_groups = serde_json::from_value(json!({
+            "g": {"members": ["port", "storage", "vm"]}, "h": {"members": ["port", "vm"]}}))
+        .expect("groups");
+        src.nodes
+            .push(fixtures::node("a", "storage", &["cloudify.nodes.Compute"]));
+        let discovery = "node_groups: {auto_discovery: [\"cloudify:label=x=y\"]";
+        let built = |yaml: String| {
+            let cfg = config(&yaml);
+            let compute = compute_nodes(&src.nodes);
+            let (groups, refused) = create(&src, &select(&src, &cfg), &compute, &cfg, false);
+            let mut joining: Vec<(String, Option<String>)> = groups
+                .into_values()
+                .map(|g| (g.id, g.joining_node))
+                .collect();
+            joining.sort();
+            (joining, refused)
+        };
+        let (groups, refused) = built(format!("{discovery}}}"));
+        assert_eq!(
+            groups,
+            [("a/h".to_owned(), Some("vm".to_owned()))],
+            "a/g: two VM members, none named"
+        );
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].id, "a/g");
+        assert!(
+            refused[0]
+                .reason
+                .contains("node_groups.groups.\"a/g\".joining_node"),
+            "{refused:?}"
+        );
+        let (groups, refused) = built(format!(
+            "{discovery}, groups: {{\"a/g\": {{joining_node: vm}}}}}}"
+        ));
+        assert!(refused.is_empty());
+        assert!(groups.contains(&("a/g".to_owned(), Some("vm".to_owned()))));
     }
 }

@@ -1,4 +1,5 @@
-//! Step 3: each VM instance of a source, as CA and the node controller see it.
+//! Step 3: each group instance of a source, as CA and the node controller see it: one
+//! Kubernetes Node per group instance, its joining VM (issue 20).
 
 use super::executions::Removals;
 use super::*;
@@ -99,7 +100,87 @@ fn removal(state: InstanceState, named: bool, unhinted_scale_in: bool) -> (Insta
     (state, being_removed)
 }
 
-/// Adds every VM instance of the source to its node group.
+/// The VM of a group instance that is its Kubernetes Node: the instance of the group's joining
+/// node, else (no member is a VM itself, or the configured node has no instance here) the VM of
+/// the smallest node id, so that the choice is the same on every refresh.
+fn joining_vm<'i>(
+    vms: &[&'i NodeInstance],
+    joining_node: Option<&str>,
+) -> Option<&'i NodeInstance> {
+    vms.iter()
+        .copied()
+        .find(|v| Some(v.node_id.as_str()) == joining_node)
+        .or_else(|| {
+            vms.iter()
+                .copied()
+                .min_by(|a, b| (&a.node_id, &a.id).cmp(&(&b.node_id, &b.id)))
+        })
+}
+
+/// One group instance as CA and the node controller see it: its joining VM's provider id,
+/// names, addresses and state, its other VMs as infrastructure, and whether an active scale-in
+/// removes it (naming the group instance or any of its VMs).
+fn group_instance(
+    g: &NodeGroup,
+    settings: &InstanceSettings,
+    group_instance: &str,
+    vms: &[&NodeInstance],
+    joining: &NodeInstance,
+    removals: &Removals<'_>,
+) -> GroupInstance {
+    let parts = |vm_instance| ProviderIdParts {
+        tenant: &g.tenant,
+        deployment: &g.deployment,
+        group: &g.group,
+        group_instance,
+        vm_instance,
+    };
+    let (provider_id, state) = identify(
+        &settings.template,
+        &parts(&joining.id),
+        joining,
+        state_of(&joining.state),
+    );
+    let (state, being_removed) = removal(
+        state,
+        removals.names(
+            &g.deployment,
+            vms.iter().map(|v| v.id.as_str()),
+            group_instance,
+        ),
+        removals.unhinted_in(&g.deployment),
+    );
+    let mut infrastructure: Vec<InfrastructureVm> = vms
+        .iter()
+        .filter(|v| v.id != joining.id)
+        .map(|v| InfrastructureVm {
+            vm_instance: v.id.clone(),
+            provider_id: settings
+                .template
+                .render(&parts(&v.id), |k| v.runtime_str(k)),
+        })
+        .collect();
+    infrastructure.sort_by(|a, b| a.vm_instance.cmp(&b.vm_instance));
+    GroupInstance {
+        provider_id,
+        vm_instance: joining.id.clone(),
+        group_instance: group_instance.to_owned(),
+        node_name: joining.runtime_str(&settings.name_key),
+        state,
+        cloudify_state: joining.state.clone(),
+        addresses: InstanceAddresses {
+            internal_ip: joining.runtime_str(&settings.address_keys.internal_ip),
+            external_ip: joining.runtime_str(&settings.address_keys.external_ip),
+            hostname: joining.runtime_str(&settings.address_keys.hostname),
+        },
+        being_removed,
+        infrastructure,
+    }
+}
+
+/// Adds one instance per group instance of the source to its node group: the group instance
+/// seen through its joining VM (issue 20: Cloudify counts `delta` in group instances, so a
+/// group instance holding two VMs is still one Node).
 pub(super) fn attach<'a>(
     src: &'a SourceData,
     config: &NodeGroupsConfig,
@@ -107,14 +188,22 @@ pub(super) fn attach<'a>(
     removals: &Removals<'_>,
     groups: &mut Groups<'a>,
 ) {
+    // Every VM of the source by (group, group instance): sorted, so the VMs of one group
+    // instance sit together (one allocation, whatever the number of instances).
+    let mut vms: Vec<(GroupKey<'a>, &'a str, &'a NodeInstance)> = src
+        .instances
+        .iter()
+        .filter(|inst| is_vm(inst, compute) && !inst.id.is_empty())
+        .filter_map(|inst| {
+            let (key, gref) = group_of(inst, groups)?;
+            Some((key, gref.id.as_str(), inst))
+        })
+        .collect();
+    vms.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let mut resolved: HashMap<String, InstanceSettings> = HashMap::new();
-    for inst in &src.instances {
-        if !is_vm(inst, compute) || inst.id.is_empty() {
-            continue;
-        }
-        let Some((key, gref)) = group_of(inst, groups) else {
-            continue;
-        };
+    let mut members: Vec<&NodeInstance> = Vec::new();
+    for same in vms.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        let (key, gi) = (same[0].0, same[0].1);
         let Some(group) = groups.get_mut(&key) else {
             continue;
         };
@@ -125,38 +214,19 @@ pub(super) fn attach<'a>(
         let Some(settings) = resolved.get(group.id.as_str()) else {
             continue;
         };
-        let parts = ProviderIdParts {
-            tenant: &group.tenant,
-            deployment: &group.deployment,
-            group: &group.group,
-            group_instance: &gref.id,
-            vm_instance: &inst.id,
-        };
-        let (provider_id, state) =
-            identify(&settings.template, &parts, inst, state_of(&inst.state));
-        let (state, being_removed) = removal(
-            state,
-            removals.names(&inst.deployment_id, &inst.id, &gref.id),
-            removals.unhinted_in(&inst.deployment_id),
-        );
-        if !group.vm_nodes.contains(&inst.node_id) {
-            // The VM node may be contained in a listed member rather than listed itself.
-            group.vm_nodes.push(inst.node_id.clone());
+        members.clear();
+        members.extend(same.iter().map(|(_, _, inst)| *inst));
+        for m in &members {
+            if !group.vm_nodes.contains(&m.node_id) {
+                // The VM node may be contained in a listed member rather than listed itself.
+                group.vm_nodes.push(m.node_id.clone());
+            }
         }
-        group.instances.push(GroupInstance {
-            provider_id,
-            vm_instance: inst.id.clone(),
-            group_instance: gref.id.clone(),
-            node_name: inst.runtime_str(&settings.name_key),
-            state,
-            cloudify_state: inst.state.clone(),
-            addresses: InstanceAddresses {
-                internal_ip: inst.runtime_str(&settings.address_keys.internal_ip),
-                external_ip: inst.runtime_str(&settings.address_keys.external_ip),
-                hostname: inst.runtime_str(&settings.address_keys.hostname),
-            },
-            being_removed,
-        });
+        let Some(joining) = joining_vm(&members, group.joining_node.as_deref()) else {
+            continue;
+        };
+        let instance = group_instance(group, settings, gi, &members, joining, removals);
+        group.instances.push(instance);
     }
 }
 
@@ -309,10 +379,10 @@ mod tests {
         let ids: Vec<&str> = g.instances.iter().map(|i| i.vm_instance.as_str()).collect();
         assert_eq!(
             ids,
-            ["vm_1", "vm_2", "inner_1"],
-            "an instance without an id is skipped"
+            ["inner_1", "vm_1", "vm_2"],
+            "by group instance; an instance without an id is skipped"
         );
-        let vm1 = &g.instances[0];
+        let vm1 = &g.instances[1];
         assert_eq!(vm1.provider_id, "cloudify://t/a/vm_1");
         assert_eq!(vm1.group_instance, "g_vm_1");
         assert_eq!(vm1.node_name.as_deref(), Some("n1"));
@@ -322,7 +392,7 @@ mod tests {
             (vm1.state, vm1.being_removed),
             (InstanceState::Running, false)
         );
-        let vm2 = &g.instances[1];
+        let vm2 = &g.instances[2];
         assert_eq!(
             (vm2.state, vm2.being_removed),
             (InstanceState::Deleting, true)
@@ -332,6 +402,97 @@ mod tests {
             g.vm_nodes,
             ["vm", "inner"],
             "a VM node inside a listed member joins the group's VM nodes"
+        );
+    }
+
+    /// Group instance `g_1` of `a/g` holding `vm_1` (node `vm`) and `st_1` (node `storage`),
+    /// and `vm_2` alone in its own.
+    fn two_vm_source(active: Vec<Execution>) -> SourceData {
+        let worker = json!({"hostname": "n1"});
+        let (_, mut instances) =
+            crate::inventory::testkit::two_vm_group_instance("a", "g", "g_1", worker);
+        instances.push(vm("vm_2", "a", "started", json!({})));
+        SourceData {
+            tenant: "t".into(),
+            instances,
+            active,
+            ..Default::default()
+        }
+    }
+
+    fn attach_two_vm(src: &SourceData, joining: Option<&str>) -> NodeGroup {
+        let cfg = config("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}");
+        let compute = ComputeNodes::from([("a", "vm"), ("a", "storage")]);
+        let mut groups = groups_a_g();
+        if let Some(g) = groups.get_mut(&("a", "g")) {
+            g.joining_node = joining.map(str::to_owned);
+        }
+        let removals = apply_active(&src.active, &HashSet::new(), &mut groups);
+        attach(src, &cfg, &compute, &removals, &mut groups);
+        groups.remove(&("a", "g")).expect("a/g")
+    }
+
+    #[test]
+    fn a_group_instance_of_two_vms_is_one_instance_seen_through_its_joining_vm() {
+        let g = attach_two_vm(&two_vm_source(Vec::new()), Some("vm"));
+        assert_eq!(g.instances.len(), 2, "one per group instance");
+        let gi = g
+            .instances
+            .iter()
+            .find(|i| i.group_instance == "g_1")
+            .expect("g_1");
+        assert_eq!(
+            (gi.vm_instance.as_str(), gi.provider_id.as_str()),
+            ("vm_1", "cloudify://t/a/vm_1")
+        );
+        assert_eq!(gi.node_name.as_deref(), Some("n1"));
+        assert_eq!(
+            gi.infrastructure,
+            [InfrastructureVm {
+                vm_instance: "st_1".into(),
+                provider_id: Some("cloudify://t/a/st_1".into()),
+            }]
+        );
+        assert!(g.vm_nodes.contains(&"storage".to_owned()));
+        let other = attach_two_vm(&two_vm_source(Vec::new()), Some("storage"));
+        let gi = other
+            .instances
+            .iter()
+            .find(|i| i.group_instance == "g_1")
+            .expect("g_1");
+        assert_eq!(gi.vm_instance, "st_1", "the configured node joins");
+    }
+
+    #[test]
+    fn without_a_joining_vm_the_smallest_node_id_joins() {
+        let src = two_vm_source(Vec::new());
+        let g1: Vec<&NodeInstance> = src.instances[..2].iter().collect();
+        assert_eq!(joining_vm(&g1, None).map(|v| v.id.as_str()), Some("st_1"));
+        assert_eq!(
+            joining_vm(&g1, Some("nowhere")).map(|v| v.id.as_str()),
+            Some("st_1")
+        );
+        assert_eq!(
+            joining_vm(&g1, Some("vm")).map(|v| v.id.as_str()),
+            Some("vm_1")
+        );
+    }
+
+    #[test]
+    fn a_scale_in_naming_an_infrastructure_vm_removes_its_group_instance() {
+        let src = two_vm_source(vec![fixtures::scale("s", "a", "started", -1, &["st_1"])]);
+        let g = attach_two_vm(&src, Some("vm"));
+        let states: Vec<(&str, InstanceState, bool)> = g
+            .instances
+            .iter()
+            .map(|i| (i.vm_instance.as_str(), i.state, i.being_removed))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("vm_1", InstanceState::Deleting, true),
+                ("vm_2", InstanceState::Running, false)
+            ]
         );
     }
 }

@@ -20,7 +20,7 @@ mod instances;
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime};
 
-pub use checks::{Contradiction, contradictions};
+pub use checks::contradictions;
 
 use super::*;
 use crate::cloudify::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
@@ -79,10 +79,14 @@ pub fn build_snapshot(
     prefixed: bool,
 ) -> Snapshot {
     let mut groups: Vec<NodeGroup> = Vec::new();
+    let mut refused: Vec<RefusedGroup> = Vec::new();
     for src in sources {
-        groups.extend(build_source(src, config, prefixed, fetched_at_wall));
+        let (built, left_out) = build_source(src, config, prefixed, fetched_at_wall);
+        groups.extend(built);
+        refused.extend(left_out);
     }
     groups.sort_by(|a, b| a.id.cmp(&b.id));
+    refused.sort_by(|a, b| a.id.cmp(&b.id));
     let indexes = Indexes::of(&groups);
     Snapshot {
         fetched_at,
@@ -92,26 +96,29 @@ pub fn build_snapshot(
         group_index: indexes.group_index,
         by_provider_id: indexes.by_provider_id,
         by_alias: indexes.by_alias,
+        by_infrastructure: indexes.by_infrastructure,
+        ambiguous: indexes.ambiguous,
+        refused,
         instance_count: indexes.instance_count,
     }
 }
 
-/// The node groups of one source, in the order of the steps above.
+/// The node groups of one source, in the order of the steps above, and the ones left out.
 fn build_source(
     src: &SourceData,
     config: &NodeGroupsConfig,
     prefixed: bool,
     now: SystemTime,
-) -> Vec<NodeGroup> {
+) -> (Vec<NodeGroup>, Vec<RefusedGroup>) {
     let selection = groups::select(src, config);
     let compute = compute_nodes(&src.nodes);
-    let mut by_group = groups::create(src, &selection, &compute, config, prefixed);
+    let (mut by_group, refused) = groups::create(src, &selection, &compute, config, prefixed);
     let in_planned = executions::void_orphan_modifications(src, &mut by_group);
     let removals = executions::apply_active(&src.active, &in_planned, &mut by_group);
     executions::note_ended(&src.ended, &mut by_group);
     executions::apply_failed(&src.failed, now, &mut by_group);
     instances::attach(src, config, &compute, &removals, &mut by_group);
-    by_group.into_values().map(finish).collect()
+    (by_group.into_values().map(finish).collect(), refused)
 }
 
 /// The VM nodes: instances of other nodes (ports, floating IPs, software) are not CA's nodes.
@@ -142,9 +149,14 @@ fn finish(mut g: NodeGroup) -> NodeGroup {
 /// The lookup indexes of a snapshot.
 struct Indexes {
     group_index: IndexMap<u32>,
+    /// Provider ids exactly one instance renders.
     by_provider_id: IndexMap<InstanceRef>,
     /// Normalized provider ids and node names that exactly one instance claims.
     by_alias: IndexMap<InstanceRef>,
+    /// Provider ids of infrastructure VMs.
+    by_infrastructure: IndexMap<InstanceRef>,
+    /// Provider ids several instances render, sorted by id.
+    ambiguous: Vec<AmbiguousProviderId>,
     instance_count: usize,
 }
 
@@ -157,9 +169,14 @@ impl Indexes {
             group_index: IndexMap::with_capacity_and_hasher(groups.len(), Default::default()),
             by_provider_id: IndexMap::with_capacity_and_hasher(instances, Default::default()),
             by_alias: IndexMap::with_capacity_and_hasher(2 * instances, Default::default()),
+            by_infrastructure: IndexMap::default(),
+            ambiguous: Vec::new(),
             instance_count: 0,
         };
         let mut ambiguous: HashSet<String> = HashSet::new();
+        // Provider ids rendered more than once → every instance rendering them (rare: a bad
+        // template or repeated runtime properties; issue 20).
+        let mut repeated: HashMap<String, Vec<InstanceRef>> = HashMap::new();
         for (gi, g) in groups.iter().enumerate() {
             ix.group_index.insert(g.id.clone(), gi as u32);
             for (ii, inst) in g.instances.iter().enumerate() {
@@ -168,7 +185,12 @@ impl Indexes {
                     instance: ii as u32,
                 };
                 ix.instance_count += 1;
-                ix.by_provider_id.insert(inst.provider_id.clone(), r);
+                if let Some(first) = ix.by_provider_id.insert(inst.provider_id.clone(), r) {
+                    repeated
+                        .entry(inst.provider_id.clone())
+                        .or_insert_with(|| vec![first])
+                        .push(r);
+                }
                 let normalized = normalize_provider_id(&inst.provider_id);
                 for alias in [Some(normalized), inst.node_name.as_deref()]
                     .into_iter()
@@ -176,9 +198,38 @@ impl Indexes {
                 {
                     ix.add_alias(alias, r, &mut ambiguous);
                 }
+                for vm in &inst.infrastructure {
+                    if let Some(p) = vm.provider_id.as_ref().filter(|p| **p != inst.provider_id) {
+                        ix.by_infrastructure.insert(p.clone(), r);
+                    }
+                }
             }
         }
+        ix.set_aside(repeated, groups);
         ix
+    }
+
+    /// Takes the repeated provider ids out of the index: any answer for them could name the
+    /// wrong VM.
+    fn set_aside(&mut self, repeated: HashMap<String, Vec<InstanceRef>>, groups: &[NodeGroup]) {
+        for (provider_id, refs) in repeated {
+            self.by_provider_id.remove(&provider_id);
+            let mut instances: Vec<(String, String)> = refs
+                .iter()
+                .filter_map(|r| {
+                    let g = groups.get(r.group as usize)?;
+                    let i = g.instances.get(r.instance as usize)?;
+                    Some((g.id.clone(), i.vm_instance.clone()))
+                })
+                .collect();
+            instances.sort();
+            self.ambiguous.push(AmbiguousProviderId {
+                provider_id,
+                instances,
+            });
+        }
+        self.ambiguous
+            .sort_by(|a, b| a.provider_id.cmp(&b.provider_id));
     }
 
     /// Lets `alias` find `r`, unless another instance claims it too: answering either could
@@ -266,6 +317,51 @@ mod tests {
             None,
             "vm_1 is the last segment of two provider ids"
         );
+    }
+
+    #[test]
+    fn a_provider_id_two_instances_render_is_set_aside_with_both() {
+        let mut a = fixtures::group("a", "g");
+        a.instances = vec![
+            fixtures::instance_of("x://same", None),
+            fixtures::instance_of("x://a/1", None),
+        ];
+        a.instances[0].vm_instance = "vm_1".into();
+        let mut b = fixtures::group("b", "g");
+        b.instances = vec![fixtures::instance_of("x://same", None)];
+        b.instances[0].vm_instance = "vm_2".into();
+        let ix = Indexes::of(&[a, b]);
+        assert_eq!(ix.by_provider_id.get("x://same"), None);
+        assert_eq!(ix.by_alias.get("same"), None);
+        assert_eq!(ix.by_provider_id.get("x://a/1"), Some(&at(0, 1)));
+        assert_eq!(
+            ix.ambiguous,
+            [AmbiguousProviderId {
+                provider_id: "x://same".into(),
+                instances: vec![("a/g".into(), "vm_1".into()), ("b/g".into(), "vm_2".into())],
+            }]
+        );
+    }
+
+    #[test]
+    fn infrastructure_vms_are_indexed_apart_unless_they_render_the_nodes_id() {
+        let mut a = fixtures::group("a", "g");
+        let mut inst = fixtures::instance_of("x://a/vm_1", None);
+        inst.infrastructure = vec![
+            InfrastructureVm {
+                vm_instance: "st_1".into(),
+                provider_id: Some("x://a/st_1".into()),
+            },
+            InfrastructureVm {
+                vm_instance: "st_2".into(),
+                provider_id: Some("x://a/vm_1".into()),
+            },
+        ];
+        a.instances = vec![inst];
+        let ix = Indexes::of(&[a]);
+        assert_eq!(ix.by_infrastructure.get("x://a/st_1"), Some(&at(0, 0)));
+        assert_eq!(ix.by_infrastructure.len(), 1);
+        assert_eq!(ix.by_provider_id.get("x://a/vm_1"), Some(&at(0, 0)));
     }
 
     #[test]

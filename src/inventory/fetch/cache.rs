@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::cloudify::models::ScalingGroup;
 use crate::cloudify::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
-use crate::inventory::build::Contradiction;
+use crate::inventory::error::Contradiction;
 
 /// A deployment as the last complete refresh read it.
 #[derive(Debug, Clone)]

@@ -8,8 +8,9 @@
 //! mutating strictly before any other replica may take the lease (others wait `duration` after the
 //! last renewal). The gate is what the domain consults ([`Leadership`]).
 //!
-//! Every replica keeps its snapshot warm and answers reads; [`LeaseElection::leading`] tells the
-//! composition root when to be Ready and when to drop CA's gRPC connections.
+//! Every replica keeps its snapshot warm, answers reads and is Ready; [`LeaseElection::leading`] tells the
+//! composition root when to label its Pod as the leader (`label`) and when to drop CA's gRPC
+//! connections.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,7 @@ use crate::config::LeaseConfig;
 use crate::nodegroup::{LeaderTerm, Leadership, NotLeader};
 
 mod clock;
+pub mod label;
 pub use clock::LeaderClock;
 
 /// This replica's identity in the Lease: the pod name (`POD_NAME`, else `HOSTNAME`) plus a random
@@ -63,6 +65,13 @@ pub struct LeaseGate {
 }
 
 impl LeaseGate {
+    /// A closed gate for `identity`: it opens when the election sees this replica's renewals.
+    pub fn new(identity: &str, renew_deadline: Duration, duration: Duration) -> LeaseGate {
+        LeaseGate {
+            clock: Mutex::new(LeaderClock::new(identity, renew_deadline, duration)),
+        }
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut LeaderClock) -> R) -> R {
         let mut guard = match self.clock.lock() {
             Ok(g) => g,
@@ -92,6 +101,8 @@ impl Leadership for LeaseGate {
 pub struct LeaseElection {
     /// This replica's `holderIdentity` in the Lease (see [`identity`]).
     pub identity: String,
+    /// The Lease's namespace (`lease.namespace`, else `POD_NAMESPACE`, else the client's).
+    pub namespace: String,
     /// What the domain asks right before every mutation; also answers `/readyz`'s lease details.
     pub gate: Arc<LeaseGate>,
     /// True while this replica leads (the gate is open); changes when it opens or closes.
@@ -126,25 +137,23 @@ pub fn start(client: kube::Client, settings: &LeaseConfig, identity: String) -> 
                 .filter(|s| !s.is_empty())
         })
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let gate = Arc::new(LeaseGate {
-        clock: Mutex::new(LeaderClock::new(
-            identity.clone(),
-            settings.renew_deadline,
-            settings.duration,
-        )),
-    });
+    let gate = Arc::new(LeaseGate::new(
+        &identity,
+        settings.renew_deadline,
+        settings.duration,
+    ));
     let (leading_tx, leading) = watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
     tracing::info!(
         lease = %settings.name, %namespace, %identity,
         duration = ?settings.duration, renew_deadline = ?settings.renew_deadline,
         renew_period = ?settings.renew_period,
-        "leader election on a Kubernetes Lease: only the leader mutates and is Ready"
+        "leader election on a Kubernetes Lease: only the leader mutates"
     );
     let task = tokio::spawn(run(
         client,
         settings.clone(),
-        namespace,
+        namespace.clone(),
         identity.clone(),
         Arc::clone(&gate),
         leading_tx,
@@ -152,6 +161,7 @@ pub fn start(client: kube::Client, settings: &LeaseConfig, identity: String) -> 
     ));
     LeaseElection {
         identity,
+        namespace,
         gate,
         leading,
         stop: Some(stop_tx),
@@ -397,13 +407,7 @@ mod tests {
     }
 
     fn gate() -> LeaseGate {
-        LeaseGate {
-            clock: Mutex::new(LeaderClock::new(
-                "me",
-                Duration::from_secs(4),
-                Duration::from_secs(6),
-            )),
-        }
+        LeaseGate::new("me", Duration::from_secs(4), Duration::from_secs(6))
     }
 
     fn lease(holder: Option<&str>) -> Lease {

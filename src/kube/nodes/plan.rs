@@ -181,20 +181,8 @@ pub fn plan_init(node: &Node, view: &InventoryView<'_>) -> InitDecision {
     if !has_taint(node, UNINITIALIZED_TAINT) {
         return InitDecision::NotTainted;
     }
-    let pid = provider_id(node);
     let Some((g, inst, facts)) = view.find(node) else {
-        return InitDecision::Unmatched(if pid.is_empty() {
-            format!(
-                "no instance of a managed node group has the node name {:?} (through the group's \
-                 node_name_property runtime property), and the Node has no spec.providerID",
-                node_name(node)
-            )
-        } else {
-            format!(
-                "no instance of a managed node group has provider id {pid:?} or node name {:?}",
-                node_name(node)
-            )
-        });
+        return InitDecision::Unmatched(why_unmatched(node, view));
     };
     if inst.provider_id.starts_with("cloudify-pending://") {
         // Writing a placeholder would be for good: spec.providerID cannot change once set.
@@ -257,11 +245,38 @@ pub fn plan_init(node: &Node, view: &InventoryView<'_>) -> InitDecision {
     InitDecision::Initialize(InitPatch {
         group: g.id.clone(),
         vm_instance: inst.vm_instance.clone(),
-        provider_id: pid.is_empty().then(|| inst.provider_id.clone()),
+        provider_id: provider_id(node)
+            .is_empty()
+            .then(|| inst.provider_id.clone()),
         labels,
         taints: new_taints,
         addresses: addresses.filter(|a| *a != current_addresses),
     })
+}
+
+/// Why no instance matches a Node, for its Event: an infrastructure VM of a group instance
+/// (issue 20), or nothing by provider id or name.
+fn why_unmatched(node: &Node, view: &InventoryView<'_>) -> String {
+    let pid = provider_id(node);
+    if let Some((g, inst)) = view.snapshot.infrastructure_of(pid) {
+        return format!(
+            "provider id {pid:?} is an infrastructure VM of group instance {} of {}: only its \
+             joining VM {} is a Kubernetes Node (node_groups joining_node)",
+            inst.group_instance, g.id, inst.vm_instance
+        );
+    }
+    if pid.is_empty() {
+        format!(
+            "no instance of a managed node group has the node name {:?} (through the group's \
+             node_name_property runtime property), and the Node has no spec.providerID",
+            node_name(node)
+        )
+    } else {
+        format!(
+            "no instance of a managed node group has provider id {pid:?} or node name {:?}",
+            node_name(node)
+        )
+    }
 }
 
 fn is_topology_label(k: &str) -> bool {
@@ -409,9 +424,10 @@ pub(super) fn observe<'n, 'v>(
             };
         }
     }
-    // Absent (or deleted). Only Nodes in the managed id space are ours to delete.
+    // Absent (or deleted). Only Nodes in the managed id space are ours to delete, and a Node
+    // of an infrastructure VM is not gone: its VM is there (issue 20).
     let pid = provider_id(node);
-    if pid.is_empty() {
+    if pid.is_empty() || view.snapshot.infrastructure_of(pid).is_some() {
         return Observation::Nothing;
     }
     let owners = view.owners(pid);

@@ -15,6 +15,7 @@ node_groups:
   auto_discovery: ["cloudify:label=k=v"]
   groups:
     "d/workers":
+      joining_node: vm
       instance_type: m1.small
       region: eu-1
       template:
@@ -615,4 +616,48 @@ fn the_cap_takes_nodes_by_name_and_holds_back_the_rest() {
     let taken: Vec<&str> = plan.actions.iter().map(|a| a.node.as_str()).collect();
     assert_eq!(taken, ["a", "b"]);
     assert_eq!(plan.held_back, ["c"]);
+}
+
+/// Group instance `gi` of `d/workers` holding `vm_1` (node `vm`, joins) and `st_1` (node
+/// `storage`): a group instance of two VMs (issue 20).
+fn two_vm_snapshot() -> Snapshot {
+    let dep = testkit::deployment(
+        "d",
+        json!({"workers": {"members": ["vm", "storage"], "properties": {"current_instances": 1}}}),
+    );
+    let (nodes, instances) = testkit::two_vm_group_instance("d", "workers", "gi", vm("vm_1").2);
+    let src = SourceData {
+        tenant: "t".into(),
+        discovered: vec![dep],
+        nodes,
+        instances,
+        ..SourceData::default()
+    };
+    build_snapshot(Instant::now(), SystemTime::now(), &[src], &config(), false)
+}
+
+#[test]
+fn a_node_of_an_infrastructure_vm_is_neither_initialized_nor_deleted() {
+    let s = two_vm_snapshot();
+    let v = view(&s);
+    let mut storage_node = joining("st-1");
+    storage_node.spec.get_or_insert_default().provider_id = Some("cloudify://t/d/st_1".into());
+    match plan_init(&storage_node, &v) {
+        InitDecision::Unmatched(why) => {
+            assert!(
+                why.contains("infrastructure VM of group instance gi"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        plan_init(&joining("host-vm_1"), &v),
+        InitDecision::Initialize(_)
+    ));
+    let not_ready = joined("st-1", "cloudify://t/d/st_1", Some("False"), json!([]));
+    assert!(
+        deleted_on_second_pass(&[&not_ready], &v, Some(1), &settings()).is_empty(),
+        "its VM is there"
+    );
 }

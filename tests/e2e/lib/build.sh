@@ -2,7 +2,8 @@
 # Builds the e2e binaries from the Go module proxy (pinned by tests/e2e/go.mod + go.sum, -mod=readonly) into a cache
 # directory keyed by the hash of go.mod, go.sum, our own Go sources and the Go version, so warm runs
 # skip building. Source this file and call e2e_build [names...], or run it directly.
-#   names: etcd kube-apiserver kube-scheduler kwok kubectl-lite harness (default: all)
+#   names: etcd kube-apiserver kube-scheduler kube-controller-manager kubectl kwok kubectl-lite
+#          harness hachart (default: the e2e tier's set: etcd kwok kube-scheduler kube-apiserver kubectl-lite harness)
 # Result: E2E_BIN=<dir> holding the binaries. Per-binary build seconds are printed.
 
 
@@ -18,8 +19,11 @@ e2e_pkg() {
     etcd) echo ./cmd/etcd ;;
     kube-apiserver) echo k8s.io/kubernetes/cmd/kube-apiserver ;;
     kube-scheduler) echo k8s.io/kubernetes/cmd/kube-scheduler ;;
+    kube-controller-manager) echo k8s.io/kubernetes/cmd/kube-controller-manager ;;
+    kubectl) echo k8s.io/kubernetes/cmd/kubectl ;;
     kwok) echo sigs.k8s.io/kwok/cmd/kwok ;;
     kubectl-lite) echo ./cmd/kubectl-lite ;;
+    hachart) echo ./cmd/hachart ;;
     harness) echo ./harness ;;
     *) echo "unknown binary $1" >&2; return 1 ;;
   esac

@@ -1,10 +1,21 @@
-//! Group instances: inserting a VM + port pair, walking their states, filling runtime
-//! properties, removing them.
+//! Group instances: inserting a VM + port pair (and the group's extra VMs), walking their
+//! states, filling runtime properties, removing them.
 
 use std::sync::Arc;
 
 use super::{Model, NodeInstance, Runtime, hostname_for};
 use crate::error::SimError;
+
+/// Which members of a group instance a state change applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Members {
+    /// Every member.
+    All,
+    /// The VMs (instances whose `host_id` is themselves).
+    Vms,
+    /// Every member but the VMs (the ports).
+    Others,
+}
 
 impl Model {
     /// Recomputes the highest indexes of a group (after removals took the top one).
@@ -12,9 +23,9 @@ impl Model {
         let Some(g) = self.deployments[di].group(group) else {
             return;
         };
-        let mut max = [0u32; 2];
+        let mut max = vec![0u32; g.max_index.len()];
         for keys in g.instances.values() {
-            for (slot, key) in keys.iter().take(2).enumerate() {
+            for (slot, key) in keys.iter().enumerate().take(max.len()) {
                 if let Some(inst) = self.instances.get(key) {
                     max[slot] = max[slot].max(inst.index);
                 }
@@ -25,8 +36,8 @@ impl Model {
         }
     }
 
-    /// Inserts one group instance (a port and a VM connected to it) in `state`, with empty
-    /// runtime properties; returns the group-instance id.
+    /// Inserts one group instance (a VM connected to a port, and the group's extra VMs) in
+    /// `state`, with empty runtime properties; returns the group-instance id.
     pub fn add_group_instance(
         &mut self,
         di: usize,
@@ -38,6 +49,7 @@ impl Model {
             let d = &self.deployments[di];
             (d.tenant.clone(), d.id.clone())
         };
+        let vanished = || SimError::Internal(format!("group {group} vanished"));
         // Group-instance ids are `<group>_<6>`: unique within the group (node-instance ids carry
         // the longer `<group>_host_` / `<group>_port_` prefixes, so they cannot clash).
         let gid = loop {
@@ -49,55 +61,49 @@ impl Model {
                 break candidate;
             }
         };
-        let host_node = format!("{group}_host");
-        let port_node = format!("{group}_port");
-        let vm_id = self.fresh_instance_id(&host_node);
-        let port_id = self.fresh_instance_id(&port_node);
+        let g = self.deployments[di].group(group).ok_or_else(vanished)?;
+        let members = g.member_nodes();
         // A new instance gets max(existing indexes) + 1, as the manager does.
-        let [vm_index, port_index] = self.deployments[di]
-            .group(group)
-            .map_or([1, 1], |g| [g.max_index[0] + 1, g.max_index[1] + 1]);
+        let indexes: Vec<u32> = g.max_index.iter().map(|m| m + 1).collect();
+        let ids: Vec<String> = members.iter().map(|n| self.fresh_instance_id(n)).collect();
         let group_name: Arc<str> = Arc::from(group);
-        let ip = self.next_ip();
-        let vm_key = self.insert_instance(NodeInstance {
-            id: vm_id.clone(),
-            node_id: Arc::from(host_node.as_str()),
-            deployment_id: dep_id.clone(),
-            tenant: tenant.clone(),
-            host_id: Some(vm_id),
-            state,
-            runtime: Runtime::Empty,
-            group: Some((group_name.clone(), gid.clone())),
-            index: vm_index,
-            version: 1,
-            relationships: vec![(
-                "cloudify.openstack.server_connected_to_port",
-                port_node.clone(),
-                port_id.clone(),
-            )],
-            created_by: creator.clone(),
-            ip,
-        });
-        let port_key = self.insert_instance(NodeInstance {
-            id: port_id,
-            node_id: Arc::from(port_node.as_str()),
-            deployment_id: dep_id,
-            tenant,
-            host_id: None,
-            state,
-            runtime: Runtime::Empty,
-            group: Some((group_name, gid.clone())),
-            index: port_index,
-            version: 1,
-            relationships: Vec::new(),
-            created_by: creator.clone(),
-            ip,
-        });
-        let g = self.deployments[di]
-            .group_mut(group)
-            .ok_or_else(|| SimError::Internal(format!("group {group} vanished")))?;
-        g.instances.insert(gid.clone(), vec![vm_key, port_key]);
-        g.max_index = [vm_index, port_index];
+        // The VM and its port share an address; each extra VM has its own.
+        let port_ip = self.next_ip();
+        let mut keys = Vec::with_capacity(members.len());
+        for (slot, node) in members.iter().enumerate() {
+            let id = ids[slot].clone();
+            let (host_id, relationships, ip) = match slot {
+                0 => (
+                    Some(id.clone()),
+                    vec![(
+                        "cloudify.openstack.server_connected_to_port",
+                        members[1].clone(),
+                        ids[1].clone(),
+                    )],
+                    port_ip,
+                ),
+                1 => (None, Vec::new(), port_ip),
+                _ => (Some(id.clone()), Vec::new(), self.next_ip()),
+            };
+            keys.push(self.insert_instance(NodeInstance {
+                id,
+                node_id: Arc::from(node.as_str()),
+                deployment_id: dep_id.clone(),
+                tenant: tenant.clone(),
+                host_id,
+                state,
+                runtime: Runtime::Empty,
+                group: Some((group_name.clone(), gid.clone())),
+                index: indexes.get(slot).copied().unwrap_or(1),
+                version: 1,
+                relationships,
+                created_by: creator.clone(),
+                ip,
+            }));
+        }
+        let g = self.deployments[di].group_mut(group).ok_or_else(vanished)?;
+        g.instances.insert(gid.clone(), keys);
+        g.max_index = indexes;
         Ok(gid)
     }
 
@@ -136,6 +142,20 @@ impl Model {
         gids: &[String],
         state: &'static str,
     ) {
+        self.set_members_state(di, group, gids, Members::All, state);
+    }
+
+    /// Sets the state of the chosen members of the given group instances (bumping `version`).
+    /// A manager walks each node instance on its own: the port, which has no operation and
+    /// which the VM depends on, is `started` before the VM begins, and is removed after it.
+    pub fn set_members_state(
+        &mut self,
+        di: usize,
+        group: &str,
+        gids: &[String],
+        members: Members,
+        state: &'static str,
+    ) {
         let Some(g) = self.deployments[di].group(group) else {
             return;
         };
@@ -147,8 +167,16 @@ impl Model {
             .collect();
         for key in keys {
             if let Some(inst) = self.instances.get_mut(&key) {
-                inst.state = state;
-                inst.version += 1;
+                let is_vm = inst.host_id.as_deref() == Some(inst.id.as_str());
+                let chosen = match members {
+                    Members::All => true,
+                    Members::Vms => is_vm,
+                    Members::Others => !is_vm,
+                };
+                if chosen {
+                    inst.state = state;
+                    inst.version += 1;
+                }
             }
         }
     }
@@ -163,9 +191,11 @@ impl Model {
                 }
             }
         }
-        let max = self.deployments[di].group(group).map(|g| g.max_index);
+        let max = self.deployments[di]
+            .group(group)
+            .map(|g| g.max_index.clone());
         let top_removed = keys.iter().any(|key| {
-            matches!((self.instances.get(key), max), (Some(inst), Some(max)) if max.contains(&inst.index))
+            matches!((self.instances.get(key), &max), (Some(inst), Some(max)) if max.contains(&inst.index))
         });
         self.remove_instances(&keys);
         if top_removed {

@@ -200,9 +200,9 @@ fn deployment_labels(labels: &BTreeMap<String, LabelValues>) -> Vec<(String, Str
 /// `current`, `default_instances` defaults to it.
 fn scaling_group(spec: &GroupSpec) -> ScalingGroup {
     let current = i64::try_from(spec.current).unwrap_or(i64::MAX);
-    ScalingGroup {
+    let mut group = ScalingGroup {
         name: spec.name.clone(),
-        members: vec![format!("{}_host", spec.name), format!("{}_port", spec.name)],
+        members: Vec::new(),
         default_instances: spec
             .default
             .map_or(current, |d| i64::try_from(d).unwrap_or(i64::MAX)),
@@ -211,8 +211,11 @@ fn scaling_group(spec: &GroupSpec) -> ScalingGroup {
         current,
         planned: current,
         instances: BTreeMap::new(),
-        max_index: [0, 0],
-    }
+        max_index: vec![0; 2 + spec.extra_vms.len()],
+        extra_vms: spec.extra_vms.clone(),
+    };
+    group.members = group.member_nodes();
+    group
 }
 
 /// The deployment's nodes: a VM node (its own host) and a port node per scaling group, one
@@ -238,6 +241,9 @@ fn deployment_nodes(deployment: &Deployment, spec: &DeploymentSpec) -> Vec<Node>
     for g in &deployment.groups {
         nodes.push(node(g.host_node(), true, Some(g.name.clone()), 1));
         nodes.push(node(g.port_node(), false, Some(g.name.clone()), 1));
+        for extra in g.member_nodes().into_iter().skip(2) {
+            nodes.push(node(extra, true, Some(g.name.clone()), 1));
+        }
     }
     if spec.standalone_vms > 0 {
         let count = i64::try_from(spec.standalone_vms).unwrap_or(i64::MAX);
@@ -409,6 +415,37 @@ deployments:
         }
         vm_indexes.sort_unstable();
         assert_eq!(vm_indexes, [1, 2]);
+    }
+
+    #[test]
+    fn extra_vms_are_compute_members_of_every_group_instance_after_the_port() {
+        let s = scenario(
+            "deployments: [{id: a, scaling_groups: [{name: w, current: 2, extra_vms: [storage]}]}]",
+        );
+        assert_eq!(s.node_instance_count(), 6);
+        let model = Model::from_scenario(&s).expect("model");
+        let group = model.deployments[0].group("w").expect("group");
+        assert_eq!(group.members, ["w_host", "w_port", "w_storage"]);
+        assert_eq!(group.max_index, [2, 2, 2]);
+        let storage = model
+            .nodes
+            .iter()
+            .find(|n| n.id == "w_storage")
+            .expect("node");
+        assert_eq!(
+            (storage.type_name, storage.host_id.as_deref()),
+            (SERVER_TYPE, Some("w_storage"))
+        );
+        for (gid, keys) in &group.instances {
+            let nodes: Vec<&str> = keys.iter().map(|k| &*model.instances[k].node_id).collect();
+            assert_eq!(nodes, ["w_host", "w_port", "w_storage"]);
+            let extra = &model.instances[&keys[2]];
+            assert_eq!(extra.group, Some((Arc::from("w"), gid.clone())));
+            assert_eq!(extra.host_id.as_deref(), Some(extra.id.as_str()));
+            assert!(extra.relationships.is_empty(), "no port of its own");
+            assert!(matches!(&extra.runtime, Runtime::Vm { hostname, ip, .. }
+                if *hostname == hostname_for("a", &extra.id) && *ip != model.instances[&keys[0]].ip));
+        }
     }
 
     #[test]

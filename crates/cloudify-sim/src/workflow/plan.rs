@@ -24,6 +24,11 @@ const MAX_GROUP_INSTANCES: i64 = 10_000_000;
 #[derive(Debug)]
 pub(super) enum Plan {
     Noop,
+    /// `abort_started` rolled back a left-over started modification and nothing else happened
+    /// yet: the runner lets a step pass (a manager's rollback and the next modification are two
+    /// REST calls apart, and clients see `planned_instances` back at `current_instances` in
+    /// between), then plans the scale again on what the rollback left.
+    Aborted,
     Out {
         di: usize,
         group: String,
@@ -90,6 +95,7 @@ pub(super) fn parse_params(params: &Value) -> Result<ScaleParams, Failure> {
             "The delta parameter must be a number. Got: {}",
             params.get("delta").cloned().unwrap_or(Value::Null)
         ))
+        .at(657)
     })?;
     let entity = match params.get("scalable_entity_name") {
         Some(Value::String(s)) => s.clone(),
@@ -142,15 +148,15 @@ pub(super) fn plan_scale(
         return Ok(Plan::Noop);
     }
     reject_hints_on_scale_out(p)?;
-    let mut group = scaling_group(model, &site, &p.entity)?;
-    reject_hints_with_scale_compute(p)?;
-    let (mut include, mut exclude) = resolve_hints(model, &site, &group, p)?;
-    let target = target_size(&group, p.delta, exclude.len())?;
+    let group = scaling_group(model, &site, &p.entity)?;
+    validate_hints(model, &site, &group, p)?;
+    let (include, exclude) = resolve_hints(model, &site, &group, p)?;
+    let target = target_size(&group, p.delta)?;
     if clear_started_modification(model, &site, p.abort_started)? {
-        // The rollback deleted the instances the old modification added: hints and victims
-        // are taken from the group as it is now, as the manager resolves them after its abort.
-        group = scaling_group(model, &site, &p.entity)?;
-        (include, exclude) = resolve_hints(model, &site, &group, p)?;
+        // The rollback deleted the instances the old modification added: the next call takes
+        // hints and victims from the group as it is then, as the manager resolves them after
+        // its abort.
+        return Ok(Plan::Aborted);
     }
     let creator = execution_creator(model, exec_id);
     let plan = if p.delta > 0 {
@@ -196,9 +202,9 @@ fn scale_site(model: &Model, exec_id: &str) -> Result<ScaleSite, Failure> {
 /// scale-out naming any is `scale_entity`'s ValueError.
 fn reject_hints_on_scale_out(p: &ScaleParams) -> Result<(), Failure> {
     if p.delta > 0 && (!p.include.is_empty() || !p.exclude.is_empty()) {
-        return Err(Failure::value(
-            "Instances cannot be included or excluded when scaling up.",
-        ));
+        return Err(
+            Failure::value("Instances cannot be included or excluded when scaling up.").at(665),
+        );
     }
     Ok(())
 }
@@ -217,20 +223,93 @@ fn scaling_group(model: &Model, site: &ScaleSite, entity: &str) -> Result<Scalin
             "The simulator scales scaling groups only; {entity} is a node"
         ))
     } else {
-        Failure::value(format!("No scalable entity named {entity} was found"))
+        Failure::value(format!("No scalable entity named {entity} was found")).at(691)
     })
 }
 
-/// With `scale_compute` the manager scales the compute node's group and refuses hints
-/// (checked after the entity exists, as `scale_entity` does).
-fn reject_hints_with_scale_compute(p: &ScaleParams) -> Result<(), Failure> {
-    if p.scale_compute && (!p.include.is_empty() || !p.exclude.is_empty()) {
-        return Err(Failure::runtime(
-            "Cannot include or exclude instances while scale_compute is True. Please specify \
-             the desired compute node instances.",
+/// `validate_inclusions_and_exclusions`: every problem with the hints of a scale-in, joined in
+/// one RuntimeError that ends listing the deployment's group instances and their members, in
+/// the manager's words and order (hints naming nothing, then instances both included and
+/// excluded, too many exclusions, hints with `scale_compute`).
+fn validate_hints(
+    model: &Model,
+    site: &ScaleSite,
+    group: &ScalingGroup,
+    p: &ScaleParams,
+) -> Result<(), Failure> {
+    if p.include.is_empty() && p.exclude.is_empty() {
+        return Ok(());
+    }
+    let resolve = |id: &str| hinted_group_instance(model, site, group, id);
+    let mut message = String::new();
+    for (list, what) in [(&p.include, "included"), (&p.exclude, "excluded")] {
+        let missing = dedup(list.iter().filter(|id| resolve(id).is_none()).cloned());
+        if !missing.is_empty() {
+            message.push_str(&format!(
+                "The following {what} instances did not exist: {}. ",
+                missing.join(", ")
+            ));
+        }
+    }
+    let both = dedup(
+        p.exclude
+            .iter()
+            .filter(|id| p.include.contains(id))
+            .cloned(),
+    );
+    if !both.is_empty() {
+        message.push_str(&format!(
+            "The following instances were both excluded and included: {}. ",
+            both.join(", ")
         ));
     }
-    Ok(())
+    // The manager counts every group instance of the deployment (all its scaling groups)
+    // against the excluded ones.
+    let excluded_groups = dedup(p.exclude.iter().filter_map(|id| resolve(id))).len();
+    let all_group_instances: usize = model.deployments[site.di]
+        .groups
+        .iter()
+        .map(|g| g.instances.len())
+        .sum();
+    let planned = i64::try_from(all_group_instances)
+        .unwrap_or(i64::MAX)
+        .saturating_add(p.delta);
+    if planned < i64::try_from(excluded_groups).unwrap_or(i64::MAX) {
+        message.push_str(&format!(
+            "Instances from too many different groups were excluded. Target number of group \
+             instances was {planned}, but {excluded_groups} excluded groups."
+        ));
+    }
+    if p.scale_compute {
+        message.push_str(
+            "Cannot include or exclude instances while scale_compute is True. Please specify \
+             the desired compute instances and set scale_compute to False. ",
+        );
+    }
+    if message.is_empty() {
+        return Ok(());
+    }
+    message.push_str(&groups_and_members(model, site.di));
+    Err(Failure::runtime(message).at(677))
+}
+
+/// "Groups and member instances were: <gid>: <port>, <vm>; ...": every group instance of the
+/// deployment with its members, the port first as the manager lists them (node order: the VM
+/// depends on its port).
+fn groups_and_members(model: &Model, di: usize) -> String {
+    let mut parts = Vec::new();
+    for g in &model.deployments[di].groups {
+        for (gid, keys) in &g.instances {
+            let ids: Vec<&str> = keys
+                .iter()
+                .rev()
+                .filter_map(|k| model.instances.get(k))
+                .map(|i| i.id.as_str())
+                .collect();
+            parts.push(format!("{gid}: {}", ids.join(", ")));
+        }
+    }
+    format!("Groups and member instances were: {}", parts.join("; "))
 }
 
 /// The group instance a hint names: a hint may be a group-instance id or the id of any member
@@ -254,8 +333,9 @@ fn hinted_group_instance(
 }
 
 /// The include and exclude hints as group-instance ids, each list without repeats, in the
-/// order given. Fails when a hint names nothing in the group (listing the first 20 group
-/// instances) or when a group instance is both included and excluded.
+/// order given (validate_hints has refused hints naming nothing). A group instance both
+/// included and excluded through different members (a VM included, its port excluded) is
+/// refused too: unverified on a manager, whose check compares the ids as given.
 fn resolve_hints(
     model: &Model,
     site: &ScaleSite,
@@ -270,12 +350,17 @@ fn resolve_hints(
         .filter(|id| resolve(id).is_none())
         .collect();
     if !unknown.is_empty() {
-        let available: Vec<&String> = group.instances.keys().take(20).collect();
+        // Only after an abort_started rollback removed what a hint named.
         return Err(Failure::runtime(format!(
-            "Node instances or groups {unknown:?} do not exist in scaling group {}. \
-             Available group instances (first 20): {available:?}",
-            group.name
-        )));
+            "The following included instances did not exist: {}. {}",
+            unknown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            groups_and_members(model, site.di)
+        ))
+        .at(677));
     }
     let include: Vec<String> = dedup(p.include.iter().filter_map(|id| resolve(id)));
     let exclude: Vec<String> = dedup(p.exclude.iter().filter_map(|id| resolve(id)));
@@ -289,9 +374,9 @@ fn resolve_hints(
 }
 
 /// The group's size once the scale is done (`planned_instances`). Refused: above the
-/// simulator's cap, fewer than the excluded instances, or below zero (the manager's
-/// ValueError). min/max are not checked, as on a manager.
-fn target_size(group: &ScalingGroup, delta: i64, excluded: usize) -> Result<i64, Failure> {
+/// simulator's cap, or below zero (the manager's ValueError). min/max are not checked, as on
+/// a manager.
+fn target_size(group: &ScalingGroup, delta: i64) -> Result<i64, Failure> {
     // Saturating: a delta near i64::MAX/MIN must fail the execution, not overflow.
     let target = group.current.saturating_add(delta);
     if target > MAX_GROUP_INSTANCES {
@@ -300,16 +385,12 @@ fn target_size(group: &ScalingGroup, delta: i64, excluded: usize) -> Result<i64,
              group at {MAX_GROUP_INSTANCES}"
         )));
     }
-    if target >= 0 && i64::try_from(excluded).unwrap_or(i64::MAX) > target {
-        return Err(Failure::runtime(format!(
-            "Cannot exclude {excluded} group instances: only {target} will remain"
-        )));
-    }
     if target < 0 {
         return Err(Failure::value(format!(
             "Provided delta: {delta} is illegal. current number of instances of entity {} is {}",
             group.name, group.current
-        )));
+        ))
+        .at(707));
     }
     Ok(target)
 }
@@ -326,13 +407,20 @@ fn clear_started_modification(
         return Ok(false);
     };
     if !abort_started {
+        // Raised by the REST service (HTTP 400) and re-raised by the workflow's client.
+        let id = model
+            .modifications
+            .get(started.record)
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
         return Err(Failure {
             kind: "cloudify_rest_client.exceptions.ExistingStartedDeploymentModificationError",
             message: format!(
-                "Cannot start deployment modification while there are existing started \
-                 deployment modifications. Deployment: {}",
-                site.deployment
+                "400: Cannot start deployment modification while there are existing started \
+                 deployment modifications. Currently started deployment modifications: ['{id}']"
             ),
+            line: 725,
+            task: None,
         });
     }
     let removing = started.removing.clone();
@@ -426,7 +514,7 @@ fn start_modification(
     let (group_name, added, removing) = match plan {
         Plan::Out { group, gids, .. } => (group.clone(), gids.clone(), Vec::new()),
         Plan::In { group, gids, .. } => (group.clone(), Vec::new(), gids.clone()),
-        Plan::Noop => return,
+        Plan::Noop | Plan::Aborted => return,
     };
     let di = site.di;
     if let Some(g) = model.deployments[di].group_mut(&group_name) {
@@ -538,8 +626,46 @@ deployments:
     /// Plans a scale of `pool` with `p`, expecting a failure; returns `(kind, message)`.
     fn refused(model: &mut Model, p: Value) -> (&'static str, String) {
         let id = execution(model, "pool");
-        let f = plan_scale(model, &id, &params(p)).expect_err("refused");
+        let f = plan_after_abort(model, &id, &params(p)).expect_err("refused");
         (f.kind, f.message)
+    }
+
+    /// plan_scale as the runner calls it: again after an `abort_started` rollback.
+    fn plan_after_abort(model: &mut Model, id: &str, p: &ScaleParams) -> Result<Plan, Failure> {
+        match plan_scale(model, id, p)? {
+            Plan::Aborted => plan_scale(model, id, p),
+            plan => Ok(plan),
+        }
+    }
+
+    #[test]
+    fn an_abort_returns_before_the_new_modification_with_planned_back_at_current() {
+        let mut m = model();
+        let first = execution(&mut m, "pool");
+        let out = params(json!({"scalable_entity_name": "workers", "delta": 2}));
+        assert!(matches!(
+            plan_scale(&mut m, &first, &out),
+            Ok(Plan::Out { .. })
+        ));
+        let second = execution(&mut m, "pool");
+        let retry = params(json!({"scalable_entity_name": "workers", "delta": 1,
+                                  "abort_started": true}));
+        assert!(matches!(
+            plan_scale(&mut m, &second, &retry),
+            Ok(Plan::Aborted)
+        ));
+        let group = group_of(&m, 0);
+        assert_eq!(
+            (group.current, group.planned),
+            (3, 3),
+            "the window a client can see"
+        );
+        assert_eq!(m.modifications.len(), 1);
+        assert!(matches!(
+            plan_scale(&mut m, &second, &retry),
+            Ok(Plan::Out { .. })
+        ));
+        assert_eq!(group_of(&m, 0).planned, 4);
     }
 
     #[test]
@@ -622,14 +748,15 @@ deployments:
                    "exclude_instances": [gid]})
         };
         assert_eq!(refused(&mut m, p("nope")).0, "ValueError");
-        assert_eq!(
-            refused(&mut m, p("workers")),
-            (
-                "RuntimeError",
+        let (kind, message) = refused(&mut m, p("workers"));
+        assert_eq!(kind, "RuntimeError");
+        assert!(
+            message.starts_with(
                 "Cannot include or exclude instances while scale_compute is True. Please \
-                 specify the desired compute node instances."
-                    .to_string()
-            )
+                 specify the desired compute instances and set scale_compute to False. \
+                 Groups and member instances were: "
+            ),
+            "{message}"
         );
     }
 
@@ -648,22 +775,58 @@ deployments:
     }
 
     #[test]
-    fn unknown_hints_are_listed_with_the_available_group_instances() {
+    fn unknown_hints_are_listed_with_every_group_instance_and_its_members() {
         let mut m = model();
         // A member of the other deployment's `workers` group is not one of this group's.
         let foreign = member_instance_ids(&m, 1, "workers", &gids_of(&m, 1))[0].clone();
         let p = json!({"scalable_entity_name": "workers", "delta": -1,
-                       "include_instances": ["bogus"], "exclude_instances": [foreign]});
-        let available = gids(&m);
+                       "include_instances": ["bogus", "bogus"], "exclude_instances": [foreign]});
+        let listing: Vec<String> = gids(&m)
+            .iter()
+            .map(|g| {
+                let ids = members(&m, g);
+                format!("{g}: {}, {}", ids[1], ids[0]) // the port first, as the manager lists
+            })
+            .collect();
         assert_eq!(
             refused(&mut m, p),
             (
                 "RuntimeError",
                 format!(
-                    "Node instances or groups [\"bogus\", {foreign:?}] do not exist in scaling \
-                     group workers. Available group instances (first 20): {available:?}"
+                    "The following included instances did not exist: bogus. The following \
+                     excluded instances did not exist: {foreign}. Groups and member instances \
+                     were: {}",
+                    listing.join("; ")
                 )
             )
+        );
+    }
+
+    #[test]
+    fn too_many_exclusions_count_the_group_instances_they_name() {
+        let mut m = model(); // `workers` of `pool`: 3 group instances
+        let g = gids(&m);
+        let vm_a = members(&m, &g[0])[0].clone();
+        let p = json!({"scalable_entity_name": "workers", "delta": -2,
+                       "exclude_instances": [vm_a, g[0], g[1]]});
+        let (kind, message) = refused(&mut m, p);
+        assert_eq!(kind, "RuntimeError");
+        assert!(
+            message.starts_with(
+                "Instances from too many different groups were excluded. Target number of \
+                 group instances was 1, but 2 excluded groups.Groups and member instances were: "
+            ),
+            "{message}"
+        );
+        let both = json!({"scalable_entity_name": "workers", "delta": -1,
+                          "include_instances": [g[2]], "exclude_instances": [g[2]]});
+        let (_, message) = refused(&mut m, both);
+        assert!(
+            message.starts_with(&format!(
+                "The following instances were both excluded and included: {}. ",
+                g[2]
+            )),
+            "{message}"
         );
     }
 
@@ -688,24 +851,25 @@ deployments:
     }
 
     #[test]
-    fn target_size_ignores_min_and_max_but_not_zero_the_cap_or_the_exclusions() {
+    fn target_size_ignores_min_and_max_but_not_zero_or_the_cap() {
         let m = model();
         let g = group_of(&m, 0); // current 3, min 2, max 4
-        assert_eq!(target_size(g, -3, 0).expect("below min"), 0);
-        assert_eq!(target_size(g, 7, 0).expect("above max"), 10);
+        assert_eq!(target_size(g, -3).expect("below min"), 0);
+        assert_eq!(target_size(g, 7).expect("above max"), 10);
         assert_eq!(
-            target_size(g, MAX_GROUP_INSTANCES - 3, 0).expect("at the cap"),
+            target_size(g, MAX_GROUP_INSTANCES - 3).expect("at the cap"),
             MAX_GROUP_INSTANCES
         );
-        let f = target_size(g, -4, 0).expect_err("negative");
+        let f = target_size(g, -4).expect_err("negative");
         assert_eq!(
-            (f.kind, f.message.as_str()),
+            (f.kind, f.message.as_str(), f.line),
             (
                 "ValueError",
-                "Provided delta: -4 is illegal. current number of instances of entity workers is 3"
+                "Provided delta: -4 is illegal. current number of instances of entity workers is 3",
+                707
             )
         );
-        let f = target_size(g, i64::MAX, 0).expect_err("over the cap");
+        let f = target_size(g, i64::MAX).expect_err("over the cap");
         assert_eq!(
             (f.kind, f.message.as_str()),
             (
@@ -714,17 +878,8 @@ deployments:
                  instances; the simulator caps a group at 10000000"
             )
         );
-        let f = target_size(g, i64::MIN, 0).expect_err("saturates below zero");
+        let f = target_size(g, i64::MIN).expect_err("saturates below zero");
         assert_eq!(f.kind, "ValueError");
-        let f = target_size(g, -1, 3).expect_err("more excluded than remain");
-        assert_eq!(
-            (f.kind, f.message.as_str()),
-            (
-                "RuntimeError",
-                "Cannot exclude 3 group instances: only 2 will remain"
-            )
-        );
-        assert_eq!(target_size(g, -1, 2).expect("exactly the remainder"), 2);
     }
 
     #[test]
@@ -766,6 +921,30 @@ deployments:
         );
         let started = m.deployments[0].modification.as_ref().expect("started");
         assert_eq!((started.added.clone(), started.removing.len()), (added, 0));
+    }
+
+    #[test]
+    fn delta_counts_group_instances_whatever_the_hints_name() {
+        // A group instance with two VMs (issue 20): naming both with delta -2 removes it and one
+        // more nobody named; with delta -1 only it.
+        let scenario = Scenario::from_yaml_str(
+            "seed: 3\ndeployments: [{id: pool, scaling_groups: [{name: workers, current: 3, \
+             extra_vms: [storage]}]}]",
+        )
+        .expect("scenario");
+        for (delta, removed) in [(-2, 2), (-1, 1)] {
+            let mut m = Model::from_scenario(&scenario).expect("model");
+            let a = gids(&m)[0].clone();
+            let both = [members(&m, &a)[0].clone(), members(&m, &a)[2].clone()];
+            let id = execution(&mut m, "pool");
+            let p = params(json!({"scalable_entity_name": "workers", "delta": delta,
+                                  "include_instances": both}));
+            let Ok(Plan::In { gids: victims, .. }) = plan_scale(&mut m, &id, &p) else {
+                panic!("a scale-in plan");
+            };
+            assert_eq!(victims.len(), removed, "delta {delta}");
+            assert_eq!(victims[0], a, "the named one first");
+        }
     }
 
     #[test]
@@ -844,6 +1023,7 @@ deployments:
         let Ok(Plan::Out { gids: added, .. }) = plan_scale(&mut m, &first, &out) else {
             panic!("a scale-out plan");
         };
+        let started_id = m.modifications[0].id.clone();
         assert_eq!(
             refused(
                 &mut m,
@@ -851,16 +1031,18 @@ deployments:
             ),
             (
                 "cloudify_rest_client.exceptions.ExistingStartedDeploymentModificationError",
-                "Cannot start deployment modification while there are existing started \
-                 deployment modifications. Deployment: pool"
-                    .to_string()
+                format!(
+                    "400: Cannot start deployment modification while there are existing \
+                     started deployment modifications. Currently started deployment \
+                     modifications: ['{started_id}']"
+                )
             )
         );
         let second = execution(&mut m, "pool");
         let retry = params(json!({"scalable_entity_name": "workers", "delta": 1,
                                   "abort_started": true}));
         assert!(matches!(
-            plan_scale(&mut m, &second, &retry),
+            plan_after_abort(&mut m, &second, &retry),
             Ok(Plan::Out { .. })
         ));
         assert_eq!(m.modifications[0].status, ModificationStatus::RolledBack);
@@ -948,7 +1130,8 @@ deployments:
             let second = execution(&mut m, "pool");
             let scale_in = params(json!({"scalable_entity_name": "workers", "delta": -2,
                                          "abort_started": true}));
-            let Ok(Plan::In { gids: victims, .. }) = plan_scale(&mut m, &second, &scale_in) else {
+            let Ok(Plan::In { gids: victims, .. }) = plan_after_abort(&mut m, &second, &scale_in)
+            else {
                 panic!("a scale-in plan");
             };
             assert_eq!(victims.len(), 2);
@@ -977,7 +1160,7 @@ deployments:
         assert_eq!(kind, "RuntimeError");
         assert!(
             message.starts_with(&format!(
-                "Node instances or groups [{:?}] do not exist",
+                "The following included instances did not exist: {}. ",
                 added[0]
             )),
             "{message}"

@@ -450,3 +450,57 @@ async fn bad_bodies_and_routes_never_crash() {
     let (status, _) = raw(Method::POST, "/_sim/faults", "{\"latency\": 1}").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn request_lines_over_the_scenario_limit_get_gunicorns_414() {
+    let scenario = Scenario::from_yaml_str(
+        "timing: {execution_start_ms: 0, step_ms: 0}\nmax_request_line: 4094\ndeployments: [{id: pool}]\n",
+    )
+    .expect("scenario");
+    let sim = start(scenario).await;
+    // `GET <path> HTTP/1.1` of exactly `len` bytes, padded with repeated deployment filters.
+    let line_of = |len: usize| {
+        let mut path = "/api/v3.1/node-instances?_include=id".to_string();
+        while "GET ".len() + path.len() + " HTTP/1.1".len() + 60 < len {
+            path.push_str("&deployment_id=k8s-pool-0001");
+        }
+        let pad = len - ("GET ".len() + path.len() + "&deployment_id=".len() + " HTTP/1.1".len());
+        path.push_str(&format!("&deployment_id={}", "x".repeat(pad)));
+        path
+    };
+    let get = |path: String| {
+        sim.api
+            .http
+            .get(format!("{}{path}", sim.api.base))
+            .basic_auth("admin", Some("admin"))
+            .header("Tenant", "default_tenant")
+            .send()
+    };
+    let at_limit = get(line_of(4094)).await.expect("sent");
+    assert_eq!(at_limit.status(), StatusCode::OK);
+    let over = get(line_of(4095)).await.expect("sent");
+    assert_eq!(over.status(), StatusCode::URI_TOO_LONG);
+    assert_eq!(
+        over.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/html")
+    );
+    let body = over.text().await.expect("body");
+    assert!(
+        body.contains("Request Line is too large (4095 &gt; 4094)"),
+        "{body}"
+    );
+    // Without the scenario key there is no limit.
+    let unlimited = start_default().await;
+    let long = unlimited
+        .api
+        .http
+        .get(format!("{}{}", unlimited.api.base, line_of(9000)))
+        .basic_auth("admin", Some("admin"))
+        .header("Tenant", "default_tenant")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(long.status(), StatusCode::OK);
+}

@@ -370,7 +370,7 @@ async fn delta_zero_succeeds_and_negative_total_fails_inside_the_execution() {
         ),
         (
             json!({"scalable_entity_name": "workers", "delta": -1, "include_instances": ["workers_zzzzzz"]}),
-            "do not exist",
+            "did not exist",
         ),
     ] {
         let id = api.scale_ok("k8s-pool-a", params.clone()).await;
@@ -459,6 +459,20 @@ async fn failure_without_rollback_leaves_a_started_modification() {
         .filter(|v| v["state"] != "started")
         .count();
     assert_eq!(stuck, 2, "half-created instances stay");
+    // As on a manager: the VMs failed in their `create`; their ports, which have no operation
+    // and which the VMs depend on, were `started` before the VMs began.
+    let instances = api.instances("k8s-pool-a").await;
+    let half: Vec<&Value> = instances
+        .iter()
+        .filter(|i| i["state"] != "started")
+        .collect();
+    assert!(
+        half.len() == 2
+            && half
+                .iter()
+                .all(|i| i["state"] == "creating" && i["host_id"] == i["id"]),
+        "only the VMs are half-created, `creating`: {half:?}"
+    );
     // The next scale fails until it aborts the started modification.
     let id = api
         .scale_ok(

@@ -108,7 +108,7 @@ else comes from .Values.config as written.
 {{- define "autoscaler-cloudify.providerConfig" -}}
 {{- $tlsDir := "/etc/autoscaler-cloudify/tls" -}}
 grpc:
-  listen: {{ printf "0.0.0.0:%d" (int .Values.containerPorts.grpc) | quote }}
+  listen: {{ include "autoscaler-cloudify.listen" (list . .Values.containerPorts.grpc) | quote }}
   {{- if .Values.tls.enabled }}
   tls:
     cert_file: {{ $tlsDir }}/tls.crt
@@ -119,7 +119,7 @@ grpc:
   insecure: true
   {{- end }}
 http:
-  listen: {{ printf "0.0.0.0:%d" (int .Values.containerPorts.http) | quote }}
+  listen: {{ include "autoscaler-cloudify.listen" (list . .Values.containerPorts.http) | quote }}
 lease:
   enabled: {{ .Values.leaderElection.enabled }}
   {{- if .Values.leaderElection.enabled }}
@@ -128,6 +128,7 @@ lease:
   duration: {{ .Values.leaderElection.duration }}
   renew_deadline: {{ .Values.leaderElection.renewDeadline }}
   renew_period: {{ .Values.leaderElection.renewPeriod }}
+  leader_label: {{ .Values.leaderElection.podLabel | quote }}
   {{- end }}
 {{ toYaml .Values.config }}
 {{- end }}
@@ -135,4 +136,74 @@ lease:
 {{/* The Lease the replicas elect a leader on. */}}
 {{- define "autoscaler-cloudify.leaseName" -}}
 {{- .Values.leaderElection.leaseName | default (include "autoscaler-cloudify.fullname" .) -}}
+{{- end }}
+
+{{/* HOST:PORT for a listen address: `[::]` and IPv6 literals keep their brackets, `::` gets them. */}}
+{{- define "autoscaler-cloudify.listen" -}}
+{{- $root := index . 0 -}}
+{{- $port := int (index . 1) -}}
+{{- $host := $root.Values.listenAddress | default "[::]" -}}
+{{- if and (contains ":" $host) (not (hasPrefix "[" $host)) -}}
+{{- $host = printf "[%s]" $host -}}
+{{- end -}}
+{{- printf "%s:%d" $host $port -}}
+{{- end }}
+
+{{/* Selector of the gRPC Service: the chart's pods, and of them the leader (issue 21). */}}
+{{- define "autoscaler-cloudify.leaderSelector" -}}
+{{ include "autoscaler-cloudify.selectorLabels" . }}
+{{- if .Values.leaderElection.enabled }}
+{{ .Values.leaderElection.podLabel }}: "true"
+{{- end }}
+{{- end }}
+
+{{/* Pods allowed to call gRPC: the user's selector whole, or the chart's client label. */}}
+{{- define "autoscaler-cloudify.grpcClientSelector" -}}
+{{- if .Values.networkPolicy.grpc.podSelector }}
+{{- toYaml .Values.networkPolicy.grpc.podSelector }}
+{{- else }}
+matchLabels:
+  autoscaler-cloudify.io/client: "true"
+{{- end }}
+{{- end }}
+
+{{/*
+The PodDisruptionBudget and the rolling update follow replicaCount (issue 21), as the upstream
+cluster-autoscaler chart has them: maxUnavailable 1, Kubernetes' default strategy.
+*/}}
+{{- define "autoscaler-cloudify.pdbSpec" -}}
+{{- $pdb := .Values.podDisruptionBudget -}}
+{{- if not (kindIs "invalid" $pdb.minAvailable) }}
+{{- $blocks := false }}
+{{- if kindIs "string" $pdb.minAvailable }}
+{{- $blocks = eq (trimSuffix "%" $pdb.minAvailable) "100" }}
+{{- else }}
+{{- $blocks = ge (int $pdb.minAvailable) (int .Values.replicaCount) }}
+{{- end }}
+{{- if $blocks }}
+{{- fail (printf "podDisruptionBudget.minAvailable (%v) must be below replicaCount (%d): such a budget refuses every eviction, so `kubectl drain` of a provider's node hangs" $pdb.minAvailable (int .Values.replicaCount)) }}
+{{- end }}
+minAvailable: {{ $pdb.minAvailable }}
+{{- else }}
+maxUnavailable: {{ kindIs "invalid" $pdb.maxUnavailable | ternary 1 $pdb.maxUnavailable }}
+{{- end }}
+{{- end }}
+
+{{- define "autoscaler-cloudify.strategy" -}}
+{{- if .Values.strategy }}
+{{- toYaml .Values.strategy }}
+{{- else }}
+type: RollingUpdate
+rollingUpdate:
+  maxSurge: 1
+  maxUnavailable: {{ div (int .Values.replicaCount) 4 }}
+{{- end }}
+{{- end }}
+
+{{/* The node groups must be named: no default discovery rule can match the right deployments. */}}
+{{- define "autoscaler-cloudify.requireGroups" -}}
+{{- $ng := .Values.config.node_groups | default dict -}}
+{{- if not (or $ng.static $ng.auto_discovery) }}
+{{- fail "set config.node_groups.static (e.g. [\"1:10:k8s-pool-a/workers\"]) or config.node_groups.auto_discovery (e.g. [\"cloudify:label=k8s-cluster=prod\"]): the chart has no default, so the provider never manages deployments you did not name" }}
+{{- end }}
 {{- end }}

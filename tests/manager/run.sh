@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The `manager` tier (scripts/test-all.sh): the real Cloudify Manager, installed and started on
+# this machine (or an existing one given by CLOUDIFY_MANAGER_URL), then the smoke test and the
+# simulator fidelity check against it. install -> start (with health-wait) -> tests -> stop; the
+# stop runs from a trap, so a failure stops the stack too. KEEP_MANAGER=1 leaves it running.
+# A stack that was already running when the tier started is left running either way. Warm
+# re-runs reuse the venv and the state dir. Prints `manager: N passed, N failed` last.
+set -uo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+. "$HERE/lib.sh"
+T0=$(date +%s)
+passed=0; failed=0
+step() { # name command...: one counted step; its output goes through
+  local name=$1; shift
+  local t=$(date +%s)
+  if "$@"; then passed=$((passed + 1)); echo "manager: step $name ok ($(( $(date +%s) - t )) s)"; return 0; fi
+  failed=$((failed + 1)); echo "manager: step $name FAILED ($(( $(date +%s) - t )) s)"; return 1
+}
+# A driver prints `<name>: N passed, N failed`; add its counts (a driver that died counts 1 failed).
+# Drivers run side by side (each on its own deployments: the manager runs their workflows
+# concurrently), their output kept in a file each and printed whole when all have ended.
+declare -A driver_pid driver_out driver_t0
+driver_start() {
+  local name=$1; shift
+  driver_out[$name]="$(mktemp)"; driver_t0[$name]=$(date +%s)
+  "$@" >"${driver_out[$name]}" 2>&1 &
+  driver_pid[$name]=$!
+}
+driver_collect() {
+  local name=$1
+  wait "${driver_pid[$name]}"
+  cat "${driver_out[$name]}"
+  local line; line="$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "${driver_out[$name]}" | tail -n1)"
+  rm -f "${driver_out[$name]}"
+  echo "manager: $name took $(( $(date +%s) - ${driver_t0[$name]} )) s"
+  if [ -z "$line" ]; then failed=$((failed + 1)); echo "manager: $name printed no result"; return; fi
+  passed=$((passed + $(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')))
+  failed=$((failed + $(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')))
+}
+finish() {
+  if [ "${started_here:-0}" = 1 ] && [ "${KEEP_MANAGER:-0}" != 1 ]; then
+    bash "$HERE/stop.sh" || true
+  elif [ "${started_here:-0}" = 1 ]; then
+    echo "manager: KEEP_MANAGER=1: left running; reach it with: eval \"\$(bash $HERE/manager.sh env)\""
+  fi
+  echo "manager: tier took $(( $(date +%s) - T0 )) s"
+  echo "manager: $passed passed, $failed failed"
+}
+trap finish EXIT
+
+if ! external_manager; then
+  # Refuse early and in one line when nothing says where a manager comes from.
+  ( require_sources ) || { failed=$((failed + 1)); exit 1; }
+fi
+step install bash "$HERE/install.sh" || exit 1
+started_here=0
+if ! external_manager && ! bash "$HERE/status.sh" >/dev/null 2>&1; then started_here=1; fi
+step start bash "$HERE/start.sh" || exit 1
+eval "$(manager_exports)"
+PY="$(client_python)"
+cd "$HERE"
+driver_start smoke "$PY" smoke.py --record "$CACHE_DIR/smoke-record.json"
+driver_start fidelity bash "$HERE/fidelity/run.sh"
+driver_collect smoke
+driver_collect fidelity
+[ "$failed" -eq 0 ]
