@@ -1,7 +1,9 @@
 //! [`Cloudify`] over [`CloudifyClient`]: which endpoints, filters and projections each call uses.
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::models::Identified;
@@ -30,8 +32,21 @@ const EXECUTION_STATUS_FIELDS: &str = "id,workflow_id,deployment_id,status";
 /// stays under 2.5 KiB, whatever the number of ids. An id longer than this goes alone.
 pub(super) const ID_BUDGET: usize = 2048;
 
-/// Splits `values` into runs whose `key=value&` parameters, URL-encoded, fit in `budget` bytes
-/// (each run holds at least one value). Each run becomes one request.
+/// Ids of one kind in one request. The real manager's REST service turns each repeated filter
+/// value into one more OR'ed nested subquery, run twice (rows and count): measured on the
+/// manager tier under load, one `deployment_id` of `/node-instances` took 0.3 s, 10 took 1.1 s,
+/// 30 took 4.1 s and 60 took 60 s (tests/manager/FINDINGS.md). Ten per request is the cheapest
+/// per id.
+pub(super) const IDS_PER_REQUEST: usize = 10;
+
+/// Requests of one split list in flight at once: a few, so that a refresh that reads many
+/// deployments does not wait on each in turn, and leaves the manager's other REST workers
+/// (four on the manager tier) to everyone else.
+const PARALLEL_REQUESTS: usize = 2;
+
+/// Splits `values` into runs of at most [`IDS_PER_REQUEST`] whose `key=value&` parameters,
+/// URL-encoded, fit in `budget` bytes (each run holds at least one value). Each run becomes one
+/// request.
 pub(super) fn chunks<'a>(key: &str, values: &'a [String], budget: usize) -> Vec<&'a [String]> {
     let mut out = Vec::new();
     let mut start = 0;
@@ -42,7 +57,7 @@ pub(super) fn chunks<'a>(key: &str, values: &'a [String], budget: usize) -> Vec<
             + url::form_urlencoded::byte_serialize(v.as_bytes())
                 .map(str::len)
                 .sum::<usize>();
-        if i > start && used + cost > budget {
+        if i > start && (used + cost > budget || i - start == IDS_PER_REQUEST) {
             out.push(&values[start..i]);
             start = i;
             used = 0;
@@ -53,6 +68,26 @@ pub(super) fn chunks<'a>(key: &str, values: &'a [String], budget: usize) -> Vec<
         out.push(&values[start..]);
     }
     out
+}
+
+/// The queries of a list filtered by `key` in `values`: one per chunk, or a single one without
+/// the filter (every deployment of the tenant) when `values` is empty and `all_when_empty`.
+fn scoped<'a>(
+    key: &'a str,
+    values: &[String],
+    all_when_empty: bool,
+) -> Vec<Vec<(&'a str, String)>> {
+    if values.is_empty() {
+        return if all_when_empty {
+            vec![Vec::new()]
+        } else {
+            Vec::new()
+        };
+    }
+    chunks(key, values, ID_BUDGET)
+        .into_iter()
+        .map(|c| repeated(key, c))
+        .collect()
 }
 
 fn repeated<'a>(key: &'a str, values: &[String]) -> Vec<(&'a str, String)> {
@@ -83,22 +118,10 @@ impl Cloudify for CloudifyClient {
     }
 
     async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
-        let mut parts = Vec::new();
-        for chunk in chunks("id", ids, ID_BUDGET) {
-            let mut q = repeated("id", chunk);
-            q.push(("_include", DEPLOYMENT_FIELDS.into()));
-            parts.push(
-                self.list_all(
-                    "GET /deployments",
-                    Method::GET,
-                    "/deployments",
-                    &q,
-                    None,
-                    None,
-                )
-                .await?,
-            );
-        }
+        let queries = with(scoped("id", ids, false), &[("_include", DEPLOYMENT_FIELDS)]);
+        let parts = self
+            .list_each("GET /deployments", "/deployments", queries, None)
+            .await?;
         Ok(merged(parts))
     }
 
@@ -123,15 +146,13 @@ impl Cloudify for CloudifyClient {
     }
 
     async fn nodes(&self, deployment_ids: &[String]) -> Result<Vec<Node>, CloudifyError> {
-        let mut parts = Vec::new();
-        for chunk in chunks("deployment_id", deployment_ids, ID_BUDGET) {
-            let mut q = repeated("deployment_id", chunk);
-            q.push(("_include", NODE_FIELDS.into()));
-            parts.push(
-                self.list_all("GET /nodes", Method::GET, "/nodes", &q, None, None)
-                    .await?,
-            );
-        }
+        let queries = with(
+            scoped("deployment_id", deployment_ids, false),
+            &[("_include", NODE_FIELDS)],
+        );
+        let parts = self
+            .list_each("GET /nodes", "/nodes", queries, None)
+            .await?;
         Ok(merged(parts))
     }
 
@@ -142,25 +163,18 @@ impl Cloudify for CloudifyClient {
     ) -> Result<Vec<NodeInstance>, CloudifyError> {
         // Both lists share the budget; node ids are few (the VM nodes' names) unless every
         // deployment names its own.
-        let mut parts = Vec::new();
+        let mut queries = Vec::new();
         for nodes in chunks("node_id", node_ids, ID_BUDGET / 2) {
             for deployments in chunks("deployment_id", deployment_ids, ID_BUDGET / 2) {
                 let mut q = repeated("deployment_id", deployments);
                 q.extend(repeated("node_id", nodes));
                 q.push(("_include", INSTANCE_FIELDS.into()));
-                parts.push(
-                    self.list_all(
-                        "GET /node-instances",
-                        Method::GET,
-                        "/node-instances",
-                        &q,
-                        None,
-                        None,
-                    )
-                    .await?,
-                );
+                queries.push(q);
             }
         }
+        let parts = self
+            .list_each("GET /node-instances", "/node-instances", queries, None)
+            .await?;
         Ok(merged(parts))
     }
 
@@ -189,29 +203,18 @@ impl Cloudify for CloudifyClient {
         status: &str,
     ) -> Result<Vec<DeploymentModification>, CloudifyError> {
         // No id: every deployment of the tenant (one request, whatever their number).
-        let all = [];
-        let scopes = if deployment_ids.is_empty() {
-            vec![&all[..]]
-        } else {
-            chunks("deployment_id", deployment_ids, ID_BUDGET)
-        };
-        let mut parts = Vec::new();
-        for chunk in scopes {
-            let mut q = repeated("deployment_id", chunk);
-            q.push(("status", status.to_owned()));
-            q.push(("_include", MODIFICATION_FIELDS.into()));
-            parts.push(
-                self.list_all(
-                    "GET /deployment-modifications",
-                    Method::GET,
-                    "/deployment-modifications",
-                    &q,
-                    None,
-                    None,
-                )
-                .await?,
-            );
-        }
+        let queries = with(
+            scoped("deployment_id", deployment_ids, true),
+            &[("status", status), ("_include", MODIFICATION_FIELDS)],
+        );
+        let parts = self
+            .list_each(
+                "GET /deployment-modifications",
+                "/deployment-modifications",
+                queries,
+                None,
+            )
+            .await?;
         Ok(merged(parts))
     }
 
@@ -266,7 +269,46 @@ impl Cloudify for CloudifyClient {
     }
 }
 
+/// One list request on its way.
+type ListFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<T>, CloudifyError>> + Send + 'a>>;
+
+/// Each query with these parameters added.
+fn with<'a>(
+    mut queries: Vec<Vec<(&'a str, String)>>,
+    params: &[(&'a str, &str)],
+) -> Vec<Vec<(&'a str, String)>> {
+    for q in &mut queries {
+        q.extend(params.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    }
+    queries
+}
+
 impl CloudifyClient {
+    /// One `GET` list (every page) per query, [`PARALLEL_REQUESTS`] at a time; their items in
+    /// the order of the queries.
+    async fn list_each<T: DeserializeOwned + Identified + Send>(
+        &self,
+        route: &str,
+        path: &str,
+        queries: Vec<Vec<(&str, String)>>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Vec<T>>, CloudifyError> {
+        // Boxed, so the stream holds no closure type: the `Send` future `async_trait` needs
+        // could not be proven for one (a higher-ranked lifetime).
+        let pending: Vec<ListFuture<'_, T>> = queries
+            .iter()
+            .map(|q| {
+                Box::pin(self.list_all(route, Method::GET, path, q, None, limit))
+                    as ListFuture<'_, T>
+            })
+            .collect();
+        futures::stream::iter(pending)
+            .buffered(PARALLEL_REQUESTS)
+            .try_collect()
+            .await
+    }
+
     /// `scale` executions, newest first, with the projection `fields`: of every deployment of
     /// the tenant when `deployment_ids` is empty (one request), else one request per chunk of
     /// ids, merged newest first and cut to `limit`.
@@ -277,32 +319,17 @@ impl CloudifyClient {
         limit: Option<usize>,
         fields: &str,
     ) -> Result<Vec<Execution>, CloudifyError> {
-        let all = [];
-        let scopes = if deployment_ids.is_empty() {
-            vec![&all[..]]
-        } else {
-            chunks("deployment_id", deployment_ids, ID_BUDGET)
-        };
-        let several = scopes.len() > 1;
-        let mut parts = Vec::new();
-        for chunk in scopes {
-            let mut q = repeated("deployment_id", chunk);
+        let mut queries = scoped("deployment_id", deployment_ids, true);
+        let several = queries.len() > 1;
+        for q in &mut queries {
             q.extend(statuses.iter().map(|s| ("status", (*s).to_owned())));
             q.push(("workflow_id", "scale".into()));
             q.push(("_sort", "-created_at".into()));
             q.push(("_include", fields.into()));
-            parts.push(
-                self.list_all(
-                    "GET /executions",
-                    Method::GET,
-                    "/executions",
-                    &q,
-                    None,
-                    limit,
-                )
-                .await?,
-            );
         }
+        let parts = self
+            .list_each("GET /executions", "/executions", queries, limit)
+            .await?;
         let mut out: Vec<Execution> = merged(parts);
         if several {
             // Cloudify's timestamps sort as text; a stable sort keeps each chunk's order.
@@ -341,6 +368,22 @@ mod tests {
                 assert!(query.len() <= ID_BUDGET, "{} bytes", query.len());
             }
         }
+    }
+
+    #[test]
+    fn a_request_names_at_most_ten_ids() {
+        let all = ids(25, 3);
+        let sizes: Vec<usize> = chunks("deployment_id", &all, ID_BUDGET)
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [10, 10, 5]);
+        assert!(scoped("id", &[], false).is_empty(), "no id: no request");
+        assert_eq!(
+            scoped("id", &[], true),
+            [Vec::new()],
+            "no id: the whole tenant"
+        );
     }
 
     #[test]
