@@ -217,7 +217,7 @@ async fn loopback_ours(p: Provider) -> Channel {
     let Some(listen) = listen else {
         panic!("address")
     };
-    match autoscaler_cloudify::grpc::serve(listen, None, false, p).await {
+    match autoscaler_cloudify::grpc::serve(listen, None, false, &Default::default(), p).await {
         Ok(handle) => {
             let addr = handle.addr;
             // Keep serving for the life of the benchmark process.

@@ -20,7 +20,7 @@ use crate::kube::lease::LeaseElection;
 use crate::kube::lease::label::{LabelWritten, PodLabelTarget};
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
 use crate::nodegroup::{NodeGroupService, ServiceSettings};
-use crate::observability::http::{NodesFn, ReadinessFn};
+use crate::observability::http::{HttpConnections, NodesFn, ReadinessFn};
 use crate::observability::metrics::Metrics;
 
 /// Starting the provider failed.
@@ -218,6 +218,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     );
     let (http_addr, http_task) = serve_http(
         config.http_listen,
+        config.http_connections,
         &metrics,
         readiness,
         node_controller.as_ref().map(nodes_fn),
@@ -225,13 +226,7 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
     .await?;
     background.push(http_task);
 
-    let grpc = crate::grpc::serve(
-        config.grpc_listen,
-        config.tls.as_ref(),
-        config.insecure,
-        Provider::new(Arc::clone(&service), Arc::clone(&metrics)),
-    )
-    .await?;
+    let grpc = serve_grpc(config, &service, &metrics).await?;
     if let Some(e) = &election {
         background.push(follow_leadership(
             e.leading.clone(),
@@ -251,6 +246,22 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         leader_label,
         background,
     })
+}
+
+/// Binds the gRPC port as the configuration says (address, TLS, connection handling).
+async fn serve_grpc(
+    config: &Config,
+    service: &Arc<NodeGroupService>,
+    metrics: &Arc<Metrics>,
+) -> Result<ServerHandle, ServeError> {
+    crate::grpc::serve(
+        config.grpc_listen,
+        config.tls.as_ref(),
+        config.insecure,
+        &config.grpc_connections,
+        Provider::new(Arc::clone(service), Arc::clone(metrics)),
+    )
+    .await
 }
 
 /// Starts the task that keeps the leader label on this replica's Pod, when `lease.leader_label`
@@ -343,12 +354,13 @@ fn nodes_fn(controller: &Arc<NodeController>) -> NodesFn {
 /// background.
 async fn serve_http(
     addr: SocketAddr,
+    connections: HttpConnections,
     metrics: &Arc<Metrics>,
     readiness: ReadinessFn,
     nodes: Option<NodesFn>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AppError> {
     let (bound, server) =
-        crate::observability::http::bind(addr, Arc::clone(metrics), readiness, nodes)
+        crate::observability::http::bind(addr, connections, Arc::clone(metrics), readiness, nodes)
             .await
             .map_err(|source| AppError::HttpBind { addr, source })?;
     let task = tokio::spawn(async move {

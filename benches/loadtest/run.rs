@@ -275,7 +275,7 @@ cloudify:
     request_timeout: 60s
 node_groups:
   auto_discovery: ["cloudify:label=k8s-cluster=load"]
-  unbounded_max: 1000000
+  unbounded_max: 3000
 "#
     )
 }

@@ -91,7 +91,7 @@ log: {format: text, level: warn}
 refresh: {interval: 1h, max_age: 1h}
 cloudify:
   - {name: main, url: "http://127.0.0.1:$SIM_PORT", tenant: default_tenant, username: admin, password_env: H2LOAD_CLOUDIFY_PASSWORD, request_timeout: 60s}
-node_groups: {auto_discovery: ["cloudify:label=k8s-cluster=load"], unbounded_max: 1000000}
+node_groups: {auto_discovery: ["cloudify:label=k8s-cluster=load"], unbounded_max: 3000}
 YAML
   "$BIN" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$OUT/scenario.yaml" >"$OUT/sim.log" 2>&1 &
   SIM_PID=$!; PIDS+=("$SIM_PID")
@@ -102,7 +102,7 @@ YAML
   curl -sf "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null || { echo "provider not ready" >&2; cat "$OUT/serve.log" >&2; exit 1; }
 
   "$BIN" inspect --address "127.0.0.1:$GRPC_PORT" nodes pool-042/workers >"$OUT/nodes.txt"
-  ID=$(awk 'NR==1 {print $1}' "$OUT/nodes.txt")
+  ID=$(awk 'NR==2 {print $1}' "$OUT/nodes.txt")   # line 1 is the header
   VM="${ID##*/}"; NAME="pool-042-${VM//_/-}"
   frame "$OUT/for_node.bin" "$(for_node_hex "$ID" "$NAME")"
   ANSWER=$("$BIN" inspect --address "127.0.0.1:$GRPC_PORT" group-for --provider-id "$ID" --name "$NAME")

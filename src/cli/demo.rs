@@ -69,9 +69,9 @@ pub struct DemoArgs {
     /// addresses are replaced by the demo's).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Log format: text or json.
-    #[arg(long, default_value = "text")]
-    pub log_format: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// The demo configuration for a simulator URL (credentials are the simulator's defaults).
@@ -101,12 +101,7 @@ pub fn demo_config(
 }
 
 pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let format = if args.log_format == "json" {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    };
-    init_tracing(format, "info");
+    init_tracing(args.log_format, "info");
     let mut scenario = Scenario::default_demo();
     if let Some(n) = args.instances {
         scenario = scenario.with_instances(n);
@@ -124,7 +119,7 @@ pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error 
     }
     tracing::info!(grpc = %app.grpc.addr, http = %app.http_addr, "demo ready");
     if !args.walkthrough {
-        print_banner(&sim.url(), &app, args.listen);
+        print_banner(&sim.url(), &app);
     }
     let result = if args.walkthrough {
         walkthrough(app.grpc.addr).await
@@ -136,15 +131,28 @@ pub(super) async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error 
     result
 }
 
-/// What a person who just typed `demo` needs: what runs where, and what to try next. Plain
-/// stdout lines, so they read the same with `--log-format json`.
-fn print_banner(sim_url: &str, app: &crate::app::App, requested: SocketAddr) {
+/// What a person who just typed `demo` needs: what runs where, and what to try next, as commands
+/// that work from where the demo was started (issue 21): the same binary, on the ports this demo
+/// listens on. Plain stdout lines, so they read the same with `--log-format json`.
+fn print_banner(sim_url: &str, app: &crate::app::App) {
     let grpc = app.grpc.addr;
-    // `inspect` defaults to 127.0.0.1:8086; name the address only when it differs.
-    let inspect = if grpc == requested && requested.to_string() == "127.0.0.1:8086" {
-        "autoscaler-cloudify inspect".to_owned()
+    let http = app.http_addr;
+    let me = invocation(
+        std::env::args_os().next().as_deref(),
+        std::env::var_os("CARGO_PKG_NAME").as_deref(),
+        std::env::current_exe().ok().as_deref(),
+    );
+    // `inspect` defaults to 127.0.0.1:8086 and 127.0.0.1:8087; name an address only when this
+    // demo listens elsewhere.
+    let grpc_flag = if grpc.to_string() == "127.0.0.1:8086" {
+        String::new()
     } else {
-        format!("autoscaler-cloudify inspect --address {grpc}")
+        format!(" --grpc {grpc}")
+    };
+    let http_flag = if http.to_string() == "127.0.0.1:8087" {
+        String::new()
+    } else {
+        format!(" --http {http}")
     };
     let snap = app.inventory.snapshot();
     let mut lines = vec![
@@ -157,8 +165,7 @@ fn print_banner(sim_url: &str, app: &crate::app::App, requested: SocketAddr) {
             "  provider gRPC       {grpc}  (plaintext on loopback; CA's cloud-config: address: \"{grpc}\")"
         ),
         format!(
-            "  provider HTTP       http://{0}/healthz  http://{0}/readyz  http://{0}/metrics",
-            app.http_addr
+            "  provider HTTP       http://{http}/healthz  http://{http}/readyz  http://{http}/metrics"
         ),
         format!("  node groups         {}:", snap.groups.len()),
     ];
@@ -173,17 +180,56 @@ fn print_banner(sim_url: &str, app: &crate::app::App, requested: SocketAddr) {
     }
     lines.extend([
         String::new(),
-        "Try, in another shell:".to_owned(),
-        format!("  {inspect} groups"),
-        format!("  {inspect} nodes k8s-pool-a/workers"),
-        format!("  curl -s http://{}/metrics | grep autoscaler_cloudify_", app.http_addr),
-        "  autoscaler-cloudify demo --walkthrough --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --cloudify-listen 127.0.0.1:0"
-            .to_owned(),
+        "Try, in another shell (from this directory):".to_owned(),
+        format!("  {me} inspect groups{grpc_flag}"),
+        format!("  {me} inspect nodes k8s-pool-a/workers{grpc_flag}"),
+        format!("  {me} inspect node{http_flag}"),
+        format!("  curl -s http://{http}/metrics | grep autoscaler_cloudify_"),
+        format!(
+            "  {me} demo --walkthrough --listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --cloudify-listen 127.0.0.1:0"
+        ),
         "      (a scripted scale-up and scale-down on its own ports)".to_owned(),
         "Ctrl-C stops the demo.".to_owned(),
         String::new(),
     ]);
     println!("{}", lines.join("\n"));
+}
+
+/// How to start this binary again from the directory it was started in: `cargo run --release --`
+/// (or `cargo run --`) when cargo ran it from its `target/` directory, the path it was started by
+/// when that has a `/`, else its name (it was found on `PATH`).
+fn invocation(
+    argv0: Option<&std::ffi::OsStr>,
+    cargo_package: Option<&std::ffi::OsStr>,
+    exe: Option<&std::path::Path>,
+) -> String {
+    let profile_dir = exe
+        .and_then(|p| p.parent())
+        .and_then(|d| d.file_name())
+        .and_then(|n| n.to_str());
+    // `cargo run` sets CARGO_PKG_NAME for the program it runs.
+    if cargo_package.is_some_and(|p| p == env!("CARGO_PKG_NAME")) {
+        match profile_dir {
+            Some("release") => return "cargo run --release --".to_owned(),
+            Some("debug") => return "cargo run --".to_owned(),
+            _ => {}
+        }
+    }
+    match argv0.map(|a| a.to_string_lossy()) {
+        Some(path) if path.contains('/') => shell_word(&path),
+        _ => env!("CARGO_PKG_NAME").to_owned(),
+    }
+}
+
+/// `s` as one shell word: as is when it holds nothing the shell would split or expand.
+fn shell_word(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn state_name(i: &proto::Instance) -> &'static str {
@@ -394,4 +440,51 @@ async fn wait_for(
 
 fn short(id: &str) -> &str {
     id.rsplit('/').next().unwrap_or(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::path::Path;
+
+    use super::invocation;
+
+    #[test]
+    fn the_banner_names_the_binary_as_it_was_started() {
+        let debug = Path::new("/src/project/target/debug/autoscaler-cloudify");
+        let release = Path::new("/src/project/target/release/autoscaler-cloudify");
+        let pkg = Some(OsStr::new("autoscaler-cloudify"));
+        let argv0 = Some(OsStr::new("target/release/autoscaler-cloudify"));
+        assert_eq!(
+            invocation(argv0, pkg, Some(release)),
+            "cargo run --release --"
+        );
+        assert_eq!(invocation(argv0, pkg, Some(debug)), "cargo run --");
+        // Not run by cargo: the path it was started by, or its name when found on PATH.
+        assert_eq!(
+            invocation(argv0, None, Some(release)),
+            "target/release/autoscaler-cloudify"
+        );
+        assert_eq!(
+            invocation(Some(OsStr::new("autoscaler-cloudify")), None, None),
+            "autoscaler-cloudify"
+        );
+        assert_eq!(
+            invocation(
+                Some(OsStr::new("/opt/my tools/autoscaler-cloudify")),
+                None,
+                None
+            ),
+            "'/opt/my tools/autoscaler-cloudify'"
+        );
+        // An installed binary run while another package's cargo variables are set.
+        assert_eq!(
+            invocation(
+                Some(OsStr::new("/usr/local/bin/autoscaler-cloudify")),
+                Some(OsStr::new("other")),
+                Some(Path::new("/usr/local/bin/autoscaler-cloudify"))
+            ),
+            "/usr/local/bin/autoscaler-cloudify"
+        );
+    }
 }

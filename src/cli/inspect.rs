@@ -6,26 +6,34 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use super::tls_diagnosis::{TlsPaths, tls_failure, tls_probe};
 use crate::proto;
 use crate::proto::cloud_provider_client::CloudProviderClient;
 
-/// `inspect` flags.
+/// `inspect` flags. They are global, so they go before or after the query
+/// (`inspect groups --grpc 127.0.0.1:9086`, issue 21).
 #[derive(Debug, Clone, Args)]
 pub struct InspectArgs {
-    /// Provider address host:port.
-    #[arg(long, default_value = "127.0.0.1:8086")]
+    /// The provider's gRPC address (what CA's cloud-config calls `address`)
+    #[arg(
+        long = "grpc",
+        visible_alias = "address",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:8086",
+        global = true
+    )]
     pub address: String,
-    /// CA's cloud-config file (address, cert, key, cacert); overrides the flags below.
-    #[arg(long)]
+    /// CA's cloud-config file (address, cert, key, cacert); its values win over the flags
+    #[arg(long, value_name = "FILE", global = true)]
     pub cloud_config: Option<PathBuf>,
-    /// Client certificate (PEM).
-    #[arg(long)]
+    /// Client certificate (PEM); without it, plaintext
+    #[arg(long, value_name = "FILE", global = true)]
     pub cert: Option<PathBuf>,
-    /// Client key (PEM).
-    #[arg(long)]
+    /// Client key (PEM)
+    #[arg(long, value_name = "FILE", global = true)]
     pub key: Option<PathBuf>,
-    /// CA of the server certificate (PEM).
-    #[arg(long)]
+    /// CA of the provider's certificate (PEM)
+    #[arg(long, value_name = "FILE", global = true)]
     pub cacert: Option<PathBuf>,
     /// What to ask.
     #[command(subcommand)]
@@ -79,12 +87,19 @@ pub async fn connect(
     key: Option<&PathBuf>,
     cacert: Option<&PathBuf>,
 ) -> Result<CloudProviderClient<Channel>, Box<dyn std::error::Error + Send + Sync>> {
+    // tonic's own message is "transport error"; the cause (refused, no route, a name that does
+    // not resolve) is further down the chain.
+    let unreachable = |e: tonic::transport::Error| {
+        format!(
+            "cannot connect to the provider at {address}: {}",
+            error_chain(&e)
+        )
+    };
     let channel = match cert {
-        None => {
-            Endpoint::from_shared(format!("http://{address}"))?
-                .connect()
-                .await?
-        }
+        None => Endpoint::from_shared(format!("http://{address}"))?
+            .connect()
+            .await
+            .map_err(unreachable)?,
         Some(cert) => {
             let host = address.rsplit_once(':').map_or(address, |(h, _)| h);
             let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -100,10 +115,26 @@ pub async fn connect(
             Endpoint::from_shared(format!("https://{address}"))?
                 .tls_config(tls)?
                 .connect()
-                .await?
+                .await
+                .map_err(unreachable)?
         }
     };
     Ok(CloudProviderClient::new(channel))
+}
+
+/// An error and its causes, `: `-joined, without repeating a cause its parent already quotes.
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -120,8 +151,45 @@ pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Err
     if let Query::Node { name, http } = &args.query {
         return node_view(http, name.as_deref()).await;
     }
-    let mut client = connect(&address, cert.as_ref(), key.as_ref(), cacert.as_ref()).await?;
-    match args.query {
+    let tls = TlsPaths {
+        cert: cert.clone(),
+        cacert: cacert.clone(),
+    };
+    let result = async {
+        let client = connect(&address, cert.as_ref(), key.as_ref(), cacert.as_ref()).await?;
+        ask(client, args.query).await
+    }
+    .await;
+    let Err(e) = result else {
+        return Ok(());
+    };
+    if cert.is_none() {
+        return Err(e);
+    }
+    // The error of the call may show its TLS cause, or only a broken pipe when the provider
+    // closed the connection before its alert was read: a handshake of our own says which.
+    let why = match tls_failure(&*e, &address, &tls) {
+        Some(why) => Some(why),
+        None => {
+            let (address, key) = (address.clone(), key.clone());
+            tokio::task::spawn_blocking(move || tls_probe(&address, &tls, key.as_ref()))
+                .await
+                .ok()
+                .flatten()
+        }
+    };
+    Err(match why {
+        Some(why) => format!("cannot talk to the provider at {address} over TLS: {why}").into(),
+        None => e,
+    })
+}
+
+/// Asks the provider one query and prints the answer.
+async fn ask(
+    mut client: CloudProviderClient<Channel>,
+    query: Query,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match query {
         Query::Groups => {
             let groups = client
                 .node_groups(proto::NodeGroupsRequest {})
@@ -158,8 +226,9 @@ pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Err
                 .node_group
                 .unwrap_or_default();
             if g.id.is_empty() {
-                println!("(no node group)");
+                println!("(no node group: CA does not autoscale this node)");
             } else {
+                // One self-describing line (scripts match its `<id> ` prefix).
                 println!("{} (min {}, max {})", g.id, g.min_size, g.max_size);
             }
         }
@@ -169,18 +238,18 @@ pub(super) async fn run(args: InspectArgs) -> Result<(), Box<dyn std::error::Err
                 .await?
                 .into_inner()
                 .instances;
+            println!("{:<60} {:<18} ERROR", "INSTANCE", "STATE");
             for i in instances {
                 let status = i.status.unwrap_or_default();
                 let state = proto::instance_status::InstanceState::try_from(status.instance_state)
                     .map(|s| s.as_str_name().to_owned())
                     .unwrap_or_else(|_| status.instance_state.to_string());
-                match status.error_info.filter(|e| !e.error_code.is_empty()) {
-                    Some(e) => println!(
-                        "{}  {state}  error {}: {}",
-                        i.id, e.error_code, e.error_message
-                    ),
-                    None => println!("{}  {state}", i.id),
-                }
+                let error = status
+                    .error_info
+                    .filter(|e| !e.error_code.is_empty())
+                    .map(|e| format!("{}: {}", e.error_code, e.error_message))
+                    .unwrap_or_default();
+                println!("{:<60} {state:<18} {error}", i.id);
             }
         }
         Query::Node { .. } => {}

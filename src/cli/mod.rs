@@ -4,6 +4,7 @@ mod check;
 #[cfg(feature = "simulator")]
 mod demo;
 mod inspect;
+mod tls_diagnosis;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,96 +43,18 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
 }
 
-/// Flags shared by `serve` (they override the configuration file).
+/// `serve` flags: the configuration file and the flags that override it.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Configuration file (YAML).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_CONFIG")]
+    /// Configuration file (YAML, docs/configuration.md); without it, flags and defaults only
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// gRPC listen address.
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LISTEN")]
-    pub listen: Option<String>,
-    /// HTTP listen address (/healthz /readyz /metrics).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_HTTP_LISTEN")]
-    pub http_listen: Option<String>,
-    /// Server certificate (PEM).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_TLS_CERT")]
-    pub tls_cert: Option<String>,
-    /// Server key (PEM).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_TLS_KEY")]
-    pub tls_key: Option<String>,
-    /// CA for client certificates (mTLS).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<String>,
-    /// Allow plaintext gRPC on a non-loopback address.
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_INSECURE")]
-    pub insecure: bool,
-    /// Log format: text or json.
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LOG_FORMAT")]
-    pub log_format: Option<String>,
-    /// Log level (tracing filter directive).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LOG_LEVEL")]
-    pub log_level: Option<String>,
-    /// Background refresh period, e.g. 10s.
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_REFRESH_INTERVAL")]
-    pub refresh_interval: Option<String>,
-    /// Leader election on a Kubernetes Lease: auto (when credentials are present), true, false.
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LEADER_ELECT")]
-    pub leader_elect: Option<String>,
-    /// Name of the Lease (default autoscaler-cloudify).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LEASE_NAME")]
-    pub lease_name: Option<String>,
-    /// Namespace of the Lease (default: POD_NAMESPACE, else the client's namespace).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LEASE_NAMESPACE")]
-    pub lease_namespace: Option<String>,
-    /// Cloudify manager URL (first entry).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_URL")]
-    pub cloudify_url: Option<String>,
-    /// Cloudify tenant (first entry).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_TENANT")]
-    pub cloudify_tenant: Option<String>,
-    /// Cloudify user (first entry); the password comes from CLOUDIFY_PASSWORD or a file.
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_USERNAME")]
-    pub cloudify_username: Option<String>,
-    /// Static node group `<min>:<max>:<deployment>/<group>` (repeatable; the environment
-    /// variable holds one).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODES")]
-    pub nodes: Vec<String>,
-    /// Auto-discovery `cloudify:label=<k>=<v>[,label=…]` (repeatable; the environment variable
-    /// holds one, since `,` already joins labels).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODE_GROUP_AUTO_DISCOVERY")]
-    pub node_group_auto_discovery: Vec<String>,
-    /// Run the node controller (initialize joining Nodes, remove Nodes whose VM is gone) when
-    /// Kubernetes credentials are present: true or false (default true).
-    #[arg(long, env = "AUTOSCALER_CLOUDIFY_NODE_CONTROLLER", num_args = 0..=1, default_missing_value = "true")]
-    pub node_controller: Option<bool>,
+    /// The overriding flags, declared once on [`Overrides`].
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
 impl ServeArgs {
-    /// The flags as [`Overrides`] of the file; an unset flag leaves the file's value.
-    pub fn overrides(&self) -> Overrides {
-        Overrides {
-            listen: self.listen.clone(),
-            http_listen: self.http_listen.clone(),
-            tls_cert: self.tls_cert.clone(),
-            tls_key: self.tls_key.clone(),
-            tls_client_ca: self.tls_client_ca.clone(),
-            insecure: self.insecure,
-            log_format: self.log_format.clone(),
-            log_level: self.log_level.clone(),
-            refresh_interval: self.refresh_interval.clone(),
-            leader_elect: self.leader_elect.clone(),
-            lease_name: self.lease_name.clone(),
-            lease_namespace: self.lease_namespace.clone(),
-            cloudify_url: self.cloudify_url.clone(),
-            cloudify_tenant: self.cloudify_tenant.clone(),
-            cloudify_username: self.cloudify_username.clone(),
-            nodes: self.nodes.clone(),
-            auto_discovery: self.node_group_auto_discovery.clone(),
-            node_controller: self.node_controller,
-        }
-    }
-
     /// Loads and validates the configuration, secrets from the process environment.
     pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
         self.load_with_env(&ProcessEnv)
@@ -139,12 +62,18 @@ impl ServeArgs {
 
     /// Loads and validates the configuration, secrets from `env` (tests pass a map).
     pub fn load_with_env(&self, env: &dyn Env) -> Result<Config, crate::config::ConfigError> {
-        let config = Config::load(self.config.as_deref(), &self.overrides(), env)?;
+        let config = Config::load(self.config.as_deref(), &self.overrides, env)?;
         if config.cloudify.is_empty() {
-            return Err(crate::config::ConfigError::Invalid {
+            let e = crate::config::ConfigError::Invalid {
+                path: None,
                 key: "cloudify".into(),
-                problem: "no Cloudify manager configured (cloudify: [...] or --cloudify-url)"
+                problem: "no Cloudify manager configured (cloudify: [{url: https://...}] in \
+                          the file, or --cloudify-url)"
                     .into(),
+            };
+            return Err(match &self.config {
+                Some(file) => e.in_file(file),
+                None => e,
             });
         }
         Ok(config)
@@ -176,10 +105,21 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("error: {e}");
+            report_failure(&*e);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Says once why the command failed (issue 21: a start-up error used to come out twice, as a log
+/// line and on stderr): as a log line when logging is set up (the error then sits with the logs
+/// and reaches a log collector in JSON), else on stderr (a configuration error comes before
+/// logging).
+fn report_failure(e: &(dyn std::error::Error + Send + Sync)) {
+    if tracing::dispatcher::has_been_set() {
+        tracing::error!("{e}");
+    } else {
+        eprintln!("error: {e}");
     }
 }
 
@@ -203,6 +143,7 @@ async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error + Send +
     let config = args.load()?;
     init_tracing(config.log_format, &config.log_level);
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
         managers = config.cloudify.len(),
         static_groups = config.node_groups.static_groups.len(),
         discovery_rules = config.node_groups.discovery.len(),
@@ -228,5 +169,84 @@ pub async fn shutdown_signal() -> std::io::Result<()> {
     #[cfg(not(unix))]
     {
         tokio::signal::ctrl_c().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The help text names the configuration's defaults (a clap default would hide the file's
+    /// value, see [`Overrides`]): they must be the values an empty configuration gets.
+    #[test]
+    fn the_defaults_serve_help_shows_are_the_configurations() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        let shown = |id: &str| -> String {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("no argument {id}"));
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            help.split_once("[default: ")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map(|(d, _)| d.to_owned())
+                .unwrap_or_else(|| panic!("{id}: no default in {help:?}"))
+        };
+        let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), "x".to_owned())]);
+        let c = Config::from_yaml(
+            "cloudify: [{url: \"http://x\"}]",
+            &Overrides::default(),
+            &env,
+        )
+        .expect("valid");
+        fn value_name(v: &impl clap::ValueEnum) -> String {
+            v.to_possible_value()
+                .map(|p| p.get_name().to_owned())
+                .unwrap_or_default()
+        }
+        assert_eq!(shown("listen"), c.grpc_listen.to_string());
+        assert_eq!(shown("http_listen"), c.http_listen.to_string());
+        assert_eq!(shown("log_format"), value_name(&c.log_format));
+        assert_eq!(shown("log_level"), c.log_level);
+        assert_eq!(
+            shown("refresh_interval"),
+            humantime::format_duration(c.refresh_interval).to_string()
+        );
+        assert_eq!(shown("leader_elect"), value_name(&c.lease.mode));
+        assert_eq!(shown("lease_name"), c.lease.name);
+        assert_eq!(shown("cloudify_tenant"), c.cloudify[0].tenant);
+        assert_eq!(
+            shown("node_controller"),
+            c.node_controller.enabled.to_string()
+        );
+        match &c.cloudify[0].auth {
+            crate::cloudify::Auth::Basic { username, .. } => {
+                assert_eq!(&shown("cloudify_username"), username);
+            }
+            other => panic!("basic auth expected, got {other:?}"),
+        }
+    }
+
+    /// `serve` and `check` take the same flags, from one declaration.
+    #[test]
+    fn check_takes_every_serve_flag() {
+        let cli = Cli::command();
+        let ids = |name: &str| -> Vec<String> {
+            let mut v: Vec<String> = cli
+                .find_subcommand(name)
+                .expect("subcommand")
+                .get_arguments()
+                .map(|a| a.get_id().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids("serve"), ids("check"));
+        assert!(ids("serve").contains(&"auto_discovery".to_owned()));
     }
 }

@@ -6,10 +6,11 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::client::CallKind;
 use super::models::Identified;
 use super::{
-    Cloudify, CloudifyClient, CloudifyError, Deployment, DeploymentModification, Execution, Node,
-    NodeInstance, ScaleRequest,
+    Cloudify, CloudifyClient, CloudifyError, Deployment, DeploymentModification, Execution,
+    ExecutionStatus, Node, NodeInstance, ScaleRequest,
 };
 
 /// Every deployment read (label search and by id): what the groups and the refresh's change
@@ -181,7 +182,7 @@ impl Cloudify for CloudifyClient {
     async fn scale_executions(
         &self,
         deployment_ids: &[String],
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError> {
         self.executions_of(deployment_ids, statuses, limit, EXECUTION_FIELDS)
@@ -190,7 +191,7 @@ impl Cloudify for CloudifyClient {
 
     async fn scale_execution_statuses(
         &self,
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError> {
         self.executions_of(&[], statuses, limit, EXECUTION_STATUS_FIELDS)
@@ -242,7 +243,7 @@ impl Cloudify for CloudifyClient {
         self.send(
             "POST /executions",
             || self.request(Method::POST, "/executions").json(&body),
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -252,7 +253,7 @@ impl Cloudify for CloudifyClient {
         self.send(
             "GET /executions/{id}",
             || self.request(Method::GET, &path),
-            true,
+            CallKind::Read,
         )
         .await
     }
@@ -263,7 +264,7 @@ impl Cloudify for CloudifyClient {
         self.send(
             "POST /executions/{id}",
             || self.request(Method::POST, &path).json(&body),
-            false,
+            CallKind::Write,
         )
         .await
     }
@@ -289,7 +290,7 @@ impl CloudifyClient {
     /// the order of the queries.
     async fn list_each<T: DeserializeOwned + Identified + Send>(
         &self,
-        route: &str,
+        route: &'static str,
         path: &str,
         queries: Vec<Vec<(&str, String)>>,
         limit: Option<usize>,
@@ -315,14 +316,14 @@ impl CloudifyClient {
     async fn executions_of(
         &self,
         deployment_ids: &[String],
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
         fields: &str,
     ) -> Result<Vec<Execution>, CloudifyError> {
         let mut queries = scoped("deployment_id", deployment_ids, true);
         let several = queries.len() > 1;
         for q in &mut queries {
-            q.extend(statuses.iter().map(|s| ("status", (*s).to_owned())));
+            q.extend(statuses.iter().map(|s| ("status", s.as_str().to_owned())));
             q.push(("workflow_id", "scale".into()));
             q.push(("_sort", "-created_at".into()));
             q.push(("_include", fields.into()));

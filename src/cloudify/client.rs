@@ -14,16 +14,40 @@ use serde::de::DeserializeOwned;
 
 use super::CloudifyError;
 use super::models::ErrorBody;
-use crate::observability::metrics::{CloudifyLabels, Metrics, RouteLabels};
+use crate::observability::metrics::{Answer, CloudifyLabels, Metrics, RouteLabels};
 
 /// Read attempts (first try included).
 const READ_ATTEMPTS: u32 = 3;
+
+/// Whether a call may be retried: the read-versus-write policy of every Cloudify call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallKind {
+    /// Changes nothing (GETs, the search POST): retried with back-off on transport errors, 5xx
+    /// and 429.
+    Read,
+    /// Changes something (`POST /executions`, a cancel): sent once, never retried, since a
+    /// retried scale could scale twice.
+    Write,
+}
+
+impl CallKind {
+    fn attempts(self) -> u32 {
+        match self {
+            CallKind::Read => READ_ATTEMPTS,
+            CallKind::Write => 1,
+        }
+    }
+}
 /// First retry delay; doubles each attempt.
 const RETRY_BASE: Duration = Duration::from_millis(200);
 /// First back-off after a 401; doubles on each further 401, up to [`AUTH_BACKOFF_MAX`].
 const AUTH_BACKOFF_START: Duration = Duration::from_secs(60);
 /// Longest back-off after repeated 401s.
 const AUTH_BACKOFF_MAX: Duration = Duration::from_secs(15 * 60);
+/// Default cap on one answer's body (`cloudify[].max_response_size`): a page of 1,000 node
+/// instances with their runtime properties, several times over, and far below the chart's 256Mi
+/// memory limit (issue 20: a 300 MiB answer took the process to 318 MiB).
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How the client authenticates.
 #[derive(Clone)]
@@ -66,6 +90,10 @@ pub struct ClientSettings {
     pub insecure_skip_verify: bool,
     /// Timeout of every request (`request_timeout`, default 10 s, never zero).
     pub request_timeout: Duration,
+    /// The largest answer body read (`max_response_size`, default
+    /// [`DEFAULT_MAX_RESPONSE_BYTES`]): the body is read as a stream and the call fails once it
+    /// passes this, so a hostile or broken manager cannot take the process's memory.
+    pub max_response_bytes: u64,
 }
 
 #[derive(Default)]
@@ -100,6 +128,11 @@ impl CloudifyClient {
             )));
         }
         let mut builder = reqwest::Client::builder()
+            // Never follow a redirect (issue 20): reqwest drops `Authorization` when a redirect
+            // leaves the origin, but not Cloudify's `Authentication-Token`, and a 307 would send a
+            // scale POST to wherever the answer points. Cloudify's REST API does not redirect, so
+            // a 3xx means a wrong `url` (http on an https manager) or something in between.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)));
         if let Some(pem) = &settings.ca_cert_pem {
@@ -146,6 +179,12 @@ impl CloudifyClient {
         st.until
             .filter(|u| *u > Instant::now())
             .map(|_| st.message.clone())
+    }
+
+    /// How many 401 answers this client got since its last accepted call: each one is a failed
+    /// login that counts towards Cloudify's account lock (`check` reports it, issue 21).
+    pub fn failed_logins(&self) -> u32 {
+        self.auth_state.lock().map(|st| st.failures).unwrap_or(0)
     }
 
     fn check_auth_backoff(&self) -> Result<(), CloudifyError> {
@@ -202,11 +241,11 @@ impl CloudifyClient {
     /// Sends one request, records metrics, and decodes success or error bodies.
     pub(super) async fn send<T: DeserializeOwned>(
         &self,
-        route: &str,
+        route: &'static str,
         build: impl Fn() -> RequestBuilder,
-        retry: bool,
+        kind: CallKind,
     ) -> Result<T, CloudifyError> {
-        let attempts = if retry { READ_ATTEMPTS } else { 1 };
+        let attempts = kind.attempts();
         let mut last = None;
         for attempt in 0..attempts {
             if attempt > 0 {
@@ -227,26 +266,21 @@ impl CloudifyClient {
 
     async fn send_once<T: DeserializeOwned>(
         &self,
-        route: &str,
+        route: &'static str,
         req: RequestBuilder,
     ) -> Result<T, CloudifyError> {
         let started = Instant::now();
         let result = req.send().await;
-        let status_label = match &result {
-            Ok(r) => r.status().as_u16().to_string(),
-            Err(_) => "error".to_owned(),
+        let status = match &result {
+            Ok(r) => Answer::Status(r.status().as_u16()),
+            Err(_) => Answer::None,
         };
         if let Some(m) = &self.metrics {
             m.cloudify_requests
-                .get_or_create(&CloudifyLabels {
-                    route: route.to_owned(),
-                    status: status_label,
-                })
+                .get_or_create(&CloudifyLabels { route, status })
                 .inc();
             m.cloudify_duration
-                .get_or_create(&RouteLabels {
-                    route: route.to_owned(),
-                })
+                .get_or_create(&RouteLabels { route })
                 .observe(started.elapsed().as_secs_f64());
         }
         let resp = result.map_err(|e| self.transport_error(route, e))?;
@@ -257,10 +291,10 @@ impl CloudifyClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| self.transport_error(route, e))?;
+        if status.is_redirection() {
+            return Err(redirect(route, &resp));
+        }
+        let body = self.read_body(route, resp).await?;
         if status.is_success() {
             self.note_auth(None);
             return serde_json::from_slice(&body).map_err(|source| CloudifyError::Decode {
@@ -296,6 +330,38 @@ impl CloudifyClient {
         }
     }
 
+    /// The answer's body, read chunk by chunk and refused once it passes
+    /// [`ClientSettings::max_response_bytes`]: only the cap, never the whole answer, is ever held
+    /// in memory. A Content-Length above the cap is refused before any of the body is read.
+    async fn read_body(
+        &self,
+        route: &str,
+        mut resp: reqwest::Response,
+    ) -> Result<Vec<u8>, CloudifyError> {
+        let limit = self.settings.max_response_bytes;
+        let too_large = || CloudifyError::TooLarge {
+            route: route.to_owned(),
+            limit,
+        };
+        let announced = resp.content_length();
+        if announced.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let capacity = usize::try_from(announced.unwrap_or(0).min(limit)).unwrap_or(0);
+        let mut body = Vec::with_capacity(capacity);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(route, e))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     fn transport_error(&self, route: &str, e: reqwest::Error) -> CloudifyError {
         if e.is_timeout() {
             CloudifyError::Timeout {
@@ -308,6 +374,26 @@ impl CloudifyClient {
                 source: e,
             }
         }
+    }
+}
+
+/// The error of a redirect, which is never followed: where it pointed, as sent (at most 300
+/// characters).
+fn redirect(route: &str, resp: &reqwest::Response) -> CloudifyError {
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .take(300)
+                .collect()
+        })
+        .unwrap_or_default();
+    CloudifyError::Redirect {
+        route: route.to_owned(),
+        status: resp.status().as_u16(),
+        location,
     }
 }
 

@@ -2,28 +2,26 @@
 
 use std::time::Duration;
 
-/// The error and its causes on one line. reqwest's own text ("error sending request for url
-/// ...") hides the reason an operator needs, e.g. `invalid peer certificate: UnknownIssuer` when
-/// the configured CA does not match the manager's certificate, or `Connection refused`.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
+use crate::observability::error_chain;
+
+/// A byte count as an operator writes it: `16 MiB`, `512 KiB`, `1000 bytes`.
+pub fn size_text(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
     }
-    out
 }
 
 /// A failed Cloudify REST call.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudifyError {
     /// No answer: connection refused, reset, DNS, TLS handshake.
-    #[error("{route}: cannot reach Cloudify: {}", causes(.source))]
+    #[error("{route}: cannot reach Cloudify: {}", error_chain(.source))]
     Transport {
         /// Method and templated path.
         route: String,
@@ -79,6 +77,33 @@ pub enum CloudifyError {
         content_type: String,
         /// The start of the body.
         excerpt: String,
+    },
+    /// Cloudify (or something in front of it) answered with a redirect. Redirects are never
+    /// followed: the credentials would go along to wherever it points (issue 20).
+    #[error(
+        "{route}: Cloudify answered {status} redirecting to {location:?}; redirects are not \
+         followed (the credentials would travel with them): set the manager's url to the \
+         address that answers"
+    )]
+    Redirect {
+        /// Method and templated path.
+        route: String,
+        /// HTTP status (301, 302, 303, 307, 308).
+        status: u16,
+        /// The `Location` header as sent (at most 300 characters).
+        location: String,
+    },
+    /// The answer's body passed the configured cap; the rest was not read (issue 20).
+    #[error(
+        "{route}: Cloudify's answer is larger than {} (cloudify[].max_response_size); the rest \
+         was not read",
+        size_text(*.limit)
+    )]
+    TooLarge {
+        /// Method and templated path.
+        route: String,
+        /// The cap in bytes.
+        limit: u64,
     },
     /// A success answer whose body could not be decoded.
     #[error("{route}: cannot decode Cloudify's answer: {source}")]

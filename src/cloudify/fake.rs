@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Cloudify, CloudifyError, Deployment, Execution, Node, NodeInstance, ScaleRequest};
+use super::{
+    Cloudify, CloudifyError, Deployment, Execution, ExecutionStatus, Node, NodeInstance,
+    ScaleRequest,
+};
 
 /// The fake manager/tenant: fixed deployments, nodes and instances, executions that tests can
 /// add, and a record of every scale and cancel request.
@@ -21,7 +24,7 @@ use super::{Cloudify, CloudifyError, Deployment, Execution, Node, NodeInstance, 
 pub struct FakeCloudify {
     name: String,
     tenant: String,
-    deployments: Vec<Deployment>,
+    deployments: Mutex<Vec<Deployment>>,
     nodes: Vec<Node>,
     instances: Mutex<Vec<NodeInstance>>,
     executions: Mutex<Vec<Execution>>,
@@ -58,8 +61,24 @@ impl FakeCloudify {
 
     /// With these deployments (their labels decide what discovery finds).
     pub fn with_deployments(mut self, deployments: Vec<Deployment>) -> FakeCloudify {
-        self.deployments = deployments;
+        self.deployments = Mutex::new(deployments);
         self
+    }
+
+    /// Moves a deployment to another Cloudify site (what `cfy deployments set-site` does).
+    pub fn set_site(&self, deployment: &str, site: Option<&str>) {
+        if let Ok(mut deployments) = self.deployments.lock() {
+            for d in deployments.iter_mut().filter(|d| d.id == deployment) {
+                d.site_name = site.map(str::to_owned);
+            }
+        }
+    }
+
+    fn deployments(&self) -> Vec<Deployment> {
+        self.deployments
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
     }
 
     /// With these nodes; `nodes` answers those of the asked deployments.
@@ -130,10 +149,9 @@ impl Cloudify for FakeCloudify {
     async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError> {
         self.read("GET /deployments")?;
         Ok(self
-            .deployments
-            .iter()
+            .deployments()
+            .into_iter()
             .filter(|d| ids.contains(&d.id))
-            .cloned()
             .collect())
     }
 
@@ -143,14 +161,13 @@ impl Cloudify for FakeCloudify {
     ) -> Result<Vec<Deployment>, CloudifyError> {
         self.read("POST /searches/deployments")?;
         Ok(self
-            .deployments
-            .iter()
+            .deployments()
+            .into_iter()
             .filter(|d| {
                 labels
                     .iter()
                     .all(|(k, v)| d.labels.iter().any(|l| &l.key == k && &l.value == v))
             })
-            .cloned()
             .collect())
     }
 
@@ -185,7 +202,7 @@ impl Cloudify for FakeCloudify {
     async fn scale_executions(
         &self,
         deployment_ids: &[String],
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError> {
         self.read("GET /executions")?;
@@ -194,7 +211,7 @@ impl Cloudify for FakeCloudify {
             .rev() // newest first, like `_sort=-created_at`
             .filter(|e| e.workflow_id == "scale")
             .filter(|e| deployment_ids.is_empty() || deployment_ids.contains(&e.deployment_id))
-            .filter(|e| statuses.is_empty() || statuses.contains(&e.status.as_str()))
+            .filter(|e| statuses.is_empty() || statuses.contains(&e.status))
             .take(limit.unwrap_or(usize::MAX))
             .cloned()
             .collect())
@@ -222,7 +239,7 @@ impl Cloudify for FakeCloudify {
             id: format!("e{}", executions.len()),
             workflow_id: "scale".into(),
             deployment_id: request.deployment_id.clone(),
-            status: "queued".into(),
+            status: ExecutionStatus::Queued,
             parameters,
             ..Execution::default()
         };
@@ -246,7 +263,7 @@ impl Cloudify for FakeCloudify {
             .iter_mut()
             .find(|e| e.id == id)
             .ok_or_else(|| not_found("POST /executions/{id}", id))?;
-        execution.status = "cancelled".into();
+        execution.status = ExecutionStatus::Cancelled;
         Ok(execution.clone())
     }
 }
@@ -292,14 +309,17 @@ mod tests {
                 .expect("queued");
         }
         let queued = fake
-            .scale_executions(&[], &["queued"], None)
+            .scale_executions(&[], &[ExecutionStatus::Queued], None)
             .await
             .expect("list");
         let ids: Vec<&str> = queued.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["e1", "e0"]);
         assert_eq!(queued[0].parameters["delta"], 2);
         fake.cancel_execution("e1").await.expect("cancel");
-        assert_eq!(fake.execution("e1").await.expect("get").status, "cancelled");
+        assert_eq!(
+            fake.execution("e1").await.expect("get").status,
+            ExecutionStatus::Cancelled
+        );
         assert!(fake.cancel_execution("nope").await.is_err());
         assert_eq!(fake.cancels(), ["e1", "nope"]);
         fake.fail_scales(true);

@@ -4,13 +4,16 @@
 mod api;
 mod client;
 mod error;
+mod execution_status;
 pub mod fake;
 pub mod models;
 mod paging;
 
-pub use client::{Auth, ClientSettings, CloudifyClient};
+pub use client::{Auth, ClientSettings, CloudifyClient, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::CloudifyError;
-pub use models::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
+pub use models::{
+    Deployment, DeploymentModification, Execution, ExecutionStatus, Node, NodeInstance,
+};
 
 use async_trait::async_trait;
 
@@ -97,7 +100,7 @@ pub trait Cloudify: Send + Sync {
     async fn scale_executions(
         &self,
         deployment_ids: &[String],
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError>;
     /// Ids, deployments and statuses of the tenant's `scale` executions in these states (any
@@ -105,7 +108,7 @@ pub trait Cloudify: Send + Sync {
     /// scale started or ended while it read. The default reads them whole.
     async fn scale_execution_statuses(
         &self,
-        statuses: &[&str],
+        statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError> {
         self.scale_executions(&[], statuses, limit).await

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
+pub use super::execution_status::ExecutionStatus;
+
 /// Deserializes `T`, or `T::default()` when the value is `null` or has another shape.
 fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -317,9 +319,8 @@ pub struct Execution {
     /// With [`scaled_group`](Self::scaled_group), the group it scales.
     #[serde(deserialize_with = "lenient")]
     pub deployment_id: String,
-    /// Status: `queued`, `pending`, `started`, `terminated`, `failed`, `cancelled`, …
-    #[serde(deserialize_with = "lenient")]
-    pub status: String,
+    /// Cloudify's status, a closed vocabulary with `Unknown` for anything else.
+    pub status: ExecutionStatus,
     /// Cloudify's failure text; CA sees it in the error of a failed scale-out's instances (a
     /// `quota` in it makes their class `OutOfResources`).
     #[serde(deserialize_with = "lenient")]
@@ -372,21 +373,17 @@ impl DeploymentModification {
     }
 }
 
-/// Execution statuses that have not started the deployment modification yet: their delta is not
-/// in `planned_instances` yet.
-pub const WAITING_STATUSES: [&str; 3] = ["queued", "pending", "scheduled"];
-/// Statuses of executions that may still change the group.
-pub const ACTIVE_STATUSES: [&str; 7] = [
-    "queued",
-    "pending",
-    "scheduled",
-    "started",
-    "cancelling",
-    "force_cancelling",
-    "kill_cancelling",
+/// Statuses of executions that may still change the group (what the refresh asks Cloudify for
+/// when the recent executions do not cover every active one).
+pub const ACTIVE_STATUSES: [ExecutionStatus; 7] = [
+    ExecutionStatus::Queued,
+    ExecutionStatus::Pending,
+    ExecutionStatus::Scheduled,
+    ExecutionStatus::Started,
+    ExecutionStatus::Cancelling,
+    ExecutionStatus::ForceCancelling,
+    ExecutionStatus::KillCancelling,
 ];
-/// Statuses after which an execution never changes the group again.
-pub const END_STATUSES: [&str; 3] = ["terminated", "failed", "cancelled"];
 
 impl Execution {
     /// The scaled entity (`scalable_entity_name`).
@@ -416,12 +413,12 @@ impl Execution {
 
     /// True while the execution has not started its modification.
     pub fn is_waiting(&self) -> bool {
-        WAITING_STATUSES.contains(&self.status.as_str())
+        self.status.is_waiting()
     }
 
     /// True once the execution ended.
     pub fn is_ended(&self) -> bool {
-        END_STATUSES.contains(&self.status.as_str())
+        self.status.is_ended()
     }
 
     /// `created_at` as a time, when Cloudify gave a readable one.

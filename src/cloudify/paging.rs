@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use reqwest::Method;
 use serde::de::DeserializeOwned;
 
+use super::client::CallKind;
 use super::models::{Identified, ListPage};
 use super::{CloudifyClient, CloudifyError};
 
@@ -136,7 +137,7 @@ impl CloudifyClient {
     /// Fetches every page of a list endpoint (at most `limit` items when given).
     pub(super) async fn list_all<T: DeserializeOwned + Identified>(
         &self,
-        route: &str,
+        route: &'static str,
         method: Method,
         path: &str,
         query: &[(&str, String)],
@@ -165,7 +166,7 @@ impl CloudifyClient {
     /// One pass over every page: the items, and whether the total moved meanwhile.
     async fn list_once<T: DeserializeOwned + Identified>(
         &self,
-        route: &str,
+        route: &'static str,
         method: Method,
         path: &str,
         query: &[(&str, String)],
@@ -189,7 +190,7 @@ impl CloudifyClient {
                             None => r,
                         }
                     },
-                    true,
+                    CallKind::Read,
                 )
                 .await?;
             match pager.take(page)? {

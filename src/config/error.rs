@@ -25,48 +25,61 @@ pub enum ConfigError {
         message: String,
     },
     /// A value is not acceptable.
-    #[error("{key}: {problem}")]
+    #[error("{}{key}: {problem}", file_prefix(path.as_deref()))]
     Invalid {
-        /// Dotted key, e.g. `refresh.interval`.
+        /// The file that holds the key (`--config`); `None` for a flag (`--listen`), an
+        /// environment variable or text that came from no file.
+        path: Option<PathBuf>,
+        /// Dotted key, e.g. `refresh.interval`, or the flag that gave the value (`--nodes[0]`).
         key: String,
-        /// What is wrong.
-        problem: String,
-    },
-    /// A value only the file can set is not acceptable: the message names the file too.
-    #[error("{path}: {key}: {problem}")]
-    InvalidInFile {
-        /// The file as given (`--config`).
-        path: PathBuf,
-        /// Dotted key, e.g. `node_groups.groups."a/b".provider_id_template`.
-        key: String,
-        /// What is wrong, with the expected form.
+        /// What is wrong, and the expected form.
         problem: String,
     },
 }
 
+fn file_prefix(path: Option<&std::path::Path>) -> String {
+    path.map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}
+
 impl ConfigError {
-    /// Names `path` in an error about a per-group setting (`node_groups.defaults` or
-    /// `node_groups.groups`): no flag sets those, so the value came from that file.
-    pub(crate) fn in_file(self, path: &std::path::Path) -> Self {
+    pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            path: None,
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Names the file a key's value came from: an operator reads `config.yaml: refresh.interval:
+    /// ...` and knows where to look. Flags and environment variables name themselves instead.
+    pub(crate) fn in_file(self, file: &std::path::Path) -> Self {
         match self {
-            ConfigError::Invalid { key, problem }
-                if key.starts_with("node_groups.defaults")
-                    || key.starts_with("node_groups.groups") =>
-            {
-                ConfigError::InvalidInFile {
-                    path: path.to_owned(),
-                    key,
-                    problem,
-                }
-            }
+            ConfigError::Invalid {
+                path: None,
+                key,
+                problem,
+            } if !key.starts_with("--") && key != "RUST_LOG" => ConfigError::Invalid {
+                path: Some(file.to_owned()),
+                key,
+                problem,
+            },
             other => other,
         }
     }
 
-    pub(crate) fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            problem: problem.into(),
+    /// Renames a key whose value a flag wrote into the file's place (`--nodes` replaces
+    /// `node_groups.static`), so the message names what the operator typed.
+    pub(crate) fn given_by_flag(self, file_key: &str, flag: &str) -> Self {
+        match self {
+            ConfigError::Invalid { path, key, problem } if key.starts_with(file_key) => {
+                ConfigError::Invalid {
+                    path,
+                    key: format!("{flag}{}", &key[file_key.len()..]),
+                    problem,
+                }
+            }
+            other => other,
         }
     }
 }

@@ -27,8 +27,12 @@ pub fn key_path(segments: &[&str]) -> String {
 
 /// A humantime duration (`10s`, `1m30s`, `250ms`).
 pub(super) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| ConfigError::invalid(key, format!("invalid duration {text:?}")))
+    humantime::parse_duration(text.trim()).map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("invalid duration {text:?} (expected e.g. 10s, 1m30s or 500ms)"),
+        )
+    })
 }
 
 /// A `host:port` listen address.
@@ -117,28 +121,73 @@ impl<'de> Deserialize<'de> for RawSwitch {
     }
 }
 
-/// Checks a quantity's shape (a number, then one of Kubernetes' suffixes) and returns its text.
+/// A size in bytes: a whole number of bytes, or a number with a binary suffix (`512Ki`,
+/// `16Mi`, `1Gi`), between `min` and `max`.
+pub(super) fn byte_size(
+    key: &str,
+    v: &RawQuantity,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let invalid = |text: &str| {
+        ConfigError::invalid(
+            key,
+            format!("invalid size {text:?} (bytes, or a number with Ki, Mi or Gi, e.g. 16Mi)"),
+        )
+    };
+    let bytes = match v {
+        RawQuantity::Integer(n) => u64::try_from(*n).map_err(|_| invalid(&n.to_string()))?,
+        RawQuantity::Decimal(x) => return Err(invalid(&x.to_string())),
+        RawQuantity::Text(s) => {
+            let t = s.trim();
+            let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+                Some(i) => t.split_at(i),
+                None => (t, ""),
+            };
+            let unit = match unit {
+                "" => 1,
+                "Ki" => 1 << 10,
+                "Mi" => 1 << 20,
+                "Gi" => 1 << 30,
+                _ => return Err(invalid(s)),
+            };
+            num.parse::<u64>()
+                .ok()
+                .and_then(|n| n.checked_mul(unit))
+                .ok_or_else(|| invalid(s))?
+        }
+    };
+    if !(min..=max).contains(&bytes) {
+        return Err(ConfigError::invalid(
+            key,
+            format!("{bytes} bytes is not between {min} and {max}"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Checks a quantity as Kubernetes parses it ([`Quantity`](super::Quantity)) and returns its text;
+/// a capacity or allocatable below zero is refused (a Node's resources cannot be).
 pub(super) fn quantity(key: &str, v: &RawQuantity) -> Result<String, ConfigError> {
     let text = match v {
-        RawQuantity::Text(s) => s.clone(),
+        RawQuantity::Text(s) => s.trim().to_owned(),
         RawQuantity::Integer(n) => n.to_string(),
         RawQuantity::Decimal(x) => x.to_string(),
     };
-    let t = text.trim();
-    let digits_end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits_end);
-    const SUFFIXES: [&str; 15] = [
-        "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n",
-    ];
-    if num.is_empty() || num.parse::<f64>().is_err() || !SUFFIXES.contains(&suffix) {
-        return Err(ConfigError::invalid(
+    match super::quantity::Quantity::parse(&text) {
+        Ok(q) if q.is_negative() => Err(ConfigError::invalid(
             key,
-            format!("invalid quantity {text:?}"),
-        ));
+            format!("{text:?} is negative (a Node's resources are at least 0)"),
+        )),
+        Ok(_) => Ok(text),
+        Err(e) => Err(ConfigError::invalid(
+            key,
+            format!(
+                "invalid quantity {text:?}: {e} (expected {})",
+                super::quantity::QUANTITY_FORMS
+            ),
+        )),
     }
-    Ok(t.to_owned())
 }
 
 #[cfg(test)]
@@ -155,17 +204,64 @@ mod tests {
     }
 
     #[test]
-    fn quantities_accept_numbers_and_suffixed_text_only() {
+    fn quantities_are_read_as_kubernetes_reads_them() {
         let ok = |q: RawQuantity| quantity("k", &q).expect("valid");
         assert_eq!(ok(RawQuantity::Integer(4)), "4");
         assert_eq!(ok(RawQuantity::Decimal(0.5)), "0.5");
         assert_eq!(ok(RawQuantity::Text(" 16Gi ".into())), "16Gi");
         assert_eq!(ok(RawQuantity::Text("3800m".into())), "3800m");
+        // Issue 21: forms Kubernetes accepts that the old hand-written check refused.
+        assert_eq!(ok(RawQuantity::Text("1e3".into())), "1e3");
+        assert_eq!(ok(RawQuantity::Text("250u".into())), "250u");
         let e = quantity("t.capacity.cpu", &RawQuantity::Text("4 cores".into()))
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "t.capacity.cpu: invalid quantity \"4 cores\"");
-        assert!(quantity("k", &RawQuantity::Text("Gi".into())).is_err());
+        assert!(
+            e.starts_with("t.capacity.cpu: invalid quantity \"4 cores\": not a number")
+                && e.contains("e.g. 4, 3800m, 16Gi, 1e3"),
+            "{e}"
+        );
+        // ... and forms it refuses that the old check let through.
+        for bad in ["1e3Ki", "1.5E+2k", "1.2.3", "-4", "-1Gi"] {
+            assert!(
+                quantity("k", &RawQuantity::Text(bad.into())).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            quantity("k", &RawQuantity::Integer(-2))
+                .unwrap_err()
+                .to_string()
+                .contains("negative")
+        );
+    }
+
+    #[test]
+    fn byte_sizes_take_bytes_or_binary_suffixes_within_bounds() {
+        let size = |q: RawQuantity| byte_size("k", &q, 1024, 1 << 30);
+        assert_eq!(size(RawQuantity::Integer(4096)).expect("bytes"), 4096);
+        assert_eq!(
+            size(RawQuantity::Text("16Mi".into())).expect("Mi"),
+            16 << 20
+        );
+        assert_eq!(
+            size(RawQuantity::Text(" 512Ki ".into())).expect("Ki"),
+            512 << 10
+        );
+        assert_eq!(
+            size(RawQuantity::Text("16MB".into()))
+                .unwrap_err()
+                .to_string(),
+            "k: invalid size \"16MB\" (bytes, or a number with Ki, Mi or Gi, e.g. 16Mi)"
+        );
+        assert_eq!(
+            size(RawQuantity::Text("2Gi".into()))
+                .unwrap_err()
+                .to_string(),
+            "k: 2147483648 bytes is not between 1024 and 1073741824"
+        );
+        assert!(size(RawQuantity::Integer(-1)).is_err());
+        assert!(size(RawQuantity::Decimal(1.5)).is_err());
     }
 
     #[test]

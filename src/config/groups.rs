@@ -155,7 +155,7 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
             Some(n) if (0..=i64::from(i32::MAX)).contains(&n) => Ok(Some(n as i32)),
             Some(n) => Err(ConfigError::invalid(
                 key(&[f]),
-                format!("{n} is not a valid size"),
+                format!("{n} is not a valid size (a whole number from 0 to 2147483647)"),
             )),
         }
     };
@@ -189,7 +189,7 @@ fn group_settings(base: &[&str], g: &RawGroup) -> Result<GroupSettings, ConfigEr
     {
         return Err(ConfigError::invalid(
             key(&["price_per_hour"]),
-            format!("{p} is not a price"),
+            format!("{p} is not a price (a number >= 0, per node and hour)"),
         ));
     }
     for (field, v) in [
@@ -257,7 +257,10 @@ pub(super) fn label_value(key: &str, v: &str) -> Result<(), ConfigError> {
     } else {
         Err(ConfigError::invalid(
             key,
-            format!("{v:?} is not a valid Kubernetes label value"),
+            format!(
+                "{v:?} is not a valid Kubernetes label value (at most 63 of A-Z a-z 0-9 . _ -, \
+                 beginning and ending with a letter or digit)"
+            ),
         ))
     }
 }

@@ -8,15 +8,18 @@
 //! `node_groups.groups."a/b".options.scale_down_unneeded_time: invalid duration "2x"`.
 //!
 //! Inside, imports point one way: `validate` (the whole file, one step per part) uses `groups`
-//! (node groups), both use `fields` (single values), and everything uses `model`, `error` and
-//! `raw` (the file as written), which use nothing of the module.
+//! (node groups) and `answer_size` (the largest group CA can be told about), all use `fields`
+//! (single values), and everything uses `model`, `error` and `raw` (the file as written), which
+//! use nothing of the module.
 
+mod answer_size;
 mod env;
 mod error;
 mod fields;
 mod groups;
 mod model;
 mod provider_id;
+mod quantity;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -24,18 +27,22 @@ mod validate;
 
 use std::path::Path;
 
+pub use answer_size::{longest_provider_id, max_instances_in_answer};
 pub use env::{Env, ProcessEnv};
 pub use error::ConfigError;
 pub use fields::key_path;
 pub use model::{
-    AddressProperties, Config, Discovery, GroupSettings, LeaseConfig, LeaseMode,
+    AddressProperties, Config, Discovery, GroupSettings, GrpcConnections, LeaseConfig, LeaseMode,
     NodeControllerConfig, NodeGroupsConfig, OptionsSpec, Overrides, StaticGroup, TaintSpec,
     TemplateSpec, TlsFiles,
 };
 pub use provider_id::{DEFAULT_PROVIDER_ID_TEMPLATE, ProviderIdParts, ProviderIdTemplate, Segment};
+pub use quantity::{QUANTITY_FORMS, Quantity, QuantityError, QuantityFormat};
 
 /// Re-exported: the format belongs to the logging, the configuration only chooses it.
 pub use crate::observability::LogFormat;
+/// Re-exported: the HTTP port's connection handling, which the configuration only sets.
+pub use crate::observability::http::HttpConnections;
 
 impl Config {
     /// Reads the optional file, applies the overrides and validates everything.
@@ -50,14 +57,12 @@ impl Config {
                     path: path.to_owned(),
                     source,
                 })?;
-                validate::parse_yaml(&text, path)?
+                let raw = validate::parse_yaml(&text, path)?;
+                return validate::build(raw, overrides, env).map_err(|e| e.in_file(path));
             }
             None => raw::RawConfig::default(),
         };
-        validate::build(raw, overrides, env).map_err(|e| match file {
-            Some(path) => e.in_file(path),
-            None => e,
-        })
+        validate::build(raw, overrides, env)
     }
 
     /// Validates YAML text (used by tests and `demo`).

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::provider_id::ProviderIdTemplate;
 use crate::cloudify::ClientSettings;
 use crate::observability::LogFormat;
+use crate::observability::http::HttpConnections;
 
 /// Files for mTLS on the gRPC port.
 #[derive(Debug, Clone)]
@@ -21,6 +22,44 @@ pub struct TlsFiles {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// How the gRPC port treats its connections (`grpc.*`; issue 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcConnections {
+    /// After the Lease is lost (and at shutdown) connections get this long to finish their calls
+    /// after the GOAWAY; what is still open then is closed (`grpc.drain_timeout`, default 5 s:
+    /// CA's default call deadline, after which CA has given up on the call anyway).
+    pub drain_timeout: Duration,
+    /// An HTTP/2 PING goes to a connection that has sent nothing for this long
+    /// (`grpc.keepalive_interval`, default 10 s).
+    pub keepalive_interval: Duration,
+    /// A PING not answered within this closes the connection (`grpc.keepalive_timeout`, default
+    /// 10 s). A connection that sends nothing for interval + timeout (no request, no PING
+    /// answer, not even its TLS or HTTP/2 greeting) is closed.
+    pub keepalive_timeout: Duration,
+    /// Open connections at most; more are closed at once (`grpc.max_connections`, default 100:
+    /// CA keeps one).
+    pub max_connections: usize,
+}
+
+impl Default for GrpcConnections {
+    fn default() -> Self {
+        GrpcConnections {
+            drain_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connections: 100,
+        }
+    }
+}
+
+impl GrpcConnections {
+    /// How long a connection may send nothing: a live client answers the keepalive PINGs
+    /// within this, a silent or half-greeted one does not.
+    pub fn read_idle(&self) -> Duration {
+        self.keepalive_interval + self.keepalive_timeout
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,8 +69,12 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Allow plaintext, or TLS without a client CA, on a non-loopback address.
     pub insecure: bool,
+    /// Drain, keepalive and connection limit of the gRPC port.
+    pub grpc_connections: GrpcConnections,
     /// Plain HTTP for /healthz, /readyz, /metrics (`http.listen`; default `0.0.0.0:8087`).
     pub http_listen: SocketAddr,
+    /// Header timeout and connection limit of the HTTP port.
+    pub http_connections: HttpConnections,
     /// Text for people, JSON for log collectors.
     pub log_format: LogFormat,
     /// A tracing filter directive (`info,autoscaler_cloudify=debug`), already checked to parse.
@@ -56,15 +99,17 @@ pub struct Config {
     pub lease: LeaseConfig,
 }
 
-/// Whether to elect a leader on a Kubernetes Lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether to elect a leader on a Kubernetes Lease (`--leader-elect`, `lease.enabled`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LeaseMode {
     /// When Kubernetes credentials are present (in-cluster or a kubeconfig); otherwise a sole
     /// replica, as `demo` and tests run.
     Auto,
     /// Always; no credentials is a start-up error.
+    #[value(name = "true", alias = "on")]
     On,
     /// Never: this process is the only replica and always mutates.
+    #[value(name = "false", alias = "off")]
     Off,
 }
 
@@ -311,44 +356,110 @@ pub struct OptionsSpec {
     pub ignore_daemonsets_utilization: Option<bool>,
 }
 
-/// Values given on the command line (or their env fallbacks); they override the file.
-#[derive(Debug, Clone, Default)]
+/// The flags of `serve` and `check` (each falls back to an `AUTOSCALER_CLOUDIFY_*` environment
+/// variable), declared once here and flattened into both commands (issue 24); an unset flag leaves
+/// the file's value, so none has a clap default: the defaults in the help text are the
+/// configuration's own (a unit test compares them).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
-    /// `--listen`.
+    /// gRPC listen address (CA connects here) [default: 0.0.0.0:8086]
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// `--http-listen`.
+    /// HTTP listen address for /healthz, /readyz and /metrics [default: 0.0.0.0:8087]
+    #[arg(
+        long,
+        env = "AUTOSCALER_CLOUDIFY_HTTP_LISTEN",
+        value_name = "HOST:PORT"
+    )]
     pub http_listen: Option<String>,
-    /// `--tls-cert`.
+    /// Server certificate of the gRPC port (PEM)
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<String>,
-    /// `--tls-key`.
+    /// Server key of the gRPC port (PEM)
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<String>,
-    /// `--tls-client-ca`.
+    /// CA that CA's client certificate must chain to (mTLS)
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<String>,
-    /// `--insecure`.
+    /// Allow plaintext gRPC (or TLS without a client CA) on a non-loopback address
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_INSECURE")]
     pub insecure: bool,
-    /// `--log-format`.
-    pub log_format: Option<String>,
-    /// `--log-level`.
+    /// Log format [default: text]
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter: a level, or target=level pairs ("info,autoscaler_cloudify=debug");
+    /// RUST_LOG wins when set [default: info]
+    #[arg(
+        long,
+        env = "AUTOSCALER_CLOUDIFY_LOG_LEVEL",
+        value_name = "FILTER",
+        value_parser = crate::observability::parse_log_filter
+    )]
     pub log_level: Option<String>,
-    /// `--refresh-interval`.
+    /// Background refresh period, e.g. 10s or 1m30s [default: 10s]
+    #[arg(
+        long,
+        env = "AUTOSCALER_CLOUDIFY_REFRESH_INTERVAL",
+        value_name = "DURATION"
+    )]
     pub refresh_interval: Option<String>,
-    /// `--leader-elect` (`auto`, `true`, `false`).
-    pub leader_elect: Option<String>,
-    /// `--lease-name`.
+    /// Leader election on a Kubernetes Lease; auto: when Kubernetes credentials are present
+    /// [default: auto]
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LEADER_ELECT", value_enum)]
+    pub leader_elect: Option<LeaseMode>,
+    /// Name of the Lease [default: autoscaler-cloudify]
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_LEASE_NAME", value_name = "NAME")]
     pub lease_name: Option<String>,
-    /// `--lease-namespace`.
+    /// Namespace of the Lease [default: POD_NAMESPACE, else the kubeconfig's namespace]
+    #[arg(
+        long,
+        env = "AUTOSCALER_CLOUDIFY_LEASE_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
     pub lease_namespace: Option<String>,
-    /// `--cloudify-url` (first entry).
+    /// Cloudify manager URL of the first `cloudify` entry (created when the file has none)
+    #[arg(long, env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_URL", value_name = "URL")]
     pub cloudify_url: Option<String>,
-    /// `--cloudify-tenant` (first entry).
+    /// Cloudify tenant of the first entry [default: default_tenant]
+    #[arg(
+        long,
+        env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_TENANT",
+        value_name = "TENANT"
+    )]
     pub cloudify_tenant: Option<String>,
-    /// `--cloudify-username` (first entry).
+    /// Cloudify user of the first entry; the password comes from CLOUDIFY_PASSWORD or a file,
+    /// never from a flag [default: admin]
+    #[arg(
+        long,
+        env = "AUTOSCALER_CLOUDIFY_CLOUDIFY_USERNAME",
+        value_name = "USER"
+    )]
     pub cloudify_username: Option<String>,
-    /// `--nodes` (replace the file's list when given).
+    /// Static node group <min>:<max>:<deployment>/<group>, CA's own convention (repeatable; the
+    /// environment variable holds one); replaces node_groups.static
+    #[arg(
+        long,
+        env = "AUTOSCALER_CLOUDIFY_NODES",
+        value_name = "MIN:MAX:DEPLOYMENT/GROUP"
+    )]
     pub nodes: Vec<String>,
-    /// `--node-group-auto-discovery` (replace the file's list when given).
+    /// Auto-discovery rule cloudify:label=<key>=<value>[,label=...] (repeatable; the environment
+    /// variable holds one, since `,` already joins labels); replaces node_groups.auto_discovery
+    #[arg(
+        long = "node-group-auto-discovery",
+        env = "AUTOSCALER_CLOUDIFY_NODE_GROUP_AUTO_DISCOVERY",
+        value_name = "RULE"
+    )]
     pub auto_discovery: Vec<String>,
-    /// `--node-controller` (`true`/`false`).
+    /// Run the node controller (initialize joining Nodes, remove Nodes whose VM is gone) when
+    /// Kubernetes credentials are present [default: true]
+    #[arg(
+        long,
+        env = "AUTOSCALER_CLOUDIFY_NODE_CONTROLLER",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
     pub node_controller: Option<bool>,
 }
 

@@ -45,6 +45,10 @@ pub struct RawGrpc {
     pub listen: Option<String>,
     pub tls: Option<RawTls>,
     pub insecure: Option<bool>,
+    pub drain_timeout: Option<String>,
+    pub keepalive_interval: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -59,6 +63,8 @@ pub struct RawTls {
 #[serde(default, deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -102,6 +108,7 @@ pub struct RawCloudify {
     pub ca_cert_file: Option<String>,
     pub insecure_skip_verify: Option<bool>,
     pub request_timeout: Option<String>,
+    pub max_response_size: Option<RawQuantity>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -48,10 +48,14 @@ fn errors_name_the_key() {
         .to_string();
     assert_eq!(
         e,
-        "node_groups.groups.\"a/b\".options.scale_down_unneeded_time: invalid duration \"2x\""
+        "node_groups.groups.\"a/b\".options.scale_down_unneeded_time: invalid duration \"2x\" \
+         (expected e.g. 10s, 1m30s or 500ms)"
     );
     let e = load("refresh: {interval: soon}").unwrap_err().to_string();
-    assert_eq!(e, "refresh.interval: invalid duration \"soon\"");
+    assert!(
+        e.starts_with("refresh.interval: invalid duration \"soon\""),
+        "{e}"
+    );
     let e = load("grpc: {listne: x}").unwrap_err().to_string();
     assert!(e.contains("listne"), "{e}");
     let e = load("node_groups: {static: [\"a:1:x/y\"]}")
@@ -66,6 +70,47 @@ fn errors_name_the_key() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("CLOUDIFY_PASSWORD"), "{e}");
+}
+
+/// Issue 21: a semantic error names the file, the key and the expected form; a value a flag gave
+/// names the flag instead, not a file key the operator never wrote.
+#[test]
+fn semantic_errors_name_the_file_or_the_flag() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "cloudify: [{url: \"http://x\"}]\nnode_groups: {groups: {\"a/b\": {zone: \"zone a\"}}}\n",
+    )
+    .expect("write");
+    let e = Config::load(Some(&path), &Overrides::default(), &env())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: node_groups.groups.\"a/b\".zone: \"zone a\" is not a valid Kubernetes label value \
+             (at most 63 of A-Z a-z 0-9 . _ -, beginning and ending with a letter or digit)",
+            path.display()
+        )
+    );
+    std::fs::write(&path, "cloudify: [{url: \"http://x\"}]\n").expect("write");
+    let flags = Overrides {
+        nodes: vec!["1:3:a/b".into(), "3:1:a/c".into()],
+        ..Overrides::default()
+    };
+    let e = Config::load(Some(&path), &flags, &env())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(e, "--nodes[1]: \"3:1:a/c\": need 0 <= min <= max");
+    let flags = Overrides {
+        cloudify_url: Some("ftp://x".into()),
+        ..Overrides::default()
+    };
+    let e = Config::load(Some(&path), &flags, &env())
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("--cloudify-url: invalid URL"), "{e}");
 }
 
 #[test]
@@ -196,7 +241,7 @@ fn lease_keys_default_and_validate() {
     let off = Config::from_yaml(
         base,
         &Overrides {
-            leader_elect: Some("false".into()),
+            leader_elect: Some(LeaseMode::Off),
             ..Overrides::default()
         },
         &env(),

@@ -8,11 +8,14 @@ use std::time::Duration;
 use super::env::Env;
 use super::error::ConfigError;
 use super::fields::RawSwitch;
-use super::fields::{duration, read_secret_file, socket_addr};
-use super::model::{Config, LeaseConfig, LeaseMode, NodeControllerConfig, Overrides, TlsFiles};
+use super::fields::{byte_size, duration, read_secret_file, socket_addr};
+use super::model::{
+    Config, GrpcConnections, LeaseConfig, LeaseMode, NodeControllerConfig, Overrides, TlsFiles,
+};
 use super::raw::{RawCloudify, RawConfig};
 use crate::cloudify::{Auth, ClientSettings};
 use crate::observability::LogFormat;
+use crate::observability::http::HttpConnections;
 
 pub(super) fn parse_yaml(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
     if text.trim().is_empty() {
@@ -48,21 +51,36 @@ pub(super) fn build(
     apply_overrides(&mut raw, ov);
     let (grpc_listen, http_listen) = listen_addresses(&raw, ov)?;
     let tls = tls_files(&raw, ov)?;
-    let (log_format, log_level) = logging(&raw, ov)?;
+    let (grpc_connections, http_connections) = connections(&raw)?;
+    let (log_format, log_level) = logging(&raw, ov, env)?;
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
     let refresh_full_every = match &raw.refresh.full_every {
         Some(v) => duration("refresh.full_every", v)?,
         None => Duration::from_secs(5 * 60),
     };
-    let cloudify = cloudify_entries(&raw, env)?;
-    let node_groups = super::groups::node_groups(&raw, &cloudify)?;
+    let cloudify = cloudify_entries(&raw, env).map_err(|e| match &ov.cloudify_url {
+        Some(_) => e.given_by_flag("cloudify[0].url", "--cloudify-url"),
+        None => e,
+    })?;
+    let node_groups = super::groups::node_groups(&raw, &cloudify).map_err(|mut e| {
+        if !ov.nodes.is_empty() {
+            e = e.given_by_flag("node_groups.static", "--nodes");
+        }
+        if !ov.auto_discovery.is_empty() {
+            e = e.given_by_flag("node_groups.auto_discovery", "--node-group-auto-discovery");
+        }
+        e
+    })?;
+    super::answer_size::check(&node_groups, &cloudify)?;
     let node_controller = node_controller(&raw.node_controller, ov.node_controller)?;
     let lease = lease(&raw.lease, ov)?;
     Ok(Config {
         grpc_listen,
         tls,
         insecure: ov.insecure || raw.grpc.insecure.unwrap_or(false),
+        grpc_connections,
         http_listen,
+        http_connections,
         log_format,
         log_level,
         refresh_interval,
@@ -161,31 +179,87 @@ fn tls_files(raw: &RawConfig, ov: &Overrides) -> Result<Option<TlsFiles>, Config
     }
 }
 
-/// Log format and level. The level is checked here because tracing would drop a bad directive
-/// silently and log less than asked for.
-fn logging(raw: &RawConfig, ov: &Overrides) -> Result<(LogFormat, String), ConfigError> {
-    let format = ov
-        .log_format
-        .as_deref()
-        .or(raw.log.format.as_deref())
-        .unwrap_or("text");
-    let format: LogFormat = format
-        .parse()
-        .map_err(|problem: String| ConfigError::invalid("log.format", problem))?;
-    let level = ov
-        .log_level
-        .clone()
-        .or(raw.log.level.clone())
-        .unwrap_or_else(|| "info".into());
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
-        return Err(ConfigError::invalid(
-            if ov.log_level.is_some() {
-                "--log-level"
-            } else {
-                "log.level"
-            },
-            format!("invalid filter {level:?}: {e} (e.g. \"info,autoscaler_cloudify=debug\")"),
-        ));
+/// How both ports treat their connections: drain, keepalive, header timeout, limits (issue 20).
+fn connections(raw: &RawConfig) -> Result<(GrpcConnections, HttpConnections), ConfigError> {
+    let positive = |key: &str, v: &Option<String>, default: Duration| match v {
+        None => Ok(default),
+        Some(text) => match duration(key, text)? {
+            d if d.is_zero() => Err(ConfigError::invalid(key, "must be positive")),
+            d => Ok(d),
+        },
+    };
+    let limit = |key: &str, v: Option<i64>, default: usize| match v {
+        None => Ok(default),
+        Some(n) if (1..=100_000).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ConfigError::invalid(
+            key,
+            format!("{n} is not between 1 and 100000"),
+        )),
+    };
+    let (g, h) = (GrpcConnections::default(), HttpConnections::default());
+    let grpc = GrpcConnections {
+        // Zero is allowed: close at once, without waiting for calls in flight.
+        drain_timeout: match &raw.grpc.drain_timeout {
+            Some(v) => duration("grpc.drain_timeout", v)?,
+            None => g.drain_timeout,
+        },
+        keepalive_interval: positive(
+            "grpc.keepalive_interval",
+            &raw.grpc.keepalive_interval,
+            g.keepalive_interval,
+        )?,
+        keepalive_timeout: positive(
+            "grpc.keepalive_timeout",
+            &raw.grpc.keepalive_timeout,
+            g.keepalive_timeout,
+        )?,
+        max_connections: limit(
+            "grpc.max_connections",
+            raw.grpc.max_connections,
+            g.max_connections,
+        )?,
+    };
+    let http = HttpConnections {
+        header_read_timeout: positive(
+            "http.header_read_timeout",
+            &raw.http.header_read_timeout,
+            h.header_read_timeout,
+        )?,
+        max_connections: limit(
+            "http.max_connections",
+            raw.http.max_connections,
+            h.max_connections,
+        )?,
+    };
+    Ok((grpc, http))
+}
+
+/// Log format and level. The level is checked here (the flag's value was checked by clap
+/// already) because tracing would read a bad directive as a target and log less than asked for,
+/// or nothing; `RUST_LOG`, which wins over both, is checked too.
+fn logging(
+    raw: &RawConfig,
+    ov: &Overrides,
+    env: &dyn Env,
+) -> Result<(LogFormat, String), ConfigError> {
+    let format = match (ov.log_format, raw.log.format.as_deref()) {
+        (Some(f), _) => f,
+        (None, Some(text)) => text
+            .parse()
+            .map_err(|problem: String| ConfigError::invalid("log.format", problem))?,
+        (None, None) => LogFormat::Text,
+    };
+    let (key, level) = match (&ov.log_level, &raw.log.level) {
+        (Some(l), _) => ("--log-level", l.clone()),
+        (None, Some(l)) => ("log.level", l.clone()),
+        (None, None) => ("log.level", "info".to_owned()),
+    };
+    crate::observability::parse_log_filter(&level)
+        .map_err(|problem| ConfigError::invalid(key, format!("invalid filter: {problem}")))?;
+    if let Some(rust_log) = env.var("RUST_LOG") {
+        crate::observability::parse_log_filter(&rust_log).map_err(|problem| {
+            ConfigError::invalid("RUST_LOG", format!("invalid filter: {problem}"))
+        })?;
     }
     Ok((format, level))
 }
@@ -263,6 +337,11 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
             "must be positive",
         ));
     }
+    // At least 64 KiB (a single execution answer with its parameters), at most 1 GiB.
+    let max_response_bytes = match &c.max_response_size {
+        Some(v) => byte_size(&k("max_response_size"), v, 64 << 10, 1 << 30)?,
+        None => crate::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
+    };
     Ok(ClientSettings {
         name: c.name.clone().unwrap_or_else(|| {
             if i == 0 {
@@ -277,6 +356,7 @@ fn cloudify_entry(i: usize, c: &RawCloudify, env: &dyn Env) -> Result<ClientSett
         ca_cert_pem,
         insecure_skip_verify: c.insecure_skip_verify.unwrap_or(false),
         request_timeout,
+        max_response_bytes,
     })
 }
 
@@ -370,25 +450,19 @@ fn node_controller(
 /// The `lease:` section, with `--leader-elect`, `--lease-name` and `--lease-namespace` over it.
 fn lease(raw: &super::raw::RawLease, ov: &Overrides) -> Result<LeaseConfig, ConfigError> {
     let d = LeaseConfig::default();
-    let mode_text = match (&ov.leader_elect, &raw.enabled) {
-        (Some(v), _) => Some(("--leader-elect", v.clone())),
-        (None, Some(RawSwitch::Bool(b))) => Some(("lease.enabled", b.to_string())),
-        (None, Some(RawSwitch::Text(s))) => Some(("lease.enabled", s.clone())),
-        (None, None) => None,
-    };
-    let mode = match mode_text {
-        None => d.mode,
-        Some((key, v)) => match v.trim() {
-            "auto" => LeaseMode::Auto,
-            "true" | "on" => LeaseMode::On,
-            "false" | "off" => LeaseMode::Off,
-            other => {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("expected auto, true or false, got {other:?}"),
-                ));
-            }
-        },
+    let mode = match (ov.leader_elect, &raw.enabled) {
+        (Some(mode), _) => mode,
+        (None, Some(RawSwitch::Bool(true))) => LeaseMode::On,
+        (None, Some(RawSwitch::Bool(false))) => LeaseMode::Off,
+        (None, Some(RawSwitch::Text(s))) => {
+            <LeaseMode as clap::ValueEnum>::from_str(s.trim(), false).map_err(|_| {
+                ConfigError::invalid(
+                    "lease.enabled",
+                    format!("expected auto, true or false, got {s:?}"),
+                )
+            })?
+        }
+        (None, None) => d.mode,
     };
     let secs =
         |key: &str, v: &Option<String>, default: Duration| -> Result<Duration, ConfigError> {
@@ -577,10 +651,36 @@ mod tests {
     }
 
     #[test]
+    fn connection_settings_default_and_are_checked() {
+        let mut raw = RawConfig::default();
+        let (grpc, http) = connections(&raw).expect("defaults");
+        assert_eq!(grpc, GrpcConnections::default());
+        assert_eq!(grpc.read_idle(), Duration::from_secs(20));
+        assert_eq!(http, HttpConnections::default());
+        raw.grpc.drain_timeout = Some("0s".into());
+        raw.http.max_connections = Some(8);
+        let (grpc, http) = connections(&raw).expect("valid");
+        assert_eq!(grpc.drain_timeout, Duration::ZERO, "zero: close at once");
+        assert_eq!(http.max_connections, 8);
+        raw.grpc.keepalive_timeout = Some("0s".into());
+        assert_eq!(
+            err(connections(&raw)),
+            "grpc.keepalive_timeout: must be positive"
+        );
+        raw.grpc.keepalive_timeout = None;
+        raw.grpc.max_connections = Some(0);
+        assert_eq!(
+            err(connections(&raw)),
+            "grpc.max_connections: 0 is not between 1 and 100000"
+        );
+    }
+
+    #[test]
     fn log_format_and_level_are_checked() {
+        let none = BTreeMap::new();
         let mut raw = RawConfig::default();
         assert_eq!(
-            logging(&raw, &flags()).expect("defaults"),
+            logging(&raw, &flags(), &none).expect("defaults"),
             (LogFormat::Text, "info".to_owned())
         );
         raw.log = RawLog {
@@ -588,15 +688,28 @@ mod tests {
             level: None,
         };
         assert_eq!(
-            err(logging(&raw, &flags())),
+            err(logging(&raw, &flags(), &none)),
             "log.format: unknown format \"yaml\" (text or json)"
         );
         let ov = Overrides {
-            log_format: Some("json".into()),
+            log_format: Some(LogFormat::Json),
             log_level: Some("info,x=loud".into()),
             ..flags()
         };
-        assert!(err(logging(&raw, &ov)).starts_with("--log-level: invalid filter"));
+        assert!(err(logging(&raw, &ov, &none)).starts_with("--log-level: invalid filter"));
+        // A word that is no level parses as a tracing *target* and would turn logging off
+        // (issue 21): refused from the file and from RUST_LOG alike.
+        raw.log = RawLog {
+            format: None,
+            level: Some("infoo".into()),
+        };
+        assert!(
+            err(logging(&raw, &flags(), &none))
+                .starts_with("log.level: invalid filter: \"infoo\" is not a level")
+        );
+        raw.log.level = None;
+        let env = BTreeMap::from([("RUST_LOG".to_owned(), "debugg".to_owned())]);
+        assert!(err(logging(&raw, &flags(), &env)).starts_with("RUST_LOG: invalid filter"));
     }
 
     #[test]
@@ -651,6 +764,26 @@ mod tests {
         assert_eq!(
             err(cloudify_entries(&raw, &password())),
             "cloudify[2].name: duplicate name \"a\""
+        );
+    }
+
+    #[test]
+    fn the_answer_cap_defaults_to_16_mib_and_is_bounded() {
+        let c = cloudify_entry(0, &entry(None), &password()).expect("valid");
+        assert_eq!(c.max_response_bytes, 16 << 20);
+        let c = RawCloudify {
+            max_response_size: Some(super::super::fields::RawQuantity::Text("64Mi".into())),
+            ..entry(None)
+        };
+        let c = cloudify_entry(0, &c, &password()).expect("valid");
+        assert_eq!(c.max_response_bytes, 64 << 20);
+        let c = RawCloudify {
+            max_response_size: Some(super::super::fields::RawQuantity::Integer(1000)),
+            ..entry(None)
+        };
+        assert_eq!(
+            err(cloudify_entry(1, &c, &password())),
+            "cloudify[1].max_response_size: 1000 bytes is not between 65536 and 1073741824"
         );
     }
 

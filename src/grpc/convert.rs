@@ -38,8 +38,8 @@ pub fn instance(i: InstanceView) -> proto::Instance {
         status: Some(proto::InstanceStatus {
             instance_state: state as i32,
             error_info: i.error.map(|e| proto::InstanceErrorInfo {
-                error_code: e.code,
-                error_message: e.message,
+                error_code: cut(e.code, proto::MAX_ERROR_CODE_BYTES),
+                error_message: cut(e.message, proto::MAX_ERROR_MESSAGE_BYTES),
                 instance_error_class: match e.class {
                     ErrorClass::OutOfResources => 1,
                     ErrorClass::Other => 99,
@@ -47,6 +47,22 @@ pub fn instance(i: InstanceView) -> proto::Instance {
             }),
         }),
     }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, the cut marked with `…`: every
+/// instance of a NodeGroupNodes answer stays within the size the group limit counts with
+/// (`proto::instances_per_answer`).
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 /// Hours between two timestamps (0 when either is missing); an end before the start is invalid.
@@ -127,5 +143,19 @@ pub fn options_to_proto(o: &AutoscalingOptions) -> proto::NodeGroupAutoscalingOp
         scale_down_unneeded_duration: o.scale_down_unneeded_time.map(to_google),
         scale_down_unready_duration: o.scale_down_unready_time.map(to_google),
         max_node_provision_duration: o.max_node_provision_time.map(to_google),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn long_error_texts_are_cut_on_a_character_boundary() {
+        assert_eq!(cut("short".into(), 8), "short");
+        let cut_text = cut("ééééé".into(), 8);
+        assert_eq!(cut_text, "éé…");
+        assert!(cut_text.len() <= 8);
+        assert_eq!(cut("x".repeat(300), 256).len(), 256);
     }
 }

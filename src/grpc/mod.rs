@@ -2,7 +2,9 @@
 //! the answer. Domain errors become `tonic::Status` in exactly one place, [`to_status`].
 
 mod convert;
+mod error;
 pub mod server;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,7 +13,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::nodegroup::{DomainError, NodeGroupService};
-use crate::observability::metrics::{GrpcLabels, MethodLabels, Metrics};
+use crate::observability::metrics::{GrpcCode, GrpcLabels, MethodLabels, Metrics};
 use crate::proto;
 use crate::proto::cloud_provider_server::CloudProvider;
 
@@ -35,6 +37,30 @@ pub fn to_status(e: &DomainError) -> Status {
     }
 }
 
+/// A gRPC status code as a metric label.
+fn code_label(code: tonic::Code) -> GrpcCode {
+    use tonic::Code as C;
+    match code {
+        C::Ok => GrpcCode::Ok,
+        C::Cancelled => GrpcCode::Cancelled,
+        C::Unknown => GrpcCode::Unknown,
+        C::InvalidArgument => GrpcCode::InvalidArgument,
+        C::DeadlineExceeded => GrpcCode::DeadlineExceeded,
+        C::NotFound => GrpcCode::NotFound,
+        C::AlreadyExists => GrpcCode::AlreadyExists,
+        C::PermissionDenied => GrpcCode::PermissionDenied,
+        C::ResourceExhausted => GrpcCode::ResourceExhausted,
+        C::FailedPrecondition => GrpcCode::FailedPrecondition,
+        C::Aborted => GrpcCode::Aborted,
+        C::OutOfRange => GrpcCode::OutOfRange,
+        C::Unimplemented => GrpcCode::Unimplemented,
+        C::Internal => GrpcCode::Internal,
+        C::Unavailable => GrpcCode::Unavailable,
+        C::DataLoss => GrpcCode::DataLoss,
+        C::Unauthenticated => GrpcCode::Unauthenticated,
+    }
+}
+
 /// The tonic `CloudProvider` service: decodes each request, calls the domain, and maps its
 /// errors through [`to_status`].
 pub struct Provider {
@@ -48,19 +74,17 @@ impl Provider {
         Provider { service, metrics }
     }
 
-    fn record(&self, method: &str, started: Instant, code: tonic::Code) {
+    fn record(&self, method: &'static str, started: Instant, code: tonic::Code) {
         self.metrics
             .grpc_requests
             .get_or_create(&GrpcLabels {
-                method: method.to_owned(),
-                code: format!("{code:?}"),
+                method,
+                code: code_label(code),
             })
             .inc();
         self.metrics
             .grpc_duration
-            .get_or_create(&MethodLabels {
-                method: method.to_owned(),
-            })
+            .get_or_create(&MethodLabels { method })
             .observe(started.elapsed().as_secs_f64());
     }
 

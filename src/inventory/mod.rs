@@ -5,9 +5,11 @@
 //! Layout: `store` (the served snapshot and what readers ask of it), `refresh` (the
 //! [`Inventory`] and its loop: scheduling, triggers, readiness and generations), `fetch` (the REST
 //! reads of one refresh and what they keep between refreshes), `build` (a snapshot from what a
-//! refresh read, and the checks of whether it can all be true), `error`.
+//! refresh read, and the checks of whether it can all be true), `changes` (what a refresh
+//! logs about node groups found or lost, and its progress while the first one runs), `error`.
 
 mod build;
+mod changes;
 mod error;
 mod fetch;
 mod refresh;

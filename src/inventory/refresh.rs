@@ -16,7 +16,7 @@ use super::store::{InventoryStatus, RefreshGeneration, Store};
 use super::{InventoryError, Snapshot};
 use crate::cloudify::{Cloudify, CloudifyError};
 use crate::config::NodeGroupsConfig;
-use crate::observability::metrics::{GroupLabels, Metrics, ResultLabels};
+use crate::observability::metrics::{GroupLabels, Metrics, RefreshResult, ResultLabels};
 
 /// The inventory of node groups and instances.
 pub struct Inventory {
@@ -121,11 +121,12 @@ impl Inventory {
             return Ok(snap);
         }
         let started = Instant::now();
-        let result = self.fetch_and_build(&caches).await;
+        let result =
+            super::changes::with_progress(!snap.complete, self.fetch_and_build(&caches)).await;
         self.metrics
             .refresh_duration
             .observe(started.elapsed().as_secs_f64());
-        let label = |r: &str| ResultLabels { result: r.into() };
+        let label = |result: RefreshResult| ResultLabels { result };
         match result {
             Ok((snap, next)) => {
                 *caches = next;
@@ -133,7 +134,11 @@ impl Inventory {
                 let (previous, was_failing) = self.store.publish(&snap);
                 log_new_failures(&previous, &snap);
                 super::report_snapshot_problems(&previous, &snap, &self.metrics);
-                self.metrics.refreshes.get_or_create(&label("ok")).inc();
+                super::changes::log_group_changes(&previous, &snap, self.config());
+                self.metrics
+                    .refreshes
+                    .get_or_create(&label(RefreshResult::Ok))
+                    .inc();
                 self.publish_gauges(&snap);
                 if was_failing {
                     tracing::info!("refresh from Cloudify works again");
@@ -142,9 +147,9 @@ impl Inventory {
             }
             Err(e) => {
                 let result = if e.is_inconsistency() {
-                    "inconsistent"
+                    RefreshResult::Inconsistent
                 } else {
-                    "error"
+                    RefreshResult::Error
                 };
                 self.metrics.refreshes.get_or_create(&label(result)).inc();
                 tracing::warn!(error = %e, "inventory refresh failed; serving the previous snapshot");

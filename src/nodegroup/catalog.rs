@@ -18,9 +18,9 @@ pub struct GroupCatalog {
     inventory: Arc<Inventory>,
     /// Label whose value names the GPU type ([`ServiceSettings::gpu_label`](super::ServiceSettings::gpu_label)).
     gpu_label: String,
-    /// Encoded template nodes: they depend only on configuration and the group id, so each is
-    /// built once.
-    templates: moka::sync::Cache<String, Arc<Vec<u8>>>,
+    /// Encoded template nodes by (group id, Cloudify site): besides the id and the configuration
+    /// a template reads the deployment's site (the zone's default), which a refresh can change.
+    templates: moka::sync::Cache<(String, Option<String>), Arc<Vec<u8>>>,
 }
 
 impl GroupCatalog {
@@ -38,7 +38,9 @@ impl GroupCatalog {
     pub fn template_node_info(&self, id: &str) -> Result<Arc<Vec<u8>>, DomainError> {
         let snap = self.inventory.peek();
         let g = group_in(&snap, id)?;
-        if let Some(bytes) = self.templates.get(id) {
+        // Issue 21: a deployment moved to another site kept the zone of the cached template.
+        let key = (id.to_owned(), g.site.clone());
+        if let Some(bytes) = self.templates.get(&key) {
             return Ok(bytes);
         }
         let settings = self.inventory.config().settings_for(id);
@@ -57,7 +59,7 @@ impl GroupCatalog {
             .flatten();
         let bytes =
             Arc::new(template_node(g, &settings, &spec, manager.as_deref()).encode_to_vec());
-        self.templates.insert(id.to_owned(), Arc::clone(&bytes));
+        self.templates.insert(key, Arc::clone(&bytes));
         Ok(bytes)
     }
 
@@ -165,11 +167,9 @@ impl GroupCatalog {
     }
 }
 
-/// Parses a CPU quantity ("500m", "2", "1.5") into cores.
+/// A CPU quantity in cores, read as Kubernetes reads it (`500m`, `2`, `1e-3`, `250u`; issue 21).
 fn cpu_cores(text: &str) -> Option<f64> {
-    let t = text.trim();
-    match t.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
-        None => t.parse::<f64>().ok(),
-    }
+    crate::config::Quantity::parse(text.trim())
+        .ok()
+        .map(|q| q.as_f64())
 }

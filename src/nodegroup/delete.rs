@@ -24,6 +24,7 @@ use super::overlay::{DeleteBatch, GroupRuntime, LocalChange, Overlay, Removal, S
 use super::{DomainError, NodeGroupService};
 use crate::cloudify::ScaleRequest;
 use crate::inventory::{NodeGroup, Snapshot};
+use crate::observability::metrics::{ScaleDirection, ScaleResult};
 
 #[cfg(test)]
 mod tests;
@@ -97,7 +98,8 @@ impl NodeGroupService {
         });
         match (&result, before) {
             (Ok(Some((execution, sent))), Some(before)) => {
-                self.metrics.scale("down", "accepted");
+                self.metrics
+                    .scale(ScaleDirection::Down, ScaleResult::Accepted);
                 self.inventory.trigger_refresh();
                 let named: Vec<&str> = sent.iter().map(|r| r.vm_instance.as_str()).collect();
                 tracing::info!(group = id, execution = %execution, instances = ?named, "scale-in queued in Cloudify");
@@ -108,7 +110,7 @@ impl NodeGroupService {
                 );
             }
             (Err(e), _) => {
-                self.metrics.scale("down", "error");
+                self.metrics.scale(ScaleDirection::Down, ScaleResult::Error);
                 tracing::warn!(group = id, error = %e, "scale-in refused by Cloudify");
             }
             (Ok(_), _) => {}
@@ -168,6 +170,19 @@ fn record_scale_in(o: &mut Overlay, execution: &str, removals: &[Removal]) {
     o.changes.push(LocalChange::started(started, deleting));
 }
 
+/// Node-instance states of a VM a scale-out is still adding (Cloudify's lifecycle before
+/// `started`). Under a left-over started modification, a VM in one of them is that
+/// modification's addition.
+const ADDED_STATES: [&str; 7] = [
+    "uninitialized",
+    "initializing",
+    "creating",
+    "created",
+    "configuring",
+    "configured",
+    "starting",
+];
+
 /// The nodes of one DeleteNodes call, resolved against a snapshot.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Deletion {
@@ -221,6 +236,19 @@ pub(super) fn resolve(
             return Err(DomainError::InvalidArgument(format!(
                 "node {:?} belongs to node group {:?}, not {:?}",
                 n.name, owner.id, g.id
+            )));
+        }
+        if g.orphan_modification && ADDED_STATES.contains(&inst.cloudify_state.as_str()) {
+            // Issue 19, seen on the real manager: our scale would carry abort_started, which
+            // uninstalls this VM before the workflow scales in; the scale-in naming it then
+            // removes another, arbitrary VM.
+            return Err(DomainError::FailedPrecondition(format!(
+                "node {:?} (instance {}) was added by a scale-out of {:?} that failed without \
+                 rollback and is still {}; its deployment modification is still started, and \
+                 any scale of the deployment first rolls it back (abort_started), which removes \
+                 this VM, so a scale-in naming it would remove another VM: roll it back in \
+                 Cloudify (a scale with abort_started=true) instead",
+                n.name, inst.vm_instance, g.deployment, inst.cloudify_state
             )));
         }
         if !d.removals.iter().any(|r| r.provider_id == inst.provider_id) {

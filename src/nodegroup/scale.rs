@@ -10,6 +10,7 @@ use super::overlay::{LocalChange, ScaleExecution};
 use super::{DomainError, NodeGroupService};
 use crate::cloudify::{Cloudify, ScaleRequest};
 use crate::inventory::NodeGroup;
+use crate::observability::metrics::{ScaleDirection, ScaleResult};
 
 async fn run_detached<T: Send + 'static>(
     fut: impl std::future::Future<Output = Result<T, DomainError>> + Send + 'static,
@@ -70,7 +71,8 @@ impl NodeGroupService {
             return Ok(());
         };
         if upper.saturating_add(i64::from(delta)) > i64::from(g.max) {
-            self.metrics.scale("up", "rejected");
+            self.metrics
+                .scale(ScaleDirection::Up, ScaleResult::Rejected);
             return Err(DomainError::AboveMax {
                 group: id.to_owned(),
                 target: i32::try_from(upper).unwrap_or(i32::MAX),
@@ -84,7 +86,7 @@ impl NodeGroupService {
             .post_scale(&rt, &g, cloudify.as_ref(), &request, Vec::new())
             .await
             .map_err(|e| {
-                self.metrics.scale("up", "error");
+                self.metrics.scale(ScaleDirection::Up, ScaleResult::Error);
                 tracing::warn!(group = id, delta, error = %e, "scale-out refused by Cloudify");
                 e
             })?;
@@ -97,7 +99,8 @@ impl NodeGroupService {
                 Vec::new(),
             ))
         });
-        self.metrics.scale("up", "accepted");
+        self.metrics
+            .scale(ScaleDirection::Up, ScaleResult::Accepted);
         tracing::info!(
             group = id, delta, from = target, to = target.saturating_add(i64::from(delta)),
             execution = %execution.id, status = %execution.status, "scale-out queued in Cloudify"
@@ -231,20 +234,22 @@ impl NodeGroupService {
             )));
         }
         cloudify.cancel_execution(exec_id).await.map_err(|e| {
-            self.metrics.scale("cancel", "error");
+            self.metrics
+                .scale(ScaleDirection::Cancel, ScaleResult::Error);
             DomainError::from(e)
         })?;
         rt.with_overlay(&self.inventory, |o, _| {
             o.changes.push(LocalChange::cancelled(exec_id, exec_delta))
         });
-        self.metrics.scale("cancel", "accepted");
+        self.metrics
+            .scale(ScaleDirection::Cancel, ScaleResult::Accepted);
         if exec_delta > need {
             let replacement = exec_delta - need;
             let request = scale_out_request(g, replacement);
             let execution = match self.post_scale(rt, g, cloudify, &request, Vec::new()).await {
                 Ok(e) => e,
                 Err(e) => {
-                    self.metrics.scale("up", "error");
+                    self.metrics.scale(ScaleDirection::Up, ScaleResult::Error);
                     tracing::warn!(
                         group = %g.id, cancelled = exec_id, lost = replacement, error = %e,
                         "scale-out cancelled but its smaller replacement was refused: the target \
@@ -262,7 +267,8 @@ impl NodeGroupService {
                     Vec::new(),
                 ))
             });
-            self.metrics.scale("up", "accepted");
+            self.metrics
+                .scale(ScaleDirection::Up, ScaleResult::Accepted);
         }
         Ok(exec_delta.min(need))
     }

@@ -407,3 +407,33 @@ fn failure_message_is_the_last_line_of_the_traceback() {
     assert!(m.ends_with('…'), "{m}");
     assert!(m.len() <= "Cloudify scale execution e3 failed: ".len() + 512 + '…'.len_utf8());
 }
+
+/// Issue 21 part 6: the template's zone is the deployment's Cloudify site when no zone is
+/// configured; a deployment moved to another site gets a template in its new zone, not the one
+/// cached before the move.
+#[tokio::test(start_paused = true)]
+async fn the_template_follows_a_deployment_to_its_new_site() {
+    let fake = fake_with_instances(1);
+    fake.set_site("d", Some("site-a"));
+    let yaml = format!("{YAML}    \"d/g\": {{template: {{capacity: {{cpu: \"2\"}}}}}}\n");
+    let cfg = crate::inventory::testkit::config(&yaml);
+    let metrics = Metrics::new();
+    let inv = Inventory::new(
+        vec![Arc::clone(&fake) as Arc<dyn Cloudify>],
+        Arc::new(cfg.node_groups),
+        Arc::clone(&metrics),
+    );
+    inv.refresh().await.expect("refresh");
+    let svc = NodeGroupService::new(Arc::clone(&inv), metrics, ServiceSettings::default());
+    let zone = |svc: &NodeGroupService| {
+        let bytes = svc.catalog().template_node_info("d/g").expect("template");
+        let node = <k8s_pb::api::core::v1::Node as prost::Message>::decode(bytes.as_slice())
+            .expect("node");
+        node.metadata
+            .and_then(|m| m.labels.get(template::ZONE_LABEL).cloned())
+    };
+    assert_eq!(zone(&svc).as_deref(), Some("site-a"));
+    fake.set_site("d", Some("site-b"));
+    inv.refresh().await.expect("refresh");
+    assert_eq!(zone(&svc).as_deref(), Some("site-b"));
+}

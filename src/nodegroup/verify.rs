@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::NodeGroupService;
 use super::overlay::Removal;
-use crate::cloudify::{Cloudify, CloudifyError, Execution};
+use crate::cloudify::{Cloudify, CloudifyError, Execution, ExecutionStatus};
 use crate::inventory::{InstanceState, NodeGroup};
+use crate::observability::metrics::{ScaleDirection, ScaleResult};
 
 /// How many of the deployment's newest scale executions are read to attribute removals: far
 /// more than can run while one scale-in does.
@@ -68,8 +69,9 @@ impl NodeGroupService {
         };
         // The scale-in ended: CA should see its outcome without waiting for the next period.
         self.inventory.trigger_refresh();
-        if ended.status != "terminated" {
-            self.metrics.scale("down", &ended.status);
+        if ended.status != ExecutionStatus::Terminated {
+            self.metrics
+                .scale(ScaleDirection::Down, ScaleResult::from(&ended.status));
             tracing::warn!(group = id, execution = exec_id, status = %ended.status, "scale-in did not complete");
             return;
         }
@@ -121,14 +123,16 @@ impl NodeGroupService {
             );
         }
         if v.is_exact() {
-            self.metrics.scale("down", "terminated");
+            self.metrics
+                .scale(ScaleDirection::Down, ScaleResult::Terminated);
             tracing::info!(
                 group = id,
                 execution = exec_id,
                 "scale-in removed exactly the named instances"
             );
         } else {
-            self.metrics.scale("down", "mismatch");
+            self.metrics
+                .scale(ScaleDirection::Down, ScaleResult::Mismatch);
             self.metrics.scale_down_mismatches.inc();
             tracing::error!(
                 group = id, execution = exec_id, survivors = ?v.survivors,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -11,7 +12,32 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::metrics::Metrics;
+use super::listener::{ConnectionLimits, GuardedListener};
+use super::metrics::{Metrics, Port};
+
+/// A client that takes none of an answer's bytes for this long is disconnected: the answers
+/// here are small, so only a peer that stopped reading is that slow.
+const WRITE_STALL: Duration = Duration::from_secs(10);
+
+/// How the HTTP port treats its connections (`http.*`; issue 20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConnections {
+    /// A request's headers must arrive within this, also on an idle keep-alive connection
+    /// (`http.header_read_timeout`, default 5 s: probes and scrapes send them at once).
+    pub header_read_timeout: Duration,
+    /// Open connections at most; more are closed at once (`http.max_connections`, default 64:
+    /// the kubelet's probes and a scraper or two need a handful).
+    pub max_connections: usize,
+}
+
+impl Default for HttpConnections {
+    fn default() -> Self {
+        HttpConnections {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 64,
+        }
+    }
+}
 
 /// What `/readyz` reports.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -103,9 +129,13 @@ async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// Binds and serves until the future is dropped. Returns the bound address through `bound`.
+/// Binds and serves until the future is dropped. Returns the bound address and the serving
+/// future. HTTP/1.1 only (probes and scrapers speak it), with hyper's header-read timeout, which
+/// also closes idle keep-alive connections, and the connection limit of `connections`: axum's own
+/// `serve` has neither, so idle and half-sent connections stayed open for ever (issue 20).
 pub async fn bind(
     addr: SocketAddr,
+    connections: HttpConnections,
     metrics: Arc<Metrics>,
     readiness: ReadinessFn,
     nodes: Option<NodesFn>,
@@ -115,6 +145,28 @@ pub async fn bind(
 )> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let limits = ConnectionLimits {
+        max_connections: connections.max_connections,
+        // hyper's header-read timeout covers a silent connection.
+        read_idle: None,
+        write_stall: Some(WRITE_STALL),
+    };
+    let listener = GuardedListener::new(listener, limits, Port::Http, Arc::clone(&metrics));
     let app = router(metrics, readiness, nodes);
-    Ok((local, async move { axum::serve(listener, app).await }))
+    Ok((local, async move {
+        loop {
+            let stream = listener.accept(None).await;
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let mut http1 = hyper::server::conn::http1::Builder::new();
+            http1
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(connections.header_read_timeout);
+            let conn = http1.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+            });
+        }
+    }))
 }

@@ -1,10 +1,9 @@
-//! Prometheus metrics (prefix `autoscaler_cloudify_`), with bounded label sets: RPC methods and
-//! codes, Cloudify route templates (never raw paths with ids), group ids (bounded by configuration
-//! and discovery) and a few result words.
+//! Prometheus metrics (prefix `autoscaler_cloudify_`), with bounded label sets (`labels.rs`):
+//! RPC methods and codes, Cloudify route templates (never raw paths with ids), group ids (bounded
+//! by configuration and discovery, escaped) and closed vocabularies of result words.
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,74 +11,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-/// Labels of gRPC request counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GrpcLabels {
-    /// RPC method name, e.g. `NodeGroupIncreaseSize`.
-    pub method: String,
-    /// gRPC status code name, e.g. `Ok`, `ResourceExhausted`.
-    pub code: String,
-}
-
-/// Labels of per-method histograms.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
-    /// RPC method name.
-    pub method: String,
-}
-
-/// Labels of Cloudify request counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CloudifyLabels {
-    /// Method and templated path, e.g. `GET /node-instances`.
-    pub route: String,
-    /// HTTP status, or `error` when no answer arrived.
-    pub status: String,
-}
-
-/// Labels of per-route histograms.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabels {
-    /// Method and templated path.
-    pub route: String,
-}
-
-/// Labels keyed by node group.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct GroupLabels {
-    /// Node group id.
-    pub group: String,
-}
-
-/// Labels of scale execution counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ScaleLabels {
-    /// `up`, `down` or `cancel`.
-    pub direction: String,
-    /// `accepted`, `rejected`, `error`, `terminated`, `failed`, `cancelled`, `mismatch`.
-    pub result: String,
-}
-
-/// Labels of the build information gauge.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BuildLabels {
-    /// The provider's version (`CARGO_PKG_VERSION`), to tell replicas of different releases apart.
-    pub version: String,
-}
-
-/// Labels of refresh counters.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    /// `ok` or `error`.
-    pub result: String,
-}
-
-/// Labels of the node controller's taint counter.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ActionLabels {
-    /// `added` or `removed`.
-    pub action: String,
-}
+pub use super::labels::*;
 
 /// Metrics of the node controller (`node_controller_*`).
 #[derive(Default)]
@@ -122,20 +54,31 @@ pub const RPC_METHODS: [&str; 15] = [
 ];
 
 /// Every `direction`/`result` pair the domain records (docs/operations.md, Metrics).
-const SCALE_OUTCOMES: [(&str, &[&str]); 3] = [
-    ("up", &["accepted", "rejected", "error"]),
+const SCALE_OUTCOMES: [(ScaleDirection, &[ScaleResult]); 3] = [
     (
-        "down",
+        ScaleDirection::Up,
         &[
-            "accepted",
-            "error",
-            "terminated",
-            "failed",
-            "cancelled",
-            "mismatch",
+            ScaleResult::Accepted,
+            ScaleResult::Rejected,
+            ScaleResult::Error,
         ],
     ),
-    ("cancel", &["accepted", "error"]),
+    (
+        ScaleDirection::Down,
+        &[
+            ScaleResult::Accepted,
+            ScaleResult::Error,
+            ScaleResult::Terminated,
+            ScaleResult::Failed,
+            ScaleResult::Cancelled,
+            ScaleResult::Mismatch,
+            ScaleResult::Other,
+        ],
+    ),
+    (
+        ScaleDirection::Cancel,
+        &[ScaleResult::Accepted, ScaleResult::Error],
+    ),
 ];
 
 fn latency_histogram() -> Histogram {
@@ -182,6 +125,10 @@ pub struct Metrics {
     pub ambiguous_provider_ids: Gauge,
     /// The `node_controller_*` metrics; they stay 0 when the controller does not run.
     pub node_controller: NodeControllerMetrics,
+    /// Open client connections per port.
+    pub connections_open: Family<PortLabels, Gauge>,
+    /// Connections closed at once because the port was at its `max_connections`.
+    pub connections_rejected: Family<PortLabels, Counter>,
 }
 
 impl Metrics {
@@ -207,11 +154,13 @@ impl Metrics {
             scale_down_mismatches: Counter::default(),
             ambiguous_provider_ids: Gauge::default(),
             node_controller: NodeControllerMetrics::default(),
+            connections_open: Family::default(),
+            connections_rejected: Family::default(),
             registry: Registry::default(),
         };
         m.build_info
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
+                version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
         m.zero_known_label_sets();
@@ -296,6 +245,16 @@ impl Metrics {
             m.scale_down_mismatches.clone(),
         );
         registry.register(
+            "connections_open",
+            "Open client connections per port",
+            m.connections_open.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Connections closed at once because the port had max_connections open",
+            m.connections_rejected.clone(),
+        );
+        registry.register(
             "ambiguous_provider_ids",
             "Provider ids several instances render: lookups and DeleteNodes refuse them",
             m.ambiguous_provider_ids.clone(),
@@ -340,49 +299,50 @@ impl Metrics {
     }
 
     /// Creates every series whose labels are known in advance at 0 (issue 21): the RPCs' `Ok`
-    /// counters and latencies, the scale outcomes, both refresh results and both taint actions.
+    /// counters and latencies, the scale outcomes, both refresh results, both taint actions and
+    /// the connection series of both ports.
     /// Series whose labels come from the data (groups, Cloudify routes and statuses, error codes)
     /// appear with their first value.
     fn zero_known_label_sets(&self) {
         for method in RPC_METHODS {
             let _ = self.grpc_requests.get_or_create(&GrpcLabels {
-                method: method.to_owned(),
-                code: "Ok".to_owned(),
+                method,
+                code: GrpcCode::Ok,
             });
-            let _ = self.grpc_duration.get_or_create(&MethodLabels {
-                method: method.to_owned(),
-            });
+            let _ = self.grpc_duration.get_or_create(&MethodLabels { method });
         }
         for (direction, results) in SCALE_OUTCOMES {
-            for result in results {
-                let _ = self.scale_executions.get_or_create(&ScaleLabels {
-                    direction: direction.to_owned(),
-                    result: (*result).to_owned(),
-                });
+            for &result in results {
+                let _ = self
+                    .scale_executions
+                    .get_or_create(&ScaleLabels { direction, result });
             }
         }
-        for result in ["ok", "error"] {
-            let _ = self.refreshes.get_or_create(&ResultLabels {
-                result: result.to_owned(),
-            });
+        for result in [
+            RefreshResult::Ok,
+            RefreshResult::Error,
+            RefreshResult::Inconsistent,
+        ] {
+            let _ = self.refreshes.get_or_create(&ResultLabels { result });
         }
-        for action in ["added", "removed"] {
+        for action in [TaintAction::Added, TaintAction::Removed] {
             let _ = self
                 .node_controller
                 .shutdown_taints
-                .get_or_create(&ActionLabels {
-                    action: action.to_owned(),
-                });
+                .get_or_create(&ActionLabels { action });
+        }
+        for port in [Port::Grpc, Port::Http] {
+            let _ = self.connections_open.get_or_create(&PortLabels { port });
+            let _ = self
+                .connections_rejected
+                .get_or_create(&PortLabels { port });
         }
     }
 
     /// Counts one scale execution outcome.
-    pub fn scale(&self, direction: &str, result: &str) {
+    pub fn scale(&self, direction: ScaleDirection, result: ScaleResult) {
         self.scale_executions
-            .get_or_create(&ScaleLabels {
-                direction: direction.to_owned(),
-                result: result.to_owned(),
-            })
+            .get_or_create(&ScaleLabels { direction, result })
             .inc();
     }
 

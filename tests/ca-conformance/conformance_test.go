@@ -41,3 +41,7 @@ var ca136 = suite.Version{
 func TestConformance(t *testing.T) { suite.Conformance(t, ca136) }
 
 func TestMTLS(t *testing.T) { suite.MTLS(t, ca136) }
+
+// TestRealManager is the real-manager mode (issue 19): skipped without CLOUDIFY_MANAGER_URL,
+// run by the manager tier (tests/manager/run.sh) with CA_CONFORMANCE_MANAGER=1.
+func TestRealManager(t *testing.T) { suite.RealManager(t, ca136) }

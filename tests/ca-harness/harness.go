@@ -150,16 +150,19 @@ func WaitHTTP(t testing.TB, p *Proc, url string, timeout time.Duration) {
 	t.Fatalf("%s not ready at %s after %s (last: %s)\n%s", p.Name, url, timeout, last, p.Logs())
 }
 
-// Stack is a running simulator plus a `serve` process pointed at it.
+// Stack is a running `serve` process and, unless it runs against a real manager, the simulator
+// it is pointed at.
 type Stack struct {
 	Bin       string
 	SimURL    string
 	GRPCAddr  string // 127.0.0.1:PORT
 	GRPCPort  int
 	HTTPAddr  string
-	Sim       *Proc
+	Sim       *Proc // nil when serve runs against a real manager (StartServe)
 	Serve     *Proc
 	ConfigDir string
+	// ConfigPath is the provider config serve runs with (`check --config` reads it too).
+	ConfigPath string
 }
 
 // StartSimulator starts `autoscaler-cloudify simulator --listen 127.0.0.1:P --scenario FILE`.
@@ -187,22 +190,35 @@ func StartStack(t testing.TB, scenario string, opts ServeOptions) *Stack {
 	t.Helper()
 	bin := Binary(t)
 	sim, simURL := StartSimulator(t, bin, scenario)
-	s := &Stack{Bin: bin, SimURL: simURL, Sim: sim, ConfigDir: t.TempDir()}
-	raw, err := os.ReadFile(opts.ConfigTemplate)
+	s := StartServe(t, opts.ConfigTemplate, map[string]string{"SIMULATOR_URL": simURL}, opts.ExtraArgs, []string{"CLOUDIFY_PASSWORD=admin"})
+	s.SimURL, s.Sim = simURL, sim
+	return s
+}
+
+// StartServe starts `serve` alone (against a manager the caller names, e.g. a real one) from a
+// config template whose ${KEY} placeholders are replaced by vars, with the secrets in env, and
+// waits for /readyz.
+func StartServe(t testing.TB, template string, vars map[string]string, extraArgs, env []string) *Stack {
+	t.Helper()
+	s := &Stack{Bin: Binary(t), ConfigDir: t.TempDir()}
+	raw, err := os.ReadFile(template)
 	if err != nil {
 		t.Fatalf("read provider config: %v", err)
 	}
-	cfg := strings.ReplaceAll(string(raw), "${SIMULATOR_URL}", simURL)
-	cfgPath := filepath.Join(s.ConfigDir, "provider.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	cfg := string(raw)
+	for k, v := range vars {
+		cfg = strings.ReplaceAll(cfg, "${"+k+"}", v)
+	}
+	s.ConfigPath = filepath.Join(s.ConfigDir, "provider.yaml")
+	if err := os.WriteFile(s.ConfigPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.GRPCPort = FreePort(t)
 	s.GRPCAddr = fmt.Sprintf("127.0.0.1:%d", s.GRPCPort)
 	s.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", FreePort(t))
-	args := []string{"serve", "--config", cfgPath, "--listen", s.GRPCAddr, "--http-listen", s.HTTPAddr}
-	args = append(args, opts.ExtraArgs...)
-	s.Serve = Start(t, "serve", bin, []string{"CLOUDIFY_PASSWORD=admin"}, args...)
+	args := []string{"serve", "--config", s.ConfigPath, "--listen", s.GRPCAddr, "--http-listen", s.HTTPAddr}
+	args = append(args, extraArgs...)
+	s.Serve = Start(t, "serve", s.Bin, env, args...)
 	WaitHTTP(t, s.Serve, "http://"+s.HTTPAddr+"/readyz", 60*time.Second)
 	return s
 }

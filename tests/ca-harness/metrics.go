@@ -51,3 +51,25 @@ func ParseRPCCounts(r io.Reader) map[string]int {
 	}
 	return out
 }
+
+// RefreshesOK returns the provider's completed snapshot rebuilds
+// (`autoscaler_cloudify_refreshes_total{result="ok"}`): a test that changed Cloudify waits for two
+// more to know the provider's snapshot was read after the change.
+func (s *Stack) RefreshesOK(t testing.TB) int {
+	t.Helper()
+	resp, err := http.Get("http://" + s.HTTPAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), `autoscaler_cloudify_refreshes_total{result="ok"} `); ok {
+			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return int(n)
+			}
+		}
+	}
+	return 0
+}

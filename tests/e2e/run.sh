@@ -13,6 +13,12 @@
 #   E2E_TIMEOUT_SCALE=N      multiply the scenario's step timeouts (slow machines)
 #   E2E_PHASES=a,b,...       run only these phases (names: harness --help; baseline first)
 #   E2E_KEEP=1               leave the run directory (logs, configs) in place; it is always kept on failure
+#   E2E_WORK=DIR             the run directory (default tests/e2e/.cache/run)
+#   E2E_CLOUDIFY=manager     a REAL Cloudify Manager instead of the simulator (issue 19): the one the
+#                            manager tier's environment names (CLOUDIFY_MANAGER_URL, _USER/_PASSWORD or
+#                            _TOKEN, _TENANT), with the deployments of config/manager-scenario.yaml
+#                            (tests/manager/fixtures.py makes them; tests/manager/run.sh runs this mode);
+#                            phases baseline,scale-up,scale-down,failure,final unless E2E_PHASES says otherwise
 set -uo pipefail
 
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,7 +29,15 @@ source "$E2E_DIR/lib/controlplane.sh"
 
 T0=$(date +%s)
 say() { echo "e2e[$(($(date +%s) - T0))s]: $*"; }
-WORK="$E2E_DIR/.cache/run"
+WORK="${E2E_WORK:-$E2E_DIR/.cache/run}"
+CLOUDIFY="${E2E_CLOUDIFY:-simulator}"
+case "$CLOUDIFY" in
+  simulator) ;;
+  manager)
+    [ -n "${CLOUDIFY_MANAGER_URL:-}" ] || { echo "e2e: E2E_CLOUDIFY=manager needs CLOUDIFY_MANAGER_URL (eval \"\$(tests/manager/manager.sh env)\")"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+    E2E_PHASES="${E2E_PHASES:-baseline,scale-up,scale-down,failure,final}" ;;
+  *) echo "e2e: E2E_CLOUDIFY=$CLOUDIFY: want simulator or manager"; echo "e2e: 0 passed, 1 failed"; exit 1 ;;
+esac
 RESULT=1
 SKIPPED=0
 SKIP_REASON=""
@@ -118,8 +132,16 @@ PKI="$WORK/grpc-pki"; mkdir -p "$PKI"
     openssl x509 -req -in "$who.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -sha256 -extfile "$who.ext" -out "$who.crt"
   done
 ) >"$WORK/logs/pki.out" 2>&1 || fail "gRPC certificates"
-sed -e "s#@GRPC_PORT@#$GRPC_PORT#; s#@HTTP_PORT@#$HTTP_PORT#; s#@SIM_PORT@#$SIM_PORT#; s#@PKI@#$PKI#g" \
-  "$E2E_DIR/config/provider-config.yaml.in" >"$WORK/provider-config.yaml"
+if [ "$CLOUDIFY" = manager ]; then
+  # The secret reaches the provider and the harness through the environment only.
+  if [ -n "${CLOUDIFY_MANAGER_TOKEN:-}" ]; then SECRET="token_env: CLOUDIFY_TOKEN"; else SECRET="password_env: CLOUDIFY_PASSWORD"; fi
+  sed -e "s#@GRPC_PORT@#$GRPC_PORT#; s#@HTTP_PORT@#$HTTP_PORT#; s#@PKI@#$PKI#g; s#@CLOUDIFY_URL@#$CLOUDIFY_MANAGER_URL#" \
+    -e "s#@CLOUDIFY_TENANT@#${CLOUDIFY_MANAGER_TENANT:-default_tenant}#; s#@CLOUDIFY_USER@#${CLOUDIFY_MANAGER_USER:-admin}#; s#@SECRET@#$SECRET#" \
+    "$E2E_DIR/config/provider-config-manager.yaml.in" >"$WORK/provider-config.yaml"
+else
+  sed -e "s#@GRPC_PORT@#$GRPC_PORT#; s#@HTTP_PORT@#$HTTP_PORT#; s#@SIM_PORT@#$SIM_PORT#; s#@PKI@#$PKI#g" \
+    "$E2E_DIR/config/provider-config.yaml.in" >"$WORK/provider-config.yaml"
+fi
 cat >"$WORK/cloud-config.yaml" <<CC
 address: "127.0.0.1:$GRPC_PORT"
 cert: "$PKI/client.crt"
@@ -129,19 +151,30 @@ grpc_timeout: 10s
 CC
 
 export NO_COLOR=1 # plain provider/simulator logs
-cp_spawn simulator "$PROV" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$E2E_DIR/config/simulator-scenario.yaml"
-cp_wait_http simulator "http://127.0.0.1:$SIM_PORT/api/v3.1/node-instances" 30 -u admin:admin -H "Tenant: default_tenant" \
-  || fail "simulator did not answer"
+if [ "$CLOUDIFY" = manager ]; then
+  CFY_URL="$CLOUDIFY_MANAGER_URL"
+  CFY_ENV=(CLOUDIFY_PASSWORD="${CLOUDIFY_MANAGER_PASSWORD:-}" CLOUDIFY_TOKEN="${CLOUDIFY_MANAGER_TOKEN:-}")
+  HARNESS_CLOUDIFY=(--manager --cloudify-url="$CFY_URL" --cloudify-password="${CLOUDIFY_MANAGER_PASSWORD:-}"
+    --pool=realmgr-e2e-pool/workers --zero=)
+  GROUPS_RE='^realmgr-e2e-pool/workers ' GROUPS_N=1
+  say "Cloudify: the real manager at $CFY_URL (deployments of config/manager-scenario.yaml)"
+else
+  cp_spawn simulator "$PROV" simulator --listen "127.0.0.1:$SIM_PORT" --scenario "$E2E_DIR/config/simulator-scenario.yaml"
+  cp_wait_http simulator "http://127.0.0.1:$SIM_PORT/api/v3.1/node-instances" 30 -u admin:admin -H "Tenant: default_tenant" \
+    || fail "simulator did not answer"
+  CFY_ENV=(CLOUDIFY_PASSWORD=admin CLOUDIFY_TOKEN=)
+  HARNESS_CLOUDIFY=(--cloudify-password=admin)
+  GROUPS_RE='^e2e-' GROUPS_N=5
+fi
 # KUBECONFIG: the provider's node controller runs against this cluster (issue 15).
-KUBECONFIG="$K" CLOUDIFY_PASSWORD=admin cp_spawn provider "$PROV" serve --config "$WORK/provider-config.yaml"
+cp_spawn provider env KUBECONFIG="$K" "${CFY_ENV[@]}" "$PROV" serve --config "$WORK/provider-config.yaml"
 cp_wait_http provider "http://127.0.0.1:$HTTP_PORT/readyz" 60 || fail "provider not ready"
 say "provider serving gRPC (mTLS) on 127.0.0.1:$GRPC_PORT"
-# The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found both
+# The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found the
 # groups (and not the control-plane deployment).
 if ! "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups >"$WORK/logs/inspect.log" 2>&1 \
-  || ! grep -q 'e2e-pool/workers' "$WORK/logs/inspect.log" || ! grep -q 'e2e-zero/batch' "$WORK/logs/inspect.log" \
-  || [ "$(grep -c '^e2e-' "$WORK/logs/inspect.log")" != 5 ]; then
-  cat "$WORK/logs/inspect.log"; fail "inspect over mTLS with CA's cloud-config did not list the 5 e2e groups (and not the control plane)"
+  || [ "$(grep -cE "$GROUPS_RE" "$WORK/logs/inspect.log")" != "$GROUPS_N" ]; then
+  cat "$WORK/logs/inspect.log"; fail "inspect over mTLS with CA's cloud-config did not list the $GROUPS_N groups (and not the control plane)"
 fi
 sed 's/^/  inspect groups: /' "$WORK/logs/inspect.log"
 
@@ -186,7 +219,8 @@ fi
 # ---------------------------------------------------------------- scenario
 say "scenario starting (stack up in $(($(date +%s) - T0))s)"
 TS=$(date +%s)
-"$E2E_BIN/harness" --kubeconfig="$K" --provider-config="$WORK/provider-config.yaml" --mode="$MODE" \
+env "${CFY_ENV[@]}" "$E2E_BIN/harness" --kubeconfig="$K" --provider-config="$WORK/provider-config.yaml" --mode="$MODE" \
+  "${HARNESS_CLOUDIFY[@]}" --summary="$WORK/summary.tsv" \
   --timeline="$WORK/timeline.txt" --timeout-scale="${E2E_TIMEOUT_SCALE:-1}" \
   --join-mode=external --inspect="$PROV inspect --cloud-config $WORK/cloud-config.yaml" \
   ${E2E_PHASES:+--phases="$E2E_PHASES"} --ca-log="$WORK/logs/cluster-autoscaler.log" --provider-metrics="http://127.0.0.1:$HTTP_PORT/metrics" \

@@ -63,6 +63,7 @@ pub struct Rule {
     prefix: String,
     uses: Option<usize>,
     ignored_params: Vec<String>,
+    replaced_params: Vec<(String, String)>,
     delay: Option<Duration>,
     forward_first: bool,
     action: Action,
@@ -75,6 +76,7 @@ impl Rule {
             prefix: prefix.to_owned(),
             uses: None,
             ignored_params: Vec::new(),
+            replaced_params: Vec::new(),
             delay: None,
             forward_first: false,
             action: Action::Pass,
@@ -125,6 +127,15 @@ impl Rule {
     /// Drops `_offset`: every page the backend answers is the first one, with its true total.
     pub fn ignore_offset(self) -> Rule {
         self.ignore_param("_offset")
+    }
+
+    /// Forwards with every value of this query parameter replaced by `value` (e.g. `_size` to
+    /// make a real manager answer small pages to a client that asks for large ones). The
+    /// request log keeps what the client sent.
+    pub fn set_param(mut self, name: &str, value: &str) -> Rule {
+        self.replaced_params
+            .push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Forwards unchanged (useful with [`delay`](Self::delay) or
@@ -367,13 +378,15 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     }
     let action = rule.as_ref().map_or(Action::Pass, |r| r.action.clone());
     let forward_first = rule.as_ref().is_some_and(|r| r.forward_first);
-    let ignored = rule.map(|r| r.ignored_params).unwrap_or_default();
+    let (ignored, replaced) = rule
+        .map(|r| (r.ignored_params, r.replaced_params))
+        .unwrap_or_default();
     let forwards_anyway = matches!(
         action,
         Action::Pass | Action::Mutate(_) | Action::Truncate(_)
     );
     if forward_first && !forwards_anyway {
-        let query = strip_params(&query, &ignored);
+        let query = rewrite_query(&query, &ignored, &replaced);
         let _ = forward(
             &inner,
             &parts.method,
@@ -403,7 +416,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             (StatusCode::FOUND, [(header::LOCATION, target)]).into_response()
         }
         Action::Pass | Action::Mutate(_) | Action::Truncate(_) => {
-            let query = strip_params(&query, &ignored);
+            let query = rewrite_query(&query, &ignored, &replaced);
             let (status, headers, bytes) =
                 forward(&inner, &parts.method, &path, &query, &parts.headers, body).await;
             let bytes = match action {
@@ -457,13 +470,16 @@ fn record(
 }
 
 /// The query without the named parameters.
-fn strip_params(query: &str, names: &[String]) -> String {
-    if names.is_empty() {
+fn rewrite_query(query: &str, names: &[String], replaced: &[(String, String)]) -> String {
+    if names.is_empty() && replaced.is_empty() {
         return query.to_owned();
     }
     let kept: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .filter(|(k, _)| !names.iter().any(|n| n == k))
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .map(|(k, v)| match replaced.iter().find(|(n, _)| n == &k) {
+            Some((_, value)) => (k.into_owned(), value.clone()),
+            None => (k.into_owned(), v.into_owned()),
+        })
         .collect();
     url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(kept)

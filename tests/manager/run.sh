@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The `manager` tier (scripts/test-all.sh): the real Cloudify Manager, installed and started on
-# this machine (or an existing one given by CLOUDIFY_MANAGER_URL), then the smoke test and the
-# simulator fidelity check against it. install -> start (with health-wait) -> tests -> stop; the
+# this machine (or an existing one given by CLOUDIFY_MANAGER_URL), then the smoke test, the
+# simulator fidelity check and the provider against it (provider.sh: the Cloudify client's
+# contract tests, CA's client through the conformance suite, the real CA through the e2e
+# phases). install -> start (with health-wait) -> tests -> stop; the
 # stop runs from a trap, so a failure stops the stack too. KEEP_MANAGER=1 leaves it running.
+# MANAGER_CHECKS="smoke fidelity contract conformance e2e" (the default) picks the checks.
 # A stack that was already running when the tier started is left running either way. Warm
 # re-runs reuse the venv and the state dir. Prints `manager: N passed, N failed` last.
 set -uo pipefail
@@ -59,8 +62,38 @@ step start bash "$HERE/start.sh" || exit 1
 eval "$(manager_exports)"
 PY="$(client_python)"
 cd "$HERE"
-driver_start smoke "$PY" smoke.py --record "$CACHE_DIR/smoke-record.json"
-driver_start fidelity bash "$HERE/fidelity/run.sh"
-driver_collect smoke
-driver_collect fidelity
+CHECKS=" ${MANAGER_CHECKS:-smoke fidelity contract conformance e2e} "
+want() { [[ "$CHECKS" == *" $1 "* ]]; }
+want smoke && driver_start smoke "$PY" smoke.py --record "$CACHE_DIR/smoke-record.json"
+want fidelity && driver_start fidelity bash "$HERE/fidelity/run.sh"
+
+# The provider against the real manager (issue 19, items 3-5), side by side with smoke and
+# fidelity (each part has its own deployments and discovery label). Their deployments first, all
+# at once, from each part's scenario file; the e2e part last and alone, so that its timeline,
+# compared with the simulator's, is not skewed by the other parts' load on the two cores.
+scenarios=()
+want contract && scenarios+=("$HERE/scenarios/contract.yaml")
+want conformance && scenarios+=("$MANAGER_ROOT/tests/ca-conformance-suite/testdata/realmanager-scenario.yaml")
+want e2e && scenarios+=("$MANAGER_ROOT/tests/e2e/config/manager-scenario.yaml")
+provider_ready=0
+if [ ${#scenarios[@]} -gt 0 ]; then
+  if [ -n "${AUTOSCALER_CLOUDIFY_BIN:-}" ] || step provider-build bash -c "cd '$MANAGER_ROOT' && cargo build --locked --bin autoscaler-cloudify"; then
+    export AUTOSCALER_CLOUDIFY_BIN="${AUTOSCALER_CLOUDIFY_BIN:-$MANAGER_ROOT/target/debug/autoscaler-cloudify}"
+    before=$failed
+    driver_start fixtures "$PY" fixtures.py "${scenarios[@]}"
+    driver_collect fixtures
+    [ "$failed" = "$before" ] && provider_ready=1
+  fi
+fi
+if [ "$provider_ready" = 1 ]; then
+  want contract && driver_start provider-contract bash "$HERE/provider.sh" contract
+  want conformance && driver_start provider-conformance bash "$HERE/provider.sh" conformance
+fi
+for name in smoke fidelity provider-contract provider-conformance; do
+  [ -n "${driver_pid[$name]:-}" ] && driver_collect "$name"
+done
+if [ "$provider_ready" = 1 ] && want e2e; then
+  driver_start provider-e2e bash "$HERE/provider.sh" e2e
+  driver_collect provider-e2e
+fi
 [ "$failed" -eq 0 ]

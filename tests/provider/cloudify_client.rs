@@ -25,6 +25,7 @@ fn settings(url: &str, password: &str) -> ClientSettings {
         ca_cert_pem: None,
         insecure_skip_verify: false,
         request_timeout: Duration::from_millis(500),
+        max_response_bytes: autoscaler_cloudify::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autoscaler_cloudify::cloudify::{
-    Auth, ClientSettings, Cloudify, CloudifyClient, CloudifyError,
+    Auth, ClientSettings, Cloudify, CloudifyClient, CloudifyError, ExecutionStatus,
 };
 use axum::Router;
 use axum::routing::get;
@@ -87,6 +87,7 @@ fn settings(url: &str, ca: Option<&str>, insecure: bool) -> ClientSettings {
         ca_cert_pem: ca.map(|c| c.as_bytes().to_vec()),
         insecure_skip_verify: insecure,
         request_timeout: Duration::from_secs(2),
+        max_response_bytes: autoscaler_cloudify::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
     }
 }
 
@@ -95,21 +96,21 @@ async fn custom_ca_is_trusted_and_unknown_certificates_are_refused() {
     let (url, ca) = https_manager().await;
     let trusted = CloudifyClient::new(settings(&url, Some(&ca), false), None).expect("client");
     let execs = trusted
-        .scale_executions(&[], &["queued"], None)
+        .scale_executions(&[], &[ExecutionStatus::Queued], None)
         .await
         .expect("HTTPS with the custom CA");
     assert!(execs.is_empty());
 
     let untrusted = CloudifyClient::new(settings(&url, None, false), None).expect("client");
     let e = untrusted
-        .scale_executions(&[], &["queued"], None)
+        .scale_executions(&[], &[ExecutionStatus::Queued], None)
         .await
         .expect_err("unknown CA");
     assert!(matches!(e, CloudifyError::Transport { .. }), "{e}");
 
     let insecure = CloudifyClient::new(settings(&url, None, true), None).expect("client");
     insecure
-        .scale_executions(&[], &["queued"], None)
+        .scale_executions(&[], &[ExecutionStatus::Queued], None)
         .await
         .expect("verification disabled");
 

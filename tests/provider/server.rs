@@ -58,6 +58,7 @@ async fn mtls_requires_a_client_certificate_signed_by_the_client_ca() {
         "127.0.0.1:0".parse().expect("addr"),
         Some(&files),
         false,
+        &Default::default(),
         Provider::new(Arc::clone(&env.app.service), Arc::clone(&env.app.metrics)),
     )
     .await
@@ -111,14 +112,26 @@ async fn mtls_requires_a_client_certificate_signed_by_the_client_ca() {
 async fn plaintext_only_on_loopback_or_with_insecure() {
     let env = start_default().await;
     let provider = || Provider::new(Arc::clone(&env.app.service), Arc::clone(&env.app.metrics));
-    let e = serve("0.0.0.0:0".parse().expect("addr"), None, false, provider())
-        .await
-        .err()
-        .expect("refused");
+    let e = serve(
+        "0.0.0.0:0".parse().expect("addr"),
+        None,
+        false,
+        &Default::default(),
+        provider(),
+    )
+    .await
+    .err()
+    .expect("refused");
     assert!(matches!(e, ServeError::PlaintextRefused(_)), "{e}");
-    let s = serve("0.0.0.0:0".parse().expect("addr"), None, true, provider())
-        .await
-        .expect("allowed with --insecure");
+    let s = serve(
+        "0.0.0.0:0".parse().expect("addr"),
+        None,
+        true,
+        &Default::default(),
+        provider(),
+    )
+    .await
+    .expect("allowed with --insecure");
     s.shutdown().await;
     env.shutdown().await;
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::provider_support::{cloudify_get, config_with_password, node, start_app};
 use autoscaler_cloudify::app::App;
-use autoscaler_cloudify::observability::metrics::ScaleLabels;
+use autoscaler_cloudify::observability::metrics::{ScaleDirection, ScaleLabels, ScaleResult};
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::{DeploymentSpec, GroupSpec, Scenario, Simulator, SimulatorHandle, Timing};
@@ -197,18 +197,18 @@ impl Pool {
 
     /// Waits until every scale-in this process sent was verified; the mismatch count then.
     async fn verified_mismatches(&self, scale_ins: u64) -> u64 {
-        let count = |result: &str| {
+        let count = |result: ScaleResult| {
             self.app
                 .metrics
                 .scale_executions
                 .get_or_create(&ScaleLabels {
-                    direction: "down".into(),
-                    result: result.into(),
+                    direction: ScaleDirection::Down,
+                    result,
                 })
                 .get()
         };
         let deadline = Instant::now() + Duration::from_secs(120);
-        while count("terminated") + count("mismatch") < scale_ins {
+        while count(ScaleResult::Terminated) + count(ScaleResult::Mismatch) < scale_ins {
             assert!(Instant::now() < deadline, "scale-ins never verified");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

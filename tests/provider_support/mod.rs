@@ -191,17 +191,20 @@ impl Env {
     /// after. TEST_CONFIG's `max_age: 0s` makes every Refresh ask for one.
     pub async fn refresh(&mut self) {
         let done = |app: &App| {
-            ["ok", "error", "inconsistent"]
-                .iter()
-                .map(|r| {
-                    app.metrics
-                        .refreshes
-                        .get_or_create(&autoscaler_cloudify::observability::metrics::ResultLabels {
-                            result: (*r).into(),
-                        })
-                        .get()
-                })
-                .sum::<u64>()
+            use autoscaler_cloudify::observability::metrics::{RefreshResult, ResultLabels};
+            [
+                RefreshResult::Ok,
+                RefreshResult::Error,
+                RefreshResult::Inconsistent,
+            ]
+            .into_iter()
+            .map(|result| {
+                app.metrics
+                    .refreshes
+                    .get_or_create(&ResultLabels { result })
+                    .get()
+            })
+            .sum::<u64>()
         };
         let before = done(&self.app);
         let asked = Instant::now();

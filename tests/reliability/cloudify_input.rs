@@ -5,7 +5,6 @@
 //! types and missing fields: every such answer must become a typed error and the last good
 //! snapshot must stay in place.
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,7 +21,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 use serde_json::Value;
 
-fn arb_json() -> impl Strategy<Value = Value> {
+pub(crate) fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
@@ -64,7 +63,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 /// Replaces the value at a random path of `v` with `with` (structure-aware mutation).
-fn mutate(v: &mut Value, mut path: Vec<usize>, with: Value) {
+pub(crate) fn mutate(v: &mut Value, mut path: Vec<usize>, with: Value) {
     let Some(step) = path.pop() else {
         *v = with;
         return;
@@ -131,21 +130,13 @@ fn decode_everything(body: &[u8]) -> (usize, usize) {
     (ok, err)
 }
 
-fn test_config(url: &str) -> Config {
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
-    let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
-        ..Overrides::default()
-    };
-    Config::from_yaml(
+pub(crate) fn test_config(url: &str) -> Config {
+    loopback_config(
         // `full_every: 0s`: every refresh reads every route, so each bad answer is met.
         &provider_yaml(url, "1h", "0s, full_every: 0s", "")
             .replace("request_timeout: 10s", "request_timeout: 3s"),
-        &overrides,
-        &env,
+        Overrides::default(),
     )
-    .expect("config")
 }
 
 /// Real answers of the simulator for every route the refresh reads.

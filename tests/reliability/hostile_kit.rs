@@ -60,6 +60,14 @@ async fn hostile_manager_follows_its_rules_and_logs_every_request() {
     assert_eq!(items(&get(&http, &page(2)).await.2), items(&first));
     hostile.clear_rules();
 
+    // A replaced parameter: the client asks for 2 per page, the backend is asked for 1; the
+    // log keeps what the client sent.
+    hostile.add(Rule::get("/api/v3.1/node-instances").set_param("_size", "1"));
+    assert_eq!(items(&get(&http, &page(0)).await.2), items(&first)[..1]);
+    let last = hostile.requests().pop().expect("logged");
+    assert_eq!(last.param("_size"), ["2"]);
+    hostile.clear_rules();
+
     // A JSON mutation, used twice only.
     hostile.add(
         Rule::get("/api/v3.1/nodes")

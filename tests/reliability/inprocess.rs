@@ -20,23 +20,6 @@ use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// Panics on tokio worker threads (where the provider's handlers run). Test assertions run on
-/// the test's own thread and are not counted.
-static WORKER_PANICS: AtomicUsize = AtomicUsize::new(0);
-
-fn count_worker_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if std::thread::current().name() == Some("tokio-runtime-worker") {
-                WORKER_PANICS.fetch_add(1, Ordering::SeqCst);
-            }
-            previous(info);
-        }));
-    });
-}
-
 struct Env {
     sim: SimulatorHandle,
     ctl: SimCtl,
@@ -199,7 +182,7 @@ async fn hundred_concurrent_increases_stop_exactly_at_max() {
     assert_eq!(props["current_instances"], json!(10));
     assert!(max <= 10, "TargetSize reached {max}");
     assert_eq!(final_target, 10);
-    assert_eq!(WORKER_PANICS.load(Ordering::SeqCst), 0);
+    assert_eq!(worker_panics(), 0);
     drop(env.sim);
 }
 
@@ -703,7 +686,7 @@ async fn bad_input_from_ca_gets_the_right_status_and_sends_nothing() {
                 .first()
                 .map(|e| e["parameters"]["delta"].clone())
                 .unwrap_or_default(),
-            WORKER_PANICS.load(Ordering::SeqCst)
+            worker_panics()
         ),
     );
     assert!(wrong.is_empty(), "wrong status codes: {wrong:#?}");
@@ -714,7 +697,7 @@ async fn bad_input_from_ca_gets_the_right_status_and_sends_nothing() {
     assert_eq!(execs.len(), 1);
     assert_eq!(execs[0]["parameters"]["delta"], json!(-1));
     assert!(alive);
-    assert_eq!(WORKER_PANICS.load(Ordering::SeqCst), 0);
+    assert_eq!(worker_panics(), 0);
 }
 
 /// Property-based fuzz of the gRPC requests: arbitrary ids, deltas and node lists (mixed with
@@ -849,13 +832,13 @@ fn fuzz_grpc_requests() {
             "{cases} proptest cases in {:.1} s: status codes {codes:?}; Cloudify executions \
              started by valid inputs {execs}; worker panics {}",
             started.elapsed().as_secs_f64(),
-            WORKER_PANICS.load(Ordering::SeqCst)
+            worker_panics()
         ),
     );
     if let Err(e) = result {
         panic!("{e}");
     }
-    assert_eq!(WORKER_PANICS.load(Ordering::SeqCst), 0);
+    assert_eq!(worker_panics(), 0);
     rt.block_on(async move {
         env.app.shutdown().await;
         env.sim.shutdown().await;

@@ -2,14 +2,21 @@
 //! under manager outages, latency, errors and restarts; security; hostile Cloudify input; and the
 //! Lease HA checks that tests/e2e/ha.sh runs against a real kube-apiserver.
 
+mod answer_size;
 mod cloudify_input;
+mod connections;
 mod ha_lease;
+mod hostile_fuzz;
 mod hostile_kit;
 mod inprocess;
 mod lost_scale_answers;
+mod manager_transport;
+mod metrics_text;
+mod pki;
 mod process;
 mod refresh_answers;
 #[path = "../reliability_support/mod.rs"]
 mod reliability_support;
 mod scale_in_attribution;
 mod security;
+mod tls_causes;

@@ -8,21 +8,21 @@ use std::time::{Duration, Instant};
 
 use crate::reliability_support::hostile::Rule;
 use crate::reliability_support::*;
-use autoscaler_cloudify::observability::metrics::ScaleLabels;
+use autoscaler_cloudify::observability::metrics::{ScaleDirection, ScaleLabels, ScaleResult};
 
 /// Waits until `n` scale-ins were verified (terminated or mismatch), at most 30 s.
 async fn wait_verified(app: &autoscaler_cloudify::app::App, n: u64) {
-    let count = |result: &str| {
+    let count = |result: ScaleResult| {
         app.metrics
             .scale_executions
             .get_or_create(&ScaleLabels {
-                direction: "down".into(),
-                result: result.into(),
+                direction: ScaleDirection::Down,
+                result,
             })
             .get()
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count("terminated") + count("mismatch") < n {
+    while count(ScaleResult::Terminated) + count(ScaleResult::Mismatch) < n {
         assert!(Instant::now() < deadline, "scale-ins never verified");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

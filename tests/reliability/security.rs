@@ -9,61 +9,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::pki::Pki;
 use crate::reliability_support::*;
 use autoscaler_cloudify::proto;
 use autoscaler_cloudify::proto::cloud_provider_client::CloudProviderClient;
 use cloudify_sim::Timing;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use serde_json::json;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-/// A throwaway certificate authority.
-struct Pki {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("key");
-        Pki {
-            issuer: CertifiedIssuer::self_signed(p, key).expect("CA"),
-        }
-    }
-
-    fn ca_pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    /// (certificate PEM, key PEM) for a server (`localhost`, 127.0.0.1) or a client.
-    fn leaf(&self, cn: &str, client: bool) -> (String, String) {
-        let sans: Vec<String> = if client {
-            vec![cn.to_owned()]
-        } else {
-            vec!["localhost".into(), "127.0.0.1".into()]
-        };
-        let mut p = CertificateParams::new(sans).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = KeyPair::generate().expect("key");
-        let cert = p.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 async fn tls_client(
     addr: SocketAddr,
@@ -297,7 +249,8 @@ async fn tls_without_client_ca_is_refused_off_loopback_unless_insecure() {
 }
 
 /// A TLS front for the simulator: terminates TLS with `cert`/`key` and pipes bytes to `backend`.
-async fn tls_front(cert_pem: &str, key_pem: &str, backend: SocketAddr) -> SocketAddr {
+/// A TLS front with this certificate on 127.0.0.1, forwarding to `backend` in plaintext.
+pub(crate) async fn tls_front(cert_pem: &str, key_pem: &str, backend: SocketAddr) -> SocketAddr {
     use tokio_rustls::rustls;
     let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
         rustls::pki_types::pem::PemObject::pem_slice_iter(cert_pem.as_bytes())
@@ -429,7 +382,9 @@ async fn tls_to_cloudify_is_verified_against_the_configured_ca() {
 }
 
 /// Drives the binary through successes and failures at trace level and greps everything it
-/// prints or serves for the password and the token.
+/// prints or serves for the password and the token. Each source grepped carries a marker of our
+/// own, logged where a leaked secret would be, and the grep must find the marker: a capture that
+/// lost the logs would otherwise pass for a clean one (issue 24).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
     let dir = workdir("secrets");
@@ -450,7 +405,9 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
     let token = token["value"].as_str().expect("token").to_owned();
     let token_secret = token.rsplit('-').next().unwrap_or_default().to_owned();
     let secrets = [PASSWORD, token.as_str(), token_secret.as_str()];
-    let mut collected = String::new();
+    // Text the provider logs as it comes (a node id CA sent), next to where a secret would be.
+    let marker = "cloudify://positive-control-3e9a/x/y";
+    let mut sources: Vec<(&str, String)> = Vec::new();
 
     // Basic auth, trace logging, JSON format: successes, refused mutations, a manager outage.
     let cfg = write(d, "basic.yaml", &provider_yaml(&sim.url(), "1s", "0s", ""));
@@ -461,19 +418,21 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
     let mut c = p.client().await;
     increase(&mut c, WORKERS, 1).await.expect("increase");
     let _ = increase(&mut c, WORKERS, 1000).await;
-    let _ = delete(&mut c, WORKERS, vec![node("cloudify://nope/x/y", "")]).await;
+    let _ = delete(&mut c, WORKERS, vec![node(marker, "")]).await;
     ctl.faults(json!({"down": true})).await;
     let _ = refresh(&mut c).await;
     let _ = increase(&mut c, WORKERS, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    collected += &p.metrics().await;
-    collected += &p
-        .readyz()
-        .await
-        .map(|r| r.1.to_string())
-        .unwrap_or_default();
+    sources.push(("basic-auth /metrics", p.metrics().await));
+    sources.push((
+        "basic-auth /readyz",
+        p.readyz()
+            .await
+            .map(|r| r.1.to_string())
+            .unwrap_or_default(),
+    ));
     ctl.clear_faults().await;
-    collected += &p.log();
+    sources.push(("basic-auth serve log", p.log()));
     p.kill();
 
     // Token auth.
@@ -485,8 +444,10 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
     let env = [("CLOUDIFY_TOKEN", token.as_str())];
     let mut p = Proc::serve(d, "secrets-token", &cfg, &trace, &env);
     p.wait_ready(Duration::from_secs(60)).await;
-    collected += &p.metrics().await;
-    collected += &p.log();
+    let mut c = p.client().await;
+    let _ = delete(&mut c, WORKERS, vec![node(marker, "")]).await;
+    sources.push(("token /metrics", p.metrics().await));
+    sources.push(("token serve log", p.log()));
     p.kill();
 
     // `check`, successful and with a wrong password (the error path).
@@ -497,7 +458,7 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
         &[("CLOUDIFY_PASSWORD", PASSWORD)],
     );
     assert!(ok, "{out}");
-    collected += &out;
+    sources.push(("check output", out));
     let (ok, out) = run_check(
         d,
         "check-token",
@@ -509,7 +470,7 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
         &[("CLOUDIFY_TOKEN", token.as_str())],
     );
     assert!(ok, "{out}");
-    collected += &out;
+    sources.push(("check output, token", out));
     let wrong_pw = format!("{PASSWORD}-but-wrong");
     let (ok, out) = run_check(
         d,
@@ -518,13 +479,28 @@ async fn secrets_never_appear_in_logs_metrics_readyz_or_check() {
         &[("CLOUDIFY_PASSWORD", wrong_pw.as_str())],
     );
     assert!(!ok);
-    collected += &out;
+    sources.push(("check error", out));
+
+    // Positive controls: each source holds what it must, found by the same grep.
+    for (what, text) in &sources {
+        let expected = match *what {
+            w if w.ends_with("serve log") => marker,
+            w if w.ends_with("/metrics") => "autoscaler_cloudify_build_info",
+            w if w.ends_with("/readyz") => "snapshot_loaded",
+            "check error" => "401",
+            _ => "k8s-pool-a/workers",
+        };
+        assert_would_find(what, text, expected);
+    }
+    let collected: String = sources.iter().map(|(_, t)| t.as_str()).collect();
     figure(
         "security/secrets",
         &format!(
-            "{} bytes of trace logs, /metrics, /readyz and check output grepped for the \
-             password, the token, its secret and the basic-auth header: 0 hits",
-            collected.len()
+            "{} bytes of trace logs, /metrics, /readyz and check output from {} sources, each \
+             with its positive control found, grepped for the password, the token, its secret \
+             and the basic-auth header: 0 hits",
+            collected.len(),
+            sources.len()
         ),
     );
     assert_no_secrets("binary output", &collected, &secrets);

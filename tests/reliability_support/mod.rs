@@ -34,6 +34,30 @@ pub const CA_DEADLINE: Duration = Duration::from_secs(5);
 /// cannot match anything by accident.
 pub const PASSWORD: &str = "Rel-Pw-7f3c9e1d-do-not-log";
 
+/// Panics on tokio worker threads (where the provider's handlers and tasks run), counted from
+/// the first call of [`count_worker_panics`]. Test assertions run on the test's own thread and
+/// are not counted.
+static WORKER_PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts counting worker panics (once per process; later calls do nothing).
+pub fn count_worker_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() == Some("tokio-runtime-worker") {
+                WORKER_PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            previous(info);
+        }));
+    });
+}
+
+/// Worker panics so far (see [`count_worker_panics`]).
+pub fn worker_panics() -> usize {
+    WORKER_PANICS.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// True when the long soak variants should run (`RELIABILITY_SOAK=1`).
 pub fn soak() -> bool {
     std::env::var("RELIABILITY_SOAK").is_ok_and(|v| v == "1")
@@ -266,6 +290,30 @@ node_groups:
         capacity: {{cpu: "8", memory: 32Gi, nvidia.com/gpu: "1"}}
 "#
     )
+}
+
+/// A configuration for the in-process provider: `yaml` as the file, the test password, both
+/// ports on 127.0.0.1:0 unless `overrides` says otherwise.
+pub fn loopback_config(yaml: &str, overrides: Overrides) -> Config {
+    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
+    let overrides = Overrides {
+        listen: overrides.listen.or_else(|| Some("127.0.0.1:0".into())),
+        http_listen: overrides.http_listen.or_else(|| Some("127.0.0.1:0".into())),
+        ..overrides
+    };
+    Config::from_yaml(yaml, &overrides, &env).expect("valid test config")
+}
+
+/// The provider in-process (`app::start`, the binary's wiring), once its first snapshot is
+/// loaded.
+pub async fn start_inprocess(config: &Config, settings: ServiceSettings) -> App {
+    let app = autoscaler_cloudify::app::start(config, settings)
+        .await
+        .expect("provider starts");
+    tokio::time::timeout(Duration::from_secs(30), app.inventory.wait_ready())
+        .await
+        .expect("first snapshot");
+    app
 }
 
 /// A free loopback port (bound, then released; fine for tests on one machine).
@@ -663,18 +711,33 @@ fn chrono_now() -> String {
     format!("t={secs}")
 }
 
-/// Asserts that none of `secrets` (nor the basic-auth header they would form) occurs in `text`.
-pub fn assert_no_secrets(what: &str, text: &str, secrets: &[&str]) {
+/// Whether any of `secrets`, or the basic-auth header it would form, occurs in `text`: the one
+/// grep of [`assert_no_secrets`] and of its positive control [`assert_would_find`].
+fn leaks(text: &str, secrets: &[&str]) -> bool {
     use base64::Engine;
-    for s in secrets {
+    secrets.iter().any(|s| {
         assert!(!s.is_empty());
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("admin:{s}"));
-        for needle in [s.to_string(), basic] {
-            assert!(
-                !text.contains(&needle),
-                "{what} leaks a secret ({} chars of output)",
-                text.len()
-            );
-        }
-    }
+        text.contains(*s) || text.contains(&basic)
+    })
+}
+
+/// The positive control of [`assert_no_secrets`]: the same grep, given `marker` as a secret,
+/// finds it in `text`. Without it a capture that lost its logs would look clean.
+pub fn assert_would_find(what: &str, text: &str, marker: &str) {
+    assert!(
+        leaks(text, &[marker]),
+        "{what}: the positive control {marker:?} is not in the {} captured bytes, so a secret \
+         would not be seen either",
+        text.len()
+    );
+}
+
+/// Asserts that none of `secrets` (nor the basic-auth header they would form) occurs in `text`.
+pub fn assert_no_secrets(what: &str, text: &str, secrets: &[&str]) {
+    assert!(
+        !leaks(text, secrets),
+        "{what} leaks a secret ({} chars of output)",
+        text.len()
+    );
 }

@@ -93,23 +93,159 @@ async fn check_prints_groups_and_fails_on_bad_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(
-            "node_groups.groups.\"a/b\".options.scale_down_unneeded_time: invalid duration \"2x\""
+            "config.yaml: node_groups.groups.\"a/b\".options.scale_down_unneeded_time: invalid duration \"2x\""
         ),
         "{stderr}"
     );
-    // Wrong password: non-zero.
+    sim.shutdown().await;
+}
+
+/// Runs `check --config` on `yaml` (`{url}` replaced by the simulator's URL); returns the exit
+/// status, stdout and stderr, and the config file's path as the messages print it.
+fn check_file(url: &str, yaml: &str) -> (bool, String, String, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, yaml.replace("{url}", url)).expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("CLOUDIFY_PASSWORD", "admin")
+        .output()
+        .expect("run check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        cfg.display().to_string(),
+    )
+}
+
+/// Issue 21 part 2: each mistake that used to pass `check` is a one-line finding naming what to
+/// fix; errors fail the run, warnings do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_what_will_hurt() {
+    let sim = Simulator::start(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    let url = sim.url();
+    let head = "cloudify: [{url: \"{url}\"}]\nnode_groups:\n";
+    let discovery = "  auto_discovery: [\"cloudify:label=k8s-cluster=demo\"]\n";
+    // (what, configuration, passes, the finding's line starts with: `{file}` = the file)
+    let cases = [
+        (
+            "a static group Cloudify does not have",
+            format!("{head}{discovery}  static: [\"1:3:k8s-pool-a/wokers\"]\n"),
+            false,
+            "error: {file}: node_groups.static[0]: Cloudify has no scaling group \"wokers\" in a \
+             deployment \"k8s-pool-a\"",
+        ),
+        (
+            "a typo in a group id under node_groups.groups",
+            format!("{head}{discovery}  groups: {{\"k8s-pool-a/wokers\": {{max: 9}}}}\n"),
+            false,
+            "error: {file}: node_groups.groups.\"k8s-pool-a/wokers\": no node group has this \
+             id, so these settings apply to no group (known: k8s-pool-a/workers, \
+             k8s-pool-b/gpu-workers)",
+        ),
+        (
+            "a runtime property the VMs lack",
+            format!(
+                "{head}{discovery}  groups: {{\"k8s-pool-a/workers\": {{provider_id_template: \"openstack:///{{runtime.server_uuid}}\"}}}}\n"
+            ),
+            false,
+            "error: group k8s-pool-a/workers: 2 of 2 started VMs lack the runtime property \
+             server_uuid that {file}: node_groups.groups.\"k8s-pool-a/workers\".provider_id_template",
+        ),
+        (
+            "two VMs with one provider id",
+            format!(
+                "{head}{discovery}  defaults: {{provider_id_template: \"x://{{runtime.external_type}}\"}}\n"
+            ),
+            false,
+            "error: provider id \"x://server\": rendered by 2 instances",
+        ),
+        (
+            "a target above max",
+            format!("{head}  static: [\"0:1:k8s-pool-a/workers\"]\n"),
+            true,
+            "warning: group k8s-pool-a/workers: target size 2 is above max 1",
+        ),
+        (
+            "a target below min",
+            format!("{head}  static: [\"3:5:k8s-pool-a/workers\"]\n"),
+            true,
+            "warning: group k8s-pool-a/workers: target size 2 is below min 3",
+        ),
+    ];
+    for (what, yaml, passes, want) in cases {
+        let (ok, stdout, stderr, file) = check_file(&url, &yaml);
+        let want = want.replace("{file}", &file);
+        assert_eq!(ok, passes, "{what}: exit status\n{stdout}{stderr}");
+        let findings: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.starts_with("error: ") || l.starts_with("warning: "))
+            .collect();
+        assert_eq!(findings.len(), 1, "{what}: one finding\n{stdout}");
+        assert!(
+            findings[0].starts_with(&want),
+            "{what}:\n{}\nwant {want}",
+            findings[0]
+        );
+        if passes {
+            assert!(stdout.contains("check OK: 1 warning"), "{what}: {stdout}");
+        } else {
+            assert!(stderr.contains("check found 1 error"), "{what}: {stderr}");
+        }
+    }
+    sim.shutdown().await;
+}
+
+/// Issue 21 part 2: Cloudify locks an account after 4 failed logins, so a wrong password costs
+/// one login attempt per `check` run, never more, and the message says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_stops_after_one_refused_login() {
+    let sim = Simulator::start(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    let control = sim.control();
+    control.reset_requests().await.expect("reset");
     let out = Command::new(BIN)
         .args([
             "check",
             "--cloudify-url",
             &sim.url(),
-            "--nodes",
-            "1:3:k8s-pool-a/workers",
+            "--node-group-auto-discovery",
+            "cloudify:label=k8s-cluster=demo",
         ])
         .env("CLOUDIFY_PASSWORD", "wrong")
         .output()
         .expect("run check");
-    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let requests = control.requests().await.expect("request log");
+    assert_eq!(
+        requests.total, 1,
+        "exactly one login attempt reaches Cloudify: {requests:?}"
+    );
+    for want in [
+        "refused user \"admin\"",
+        "check made 1 login attempt and stops without retrying",
+        "Cloudify locks an account after 4 failed logins",
+        "CLOUDIFY_PASSWORD",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in {stderr}");
+    }
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
     sim.shutdown().await;
 }
 
@@ -193,6 +329,110 @@ async fn serve_answers_inspect_with_static_groups() {
             .any(|l| l.starts_with('{') && l.contains("gRPC server listening")),
         "{json_logs}"
     );
+    // Issue 21 part 5: one line per group found (the static group only).
+    let found: Vec<&str> = json_logs
+        .lines()
+        .filter(|l| l.contains("\"node group found\""))
+        .collect();
+    assert_eq!(found.len(), 1, "{json_logs}");
+    assert!(found[0].contains("k8s-pool-a/workers"), "{json_logs}");
+    // Issue 21 part 5: which build runs is in the first line.
+    let version = format!("\"version\":\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(
+        json_logs
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("starting autoscaler-cloudify") && l.contains(&version)),
+        "{json_logs}"
+    );
+    sim.shutdown().await;
+}
+
+/// Issue 21 part 5: `-h` names the defaults and the possible values, a log filter that would log
+/// nothing is refused (from the flag and from the file), and a start-up error is said once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_defaults_log_filters_and_a_start_up_error_said_once() {
+    let help = Command::new(BIN)
+        .args(["serve", "-h"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for want in [
+        "[default: 0.0.0.0:8086]",
+        "[default: 0.0.0.0:8087]",
+        "[default: 10s]",
+        "[possible values: text, json]",
+        "[possible values: auto, true, false]",
+    ] {
+        assert!(help.contains(want), "missing {want:?} in\n{help}");
+    }
+
+    let out = Command::new(BIN)
+        .args(["serve", "--log-level", "infoo"])
+        .output()
+        .expect("serve");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {stderr}");
+    assert!(stderr.contains("\"infoo\" is not a level"), "{stderr}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "log: {level: debugg}\ncloudify: [{url: \"http://127.0.0.1:1\"}]\n",
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env("CLOUDIFY_PASSWORD", "x")
+        .output()
+        .expect("check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: log.level: invalid filter: \"debugg\" is not a level",
+            cfg.display()
+        )),
+        "{stderr}"
+    );
+
+    // A port taken by someone else: the error comes out once, not as a log line and again on
+    // stderr.
+    let sim = Simulator::start(
+        Scenario::default_demo().with_timing(Timing::instant()),
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("sim");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().expect("addr").to_string();
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            &taken_addr,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--cloudify-url",
+            &sim.url(),
+            "--nodes",
+            "1:3:k8s-pool-a/workers",
+            "--leader-elect",
+            "false",
+        ])
+        .env("CLOUDIFY_PASSWORD", "admin")
+        .output()
+        .expect("serve");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    let said = format!("cannot listen on {taken_addr}");
+    assert_eq!(all.matches(&said).count(), 1, "{all}");
+    drop(taken);
     sim.shutdown().await;
 }
 
@@ -232,8 +472,9 @@ fn demo_walkthrough_scales_up_and_down() {
     );
 }
 
-/// `demo` tells a newcomer what runs where and what to try, and the advice works: the `inspect`
-/// command the banner prints answers with both demo groups.
+/// `demo` tells a newcomer what runs where and what to try, and the advice works from where it was
+/// started (issue 21): the banner names this binary by the path it was started with, the ports
+/// this demo listens on (flags after the query), and the `inspect` commands answer.
 #[test]
 fn demo_prints_a_banner_whose_inspect_command_works() {
     use std::io::{BufRead, BufReader};
@@ -247,6 +488,8 @@ fn demo_prints_a_banner_whose_inspect_command_works() {
             "--cloudify-listen",
             "127.0.0.1:0",
         ])
+        // As a person starts it, not as `cargo test` (whose variables say cargo ran it).
+        .env_remove("CARGO_PKG_NAME")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -277,17 +520,22 @@ fn demo_prints_a_banner_whose_inspect_command_works() {
         .find_map(|l| l.trim().strip_prefix("provider gRPC"))
         .and_then(|rest| rest.split_whitespace().next())
         .map(str::to_owned);
-    let inspect_line = banner
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("autoscaler-cloudify inspect") && l.ends_with(" groups"))
-        .map(str::to_owned);
-    let out = inspect_line.as_ref().map(|l| {
-        Command::new(BIN)
-            .args(l.split_whitespace().skip(1))
-            .output()
-            .expect("inspect")
-    });
+    let run = |prefix: &str| {
+        let line = banner
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("{BIN} {prefix}")))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no `{BIN} {prefix}` line in\n{banner}"));
+        let args: Vec<String> = line[BIN.len()..]
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let out = Command::new(BIN).args(&args).output().expect("inspect");
+        (line, out)
+    };
+    let (groups_line, groups) = run("inspect groups");
+    let (node_line, node) = run("inspect node");
     let _ = child.kill();
     let _ = child.wait();
     let grpc = grpc.unwrap_or_else(|| panic!("no gRPC address in\n{banner}"));
@@ -302,14 +550,47 @@ fn demo_prints_a_banner_whose_inspect_command_works() {
     ] {
         assert!(banner.contains(want), "missing {want:?} in\n{banner}");
     }
-    let inspect_line = inspect_line.unwrap_or_else(|| panic!("no inspect command in\n{banner}"));
-    assert!(inspect_line.contains(&grpc), "{inspect_line}");
-    let out = out.expect("ran inspect");
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains("k8s-pool-b/gpu-workers"),
-        "{inspect_line}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        groups_line.ends_with(&format!("groups --grpc {grpc}")),
+        "{groups_line}"
+    );
+    let text = String::from_utf8_lossy(&groups.stdout);
+    assert!(
+        groups.status.success() && text.contains("k8s-pool-b/gpu-workers"),
+        "{groups_line}: {text}{}",
+        String::from_utf8_lossy(&groups.stderr)
+    );
+    assert!(text.starts_with("GROUP "), "a header first: {text}");
+    // The node controller is off in the demo: the HTTP port says so, which proves the banner's
+    // `--http` address is the demo's.
+    let text = String::from_utf8_lossy(&node.stdout);
+    let err = String::from_utf8_lossy(&node.stderr);
+    assert!(
+        !err.contains("cannot connect") && !err.contains("Connection refused"),
+        "{node_line}: {text}{err}"
+    );
+}
+
+/// `inspect` says why it cannot reach the provider, not just "transport error".
+#[test]
+fn inspect_names_the_connection_cause() {
+    let closed = free_port();
+    let out = Command::new(BIN)
+        .args([
+            "inspect",
+            "groups",
+            "--grpc",
+            &format!("127.0.0.1:{closed}"),
+        ])
+        .output()
+        .expect("inspect");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to the provider at 127.0.0.1:{closed}"
+        )) && stderr.to_lowercase().contains("connection refused"),
+        "{stderr}"
     );
 }
 

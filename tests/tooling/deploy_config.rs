@@ -227,42 +227,45 @@ fn documented_metric_names_are_exported() {
     use autoscaler_cloudify::observability::metrics::*;
     let metrics = Metrics::new();
     // Labelled families are only encoded once they have a series.
-    let method = MethodLabels { method: "m".into() };
-    let route = RouteLabels { route: "r".into() };
+    let method = MethodLabels { method: "m" };
+    let route = RouteLabels { route: "r" };
     metrics
         .grpc_requests
         .get_or_create(&GrpcLabels {
-            method: "m".into(),
-            code: "Ok".into(),
+            method: "m",
+            code: GrpcCode::Ok,
         })
         .inc();
     metrics.grpc_duration.get_or_create(&method).observe(0.0);
     metrics
         .cloudify_requests
         .get_or_create(&CloudifyLabels {
-            route: "r".into(),
-            status: "200".into(),
+            route: "r",
+            status: Answer::Status(200),
         })
         .inc();
     metrics.cloudify_duration.get_or_create(&route).observe(0.0);
     metrics
         .refreshes
         .get_or_create(&ResultLabels {
-            result: "ok".into(),
+            result: RefreshResult::Ok,
         })
         .inc();
     metrics
         .target_size
         .get_or_create(&GroupLabels { group: "g".into() })
         .set(1);
-    metrics.scale("up", "accepted");
+    metrics.scale(ScaleDirection::Up, ScaleResult::Accepted);
     metrics
         .node_controller
         .shutdown_taints
         .get_or_create(&ActionLabels {
-            action: "added".into(),
+            action: TaintAction::Added,
         })
         .inc();
+    let port = PortLabels { port: Port::Http };
+    metrics.connections_open.get_or_create(&port).set(1);
+    metrics.connections_rejected.get_or_create(&port).inc();
     let exported: Vec<String> = metrics
         .encode()
         .lines()

@@ -8,5 +8,6 @@ mod deploy_config;
 mod layering;
 mod lint_policy;
 mod loadtest_smoke;
+mod metrics_doc;
 #[path = "../kit/procfs.rs"]
 mod procfs;

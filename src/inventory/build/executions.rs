@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::cloudify::ExecutionStatus;
 use crate::cloudify::models::parse_timestamp as parse_time;
 
 /// How long a failed scale-out keeps being reported (as creating-with-error instances), unless
@@ -27,7 +28,7 @@ fn modification_owner<'a>(
     m.execution_id().or_else(|| {
         active
             .iter()
-            .find(|e| e.deployment_id == m.deployment_id && e.status == "started")
+            .find(|e| e.deployment_id == m.deployment_id && e.status == ExecutionStatus::Started)
             .map(|e| e.id.as_str())
     })
 }
@@ -67,6 +68,19 @@ pub(super) fn void_orphan_modifications<'a>(
     in_planned
 }
 
+/// The active executions whose modification already ended (finished or rolled back): on the
+/// real manager it ends 0.4-2.6 s before its execution leaves `started` (issue 19). Their
+/// outcome is in `current_instances` already, and nothing of them can roll back any more.
+pub(super) fn settled_executions(src: &SourceData) -> HashSet<&str> {
+    let active: HashSet<&str> = src.active.iter().map(|e| e.id.as_str()).collect();
+    src.modifications
+        .iter()
+        .filter(|m| m.status != "started")
+        .filter_map(|m| m.execution_id())
+        .filter(|e| active.contains(e))
+        .collect()
+}
+
 /// Where an active execution's delta is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -82,7 +96,7 @@ fn phase_of(e: &Execution, in_planned: &HashSet<&str>) -> Phase {
     let modifying = in_planned.contains(e.id.as_str());
     if e.delta() == 0 {
         Phase::Uncounted
-    } else if e.is_waiting() || (e.status == "started" && !modifying) {
+    } else if e.is_waiting() || (e.status == ExecutionStatus::Started && !modifying) {
         Phase::Waiting
     } else if modifying {
         Phase::Running
@@ -125,10 +139,12 @@ impl Removals<'_> {
 }
 
 /// Adds each active scale execution to its group (seen, and waiting or running by its
-/// [`Phase`]) and collects what the active scale-ins remove.
+/// [`Phase`]) and collects what the active scale-ins remove. A `settled` one (its modification
+/// ended) is only seen, like an ended execution.
 pub(super) fn apply_active<'a>(
     active: &'a [Execution],
     in_planned: &HashSet<&str>,
+    settled: &HashSet<&str>,
     groups: &mut Groups<'a>,
 ) -> Removals<'a> {
     let mut removals = Removals::default();
@@ -140,6 +156,9 @@ pub(super) fn apply_active<'a>(
             continue;
         };
         g.seen_executions.push(e.id.clone());
+        if settled.contains(e.id.as_str()) {
+            continue;
+        }
         let delta = e.delta();
         let execution = WaitingExecution {
             id: e.id.clone(),
@@ -256,6 +275,34 @@ mod tests {
         assert!(!groups[&("a", "g")].orphan_modification);
     }
 
+    /// Issue 19, seen on the real manager: a scale's modification ends 0.4-2.6 s before its
+    /// execution leaves `started`. A refresh in that window read the execution started, no
+    /// started modification, and planned = current = the size after the scale: the execution
+    /// counted as waiting and its delta was added a second time (TargetSize 0 on a group of min
+    /// 1 after a scale-in of 2). The refresh reads the ended modification of such an execution.
+    #[test]
+    fn a_started_execution_whose_modification_ended_is_not_counted_again() {
+        for status in ["finished", "rolledback"] {
+            let mut ended = modification("a", Some("s"), 1);
+            ended.status = status.into();
+            let src = source(vec![scale("s", "a", "started", -2, &[])], vec![ended]);
+            let mut groups = groups_a_g();
+            let in_planned = void_orphan_modifications(&src, &mut groups);
+            apply_active(
+                &src.active,
+                &in_planned,
+                &settled_executions(&src),
+                &mut groups,
+            );
+            let g = &groups[&("a", "g")];
+            assert!(g.waiting.is_empty(), "{status}: {:?}", g.waiting);
+            assert!(g.running.is_empty(), "{status}: it can no longer roll back");
+            assert_eq!(g.cloudify_target(), 3, "{status}: planned already shows it");
+            assert!(!g.orphan_modification, "{status}");
+            assert_eq!(g.seen_executions, ["s"], "{status}");
+        }
+    }
+
     #[test]
     fn a_modification_without_an_execution_belongs_to_the_deployments_started_scale() {
         let active = vec![
@@ -327,7 +374,7 @@ mod tests {
             scale("elsewhere", "z", "queued", 1, &[]),
         ];
         let mut groups = groups_a_g();
-        let removals = apply_active(&active, &HashSet::from(["s"]), &mut groups);
+        let removals = apply_active(&active, &HashSet::from(["s"]), &HashSet::new(), &mut groups);
         let g = &groups[&("a", "g")];
         assert_eq!(g.seen_executions, ["q", "s", "u"]);
         let waiting: Vec<(&str, i32, bool)> = g
@@ -360,7 +407,7 @@ mod tests {
     fn a_huge_delta_saturates_into_int32() {
         let active = vec![scale("x", "a", "queued", i64::MIN, &[])];
         let mut groups = groups_a_g();
-        apply_active(&active, &HashSet::new(), &mut groups);
+        apply_active(&active, &HashSet::new(), &HashSet::new(), &mut groups);
         assert_eq!(groups[&("a", "g")].waiting[0].delta, i32::MIN);
     }
 

@@ -136,6 +136,12 @@ pub(super) fn create<'a>(
             &sg.properties,
             config.unbounded_max,
         );
+        // A max from Cloudify's policy is not checked at load like a configured one: it is
+        // lowered to what one NodeGroupNodes answer can list for CA (issue 20).
+        let template = settings.provider_id_template.clone().unwrap_or_default();
+        let answer_limit =
+            crate::config::max_instances_in_answer(&template, &src.tenant, Some(dep), Some(gname));
+        let max = max.min(answer_limit).max(min);
         let (current, planned) = sizes(&sg.properties);
         // Members that are VMs; a VM contained in a listed member is added with its instances.
         let vm_nodes: Vec<String> = sg

@@ -373,7 +373,7 @@ mod tests {
         };
         let compute = ComputeNodes::from([("a", "vm")]);
         let mut groups = groups_a_g();
-        let removals = apply_active(&src.active, &HashSet::new(), &mut groups);
+        let removals = apply_active(&src.active, &HashSet::new(), &HashSet::new(), &mut groups);
         attach(&src, &cfg, &compute, &removals, &mut groups);
         let g = &groups[&("a", "g")];
         let ids: Vec<&str> = g.instances.iter().map(|i| i.vm_instance.as_str()).collect();
@@ -427,7 +427,7 @@ mod tests {
         if let Some(g) = groups.get_mut(&("a", "g")) {
             g.joining_node = joining.map(str::to_owned);
         }
-        let removals = apply_active(&src.active, &HashSet::new(), &mut groups);
+        let removals = apply_active(&src.active, &HashSet::new(), &HashSet::new(), &mut groups);
         attach(src, &cfg, &compute, &removals, &mut groups);
         groups.remove(&("a", "g")).expect("a/g")
     }

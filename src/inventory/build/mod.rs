@@ -52,7 +52,8 @@ pub struct SourceData {
     /// Recently ended scale executions that did not fail (terminated, cancelled): already in
     /// `planned_instances`, or never.
     pub ended: Vec<Execution>,
-    /// The `started` deployment modifications of these deployments.
+    /// The `started` deployment modifications of these deployments, and the ended ones of
+    /// executions still active (their modification can end seconds before they do).
     pub modifications: Vec<DeploymentModification>,
 }
 
@@ -114,7 +115,8 @@ fn build_source(
     let compute = compute_nodes(&src.nodes);
     let (mut by_group, refused) = groups::create(src, &selection, &compute, config, prefixed);
     let in_planned = executions::void_orphan_modifications(src, &mut by_group);
-    let removals = executions::apply_active(&src.active, &in_planned, &mut by_group);
+    let settled = executions::settled_executions(src);
+    let removals = executions::apply_active(&src.active, &in_planned, &settled, &mut by_group);
     executions::note_ended(&src.ended, &mut by_group);
     executions::apply_failed(&src.failed, now, &mut by_group);
     instances::attach(src, config, &compute, &removals, &mut by_group);

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cloudify::models::ScalingGroup;
-use crate::cloudify::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
+use crate::cloudify::{
+    Deployment, DeploymentModification, Execution, ExecutionStatus, Node, NodeInstance,
+};
 use crate::inventory::error::Contradiction;
 
 /// A deployment as the last complete refresh read it.
@@ -39,7 +41,7 @@ struct Known {
 pub struct SourceCache {
     deployments: HashMap<String, Known>,
     /// Statuses of the recent scale executions of its deployments, by id.
-    executions: HashMap<String, String>,
+    executions: HashMap<String, ExecutionStatus>,
     /// When every deployment's nodes and instances were last read.
     last_full: Option<Instant>,
 }

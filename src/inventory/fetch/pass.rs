@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::cache::{Served, SourceCache};
 use crate::cloudify::models::ACTIVE_STATUSES;
 use crate::cloudify::{
-    Cloudify, CloudifyError, Deployment, DeploymentModification, Execution, Node, NodeInstance,
+    Cloudify, CloudifyError, Deployment, DeploymentModification, Execution, ExecutionStatus, Node,
+    NodeInstance,
 };
 use crate::config::NodeGroupsConfig;
 use crate::inventory::build::SourceData;
@@ -46,7 +47,7 @@ pub(super) struct Pass {
 
 /// The `scale` executions in the recent window, plus every active one behind a full window.
 async fn recent_executions(c: &dyn Cloudify, brief: bool) -> Result<Vec<Execution>, CloudifyError> {
-    let read = |statuses: &'static [&'static str], limit: Option<usize>| async move {
+    let read = |statuses: &'static [ExecutionStatus], limit: Option<usize>| async move {
         if brief {
             c.scale_execution_statuses(statuses, limit).await
         } else {
@@ -106,6 +107,45 @@ async fn deployments(
     Ok((read, discovered, static_ids))
 }
 
+/// The ended (finished or rolled back) modifications of the executions that read `started`
+/// but own no started modification. Issue 19: on the real manager a scale's modification ends
+/// 0.4-2.6 s before its execution leaves `started`; without it such an execution reads as one
+/// that has not started its modification yet, and its delta was counted a second time. Read
+/// only for the deployments of such executions, so a refresh with no scale in that window (or
+/// in the one before its modification starts) makes no extra call.
+async fn ended_modifications(
+    c: &dyn Cloudify,
+    executions: &[Execution],
+    started: &[DeploymentModification],
+) -> Result<Vec<DeploymentModification>, CloudifyError> {
+    let owners: HashSet<&str> = started.iter().filter_map(|m| m.execution_id()).collect();
+    let unknown: HashSet<&str> = executions
+        .iter()
+        .filter(|e| !e.is_waiting() && !e.is_ended() && !owners.contains(e.id.as_str()))
+        .map(|e| e.id.as_str())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut deployments: Vec<String> = executions
+        .iter()
+        .filter(|e| unknown.contains(e.id.as_str()))
+        .map(|e| e.deployment_id.clone())
+        .collect();
+    deployments.sort();
+    deployments.dedup();
+    let mut out = Vec::new();
+    for status in ["finished", "rolledback"] {
+        out.extend(
+            c.deployment_modifications(&deployments, status)
+                .await?
+                .into_iter()
+                .filter(|m| m.execution_id().is_some_and(|e| unknown.contains(e))),
+        );
+    }
+    Ok(out)
+}
+
 impl Pass {
     /// Reads one pass: executions, started modifications, deployments, then the nodes and
     /// instances `cache` does not hold or that may have changed (all of them when `full`, and
@@ -138,10 +178,12 @@ impl Pass {
             .into_iter()
             .filter(|e| ours.contains(e.deployment_id.as_str()))
             .collect();
-        let modifications: Vec<DeploymentModification> = modifications
+        let mut modifications: Vec<DeploymentModification> = modifications
             .into_iter()
             .filter(|m| ours.contains(m.deployment_id.as_str()))
             .collect();
+        let ended = ended_modifications(c, &executions, &modifications).await?;
+        modifications.extend(ended);
 
         let plan = cache.plan(&deployments, &executions, &modifications, full, forced);
         let mut nodes: HashMap<String, Arc<Vec<Node>>> = HashMap::new();
@@ -204,17 +246,17 @@ impl Pass {
     /// deployment's `planned_instances` is what its started modification (or none) says.
     /// Otherwise a scale could be counted twice (as waiting and in planned) or not at all.
     pub(super) fn consistent(&self) -> bool {
-        let before: HashMap<&str, &str> = self
+        let before: HashMap<&str, &ExecutionStatus> = self
             .executions
             .iter()
-            .map(|e| (e.id.as_str(), e.status.as_str()))
+            .map(|e| (e.id.as_str(), &e.status))
             .collect();
         let ours: HashSet<&str> = self.deployments.iter().map(|d| d.id.as_str()).collect();
-        let after: HashMap<&str, &str> = self
+        let after: HashMap<&str, &ExecutionStatus> = self
             .executions_after
             .iter()
             .filter(|e| ours.contains(e.deployment_id.as_str()))
-            .map(|e| (e.id.as_str(), e.status.as_str()))
+            .map(|e| (e.id.as_str(), &e.status))
             .collect();
         // A new execution, or one whose status changed. An ended one that left the window
         // (pushed out by newer ones, of any deployment) moved nothing; an active one cannot
@@ -222,7 +264,7 @@ impl Pass {
         let moved = after.iter().any(|(id, s)| before.get(id) != Some(s))
             || before
                 .iter()
-                .any(|(id, s)| ACTIVE_STATUSES.contains(s) && !after.contains_key(id));
+                .any(|(id, s)| s.is_active() && !after.contains_key(id));
         if moved {
             return false;
         }
@@ -256,9 +298,9 @@ impl Pass {
         let mut failed = Vec::new();
         let mut ended = Vec::new();
         for e in &self.executions {
-            if ACTIVE_STATUSES.contains(&e.status.as_str()) {
+            if e.status.is_active() {
                 active.push(e.clone());
-            } else if e.status == "failed" {
+            } else if e.status == ExecutionStatus::Failed {
                 failed.push(e.clone());
             } else {
                 ended.push(e.clone());

@@ -16,6 +16,9 @@ mod apply;
 pub mod plan;
 #[cfg(test)]
 mod tests;
+mod verdict;
+
+pub use verdict::Verdict;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -30,7 +33,7 @@ use serde::Serialize;
 
 use crate::config::NodeControllerConfig;
 use crate::inventory::{Inventory, RefreshGeneration, Snapshot};
-use crate::observability::metrics::Metrics;
+use crate::observability::metrics::{ActionLabels, Metrics, TaintAction};
 use plan::{AbsenceTracker, InitDecision, InventoryView, LifecycleAction};
 
 /// Whether this process may mutate the cluster now (the Lease leader). The default says always;
@@ -63,8 +66,8 @@ pub struct NodeReport {
     pub shutdown: bool,
     /// Consecutive complete snapshots its instance was missing from.
     pub absent_snapshots: u32,
-    /// What the controller decided last, in words.
-    pub verdict: String,
+    /// What the controller decided last (in words in JSON).
+    pub verdict: Verdict,
     /// Refresh generation of the snapshot the verdict was made from.
     pub generation: RefreshGeneration,
 }
@@ -230,7 +233,7 @@ impl Worker {
         }
         let view = InventoryView::new(snapshot, self.inventory.config(), &self.managers);
         let leader = (self.is_leader)();
-        let mut verdicts: HashMap<String, String> = HashMap::new();
+        let mut verdicts: HashMap<String, Verdict> = HashMap::new();
         let mut unmatched_now = 0i64;
         for node in nodes {
             let name = plan::node_name(node).to_owned();
@@ -240,7 +243,7 @@ impl Worker {
                     let verdict = if leader {
                         self.initialize(node, patch, &view).await
                     } else {
-                        "would initialize (not the leader)".to_owned()
+                        Verdict::WouldInitialize
                     };
                     verdicts.insert(name, verdict);
                 }
@@ -249,7 +252,7 @@ impl Worker {
                     if leader {
                         self.report_unmatched(node, &reason).await;
                     }
-                    verdicts.insert(name, format!("unmatched, keeps the taint: {reason}"));
+                    verdicts.insert(name, Verdict::Unmatched(reason));
                 }
             }
         }
@@ -275,7 +278,7 @@ impl Worker {
             self.previous_instances = Some(snapshot.instance_count());
             for r in &plan.refused {
                 tracing::info!(node = %r.node, reason = %r.reason, "node controller: not deleting");
-                verdicts.insert(r.node.clone(), format!("not deleted yet: {}", r.reason));
+                verdicts.insert(r.node.clone(), Verdict::NotDeletedYet(r.reason.clone()));
             }
             if !plan.held_back.is_empty() {
                 self.metrics
@@ -289,10 +292,7 @@ impl Worker {
                     "node controller: deletion cap reached; the other Nodes wait for the next refresh"
                 );
                 for n in &plan.held_back {
-                    verdicts.insert(
-                        n.clone(),
-                        "deletion held back by node_controller.max_deletions_per_refresh".into(),
-                    );
+                    verdicts.insert(n.clone(), Verdict::HeldBack);
                 }
             }
             for a in plan.actions {
@@ -302,7 +302,7 @@ impl Worker {
                 let verdict = if leader {
                     self.lifecycle(node, &a.uid, &a.action).await
                 } else {
-                    format!("would {:?} (not the leader)", a.action)
+                    Verdict::WouldAct(a.action.clone())
                 };
                 verdicts.insert(a.node.clone(), verdict);
             }
@@ -315,7 +315,7 @@ impl Worker {
         node: &Node,
         patch: plan::InitPatch,
         view: &InventoryView<'_>,
-    ) -> String {
+    ) -> Verdict {
         let name = plan::node_name(node).to_owned();
         match apply::initialize(&self.api, node, patch, view).await {
             Ok(done) => {
@@ -336,12 +336,15 @@ impl Worker {
                     ),
                 )
                 .await;
-                format!("initialized from {} ({})", done.vm_instance, done.group)
+                Verdict::Initialized {
+                    vm_instance: done.vm_instance,
+                    group: done.group,
+                }
             }
             Err(e) => {
                 self.metrics.node_controller.errors.inc();
                 tracing::warn!(node = %name, error = %e, "node controller: initialization failed; retried on the next change");
-                format!("initialization failed: {e}")
+                Verdict::InitializationFailed(e.to_string())
             }
         }
     }
@@ -362,7 +365,7 @@ impl Worker {
         .await;
     }
 
-    async fn lifecycle(&self, node: &Node, uid: &str, action: &LifecycleAction) -> String {
+    async fn lifecycle(&self, node: &Node, uid: &str, action: &LifecycleAction) -> Verdict {
         let name = plan::node_name(node).to_owned();
         let nc = &self.metrics.node_controller;
         match action {
@@ -377,16 +380,16 @@ impl Worker {
                     Ok(true) => {
                         nc.deleted.inc();
                         tracing::warn!(node = %name, %reason, "node controller: Node deleted");
-                        format!("deleted: {reason}")
+                        Verdict::Deleted(reason.clone())
                     }
                     Ok(false) => {
                         tracing::info!(node = %name, "node controller: Node already gone or re-created (UID differs); not deleted");
-                        "not deleted: gone already or re-created with another UID".into()
+                        Verdict::AlreadyGone
                     }
                     Err(e) => {
                         nc.errors.inc();
                         tracing::warn!(node = %name, error = %e, "node controller: delete failed");
-                        format!("delete failed: {e}")
+                        Verdict::DeleteFailed(e.to_string())
                     }
                 }
             }
@@ -394,19 +397,25 @@ impl Worker {
                 let add = *action == LifecycleAction::AddShutdownTaint;
                 match apply::shutdown_taint(&self.api, &name, add).await {
                     Ok(()) => {
-                        let what = if add { "added" } else { "removed" };
+                        let action = if add {
+                            TaintAction::Added
+                        } else {
+                            TaintAction::Removed
+                        };
                         nc.shutdown_taints
-                            .get_or_create(&crate::observability::metrics::ActionLabels {
-                                action: what.into(),
-                            })
+                            .get_or_create(&ActionLabels { action })
                             .inc();
-                        tracing::info!(node = %name, "node controller: shutdown taint {what}");
-                        format!("shutdown taint {what}")
+                        tracing::info!(
+                            node = %name,
+                            "node controller: shutdown taint {}",
+                            action.as_str()
+                        );
+                        Verdict::ShutdownTaint(action)
                     }
                     Err(e) => {
                         nc.errors.inc();
                         tracing::warn!(node = %name, error = %e, "node controller: taint update failed");
-                        format!("taint update failed: {e}")
+                        Verdict::TaintUpdateFailed(e.to_string())
                     }
                 }
             }
@@ -417,7 +426,7 @@ impl Worker {
         &self,
         nodes: &[Arc<Node>],
         view: &InventoryView<'_>,
-        mut verdicts: HashMap<String, String>,
+        mut verdicts: HashMap<String, Verdict>,
     ) {
         let previous = self.reports.clone();
         let mut out = BTreeMap::new();
@@ -432,11 +441,9 @@ impl Worker {
                     .map(|r| r.verdict)
                     .filter(|_| found.is_none())
                     .unwrap_or_else(|| match found {
-                        Some(_) => "matched; nothing to do".into(),
-                        None if plan::provider_id(node).is_empty() => {
-                            "no providerID and no matching instance: not managed".into()
-                        }
-                        None => "no matching instance".into(),
+                        Some(_) => Verdict::Matched,
+                        None if plan::provider_id(node).is_empty() => Verdict::NotManaged,
+                        None => Verdict::NoMatchingInstance,
                     })
             });
             out.insert(

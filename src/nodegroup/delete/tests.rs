@@ -251,3 +251,63 @@ fn the_fixture_has_one_failed_instance_and_three_vms() {
     assert_eq!(g.min, 1);
     assert_eq!(g.failed[0].synthetic_ids, ["cloudify-failed://d/g/f/0"]);
 }
+
+/// Issue 19, seen on the real manager: an operator's scale-out failed without rollback and
+/// left VM `d4` half-created (`creating`) under a started modification no execution owns.
+/// Every scale the provider sends to `d` carries `abort_started`, and the real `scale`
+/// workflow rolls the modification back (uninstalling `d4`) before it scales: a scale-in
+/// naming `d4` then removes another, arbitrary VM. Such a node is refused.
+#[test]
+fn a_vm_a_leftover_scale_out_added_is_refused() {
+    let base = snapshot();
+    let mut src = SourceData {
+        tenant: "t".into(),
+        discovered: vec![testkit::deployment(
+            "d",
+            serde_json::json!({"g": {"members": ["vm"],
+                "properties": {"min_instances": 1, "current_instances": 3,
+                "planned_instances": 4}}}),
+        )],
+        nodes: vec![testkit::compute_node("d", "vm")],
+        modifications: vec![
+            serde_json::from_value(serde_json::json!({"id": "m", "deployment_id": "d",
+                "status": "started", "context": {"execution_id": "x"},
+                "modified_nodes": {"g": {"instances": 4}}}))
+            .expect("modification"),
+        ],
+        ..Default::default()
+    };
+    for (id, state) in [
+        ("d1", "started"),
+        ("d2", "started"),
+        ("d3", "started"),
+        ("d4", "creating"),
+    ] {
+        let runtime = serde_json::json!({"hostname": format!("node-{id}")});
+        src.instances
+            .push(testkit::vm(id, "d", "g", state, runtime));
+    }
+    let cfg = testkit::node_groups("node_groups: {auto_discovery: [\"cloudify:label=x=y\"]}");
+    let snap = build_snapshot(
+        Instant::now(),
+        std::time::SystemTime::now(),
+        &[src],
+        &cfg,
+        false,
+    );
+    let g = snap.group("d/g").expect("d/g");
+    assert!(
+        g.orphan_modification,
+        "the modification has no active execution"
+    );
+    match resolve(&snap, g, &[node("cloudify://t/d/d4", "")]) {
+        Err(DomainError::FailedPrecondition(m)) => {
+            assert!(m.contains("abort_started"), "{m}")
+        }
+        other => panic!("a VM the leftover modification added: {other:?}"),
+    }
+    // Its started VMs may still be deleted (the abort leaves them alone), and so may every
+    // VM of a group without a leftover.
+    assert!(resolve(&snap, g, &[node("cloudify://t/d/d1", "")]).is_ok());
+    assert!(resolve(&base, d_g(&base), &[node("cloudify://t/d/d1", "")]).is_ok());
+}

@@ -11,14 +11,21 @@ import (
 	"time"
 )
 
-// cloudifyClient talks to the simulator's real REST API, the way an operator or a kubelet bootstrap
-// script on a Cloudify VM would see it: basic auth plus the Tenant header.
+// cloudifyClient talks to the simulator's real REST API, or to a real Cloudify Manager
+// (--manager, issue 19), the way an operator or a kubelet bootstrap script on a Cloudify VM
+// would see it: basic or token auth plus the Tenant header.
 type cloudifyClient struct {
 	base     string // manager URL, e.g. http://127.0.0.1:8100
 	tenant   string
 	user     string
 	password string
+	token    string // Authentication-Token instead of basic auth, when set
 	http     *http.Client
+	// manager: a real Cloudify Manager, shared with others: the lists below are restricted
+	// to `deployments` (the configured groups'), and faults go through the tier blueprints'
+	// fault switch instead of the simulator's /_sim/faults.
+	manager     bool
+	deployments []string
 }
 
 type nodeInstance struct {
@@ -67,7 +74,11 @@ func (c *cloudifyClient) do(ctx context.Context, method, path string, body any, 
 	if err != nil {
 		return err
 	}
-	req.SetBasicAuth(c.user, c.password)
+	if c.token != "" {
+		req.Header.Set("Authentication-Token", c.token)
+	} else {
+		req.SetBasicAuth(c.user, c.password)
+	}
 	req.Header.Set("Tenant", c.tenant)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -100,7 +111,7 @@ func (c *cloudifyClient) nodeInstances(ctx context.Context) ([]nodeInstance, err
 			Items    []nodeInstance `json:"items"`
 			Metadata listMeta       `json:"metadata"`
 		}
-		q := url.Values{"_size": {"1000"}, "_offset": {fmt.Sprint(offset)}}
+		q := c.listQuery(offset)
 		if err := c.do(ctx, http.MethodGet, "/api/v3.1/node-instances?"+q.Encode(), nil, &page); err != nil {
 			return nil, err
 		}
@@ -119,7 +130,8 @@ func (c *cloudifyClient) executions(ctx context.Context) ([]execution, error) {
 			Items    []execution `json:"items"`
 			Metadata listMeta    `json:"metadata"`
 		}
-		q := url.Values{"_size": {"1000"}, "_offset": {fmt.Sprint(offset)}}
+		q := c.listQuery(offset)
+		q.Set("_sort", "created_at")
 		if err := c.do(ctx, http.MethodGet, "/api/v3.1/executions?"+q.Encode(), nil, &page); err != nil {
 			return nil, err
 		}
@@ -129,6 +141,15 @@ func (c *cloudifyClient) executions(ctx context.Context) ([]execution, error) {
 			return all, nil
 		}
 	}
+}
+
+// listQuery is one page of a list; on a real manager only the configured groups' deployments.
+func (c *cloudifyClient) listQuery(offset int) url.Values {
+	q := url.Values{"_size": {"1000"}, "_offset": {fmt.Sprint(offset)}}
+	if c.manager {
+		q["deployment_id"] = c.deployments
+	}
+	return q
 }
 
 // groupSize reads scaling_groups.<g>.properties.current_instances of a deployment.
@@ -166,11 +187,66 @@ func (c *cloudifyClient) scale(ctx context.Context, deployment, group string, de
 }
 
 func (c *cloudifyClient) faults(ctx context.Context, f map[string]any) error {
-	return c.do(ctx, http.MethodPost, "/_sim/faults", f, nil)
+	if !c.manager {
+		return c.do(ctx, http.MethodPost, "/_sim/faults", f, nil)
+	}
+	// The real manager has no fault API: the tier blueprints' fault switch fails the next VM
+	// create of every deployment once (tests/manager/README.md, "Fault switches"). Only the
+	// failure of the next scale-out has an equivalent.
+	for k := range f {
+		if k != "fail_next_executions" && k != "fail_reason" {
+			return fmt.Errorf("fault %q has no equivalent on a real manager", k)
+		}
+	}
+	once := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
+	for _, d := range c.deployments {
+		if err := c.setFaultSwitch(ctx, d, map[string]any{"fail": "quota", "once": once, "nodes": []string{"worker_host"}}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *cloudifyClient) clearFaults(ctx context.Context) error {
-	return c.do(ctx, http.MethodDelete, "/_sim/faults", nil, nil)
+	if !c.manager {
+		return c.do(ctx, http.MethodDelete, "/_sim/faults", nil, nil)
+	}
+	for _, d := range c.deployments {
+		if err := c.setFaultSwitch(ctx, d, map[string]any{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setFaultSwitch sets the `fault` runtime property of a worker-pool-faults deployment's
+// `fault_switch` instance.
+func (c *cloudifyClient) setFaultSwitch(ctx context.Context, deployment string, fault map[string]any) error {
+	var page struct {
+		Items []struct {
+			ID string `json:"id"`
+		} `json:"items"`
+	}
+	q := url.Values{"deployment_id": {deployment}, "node_id": {"fault_switch"}}
+	if err := c.do(ctx, http.MethodGet, "/api/v3.1/node-instances?"+q.Encode(), nil, &page); err != nil {
+		return err
+	}
+	if len(page.Items) == 0 {
+		return fmt.Errorf("deployment %s has no fault_switch (use the tier's worker-pool-faults blueprint)", deployment)
+	}
+	var inst struct {
+		RuntimeProperties map[string]any `json:"runtime_properties"`
+		Version           int            `json:"version"`
+	}
+	path := "/api/v3.1/node-instances/" + url.PathEscape(page.Items[0].ID)
+	if err := c.do(ctx, http.MethodGet, path, nil, &inst); err != nil {
+		return err
+	}
+	if inst.RuntimeProperties == nil {
+		inst.RuntimeProperties = map[string]any{}
+	}
+	inst.RuntimeProperties["fault"] = fault
+	return c.do(ctx, http.MethodPatch, path, map[string]any{"runtime_properties": inst.RuntimeProperties, "version": inst.Version}, nil)
 }
 
 func truncate(s string, n int) string {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +25,9 @@ func main() {
 		provCfg    = flag.String("provider-config", "", "the provider's config YAML (templates are read from it)")
 		simURL     = flag.String("cloudify-url", "", "simulator URL (default: from the provider config)")
 		password   = flag.String("cloudify-password", "admin", "Cloudify password")
+		token      = flag.String("cloudify-token", os.Getenv("CLOUDIFY_TOKEN"), "Cloudify token (instead of the password)")
+		manager    = flag.Bool("manager", false, "a real Cloudify Manager instead of the simulator (issue 19): lists restricted to the configured groups' deployments, faults through the tier blueprints' fault switch")
+		summary    = flag.String("summary", "", "also write the per-phase summary as tab-separated values to this file")
 		mode       = flag.String("mode", "ca", "ca: cluster-autoscaler drives scaling; no-ca: the harness scales through Cloudify's REST API (used when CA cannot be built)")
 		pool       = flag.String("pool", "e2e-pool/workers", "group scaled by pending pods")
 		poolMin    = flag.Int("pool-min", 1, "min size of --pool")
@@ -49,7 +53,8 @@ func main() {
 	flag.Parse()
 	externalJoin = *joinMode == "external" // issue 15
 	x := extras{priceCheap: *priceCheap, priceDear: *priceDear, priceLabel: *priceLabel, slowGroup: *slowGroup, slowLabel: *slowLabel,
-		slowBoot: *slowBoot, caLog: *caLogPath, caRestart: strings.Fields(*caRestart), metricsURL: *metricsURL}
+		slowBoot: *slowBoot, caLog: *caLogPath, caRestart: strings.Fields(*caRestart), metricsURL: *metricsURL,
+		token: *token, manager: *manager, summary: *summary}
 	os.Exit(run(*kubeconfig, *provCfg, *simURL, *password, *mode, *pool, *poolMin, *poolLabel, *zero, *zeroLabel, *timeline, *phases, *slow, *joinOnly, strings.Fields(*inspect), x))
 }
 
@@ -61,6 +66,9 @@ type extras struct {
 	caLog                             string
 	caRestart                         []string
 	metricsURL                        string
+	token                             string // Cloudify token (instead of the password)
+	manager                           bool   // a real Cloudify Manager (issue 19)
+	summary                           string // TSV copy of the summary table
 }
 
 // externalJoin: --join-mode=external (issue 15, node lifecycle; see nodelife.go).
@@ -90,7 +98,7 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 		simURL = cfg.Cloudify[0].URL
 	}
 	cfy := &cloudifyClient{base: strings.TrimRight(simURL, "/"), tenant: cfg.Cloudify[0].Tenant, user: cfg.Cloudify[0].Username,
-		password: password, http: &http.Client{Timeout: 10 * time.Second}}
+		password: password, token: x.token, http: &http.Client{Timeout: 10 * time.Second}, manager: x.manager}
 	if cfy.tenant == "" {
 		cfy.tenant = "default_tenant"
 	}
@@ -100,7 +108,9 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 	groups := map[string]groupTemplate{}
 	for id, g := range cfg.NodeGroups.Groups {
 		groups[id] = g.Template
+		cfy.deployments = append(cfy.deployments, strings.SplitN(id, "/", 2)[0])
 	}
+	sort.Strings(cfy.deployments)
 	tl := newTimeline(timelinePath)
 	j := &Joiner{kube: kube, cfy: cfy, groups: groups, tl: tl, interval: 500 * time.Millisecond,
 		instances: map[string]nodeInstance{}, seen: map[string]string{}, names: map[string]string{},
@@ -192,6 +202,11 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 	fmt.Println(tl.Dump())
 	fmt.Println("==================== e2e timeline summary ====================")
 	fmt.Print(summaryTable(stats))
+	if x.summary != "" {
+		if err := os.WriteFile(x.summary, []byte(summaryTSV(stats)), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "harness: summary:", err)
+		}
+	}
 	fmt.Println("==================== e2e phases ====================")
 	for _, r := range results {
 		fmt.Println(r)

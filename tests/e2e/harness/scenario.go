@@ -208,6 +208,10 @@ func (s *scenario) baseline(ctx context.Context) error {
 	if err := s.groupAt(ctx, s.pool, s.poolMin, 60*time.Second); err != nil {
 		return err
 	}
+	if s.zero == "" { // a real manager's run has no group at 0
+		s.tl.Event("group %s at min %d with Ready nodes", s.pool, s.poolMin)
+		return s.checkRegistration(ctx, s.pool)
+	}
 	if err := s.groupAt(ctx, s.zero, 0, 30*time.Second); err != nil {
 		return err
 	}
@@ -403,7 +407,11 @@ func (s *scenario) failedScaleOut(ctx context.Context) error {
 	if err := s.cfy.faults(ctx, map[string]any{"fail_next_executions": 1, "fail_reason": "e2e: injected failure (quota exceeded)"}); err != nil {
 		return err
 	}
-	s.tl.Event("harness: simulator fault fail_next_executions=1")
+	if s.cfy.manager {
+		s.tl.Event("harness: fault switch: the next VM create fails once (quota)")
+	} else {
+		s.tl.Event("harness: simulator fault fail_next_executions=1")
+	}
 	if err := s.create(ctx, workload{name: "burst", replicas: 3, cpu: "900m", memory: "512Mi", selector: s.poolSel}); err != nil {
 		return err
 	}

@@ -75,6 +75,29 @@ type phaseStat struct {
 	measured   bool
 }
 
+// summaryTSV is the summary as tab-separated values (phase, seconds, pending -> Running, gRPC
+// calls, server-side seconds, provider share in %), for comparing two runs (tests/e2e/compare.sh).
+func summaryTSV(stats []*phaseStat) string {
+	var b strings.Builder
+	for _, st := range stats {
+		d := st.end.Sub(st.start).Seconds()
+		pend := strings.Join(st.pending, ", ")
+		if pend == "" {
+			pend = "-"
+		}
+		calls, secs, share := "-", "-", "-"
+		if st.measured {
+			calls = fmt.Sprint(st.grpc.calls)
+			secs = fmt.Sprintf("%.3f", st.grpc.seconds)
+			if d > 0 {
+				share = fmt.Sprintf("%.3f", 100*st.grpc.seconds/d)
+			}
+		}
+		fmt.Fprintf(&b, "%s\t%.1f\t%s\t%s\t%s\t%s\n", st.name, d, pend, calls, secs, share)
+	}
+	return b.String()
+}
+
 // summaryTable renders the per-phase summary: duration, pending -> Running per workload, and the
 // provider's share of the phase (server-side seconds of CA's gRPC calls / phase duration).
 func summaryTable(stats []*phaseStat) string {

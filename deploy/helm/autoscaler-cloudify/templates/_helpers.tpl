@@ -101,7 +101,7 @@ group: cert-manager.io
 {{- end }}
 
 {{/*
-The provider configuration file (PLAN Contract 2). grpc and http are owned by the chart, because
+The provider configuration file (docs/configuration.md). grpc and http are owned by the chart, because
 ports, probe paths and mounted TLS paths must agree with the Deployment and Service; everything
 else comes from .Values.config as written.
 */}}
