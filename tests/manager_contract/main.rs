@@ -15,14 +15,21 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use autoscaler_cloudify::cloudify::models::{ACTIVE_STATUSES, ErrorBody, WAITING_STATUSES};
+use autoscaler_cloudify::cloudify::models::{ACTIVE_STATUSES, ErrorBody};
 use autoscaler_cloudify::cloudify::{
-    Auth, Cloudify, CloudifyClient, CloudifyError, NodeInstance, ScaleRequest,
+    Auth, Cloudify, CloudifyClient, CloudifyError, ExecutionStatus, NodeInstance, ScaleRequest,
 };
 use hostile::{HostileManager, Rule};
 use reqwest::Method;
 use serde_json::json;
 use support::*;
+
+/// The statuses of an execution that has not started its workflow yet.
+const WAITING: [ExecutionStatus; 3] = [
+    ExecutionStatus::Queued,
+    ExecutionStatus::Pending,
+    ExecutionStatus::Scheduled,
+];
 
 fn scale(deployment: &str, delta: i64, include: &[&str], abort_started: bool) -> ScaleRequest {
     ScaleRequest {
@@ -265,7 +272,7 @@ async fn scale_out_then_exact_scale_in() {
     );
     assert_eq!((e.scaled_group(), e.delta()), (Some(GROUP), 1));
     assert!(
-        ACTIVE_STATUSES.contains(&e.status.as_str()),
+        ACTIVE_STATUSES.contains(&e.status),
         "answered status {}",
         e.status
     );
@@ -274,7 +281,12 @@ async fn scale_out_then_exact_scale_in() {
         e.status, e.parameters
     );
     let done = wait_ended(&c, &e.id).await;
-    assert_eq!(done.status, "terminated", "error: {:?}", done.error);
+    assert_eq!(
+        done.status,
+        ExecutionStatus::Terminated,
+        "error: {:?}",
+        done.error
+    );
     assert!(done.ended_at.is_some() && done.created_at.is_some());
 
     let after = vms(&c, LIFE).await;
@@ -296,7 +308,11 @@ async fn scale_out_then_exact_scale_in() {
         .expect("limit 1");
     assert_eq!(ids(newest.iter().map(|e| &e.id)), ids([&e.id]));
     let ended = c
-        .scale_executions(&ids([LIFE]), &["terminated", "failed"], None)
+        .scale_executions(
+            &ids([LIFE]),
+            &[ExecutionStatus::Terminated, ExecutionStatus::Failed],
+            None,
+        )
         .await
         .expect("by status");
     assert!(ended.iter().any(|x| x.id == e.id));
@@ -306,12 +322,12 @@ async fn scale_out_then_exact_scale_in() {
             .all(|x| x.workflow_id == "scale" && x.is_ended())
     );
     let waiting = c
-        .scale_executions(&ids([LIFE]), &WAITING_STATUSES, None)
+        .scale_executions(&ids([LIFE]), &WAITING, None)
         .await
         .expect("waiting");
     assert!(waiting.is_empty(), "{waiting:?}");
     let everywhere = c
-        .scale_executions(&[], &["terminated"], None)
+        .scale_executions(&[], &[ExecutionStatus::Terminated], None)
         .await
         .expect("all deployments");
     assert!(everywhere.iter().any(|x| x.id == e.id));
@@ -324,7 +340,12 @@ async fn scale_out_then_exact_scale_in() {
     assert_eq!(e2.include_instances(), vec![added.id.clone()]);
     assert_eq!(e2.delta(), -1);
     let done2 = wait_ended(&c, &e2.id).await;
-    assert_eq!(done2.status, "terminated", "error: {:?}", done2.error);
+    assert_eq!(
+        done2.status,
+        ExecutionStatus::Terminated,
+        "error: {:?}",
+        done2.error
+    );
     let last = vms(&c, LIFE).await;
     assert_eq!(
         ids(last.iter().map(|v| &v.id)),
@@ -421,9 +442,9 @@ async fn a_running_scale_shows_its_modification_and_queues_the_next() {
         .start_scale(&scale(QUEUE, 1, &[], false))
         .await
         .expect("queued scale");
-    assert_eq!(e2.status, "queued");
+    assert_eq!(e2.status, ExecutionStatus::Queued);
     let waiting = c
-        .scale_executions(&ids([QUEUE]), &WAITING_STATUSES, None)
+        .scale_executions(&ids([QUEUE]), &WAITING, None)
         .await
         .expect("waiting");
     assert_eq!(ids(waiting.iter().map(|x| &x.id)), ids([&e2.id]));
@@ -443,10 +464,15 @@ async fn a_running_scale_shows_its_modification_and_queues_the_next() {
         cancelled.status
     );
     let e2_end = wait_ended(&c, &e2.id).await;
-    assert_eq!(e2_end.status, "cancelled");
+    assert_eq!(e2_end.status, ExecutionStatus::Cancelled);
     let e1_end = wait_ended(&c, &e1.id).await;
     m.set_fault(QUEUE, json!({})).await;
-    assert_eq!(e1_end.status, "terminated", "error: {:?}", e1_end.error);
+    assert_eq!(
+        e1_end.status,
+        ExecutionStatus::Terminated,
+        "error: {:?}",
+        e1_end.error
+    );
     assert_eq!(
         group_counts(&c, QUEUE).await,
         (base + 1, base + 1),
@@ -478,7 +504,10 @@ async fn back_to(c: &CloudifyClient, deployment: &str, before: &[NodeInstance]) 
         .start_scale(&scale(deployment, delta, &names, false))
         .await
         .expect("scale back");
-    assert_eq!(wait_ended(c, &e.id).await.status, "terminated");
+    assert_eq!(
+        wait_ended(c, &e.id).await.status,
+        ExecutionStatus::Terminated
+    );
     let now = vms(c, deployment).await;
     assert_eq!(
         ids(now.iter().map(|v| &v.id)),
@@ -510,7 +539,7 @@ async fn failed_scale_outs_with_and_without_rollback() {
         .await
         .expect("scale");
     let failed = wait_ended(&c, &e.id).await;
-    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.status, ExecutionStatus::Failed);
     let text = failed.error.clone().unwrap_or_default();
     assert!(text.contains(QUOTA), "error text: {text}");
     eprintln!(
@@ -547,7 +576,10 @@ async fn failed_scale_outs_with_and_without_rollback() {
         .await;
     assert_eq!(status, 201, "{body}");
     let raw_id = body["id"].as_str().expect("execution id").to_owned();
-    assert_eq!(wait_ended(&c, &raw_id).await.status, "failed");
+    assert_eq!(
+        wait_ended(&c, &raw_id).await.status,
+        ExecutionStatus::Failed
+    );
     let left = c
         .deployment_modifications(&ids([FAIL]), "started")
         .await
@@ -574,7 +606,7 @@ async fn failed_scale_outs_with_and_without_rollback() {
         .await
         .expect("accepted, fails inside");
     let blocked = wait_ended(&c, &blocked.id).await;
-    assert_eq!(blocked.status, "failed");
+    assert_eq!(blocked.status, ExecutionStatus::Failed);
     assert!(
         blocked
             .error
@@ -590,7 +622,7 @@ async fn failed_scale_outs_with_and_without_rollback() {
         .expect("abort_started");
     assert_eq!(ok.parameters.get("abort_started"), Some(&json!(true)));
     let ok = wait_ended(&c, &ok.id).await;
-    assert_eq!(ok.status, "terminated", "{:?}", ok.error);
+    assert_eq!(ok.status, ExecutionStatus::Terminated, "{:?}", ok.error);
     assert!(
         c.deployment_modifications(&ids([FAIL]), "started")
             .await

@@ -88,6 +88,7 @@ impl Manager {
             ca_cert_pem: self.ca_cert_pem.clone(),
             insecure_skip_verify: false,
             request_timeout: Duration::from_secs(30),
+            max_response_bytes: autoscaler_cloudify::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
