@@ -95,6 +95,7 @@ impl Target {
             ca_cert_pem: None,
             insecure_skip_verify: false,
             request_timeout: Duration::from_secs(120),
+            max_response_bytes: autoscaler_cloudify::cloudify::DEFAULT_MAX_RESPONSE_BYTES,
         };
         let client = CloudifyClient::new(settings, None).expect("client");
         let options = FetchOptions {
