@@ -81,7 +81,7 @@ impl Target {
         let env = BTreeMap::from([("P".to_owned(), "x".to_owned())]);
         let yaml = format!(
             "cloudify: [{{url: \"http://unused\", password_env: P}}]\n\
-             node_groups: {{auto_discovery: [\"cloudify:label={LABEL}=d{n}\"], unbounded_max: 100000}}\n"
+             node_groups: {{auto_discovery: [\"cloudify:label={LABEL}=d{n}\"]}}\n"
         );
         let cfg = Config::from_yaml(&yaml, &Overrides::default(), &env).expect("bench config");
         let settings = ClientSettings {

@@ -38,9 +38,15 @@ def main():
     deps = [f"refresh-bench-{i:04d}" for i in range(args.deployments)]
 
     def get(path, params):
-        r = s.get(url + "/api/v3.1" + path, params=params + [("_size", 1000)])
-        r.raise_for_status()
-        return r.json()["items"]
+        items = []
+        while True:  # every page, as the provider reads them
+            r = s.get(url + "/api/v3.1" + path,
+                      params=params + [("_size", 1000), ("_offset", len(items))])
+            r.raise_for_status()
+            body = r.json()
+            items += body["items"]
+            if not body["items"] or len(items) >= body["metadata"]["pagination"]["total"]:
+                return items
 
     def by_id(path, fields, extra):
         chunks = [deps[i:i + 10] for i in range(0, len(deps), 10)]
