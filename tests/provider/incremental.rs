@@ -92,19 +92,12 @@ async fn post_scale(http: &reqwest::Client, url: &str, body: Value) {
     assert!(r.status().is_success(), "{}", r.status());
 }
 
-async fn vms(http: &reqwest::Client, url: &str, deployment: &str) -> Vec<String> {
-    let v: Value = http
-        .get(format!(
-            "{url}/api/v3.1/node-instances?deployment_id={deployment}&node_id=workers_host"
-        ))
-        .basic_auth("admin", Some("admin"))
-        .header("Tenant", "default_tenant")
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+async fn vms(url: &str, deployment: &str) -> Vec<String> {
+    let v = get(
+        url,
+        &format!("/node-instances?deployment_id={deployment}&node_id=workers_host"),
+    )
+    .await;
     v["items"]
         .as_array()
         .into_iter()
@@ -125,7 +118,7 @@ async fn activity(url: String, stop: Arc<AtomicBool>) {
         match rng.random_range(0..6) {
             0 | 1 => parameters["delta"] = json!(rng.random_range(1..3)),
             2 | 3 => {
-                let ids = vms(&http, &url, &pool).await;
+                let ids = vms(&url, &pool).await;
                 let Some(victim) = ids.choose(&mut rng) else {
                     continue;
                 };

@@ -23,10 +23,7 @@ const NODE_INSTANCES: &str = "/api/v3.1/node-instances";
 /// The provider's configuration: `full_every: 0s` makes every refresh read every route (a
 /// refresh of a quiet manager reads no nodes or instances, and so meets no lie about them).
 fn config(url: &str, node_groups: &str, full_every: &str) -> Config {
-    let env = BTreeMap::from([("CLOUDIFY_PASSWORD".to_owned(), PASSWORD.to_owned())]);
     let overrides = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        http_listen: Some("127.0.0.1:0".into()),
         node_controller: Some(false),
         ..Overrides::default()
     };
@@ -36,7 +33,7 @@ fn config(url: &str, node_groups: &str, full_every: &str) -> Config {
          request_timeout: 5s}}\n\
          node_groups:\n  {node_groups}\n"
     );
-    Config::from_yaml(&yaml, &overrides, &env).expect("config")
+    loopback_config(&yaml, overrides)
 }
 
 const DISCOVERY: &str = "auto_discovery: [\"cloudify:label=k8s-cluster=demo\"]";
