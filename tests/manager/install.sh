@@ -57,8 +57,10 @@ for tarball in cloudify-manager-cdd961dd.tar.gz cloudify-agent-a3fbcaaf.tar.gz; 
 done
 
 # --- the venv --------------------------------------------------------------------------------
-# The stamp covers everything the venv is made from, so a changed lock or Python rebuilds it.
-want_stamp="$({ "$PYTHON" --version; sha256sum "$SOURCES_DIR/requirements.lock"; cat "$SRC"/.*.sha256; } | sha256sum | cut -d' ' -f1)"
+# The stamp covers everything the venv is made from, so a changed lock or Python rebuilds it: the
+# lock's content, not its path (two checkouts sharing MANAGER_CACHE_DIR each rebuilt the venv under
+# the running manager).
+want_stamp="$({ "$PYTHON" --version; sha256sum <"$SOURCES_DIR/requirements.lock"; cat "$SRC"/.*.sha256; } | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$VENV/.tier-stamp" 2>/dev/null)" != "$want_stamp" ]; then
   log "building $VENV (pip, about 2 minutes on a cold cache)"
   rm -rf "$VENV"
