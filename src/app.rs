@@ -16,7 +16,7 @@ use crate::cloudify::{Cloudify, CloudifyClient, CloudifyError};
 use crate::config::Config;
 use crate::config::LeaseMode;
 use crate::grpc::{Provider, ServeError, ServerHandle};
-use crate::inventory::Inventory;
+use crate::inventory::{FetchOptions, Inventory};
 use crate::kube::lease::LeaseElection;
 use crate::kube::lease::label::{LabelWritten, PodLabelTarget};
 use crate::kube::nodes::{LeaderFn, NodeController, always_leader};
@@ -183,10 +183,13 @@ pub async fn start(config: &Config, mut settings: ServiceSettings) -> Result<App
         .iter()
         .map(|c| Arc::clone(c) as Arc<dyn Cloudify>)
         .collect();
-    let inventory = Inventory::new(
+    let inventory = Inventory::with_options(
         sources,
         Arc::new(config.node_groups.clone()),
         Arc::clone(&metrics),
+        FetchOptions {
+            full_every: config.refresh_full_every,
+        },
     );
     let service = NodeGroupService::new(Arc::clone(&inventory), Arc::clone(&metrics), settings);
 

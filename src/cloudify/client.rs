@@ -13,13 +13,9 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::CloudifyError;
-use super::models::{ErrorBody, Identified, ListPage};
+use super::models::ErrorBody;
 use crate::observability::metrics::{Answer, CloudifyLabels, Metrics, RouteLabels};
 
-/// Page size for list calls (Cloudify's default and documented maximum).
-const PAGE_SIZE: usize = 1000;
-/// Passes over a list whose total changed while it was paged (first pass included).
-const LIST_ATTEMPTS: u32 = 3;
 /// Read attempts (first try included).
 const READ_ATTEMPTS: u32 = 3;
 
@@ -381,121 +377,6 @@ impl CloudifyClient {
             }
         }
     }
-
-    /// Fetches every page of a list endpoint (`_size`/`_offset`, until `total` is reached).
-    pub(super) async fn list_all<T: DeserializeOwned + Identified>(
-        &self,
-        route: &'static str,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<serde_json::Value>,
-        limit: Option<usize>,
-    ) -> Result<Vec<T>, CloudifyError> {
-        // Offset paging over a set that changes between two pages can skip or repeat an item
-        // (Cloudify sorts nothing by default): repeats are dropped by id, and a total that
-        // moved between pages restarts the listing, a bounded number of times.
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self
-                .list_once(route, method.clone(), path, query, body.as_ref(), limit)
-                .await?
-            {
-                Listing::Complete(items) => return Ok(items),
-                Listing::Moved(items) if attempt >= LIST_ATTEMPTS => {
-                    tracing::warn!(
-                        route,
-                        "the list changed while it was paged {LIST_ATTEMPTS} times; using the last pass"
-                    );
-                    return Ok(items);
-                }
-                Listing::Moved(_) => {}
-            }
-        }
-    }
-
-    async fn list_once<T: DeserializeOwned + Identified>(
-        &self,
-        route: &'static str,
-        method: Method,
-        path: &str,
-        query: &[(&str, String)],
-        body: Option<&serde_json::Value>,
-        limit: Option<usize>,
-    ) -> Result<Listing<T>, CloudifyError> {
-        let mut out: Vec<T> = Vec::new();
-        let mut ids: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut first_total: Option<usize> = None;
-        let mut moved = false;
-        let mut offset = 0usize;
-        let page_size = limit.unwrap_or(PAGE_SIZE).min(PAGE_SIZE);
-        loop {
-            let mut q: Vec<(&str, String)> = query.to_vec();
-            q.push(("_size", page_size.to_string()));
-            q.push(("_offset", offset.to_string()));
-            let page: ListPage<T> = self
-                .send(
-                    route,
-                    || {
-                        let r = self.request(method.clone(), path).query(&q);
-                        match body {
-                            Some(b) => r.json(b),
-                            None => r,
-                        }
-                    },
-                    CallKind::Read,
-                )
-                .await?;
-            if let Some(i) = page.items.iter().position(|item| item.id().is_empty()) {
-                return Err(CloudifyError::Decode {
-                    route: route.to_owned(),
-                    source: <serde_json::Error as serde::de::Error>::custom(format!(
-                        "item {} of the page (offset {offset}) has no id",
-                        i
-                    )),
-                });
-            }
-            let got = page.items.len();
-            offset += got;
-            for item in page.items {
-                if ids.insert(item.id().to_owned()) {
-                    out.push(item);
-                }
-            }
-            let total = page
-                .metadata
-                .pagination
-                .total
-                .and_then(|t| usize::try_from(t).ok())
-                .unwrap_or(offset);
-            match first_total {
-                None => first_total = Some(total),
-                Some(t) if t != total => moved = true,
-                Some(_) => {}
-            }
-            let reached_limit = limit.is_some_and(|l| out.len() >= l);
-            if got == 0 || offset >= total || reached_limit {
-                break;
-            }
-        }
-        if let Some(l) = limit {
-            out.truncate(l);
-        }
-        Ok(if moved && limit.is_none() {
-            Listing::Moved(out)
-        } else {
-            Listing::Complete(out)
-        })
-    }
-}
-
-/// One pass over every page of a list.
-enum Listing<T> {
-    /// The total stayed the same on every page.
-    Complete(Vec<T>),
-    /// The total changed between two pages: an item may have been skipped.
-    Moved(Vec<T>),
 }
 
 /// The error of a redirect, which is never followed: where it pointed, as sent (at most 300

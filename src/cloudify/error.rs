@@ -114,6 +114,16 @@ pub enum CloudifyError {
         #[source]
         source: serde_json::Error,
     },
+    /// The pages of a list do not add up (issue 20): a page that brings nothing new (a manager
+    /// or proxy that ignores `_offset`), or an empty page before the total is reached. The
+    /// refresh fails instead of looping for ever or dropping the items past the first page.
+    #[error("{route}: the pages of the list make no sense: {problem}")]
+    Paging {
+        /// Method and templated path.
+        route: String,
+        /// What did not add up.
+        problem: String,
+    },
     /// The client could not be built (bad CA certificate, bad URL).
     #[error("invalid Cloudify client settings: {0}")]
     Settings(String),

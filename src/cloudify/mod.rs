@@ -12,6 +12,7 @@ mod execution_status;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod models;
+mod paging;
 
 pub use client::{Auth, ClientSettings, CloudifyClient, DEFAULT_MAX_RESPONSE_BYTES};
 pub use error::CloudifyError;
@@ -79,33 +80,47 @@ pub trait Cloudify: Send + Sync {
     fn name(&self) -> &str;
     /// Tenant all calls are made in.
     fn tenant(&self) -> &str;
-    /// Deployments with these ids (`id`, `labels`, `scaling_groups` only). Missing ids are absent.
+    /// Deployments with these ids (their scaling groups, site and change markers). Missing ids
+    /// are absent. However many ids, every request stays bounded (issue 20).
     async fn deployments_by_id(&self, ids: &[String]) -> Result<Vec<Deployment>, CloudifyError>;
-    /// Deployments carrying every one of these labels (`POST /searches/deployments`).
+    /// Deployments carrying every one of these labels (`POST /searches/deployments`), with the
+    /// same fields as [`deployments_by_id`](Self::deployments_by_id).
     async fn search_deployments(
         &self,
         labels: &[(String, String)],
     ) -> Result<Vec<Deployment>, CloudifyError>;
-    /// Nodes of these deployments (`id`, `deployment_id`, `type_hierarchy`, `host_id`).
+    /// Nodes of these deployments (`id`, `deployment_id`, `type_hierarchy`, `host_id`), in
+    /// bounded requests.
     async fn nodes(&self, deployment_ids: &[String]) -> Result<Vec<Node>, CloudifyError>;
-    /// Node instances of these deployments restricted to these node ids, all pages.
+    /// Node instances of these deployments restricted to these node ids, all pages, in bounded
+    /// requests.
     async fn node_instances(
         &self,
         deployment_ids: &[String],
         node_ids: &[String],
     ) -> Result<Vec<NodeInstance>, CloudifyError>;
-    /// `scale` executions of these deployments (all deployments when empty) in these states (any
-    /// state when empty),
-    /// newest first, at most `limit` (all pages when `None`).
+    /// `scale` executions of these deployments (all deployments of the tenant when empty) in
+    /// these states (any state when empty), newest first, at most `limit` (all pages when
+    /// `None`).
     async fn scale_executions(
         &self,
         deployment_ids: &[String],
         statuses: &[ExecutionStatus],
         limit: Option<usize>,
     ) -> Result<Vec<Execution>, CloudifyError>;
-    /// Deployment modifications of these deployments in this status
-    /// (`GET /deployment-modifications`), all pages. Read-only: the provider never writes them.
-    /// The default answers none, for fakes that model no modifications.
+    /// Ids, deployments and statuses of the tenant's `scale` executions in these states (any
+    /// when empty), newest first, at most `limit`: what a refresh compares to tell whether a
+    /// scale started or ended while it read. The default reads them whole.
+    async fn scale_execution_statuses(
+        &self,
+        statuses: &[ExecutionStatus],
+        limit: Option<usize>,
+    ) -> Result<Vec<Execution>, CloudifyError> {
+        self.scale_executions(&[], statuses, limit).await
+    }
+    /// Deployment modifications of these deployments (all deployments of the tenant when empty)
+    /// in this status (`GET /deployment-modifications`), all pages. Read-only: the provider
+    /// never writes them. The default answers none, for fakes that model no modifications.
     async fn deployment_modifications(
         &self,
         deployment_ids: &[String],

@@ -2,6 +2,7 @@
 //! `null` or oddly typed values fall back to a default instead of failing the whole page, because
 //! one malformed instance must not hide a whole node pool from the autoscaler.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer};
@@ -71,6 +72,23 @@ pub struct ListPage<T> {
 pub trait Identified {
     /// The id (`""` when the answer had none).
     fn id(&self) -> &str;
+    /// What tells two items of one list apart (paging drops an item seen twice): the id,
+    /// unless ids repeat across deployments.
+    fn key(&self) -> Cow<'_, str> {
+        Cow::Borrowed(self.id())
+    }
+}
+
+impl Identified for Node {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Node ids are template names: every deployment of a blueprint has a `worker_host`. Keyed
+    /// by id alone, a list of several deployments' nodes kept the first deployment's only.
+    fn key(&self) -> Cow<'_, str> {
+        Cow::Owned(format!("{}/{}", self.deployment_id, self.id))
+    }
 }
 
 macro_rules! identified {
@@ -82,13 +100,7 @@ macro_rules! identified {
         }
     )*};
 }
-identified!(
-    Deployment,
-    Node,
-    NodeInstance,
-    Execution,
-    DeploymentModification
-);
+identified!(Deployment, NodeInstance, Execution, DeploymentModification);
 
 /// `metadata` of a list answer.
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +138,38 @@ pub struct Deployment {
     /// The Cloudify site the deployment is assigned to (zone of its Nodes by default).
     #[serde(deserialize_with = "lenient")]
     pub site_name: Option<String>,
+    /// When the deployment itself last changed (a deployment update): its nodes and the
+    /// membership of its scaling groups change with nothing else, so the refresh re-reads them
+    /// only when this moves (issue 19).
+    #[serde(deserialize_with = "lenient")]
+    pub updated_at: Option<String>,
+    /// Id of the deployment's newest execution, of any workflow: a new one means its instances
+    /// may have changed since they were read.
+    #[serde(deserialize_with = "lenient")]
+    pub latest_execution: Option<String>,
+    /// Cloudify's summary of that execution (`in_progress`, `completed`, `failed`,
+    /// `cancelled`): while it is not final, the instances keep changing.
+    #[serde(deserialize_with = "lenient")]
+    pub latest_execution_status: Option<String>,
+}
+
+/// `latest_execution_status` values after which the execution changes nothing any more.
+pub const FINAL_EXECUTION_SUMMARIES: [&str; 3] = ["completed", "failed", "cancelled"];
+
+impl Deployment {
+    /// True when the deployment's newest execution has ended (or it never had one), so that,
+    /// with the same [`latest_execution`](Self::latest_execution), its instances are what they
+    /// were. False when Cloudify names an execution without saying how it is.
+    pub fn is_settled(&self) -> bool {
+        match (
+            &self.latest_execution,
+            self.latest_execution_status.as_deref(),
+        ) {
+            (_, Some(s)) => FINAL_EXECUTION_SUMMARIES.contains(&s),
+            (None, None) => true,
+            (Some(_), None) => false,
+        }
+    }
 }
 
 /// One deployment label.
@@ -239,6 +283,17 @@ pub struct NodeInstance {
 }
 
 impl NodeInstance {
+    /// Drops the runtime properties [`runtime_str`](Self::runtime_str) can never answer
+    /// (structured values, nulls, empty strings): a VM's `networks` and agent settings are most
+    /// of an instance's memory, and the refresh keeps instances between passes.
+    pub fn keep_scalar_runtime_properties(&mut self) {
+        self.runtime_properties.retain(|_, v| match v {
+            Value::String(s) => !s.is_empty(),
+            Value::Number(_) | Value::Bool(_) => true,
+            _ => false,
+        });
+    }
+
     /// A runtime property rendered as text (strings as is, numbers and booleans formatted);
     /// `None` when absent, null, empty or structured.
     pub fn runtime_str(&self, key: &str) -> Option<String> {
@@ -404,6 +459,41 @@ mod tests {
         assert!(page.items[0].runtime_properties.is_empty());
         assert_eq!(page.items[0].host_id, None);
         assert_eq!(page.metadata.pagination.total, Some(1));
+    }
+
+    #[test]
+    fn only_the_runtime_properties_a_template_can_read_are_kept() {
+        let mut i: NodeInstance = serde_json::from_value(serde_json::json!({"id": "vm_1",
+            "runtime_properties": {"ip": "10.0.0.1", "port": 22, "ok": true, "empty": "",
+                "none": null, "networks": {"n": ["10.0.0.1"]}, "list": [1]}}))
+        .expect("decode");
+        let before: Vec<Option<String>> = ["ip", "port", "ok", "empty", "none", "networks"]
+            .iter()
+            .map(|k| i.runtime_str(k))
+            .collect();
+        i.keep_scalar_runtime_properties();
+        let mut kept: Vec<&str> = i.runtime_properties.keys().map(String::as_str).collect();
+        kept.sort();
+        assert_eq!(kept, ["ip", "ok", "port"]);
+        let after: Vec<Option<String>> = ["ip", "port", "ok", "empty", "none", "networks"]
+            .iter()
+            .map(|k| i.runtime_str(k))
+            .collect();
+        assert_eq!(before, after, "what runtime_str answers does not change");
+    }
+
+    #[test]
+    fn a_deployment_is_settled_once_its_newest_execution_ended() {
+        let d = |status: Option<&str>| Deployment {
+            latest_execution: Some("e".into()),
+            latest_execution_status: status.map(str::to_owned),
+            ..Deployment::default()
+        };
+        assert!(d(Some("completed")).is_settled());
+        assert!(d(Some("failed")).is_settled());
+        assert!(!d(Some("in_progress")).is_settled());
+        assert!(!d(None).is_settled(), "an execution of unknown status");
+        assert!(Deployment::default().is_settled(), "no execution ever");
     }
 
     #[test]

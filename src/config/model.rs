@@ -84,6 +84,9 @@ pub struct Config {
     /// The Refresh RPC refreshes when the snapshot is older than this (`refresh.max_age`;
     /// default 5 s).
     pub refresh_max_age: Duration,
+    /// Every refresh reads every deployment's nodes and instances again at least this often,
+    /// whatever the change markers say (`refresh.full_every`; default 5 min, zero: always).
+    pub refresh_full_every: Duration,
     /// One entry per manager/tenant.
     pub cloudify: Vec<ClientSettings>,
     /// Node group selection and per-group settings.

@@ -115,6 +115,7 @@ pub struct RawLog {
 pub struct RawRefresh {
     pub interval: Option<String>,
     pub max_age: Option<String>,
+    pub full_every: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -54,6 +54,10 @@ pub(super) fn build(
     let (grpc_connections, http_connections) = connections(&raw)?;
     let (log_format, log_level) = logging(&raw, ov, env)?;
     let (refresh_interval, refresh_max_age) = refresh_periods(&raw, ov)?;
+    let refresh_full_every = match &raw.refresh.full_every {
+        Some(v) => duration("refresh.full_every", v)?,
+        None => Duration::from_secs(5 * 60),
+    };
     let cloudify = cloudify_entries(&raw, env).map_err(|e| match &ov.cloudify_url {
         Some(_) => e.given_by_flag("cloudify[0].url", "--cloudify-url"),
         None => e,
@@ -82,6 +86,7 @@ pub(super) fn build(
         log_level,
         refresh_interval,
         refresh_max_age,
+        refresh_full_every,
         cloudify,
         node_groups,
         gpu_label: raw
@@ -700,6 +705,7 @@ mod tests {
             refresh: RawRefresh {
                 interval: Some("10ms".into()),
                 max_age: Some("2s".into()),
+                full_every: None,
             },
             ..RawConfig::default()
         };

@@ -1,11 +1,20 @@
 //! The inventory: an immutable [`Snapshot`] of every node group and instance, with indexes, built
 //! aside by a background refresh and swapped in whole (arc-swap). Readers get the current snapshot
 //! without locking and never wait on Cloudify.
+//!
+//! Layout: `store` (the served snapshot and what readers ask of it), `refresh` (the
+//! [`Inventory`] and its loop: scheduling, triggers, readiness and generations), `fetch` (the REST
+//! reads of one refresh and what they keep between refreshes), `build` (a snapshot from what a
+//! refresh read, and the checks of whether it can all be true), `changes` (what a refresh
+//! logs about node groups found or lost, and its progress while the first one runs), `error`.
 
 mod build;
 mod changes;
 pub mod pools;
-mod refresher;
+mod error;
+mod fetch;
+mod refresh;
+mod store;
 #[cfg(test)]
 pub(crate) mod testkit;
 #[cfg(test)]
@@ -16,8 +25,11 @@ use std::time::{Instant, SystemTime};
 
 pub use build::group_id;
 pub use build::{SourceData, build_snapshot};
+pub use error::{Contradiction, InventoryError};
+pub use fetch::FetchOptions;
 pub use pools::{PoolGroup, PoolSource};
-pub use refresher::{Inventory, InventoryError, InventoryStatus, RefreshGeneration};
+pub use refresh::Inventory;
+pub use store::{InventoryStatus, RefreshGeneration};
 
 /// The map type of the lookup indexes. foldhash instead of the default SipHash: CA asks for
 /// every node every loop and for unmanaged nodes several times (three probes each), and on

@@ -83,8 +83,11 @@ label_values! {
     RefreshResult {
         /// A new snapshot is served.
         Ok => "ok",
-        /// The old snapshot stays.
+        /// The old snapshot stays: Cloudify failed or answered what cannot be read.
         Error => "error",
+        /// The old snapshot stays: Cloudify's answers contradicted each other on every reading
+        /// (issue 20 item 6).
+        Inconsistent => "inconsistent",
     }
 }
 

@@ -395,7 +395,11 @@ impl Metrics {
                     .get_or_create(&ScaleLabels { direction, result });
             }
         }
-        for result in [RefreshResult::Ok, RefreshResult::Error] {
+        for result in [
+            RefreshResult::Ok,
+            RefreshResult::Error,
+            RefreshResult::Inconsistent,
+        ] {
             let _ = self.refreshes.get_or_create(&ResultLabels { result });
         }
         for phase in LB_PHASES {

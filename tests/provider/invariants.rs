@@ -281,31 +281,49 @@ async fn a_restarted_provider_agrees_on_target_size() {
     env.shutdown().await;
 }
 
+/// Issue 19: a refresh reads what changed. Reading everything costs a constant number of calls
+/// plus one per page of 1,000 instances; a refresh of a manager where nothing happened costs
+/// the constant part only (executions before and after, started modifications, the search),
+/// whatever the number of instances; a scale on one deployment adds the pages of its instances.
 #[tokio::test]
-async fn a_refresh_costs_a_constant_plus_one_call_per_thousand_instances() {
+async fn a_refresh_costs_a_constant_plus_one_call_per_thousand_instances_that_changed() {
     let mut costs = Vec::new();
     for n in [10u64, 999, 2500] {
         let scenario = Scenario::default_demo()
             .with_timing(Timing::instant())
             .with_instances(n);
-        let mut env = start_with(scenario, TEST_CONFIG).await;
-        let before = env.requests().await;
-        env.refresh().await;
-        let after = env.requests().await;
-        let delta = |route: &str| {
-            after["routes"][route].as_u64().unwrap_or(0)
-                - before["routes"][route].as_u64().unwrap_or(0)
-        };
-        let total = after["total"].as_u64().unwrap_or(0) - before["total"].as_u64().unwrap_or(0);
-        costs.push((n, total, delta("GET /api/v3.1/node-instances")));
-        env.shutdown().await;
+        for full_every in ["1h", "0s"] {
+            let yaml = TEST_CONFIG.replace(
+                "max_age: 0s}",
+                &format!("max_age: 0s, full_every: {full_every}}}"),
+            );
+            let mut env = start_with(scenario.clone(), &yaml).await;
+            let before = env.requests().await;
+            env.refresh().await;
+            let after = env.requests().await;
+            let delta = |route: &str| {
+                after["routes"][route].as_u64().unwrap_or(0)
+                    - before["routes"][route].as_u64().unwrap_or(0)
+            };
+            let total =
+                after["total"].as_u64().unwrap_or(0) - before["total"].as_u64().unwrap_or(0);
+            costs.push((n, full_every, total, delta("GET /api/v3.1/node-instances")));
+            env.shutdown().await;
+        }
     }
-    // 1 search, then one collect pass: executions, started modifications, deployments by id,
-    // nodes, executions again = 6, plus one call per page of 1000 instances.
+    // Quiet: executions, started modifications, the search, executions again = 4. Everything:
+    // those, the nodes, and a call per page of 1000 instances.
     assert_eq!(
         costs,
-        vec![(10, 7, 1), (999, 7, 1), (2500, 9, 3)],
-        "(instances, calls, instance pages)"
+        vec![
+            (10, "1h", 4, 0),
+            (10, "0s", 6, 1),
+            (999, "1h", 4, 0),
+            (999, "0s", 6, 1),
+            (2500, "1h", 4, 0),
+            (2500, "0s", 8, 3)
+        ],
+        "(instances, full_every, calls, instance pages)"
     );
 }
 

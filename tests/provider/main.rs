@@ -7,6 +7,7 @@ mod ambiguous_ids;
 mod cloudify_client;
 mod cloudify_tls;
 mod deployment_lifecycle;
+mod incremental;
 mod interleavings;
 mod invariants;
 mod manager_timing;

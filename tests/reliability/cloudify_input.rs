@@ -132,7 +132,9 @@ fn decode_everything(body: &[u8]) -> (usize, usize) {
 
 pub(crate) fn test_config(url: &str) -> Config {
     loopback_config(
-        &provider_yaml(url, "1h", "0s", "").replace("request_timeout: 10s", "request_timeout: 3s"),
+        // `full_every: 0s`: every refresh reads every route, so each bad answer is met.
+        &provider_yaml(url, "1h", "0s, full_every: 0s", "")
+            .replace("request_timeout: 10s", "request_timeout: 3s"),
         Overrides::default(),
     )
 }

@@ -133,7 +133,7 @@ async fn hostile_manager_follows_its_rules_and_logs_every_request() {
     hostile.limit_request_line(Some(200));
     let long = format!("{api}/nodes?{}", "deployment_id=abcdefgh&".repeat(10));
     let (status, _, body) = get(&http, &long).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 414);
     assert!(body.contains("Request Line is too large"), "{body}");
     hostile.limit_request_line(None);
     assert_eq!(get(&http, &long).await.0, 200);
@@ -158,7 +158,7 @@ async fn hostile_manager_follows_its_rules_and_logs_every_request() {
         seen.iter()
             .any(|s| s.path == "/api/v3.1/version" && s.status == 0)
     );
-    let too_long = seen.iter().find(|s| s.status == 400).expect("refused");
+    let too_long = seen.iter().find(|s| s.status == 414).expect("refused");
     assert!(too_long.request_line > 200);
     assert!(
         other.requests().is_empty(),

@@ -16,6 +16,7 @@ mod manager_transport;
 mod metrics_text;
 mod pki;
 mod process;
+mod refresh_answers;
 mod scale_in_attribution;
 mod security;
 mod tls_causes;

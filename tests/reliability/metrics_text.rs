@@ -253,6 +253,7 @@ async fn every_label_value_is_from_a_closed_vocabulary() {
                     "mismatch",
                     "other",
                     "ok",
+                    "inconsistent",
                 ]
                 .contains(&v),
                 "action" => [

@@ -183,15 +183,19 @@ impl Env {
     pub async fn refresh(&mut self) {
         let done = |app: &App| {
             use autoscaler_cloudify::observability::metrics::{RefreshResult, ResultLabels};
-            [RefreshResult::Ok, RefreshResult::Error]
-                .into_iter()
-                .map(|result| {
-                    app.metrics
-                        .refreshes
-                        .get_or_create(&ResultLabels { result })
-                        .get()
-                })
-                .sum::<u64>()
+            [
+                RefreshResult::Ok,
+                RefreshResult::Error,
+                RefreshResult::Inconsistent,
+            ]
+            .into_iter()
+            .map(|result| {
+                app.metrics
+                    .refreshes
+                    .get_or_create(&ResultLabels { result })
+                    .get()
+            })
+            .sum::<u64>()
         };
         let before = done(&self.app);
         let asked = Instant::now();

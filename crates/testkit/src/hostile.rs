@@ -221,6 +221,8 @@ pub struct Seen {
     /// The number [`HostileManager::add`] gave the rule that decided the answer; `None` when
     /// it was passed through.
     pub rule: Option<usize>,
+    /// From the request's arrival to its answer (the backend's time, for a passed request).
+    pub elapsed: Duration,
 }
 
 impl Seen {
@@ -302,7 +304,8 @@ impl HostileManager {
     }
 
     /// Refuses requests whose request line is longer than `max` bytes with gunicorn's answer
-    /// (`400`, "Request Line is too large"); gunicorn's default is 4094. `None` lifts it.
+    /// (`414` and an HTML page, "Request Line is too large"; tests/manager/FINDINGS.md);
+    /// gunicorn's default is 4094. `None` lifts it.
     pub fn limit_request_line(&self, max: Option<usize>) {
         *lock(&self.inner.max_request_line) = max;
     }
@@ -341,6 +344,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
     let query = parts.uri.query().unwrap_or("").to_owned();
+    let arrived = std::time::Instant::now();
     let request_line = format!("{} {} HTTP/1.1", parts.method, parts.uri).len();
     let mut seen = Seen {
         method: parts.method.to_string(),
@@ -351,6 +355,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         status: 0,
         body_bytes: 0,
         rule: None,
+        elapsed: Duration::ZERO,
     };
     let limit = *lock(&inner.max_request_line);
     if let Some(max) = limit.filter(|max| request_line > *max) {
@@ -359,11 +364,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             "<html><head><title>Bad Request</title></head><body><h1><p>Bad Request</p></h1>\
              Request Line is too large ({request_line} &gt; {max})</body></html>"
         );
-        return record(
-            &inner,
-            seen,
-            (StatusCode::BAD_REQUEST, html(), text).into_response(),
-        );
+        let refused = (StatusCode::URI_TOO_LONG, html(), text).into_response();
+        return record(&inner, seen, arrived, refused);
     }
     let picked = pick(&inner, &parts.method, &path);
     seen.rule = picked.as_ref().map(|(n, _)| *n);
@@ -434,7 +436,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             r
         }
     };
-    record(&inner, seen, response)
+    record(&inner, seen, arrived, response)
 }
 
 fn html() -> [(header::HeaderName, &'static str); 1] {
@@ -442,7 +444,13 @@ fn html() -> [(header::HeaderName, &'static str); 1] {
 }
 
 /// Logs what was answered and answers it.
-fn record(inner: &Inner, mut seen: Seen, response: Response) -> Response {
+fn record(
+    inner: &Inner,
+    mut seen: Seen,
+    arrived: std::time::Instant,
+    response: Response,
+) -> Response {
+    seen.elapsed = arrived.elapsed();
     seen.status = response.status().as_u16();
     seen.body_bytes = response
         .headers()

@@ -131,7 +131,9 @@ fn refused_login(config: &Config, clients: &[Arc<CloudifyClient>], e: &Inventory
                 format!("Cloudify entry {:?} ({}) refused {user}", c.name, c.url)
             })
             .unwrap_or_else(|| format!("Cloudify entry {manager:?} refused the credentials")),
-        InventoryError::Unsettled { .. } => "Cloudify refused the credentials".to_owned(),
+        InventoryError::Unsettled { .. } | InventoryError::Inconsistent { .. } => {
+            "Cloudify refused the credentials".to_owned()
+        }
     };
     format!(
         "{who}: {e}. check made {attempts} login attempt{} and stops without retrying: \

@@ -7,8 +7,10 @@
 //!    (waiting and running deltas, orphan modifications, failed scale-outs, leaving instances);
 //! 3. [`instances`]: each VM instance's provider id, names, addresses and state for CA.
 //!
-//! [`build_snapshot`] then indexes the groups of every source.
+//! [`build_snapshot`] then indexes the groups of every source. Before it, [`contradictions`]
+//! tells whether the parts of what a refresh fetched can all be true (issue 20).
 
+mod checks;
 mod executions;
 #[cfg(test)]
 mod fixtures;
@@ -18,6 +20,8 @@ mod instances;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime};
+
+pub use checks::contradictions;
 
 use super::*;
 use crate::cloudify::{Deployment, DeploymentModification, Execution, Node, NodeInstance};
