@@ -10,9 +10,9 @@
 
 mod build;
 mod changes;
-pub mod pools;
 mod error;
 mod fetch;
+pub mod pools;
 mod refresh;
 mod store;
 #[cfg(test)]

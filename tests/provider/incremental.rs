@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use testkit::env::hostile::{HostileManager, Seen};
-use testkit::env::*;
 use autoscaler_cloudify::cloudify::{Cloudify, CloudifyClient};
 use autoscaler_cloudify::inventory::{FetchOptions, Inventory, Snapshot};
 use autoscaler_cloudify::observability::metrics::Metrics;
@@ -22,6 +20,8 @@ use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use testkit::env::hostile::{HostileManager, Seen};
+use testkit::env::*;
 
 const POOLS: usize = 6;
 

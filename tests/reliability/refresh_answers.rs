@@ -8,8 +8,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use testkit::reliability::hostile::{HostileManager, Rule};
-use testkit::reliability::*;
 use autoscaler_cloudify::app::{App, start};
 use autoscaler_cloudify::cloudify::CloudifyError;
 use autoscaler_cloudify::config::{Config, Overrides};
@@ -17,6 +15,8 @@ use autoscaler_cloudify::inventory::{InventoryError, Snapshot};
 use autoscaler_cloudify::nodegroup::ServiceSettings;
 use cloudify_sim::{DeploymentSpec, GroupSpec, LabelValues, Scenario, Timing};
 use serde_json::{Value, json};
+use testkit::reliability::hostile::{HostileManager, Rule};
+use testkit::reliability::*;
 
 const NODE_INSTANCES: &str = "/api/v3.1/node-instances";
 
