@@ -22,6 +22,13 @@
 #                            _TOKEN, _TENANT), with the deployments of config/manager-scenario.yaml
 #                            (tests/manager/fixtures.py makes them; tests/manager/run.sh runs this mode);
 #                            phases baseline,scale-up,scale-down,failure,final unless E2E_PHASES says otherwise
+#   E2E_CLOUDIFY=manager E2E_POOLS=1 with E2E_POOL_BLUEPRINT=<blueprint id on the manager>: the scaled
+#                            group is ONE CloudifyNodePool (issue 22, item 5) instead of realmgr-e2e-pool:
+#                            the pool E2E_POOL_DEPLOYMENT (default realmgr-e2e-np) is created through the
+#                            API server on that blueprint (the tier's worker-pool.yaml), Ready, scaled up
+#                            and down by CA, then deleted (phase pool-delete); phases
+#                            baseline,scale-up,scale-down,pool-delete unless E2E_PHASES says otherwise.
+#                            tests/manager/pools-ca.sh runs this mode
 set -uo pipefail
 
 E2E_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -38,7 +45,13 @@ case "$CLOUDIFY" in
   simulator) ;;
   manager)
     [ -n "${CLOUDIFY_MANAGER_URL:-}" ] || { echo "e2e: E2E_CLOUDIFY=manager needs CLOUDIFY_MANAGER_URL (eval \"\$(tests/manager/manager.sh env)\")"; echo "e2e: 0 passed, 1 failed"; exit 1; }
-    E2E_PHASES="${E2E_PHASES:-baseline,scale-up,scale-down,failure,final}" ;;
+    if [ "${E2E_POOLS:-0}" = 1 ]; then
+      [ -n "${E2E_POOL_BLUEPRINT:-}" ] || { echo "e2e: E2E_CLOUDIFY=manager E2E_POOLS=1 needs E2E_POOL_BLUEPRINT"; echo "e2e: 0 passed, 1 failed"; exit 1; }
+      NP_DEP="${E2E_POOL_DEPLOYMENT:-realmgr-e2e-np}"
+      E2E_PHASES="${E2E_PHASES:-baseline,scale-up,scale-down,pool-delete}"
+    else
+      E2E_PHASES="${E2E_PHASES:-baseline,scale-up,scale-down,failure,final}"
+    fi ;;
   *) echo "e2e: E2E_CLOUDIFY=$CLOUDIFY: want simulator or manager"; echo "e2e: 0 passed, 1 failed"; exit 1 ;;
 esac
 RESULT=1
@@ -141,6 +154,13 @@ if [ "$CLOUDIFY" = manager ]; then
   sed -e "s#@GRPC_PORT@#$GRPC_PORT#; s#@HTTP_PORT@#$HTTP_PORT#; s#@PKI@#$PKI#g; s#@CLOUDIFY_URL@#$CLOUDIFY_MANAGER_URL#" \
     -e "s#@CLOUDIFY_TENANT@#${CLOUDIFY_MANAGER_TENANT:-default_tenant}#; s#@CLOUDIFY_USER@#${CLOUDIFY_MANAGER_USER:-admin}#; s#@SECRET@#$SECRET#" \
     "$E2E_DIR/config/provider-config-manager.yaml.in" >"$WORK/provider-config.yaml"
+  if [ "${E2E_POOLS:-0}" = 1 ]; then
+    # The group comes from the pool alone (no discovery); the groups entry stays, renamed, for
+    # the harness's joiner (its template) and its Cloudify lists (the pool's deployment).
+    sed -i -e "s#\"realmgr-e2e-pool/workers\"#\"$NP_DEP/workers\"#" \
+      -e 's#^  auto_discovery: .*#  auto_discovery: []#' "$WORK/provider-config.yaml"
+    printf 'pools:\n  enabled: true\n  cluster_labels: {k8s-cluster: %s}\n' "$NP_DEP" >>"$WORK/provider-config.yaml"
+  fi
 else
   sed -e "s#@GRPC_PORT@#$GRPC_PORT#; s#@HTTP_PORT@#$HTTP_PORT#; s#@SIM_PORT@#$SIM_PORT#; s#@PKI@#$PKI#g" \
     "$E2E_DIR/config/provider-config.yaml.in" >"$WORK/provider-config.yaml"
@@ -157,10 +177,17 @@ export NO_COLOR=1 # plain provider/simulator logs
 if [ "$CLOUDIFY" = manager ]; then
   CFY_URL="$CLOUDIFY_MANAGER_URL"
   CFY_ENV=(CLOUDIFY_PASSWORD="${CLOUDIFY_MANAGER_PASSWORD:-}" CLOUDIFY_TOKEN="${CLOUDIFY_MANAGER_TOKEN:-}")
-  HARNESS_CLOUDIFY=(--manager --cloudify-url="$CFY_URL" --cloudify-password="${CLOUDIFY_MANAGER_PASSWORD:-}"
-    --pool=realmgr-e2e-pool/workers --zero=)
-  GROUPS_RE='^realmgr-e2e-pool/workers ' GROUPS_N=1
-  say "Cloudify: the real manager at $CFY_URL (deployments of config/manager-scenario.yaml)"
+  if [ "${E2E_POOLS:-0}" = 1 ]; then
+    HARNESS_CLOUDIFY=(--manager --cloudify-url="$CFY_URL" --cloudify-password="${CLOUDIFY_MANAGER_PASSWORD:-}"
+      --pool="$NP_DEP/workers" --pool-object="$NP_DEP" --zero=)
+    GROUPS_RE="^$NP_DEP/workers " GROUPS_N=1
+    say "Cloudify: the real manager at $CFY_URL (one CloudifyNodePool $NP_DEP on blueprint $E2E_POOL_BLUEPRINT)"
+  else
+    HARNESS_CLOUDIFY=(--manager --cloudify-url="$CFY_URL" --cloudify-password="${CLOUDIFY_MANAGER_PASSWORD:-}"
+      --pool=realmgr-e2e-pool/workers --zero=)
+    GROUPS_RE='^realmgr-e2e-pool/workers ' GROUPS_N=1
+    say "Cloudify: the real manager at $CFY_URL (deployments of config/manager-scenario.yaml)"
+  fi
 else
   SCENARIO="$E2E_DIR/config/simulator-scenario.yaml"
   if [ "${E2E_POOLS:-0}" = 1 ]; then
@@ -188,21 +215,48 @@ if [ "${E2E_POOLS:-0}" = 1 ]; then
     -H 'Content-Type: application/json' --data-binary "@$WORK/crd.json" >"$WORK/logs/crd.out" || fail "posting the CRD"
   POOLS="$CP_APISERVER_URL/apis/autoscaler.cloudify.io/v1alpha1/cloudifynodepools"
   for _ in $(seq 1 60); do kapi "$POOLS" | grep -q '"items"' && break; sleep 1; done
-  for f in "$E2E_DIR"/config/pool-*.json; do
+  if [ "$CLOUDIFY" = manager ]; then
+    # One pool on the real manager, with the group settings realmgr-e2e-pool has in the config.
+    python3 - "$NP_DEP" "$E2E_POOL_BLUEPRINT" "${MANAGER_FAULT_DIR:-}" >"$WORK/pool-manager.json" <<'EOF'
+import json, sys
+dep, bp, fault_dir = sys.argv[1:]
+inputs = {"cluster_name": dep, "min_workers": 0, "max_workers": 5, "initial_workers": 1}
+if fault_dir:
+    inputs["fault_dir"] = fault_dir
+print(json.dumps({"apiVersion": "autoscaler.cloudify.io/v1alpha1", "kind": "CloudifyNodePool",
+    "metadata": {"name": dep},
+    "spec": {"blueprintId": bp, "deploymentId": dep, "scalingGroup": "workers", "inputs": inputs,
+             "minSize": 1, "maxSize": 5, "pricePerHour": 0.10,
+             "template": {"labels": {"e2e.autoscaler-cloudify/pool": "small", "node.kubernetes.io/instance-type": "e2e.small"},
+                          "capacity": {"cpu": "2", "memory": "4Gi", "pods": "110", "ephemeral-storage": "20Gi"}},
+             "autoscalingOptions": {"scaleDownUtilizationThreshold": 0.5, "scaleDownGpuUtilizationThreshold": 0.5,
+                                    "scaleDownUnneededTime": "20s", "scaleDownUnreadyTime": "20s",
+                                    "maxNodeProvisionTime": "60s", "zeroOrMaxNodeScaling": False,
+                                    "ignoreDaemonsetsUtilization": True}}}))
+EOF
+    POOL_FILES=("$WORK/pool-manager.json") POOLS_N=1 SERVED="$NP_DEP/workers" POOLS_WAIT=600
+  else
+    POOL_FILES=("$E2E_DIR"/config/pool-*.json) POOLS_N=2 SERVED=e2e-dear/workers POOLS_WAIT=120
+  fi
+  for f in "${POOL_FILES[@]}"; do
     kapi -X POST "$POOLS" -H 'Content-Type: application/json' --data-binary "@$f" -o /dev/null -w "pool $(basename "$f"): HTTP %{http_code}\n"
   done
-  ready=0
-  for _ in $(seq 1 120); do
+  TP=$(date +%s) ready=0
+  for _ in $(seq 1 "$POOLS_WAIT"); do
     ready="$(kapi "$POOLS" | grep -c '"phase": *"Ready"')"
-    [ "$ready" = 2 ] && break
+    [ "$ready" = "$POOLS_N" ] && break
     sleep 1
   done
-  [ "$ready" = 2 ] || { kapi "$POOLS" >"$WORK/logs/pools.json"; fail "the two CloudifyNodePools did not become Ready ($WORK/logs/pools.json)"; }
+  [ "$ready" = "$POOLS_N" ] || { kapi "$POOLS" >"$WORK/logs/pools.json"; fail "$POOLS_N CloudifyNodePool(s) did not become Ready ($WORK/logs/pools.json)"; }
   for _ in $(seq 1 30); do # the next refresh serves them
-    "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups 2>/dev/null | grep -q e2e-dear/workers && break
+    "$PROV" inspect --cloud-config "$WORK/cloud-config.yaml" groups 2>/dev/null | grep -q "$SERVED" && break
     sleep 1
   done
-  say "CloudifyNodePools e2e-cheap (zone-a, 0.05/h) and e2e-dear (zone-b, 0.20/h) installed and served"
+  if [ "$CLOUDIFY" = manager ]; then
+    say "CloudifyNodePool $NP_DEP installed on the real manager and served in $(($(date +%s) - TP))s"
+  else
+    say "CloudifyNodePools e2e-cheap (zone-a, 0.05/h) and e2e-dear (zone-b, 0.20/h) installed and served"
+  fi
 fi
 # The provider answers over mTLS with exactly the cloud-config CA gets, and discovery found the
 # groups (and not the control-plane deployment).

@@ -5,7 +5,7 @@
 # contract tests, CA's client through the conformance suite, the real CA through the e2e
 # phases). install -> start (with health-wait) -> tests -> stop; the
 # stop runs from a trap, so a failure stops the stack too. KEEP_MANAGER=1 leaves it running.
-# MANAGER_CHECKS="smoke fidelity pools lifecycle contract conformance e2e lb" (the default) picks the checks.
+# MANAGER_CHECKS="smoke fidelity pools lifecycle contract conformance e2e pools-ca lb" (the default) picks the checks.
 # A stack that was already running when the tier started is left running either way. Warm
 # re-runs reuse the venv and the state dir. Prints `manager: N passed, N failed` last.
 set -uo pipefail
@@ -62,7 +62,7 @@ step start bash "$HERE/start.sh" || exit 1
 eval "$(manager_exports)"
 PY="$(client_python)"
 cd "$HERE"
-CHECKS=" ${MANAGER_CHECKS:-smoke fidelity pools lifecycle contract conformance e2e lb} "
+CHECKS=" ${MANAGER_CHECKS:-smoke fidelity pools lifecycle contract conformance e2e pools-ca lb} "
 want() { [[ "$CHECKS" == *" $1 "* ]]; }
 want smoke && driver_start smoke "$PY" smoke.py --record "$CACHE_DIR/smoke-record.json"
 want fidelity && driver_start fidelity bash "$HERE/fidelity/run.sh"
@@ -80,9 +80,13 @@ want contract && scenarios+=("$HERE/scenarios/contract.yaml")
 want conformance && scenarios+=("$MANAGER_ROOT/tests/ca-conformance-suite/testdata/realmanager-scenario.yaml")
 want e2e && scenarios+=("$MANAGER_ROOT/tests/e2e/config/manager-scenario.yaml")
 provider_ready=0
+provider_bin() { # builds the provider once, unless AUTOSCALER_CLOUDIFY_BIN names one
+  [ -n "${AUTOSCALER_CLOUDIFY_BIN:-}" ] && return 0
+  step provider-build bash -c "cd '$MANAGER_ROOT' && cargo build --locked --bin autoscaler-cloudify" || return 1
+  export AUTOSCALER_CLOUDIFY_BIN="$MANAGER_ROOT/target/debug/autoscaler-cloudify"
+}
 if [ ${#scenarios[@]} -gt 0 ]; then
-  if [ -n "${AUTOSCALER_CLOUDIFY_BIN:-}" ] || step provider-build bash -c "cd '$MANAGER_ROOT' && cargo build --locked --bin autoscaler-cloudify"; then
-    export AUTOSCALER_CLOUDIFY_BIN="${AUTOSCALER_CLOUDIFY_BIN:-$MANAGER_ROOT/target/debug/autoscaler-cloudify}"
+  if provider_bin; then
     before=$failed
     driver_start fixtures "$PY" fixtures.py "${scenarios[@]}"
     driver_collect fixtures
@@ -99,6 +103,12 @@ done
 if [ "$provider_ready" = 1 ] && want e2e; then
   driver_start provider-e2e bash "$HERE/provider.sh" e2e
   driver_collect provider-e2e
+fi
+# The real CA scaling a CloudifyNodePool on this manager (issue 22, item 5): applied, installed,
+# scaled up and down by CA, deleted (pools-ca.sh). Alone, after provider-e2e, for the same reason.
+if want pools-ca && provider_bin; then
+  driver_start pools-ca bash "$HERE/pools-ca.sh"
+  driver_collect pools-ca
 fi
 # The service controller against this manager and a real kube-apiserver (issue 23): LB Services
 # created, updated, through a REST outage, deleted (tests/e2e/lb.sh --real). Last and alone: its

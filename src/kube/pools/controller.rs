@@ -145,7 +145,7 @@ async fn reconcile(
         crate::inventory::group_id(entry, prefixed, &deployment_id, &pool.spec.scaling_group);
     let group = snapshot.group(&group_id);
     let nodes_registered = if deleting {
-        registered_nodes(&ctx.client, group).await?
+        registered_nodes(&ctx.client, group, prefixed.then_some(entry)).await?
     } else {
         0
     };
@@ -358,11 +358,26 @@ async fn carry_out(
 async fn registered_nodes(
     client: &kube::Client,
     group: Option<&crate::inventory::NodeGroup>,
+    prefixed_manager: Option<&str>,
 ) -> Result<usize, PoolError> {
     let Some(group) = group else { return Ok(0) };
-    if group.instances.is_empty() {
-        return Ok(0);
-    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes.list(&ListParams::default()).await?;
+    Ok(pool_nodes(&list.items, group, prefixed_manager))
+}
+
+/// The Nodes of a pool's group: those of its listed instances (by provider id, or by name
+/// before the node controller set one) and those carrying the group's labels, which the node
+/// controller puts on every Node it initializes. The labels count because a VM that CA scaled
+/// away leaves the listing at once while its Node stays registered until its kubelet's silence
+/// makes it NotReady and the node controller deletes it; a pool uninstalled in that window is
+/// no longer served, and its Node, owned by no group any more, was left behind for good
+/// (issue 22, item 5: seen on the real manager, tests/manager/pools-ca.sh).
+fn pool_nodes(
+    nodes: &[Node],
+    group: &crate::inventory::NodeGroup,
+    prefixed_manager: Option<&str>,
+) -> usize {
     let ids: HashSet<&str> = group
         .instances
         .iter()
@@ -373,10 +388,8 @@ async fn registered_nodes(
         .iter()
         .filter_map(|i| i.node_name.as_deref())
         .collect();
-    let nodes: Api<Node> = Api::all(client.clone());
-    let list = nodes.list(&ListParams::default()).await?;
-    Ok(list
-        .items
+    let labels = crate::nodegroup::template::group_labels(group, prefixed_manager);
+    nodes
         .iter()
         .filter(|n| {
             n.spec
@@ -387,6 +400,65 @@ async fn registered_nodes(
                     .name
                     .as_deref()
                     .is_some_and(|m| names.contains(m))
+                || n.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|have| labels.iter().all(|(k, v)| have.get(k) == Some(v)))
         })
-        .count())
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::{Node, NodeSpec};
+    use kube::api::ObjectMeta;
+
+    use super::pool_nodes;
+    use crate::inventory::testkit::group;
+
+    fn node(name: &str, provider_id: &str, labels: &[(&str, &str)]) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect::<BTreeMap<_, _>>(),
+                ),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NodeSpec {
+                provider_id: Some(provider_id.into()),
+                ..NodeSpec::default()
+            }),
+            ..Node::default()
+        }
+    }
+
+    #[test]
+    fn a_node_whose_vm_left_the_listing_still_counts_by_the_group_labels() {
+        // CA scaled the VM away: the group lists no instance, the Node is still registered.
+        let g = group("pool-a", "workers");
+        let labels = [
+            ("cloudify.co/deployment", "pool-a"),
+            ("cloudify.co/scaling-group", "workers"),
+        ];
+        let nodes = [
+            node("w-1", "cloudify://t/pool-a/worker_host_1", &labels),
+            node(
+                "other",
+                "cloudify://t/pool-b/worker_host_2",
+                &[
+                    ("cloudify.co/deployment", "pool-b"),
+                    ("cloudify.co/scaling-group", "workers"),
+                ],
+            ),
+        ];
+        assert_eq!(pool_nodes(&nodes, &g, None), 1);
+        // With several managers the manager's label must match too.
+        assert_eq!(pool_nodes(&nodes, &g, Some("east")), 0);
+    }
 }

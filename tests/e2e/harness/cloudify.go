@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,7 +94,7 @@ func (c *cloudifyClient) do(ctx context.Context, method, path string, body any, 
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, truncate(string(data), 300))
+		return httpStatusError{fmt.Sprintf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, truncate(string(data), 300)), resp.StatusCode}
 	}
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -141,6 +142,25 @@ func (c *cloudifyClient) executions(ctx context.Context) ([]execution, error) {
 			return all, nil
 		}
 	}
+}
+
+// httpStatusError is a non-2xx answer; code lets a caller tell "gone" (404) from a failure.
+type httpStatusError struct {
+	msg  string
+	code int
+}
+
+func (e httpStatusError) Error() string { return e.msg }
+
+// deploymentGone is true once Cloudify answers 404 for the deployment (issue 22: a deleted
+// CloudifyNodePool's deployment must be gone, not merely uninstalled).
+func (c *cloudifyClient) deploymentGone(ctx context.Context, deployment string) (bool, error) {
+	err := c.do(ctx, http.MethodGet, "/api/v3.1/deployments/"+url.PathEscape(deployment)+"?_include=id", nil, nil)
+	var he httpStatusError
+	if errors.As(err, &he) && he.code == http.StatusNotFound {
+		return true, nil
+	}
+	return false, err
 }
 
 // listQuery is one page of a list; on a real manager only the configured groups' deployments.

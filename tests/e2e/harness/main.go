@@ -33,6 +33,7 @@ func main() {
 		poolMin    = flag.Int("pool-min", 1, "min size of --pool")
 		poolLabel  = flag.String("pool-label", "e2e.autoscaler-cloudify/pool=small", "label of --pool's template that pods select")
 		zero       = flag.String("zero", "e2e-zero/batch", "group at 0 with a template")
+		poolObject = flag.String("pool-object", "", "the CloudifyNodePool serving --pool, deleted by the pool-delete phase (issue 22; that phase runs only when --phases names it)")
 		zeroLabel  = flag.String("zero-label", "e2e.autoscaler-cloudify/pool=zero", "label of --zero's template that pods select")
 		timeline   = flag.String("timeline", "", "also write the timeline to this file")
 		phases     = flag.String("phases", "baseline,scale-up,scale-down,from-zero,failure,outage,drain,price,startup-options,ca-restart,oob-scale-in,outage-nodes,final", "phases to run (CA-only phases are skipped in the no-CA mode)")
@@ -54,7 +55,7 @@ func main() {
 	externalJoin = *joinMode == "external" // issue 15
 	x := extras{priceCheap: *priceCheap, priceDear: *priceDear, priceLabel: *priceLabel, slowGroup: *slowGroup, slowLabel: *slowLabel,
 		slowBoot: *slowBoot, caLog: *caLogPath, caRestart: strings.Fields(*caRestart), metricsURL: *metricsURL,
-		token: *token, manager: *manager, summary: *summary}
+		token: *token, manager: *manager, summary: *summary, poolObject: *poolObject}
 	os.Exit(run(*kubeconfig, *provCfg, *simURL, *password, *mode, *pool, *poolMin, *poolLabel, *zero, *zeroLabel, *timeline, *phases, *slow, *joinOnly, strings.Fields(*inspect), x))
 }
 
@@ -69,6 +70,7 @@ type extras struct {
 	token                             string // Cloudify token (instead of the password)
 	manager                           bool   // a real Cloudify Manager (issue 19)
 	summary                           string // TSV copy of the summary table
+	poolObject                        string // CloudifyNodePool serving the pool (issue 22)
 }
 
 // externalJoin: --join-mode=external (issue 15, node lifecycle; see nodelife.go).
@@ -137,7 +139,7 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 		pool: pool, poolMin: poolMin, poolSel: kv(poolLabel), zero: zero, zeroSel: kv(zeroLabel), slow: slow, inspect: inspect,
 		priceCheap: x.priceCheap, priceDear: x.priceDear, priceSel: kv(x.priceLabel), slowGroup: x.slowGroup, slowSel: kv(x.slowLabel),
 		slowBoot: x.slowBoot, caLog: &caLog{path: x.caLog}, caRestart: x.caRestart, metricsURL: x.metricsURL,
-		created: map[string]time.Time{}}
+		created: map[string]time.Time{}, poolObject: x.poolObject}
 	for id := range groups {
 		s.allGroups = append(s.allGroups, id)
 	}
@@ -156,7 +158,9 @@ func run(kubeconfig, provCfg, simURL, password, mode, pool string, poolMin int, 
 		// The node controller's phases (nodelife.go, external join mode): they change Cloudify
 		// behind CA's back or stop kubelets, so CA may rightly complain.
 		{"oob-scale-in", s.outOfBandScaleIn, false, false}, {"outage-nodes", s.nodeControllerOutage, false, false},
-		{"final", s.finalChecks, false, true}}
+		{"final", s.finalChecks, false, true},
+		// Deletes the CloudifyNodePool serving --pool (pooldelete.go); only when asked for.
+		{"pool-delete", s.poolDelete, true, true}}
 	want := map[string]bool{}
 	for _, p := range strings.Split(phases, ",") {
 		want[strings.TrimSpace(p)] = true

@@ -42,6 +42,8 @@ type scenario struct {
 	caHealth              string   // CA's /health-check URL
 	metricsURL            string   // the provider's /metrics
 
+	poolObject string // the CloudifyNodePool serving pool, for the pool-delete phase (issue 22)
+
 	created map[string]time.Time // workload -> when its pods were created
 	cur     *phaseStat           // statistics of the running phase
 }
