@@ -61,7 +61,16 @@ done
 # lock's content, not its path (two checkouts sharing MANAGER_CACHE_DIR each rebuilt the venv under
 # the running manager).
 want_stamp="$({ "$PYTHON" --version; sha256sum <"$SOURCES_DIR/requirements.lock"; cat "$SRC"/.*.sha256; } | sha256sum | cut -d' ' -f1)"
+rebuild=0
 if [ "$(cat "$VENV/.tier-stamp" 2>/dev/null)" != "$want_stamp" ]; then
+  rebuild=1
+  if [ -d "$VENV" ] && bash "$(dirname "${BASH_SOURCE[0]}")/status.sh" >/dev/null 2>&1; then
+    # Never pull the venv from under a running stack (its workers import from it): keep it.
+    log "the venv at $VENV was made from other sources or another lock, but the running manager uses it: kept (stop.sh, then install again, rebuilds it)"
+    rebuild=0
+  fi
+fi
+if [ "$rebuild" = 1 ]; then
   log "building $VENV (pip, about 2 minutes on a cold cache)"
   rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
