@@ -114,16 +114,20 @@ async fn reconcile(
     let status = pool.status.clone().unwrap_or_default();
     let resolved = resolve_manager(&ctx.managers, &pool.spec.manager, &pool.spec.tenant);
     let deployment_id = pool.spec.deployment_for(&name);
-    let (source, lifecycle) = match &resolved {
-        Ok(i) => (*i, ctx.lifecycles.get(*i).cloned()),
-        Err(_) => (0, None),
-    };
+    // A misconfigured pool has no lifecycle: nothing is called, the decision says what to fix.
+    let source = resolved.as_ref().map_or(0, |i| *i);
+    let lifecycle = resolved
+        .as_ref()
+        .ok()
+        .and_then(|i| ctx.lifecycles.get(*i).cloned());
     let (deployment, executions) = observe_deployment(lifecycle.as_deref(), &deployment_id).await?;
     let snapshot = ctx.inventory.snapshot();
-    let prefixed = ctx.managers.len() > 1;
-    let entry = ctx.managers.get(source).map_or("", |m| m.name.as_str());
-    let group_id =
-        crate::inventory::group_id(entry, prefixed, &deployment_id, &pool.spec.scaling_group);
+    let group_id = pool_group_id(
+        &ctx.managers,
+        source,
+        &deployment_id,
+        &pool.spec.scaling_group,
+    );
     let group = snapshot.group(&group_id);
     let nodes_registered = if deleting {
         registered_nodes(&ctx.client, group).await?
@@ -131,7 +135,12 @@ async fn reconcile(
         0
     };
     let uid = pool.uid().unwrap_or_default();
-    let decision = plan::decide(&Observed {
+    let Decision {
+        action,
+        status: mut new_status,
+        note,
+        mut requeue,
+    } = plan::decide(&Observed {
         name: &name,
         uid: &uid,
         generation: pool.metadata.generation.unwrap_or(0),
@@ -148,14 +157,7 @@ async fn reconcile(
         now: chrono::Utc::now(),
     });
     let was_ready = status.phase == "Ready";
-    let Decision {
-        action,
-        status: mut new_status,
-        note,
-        requeue,
-    } = decision;
     let mut notes: Vec<Note> = note.into_iter().collect();
-    let mut requeue = requeue;
     if let Some(l) = &lifecycle {
         carry_out(
             l.as_ref(),
@@ -167,28 +169,32 @@ async fn reconcile(
         )
         .await?;
     }
-    if new_status != status {
-        let patch = json!({"status": new_status});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-    }
+    write_status(&api, &name, &status, &new_status).await?;
     publish_notes(&ctx.recorder, &pool, &name, notes).await;
     if new_status.phase == "Ready" && !was_ready {
         // CA sees the pool on its next loop, not a refresh interval later.
         ctx.inventory.trigger_refresh();
     }
     if action == Action::RemoveFinalizer {
-        let finalizers: Vec<String> = pool
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        patch_finalizers(&api, &pool, &name, finalizers).await?;
+        let finalizers = pool.finalizers().iter().filter(|f| *f != FINALIZER);
+        patch_finalizers(&api, &pool, &name, finalizers.cloned().collect()).await?;
         ctx.inventory.trigger_refresh();
         return Ok(Requeue::await_change());
     }
     Ok(Requeue::requeue(requeue))
+}
+
+/// The inventory's id of the pool's group: prefixed with the manager entry's name when more
+/// than one manager is configured, as the inventory names every group.
+fn pool_group_id(
+    managers: &[ManagerEntry],
+    source: usize,
+    deployment_id: &str,
+    scaling_group: &str,
+) -> String {
+    let prefixed = managers.len() > 1;
+    let entry = managers.get(source).map_or("", |m| m.name.as_str());
+    crate::inventory::group_id(entry, prefixed, deployment_id, scaling_group)
 }
 
 /// Puts our finalizer on the pool before any Cloudify call, so a pool deleted from then on
@@ -226,6 +232,22 @@ async fn patch_finalizers(
         json!({"metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
+    Ok(())
+}
+
+/// Patches the pool's status when the reconcile changed it: an unchanged one costs no write
+/// (and no watch event that would bring the pool back at once).
+async fn write_status(
+    api: &Api<CloudifyNodePool>,
+    name: &str,
+    old: &CloudifyNodePoolStatus,
+    new: &CloudifyNodePoolStatus,
+) -> Result<(), PoolError> {
+    if new != old {
+        let patch = json!({"status": new});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
     Ok(())
 }
 
