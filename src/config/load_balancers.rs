@@ -28,34 +28,9 @@ pub(super) fn load_balancers(
         Some(c) => super::fields::label_key(&k("class"), c)?,
         None => d.class.clone(),
     };
-    let cluster_name = raw.cluster_name.clone().unwrap_or(d.cluster_name);
-    if cluster_name.is_empty()
-        || cluster_name.len() > 256
-        || cluster_name.chars().any(|c| c.is_control() || c == '"')
-    {
-        return Err(ConfigError::invalid(
-            k("cluster_name"),
-            format!(
-                "{cluster_name:?} is not a Cloudify label value (1-256 printable characters, no '\"')"
-            ),
-        ));
-    }
-    let deployment_prefix = raw.deployment_prefix.clone().unwrap_or(d.deployment_prefix);
-    if deployment_prefix.is_empty()
-        || deployment_prefix.len() + UID_LEN > MAX_DEPLOYMENT_ID
-        || !deployment_prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        return Err(ConfigError::invalid(
-            k("deployment_prefix"),
-            format!(
-                "{deployment_prefix:?}: 1-{} of letters, digits, '-', '_' and '.' (Cloudify's \
-                 deployment ids; the Service UID follows)",
-                MAX_DEPLOYMENT_ID - UID_LEN
-            ),
-        ));
-    }
+    let cluster_name = cluster_name(raw.cluster_name.clone().unwrap_or(d.cluster_name))?;
+    let deployment_prefix =
+        deployment_prefix(raw.deployment_prefix.clone().unwrap_or(d.deployment_prefix))?;
     let blueprints = blueprints(raw, cloudify)?;
     let enabled = raw.enabled.unwrap_or(d.enabled);
     if enabled && blueprints.is_empty() {
@@ -65,45 +40,9 @@ pub(super) fn load_balancers(
              {main: {blueprint_id: k8s-lb-haproxy}}",
         ));
     }
-    let default_blueprint = match &raw.default_manager {
-        None => 0,
-        Some(name) => blueprints
-            .iter()
-            .position(|b| cloudify[b.source].name == *name)
-            .ok_or_else(|| {
-                ConfigError::invalid(
-                    k("default_manager"),
-                    format!("{name:?} has no entry in load_balancers.blueprints"),
-                )
-            })?,
-    };
-    let address_type = match raw.address_type.as_deref() {
-        None | Some("InternalIP") => BackendAddressType::InternalIp,
-        Some("ExternalIP") => BackendAddressType::ExternalIp,
-        Some(other) => {
-            return Err(ConfigError::invalid(
-                k("address_type"),
-                format!("{other:?}: expected InternalIP or ExternalIP"),
-            ));
-        }
-    };
-    let positive = |key: &str, v: &Option<String>, default: Duration| match v {
-        None => Ok(default),
-        Some(t) => match duration(key, t)? {
-            z if z.is_zero() => Err(ConfigError::invalid(key, "must be positive")),
-            t => Ok(t),
-        },
-    };
-    let concurrency = match raw.concurrency {
-        None => d.concurrency,
-        Some(n) if (1..=256).contains(&n) => n as u16,
-        Some(n) => {
-            return Err(ConfigError::invalid(
-                k("concurrency"),
-                format!("{n} is not between 1 and 256"),
-            ));
-        }
-    };
+    let default_blueprint = default_blueprint(raw, &blueprints, cloudify)?;
+    let address_type = address_type(raw.address_type.as_deref())?;
+    let concurrency = concurrency(raw.concurrency, d.concurrency)?;
     Ok(LoadBalancersConfig {
         enabled,
         class,
@@ -122,6 +61,101 @@ pub(super) fn load_balancers(
         )?,
         concurrency,
     })
+}
+
+/// `load_balancers.cluster_name`: it goes into a Cloudify label value on every LB deployment,
+/// so it must be one (1-256 printable characters, no double quote).
+fn cluster_name(cluster_name: String) -> Result<String, ConfigError> {
+    if cluster_name.is_empty()
+        || cluster_name.len() > 256
+        || cluster_name.chars().any(|c| c.is_control() || c == '"')
+    {
+        return Err(ConfigError::invalid(
+            "load_balancers.cluster_name",
+            format!(
+                "{cluster_name:?} is not a Cloudify label value (1-256 printable characters, no '\"')"
+            ),
+        ));
+    }
+    Ok(cluster_name)
+}
+
+/// `load_balancers.deployment_prefix`: with the Service UID after it, it must still be a
+/// Cloudify deployment id, so the manager's create check cannot refuse it later.
+fn deployment_prefix(deployment_prefix: String) -> Result<String, ConfigError> {
+    if deployment_prefix.is_empty()
+        || deployment_prefix.len() + UID_LEN > MAX_DEPLOYMENT_ID
+        || !deployment_prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ConfigError::invalid(
+            "load_balancers.deployment_prefix",
+            format!(
+                "{deployment_prefix:?}: 1-{} of letters, digits, '-', '_' and '.' (Cloudify's \
+                 deployment ids; the Service UID follows)",
+                MAX_DEPLOYMENT_ID - UID_LEN
+            ),
+        ));
+    }
+    Ok(deployment_prefix)
+}
+
+/// The index in `blueprints` of the one a Service without a manager annotation gets:
+/// `load_balancers.default_manager`'s, or the first cloudify entry's.
+fn default_blueprint(
+    raw: &RawLoadBalancers,
+    blueprints: &[LbBlueprint],
+    cloudify: &[ClientSettings],
+) -> Result<usize, ConfigError> {
+    match &raw.default_manager {
+        None => Ok(0),
+        Some(name) => blueprints
+            .iter()
+            .position(|b| cloudify[b.source].name == *name)
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    "load_balancers.default_manager",
+                    format!("{name:?} has no entry in load_balancers.blueprints"),
+                )
+            }),
+    }
+}
+
+/// `load_balancers.address_type`: which node address the backends get (the Kubernetes
+/// address type names; InternalIP when unset).
+fn address_type(raw: Option<&str>) -> Result<BackendAddressType, ConfigError> {
+    match raw {
+        None | Some("InternalIP") => Ok(BackendAddressType::InternalIp),
+        Some("ExternalIP") => Ok(BackendAddressType::ExternalIp),
+        Some(other) => Err(ConfigError::invalid(
+            "load_balancers.address_type",
+            format!("{other:?}: expected InternalIP or ExternalIP"),
+        )),
+    }
+}
+
+/// `load_balancers.concurrency`: how many Services are worked on at once, 1 to 256.
+fn concurrency(raw: Option<i64>, default: u16) -> Result<u16, ConfigError> {
+    match raw {
+        None => Ok(default),
+        Some(n) if (1..=256).contains(&n) => Ok(n as u16),
+        Some(n) => Err(ConfigError::invalid(
+            "load_balancers.concurrency",
+            format!("{n} is not between 1 and 256"),
+        )),
+    }
+}
+
+/// A pacing interval: a zero one would spin the controller's loop.
+fn positive(key: &str, v: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(t) => match duration(key, t)? {
+            z if z.is_zero() => Err(ConfigError::invalid(key, "must be positive")),
+            t => Ok(t),
+        },
+    }
 }
 
 /// `load_balancers.blueprints`, keyed by `cloudify[].name`, in the order of the cloudify entries.

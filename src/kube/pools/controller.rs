@@ -16,10 +16,11 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::crd::{CloudifyNodePool, ExecutionRef, FINALIZER};
+use super::crd::{CloudifyNodePool, CloudifyNodePoolStatus, ExecutionRef, FINALIZER};
 use super::plan::{self, Action, Decision, Note, Observed};
 use super::registry::{ManagerEntry, PoolRegistry, resolve_manager};
-use crate::cloudify::deployments::{DeploymentLifecycle, Refusal, Workflow};
+use crate::cloudify::Execution;
+use crate::cloudify::deployments::{DeploymentLifecycle, DeploymentState, Refusal, Workflow};
 use crate::inventory::Inventory;
 use crate::kube::nodes::LeaderFn;
 
@@ -107,42 +108,26 @@ async fn reconcile(
     let name = pool.name_any();
     let api: Api<CloudifyNodePool> = Api::all(ctx.client.clone());
     let deleting = pool.metadata.deletion_timestamp.is_some();
-    let has_finalizer = pool.finalizers().iter().any(|f| f == FINALIZER);
-    if deleting && !has_finalizer {
-        return Ok(Requeue::await_change());
-    }
-    if !has_finalizer {
-        // Before any Cloudify call: a pool deleted from now on waits for its cleanup.
-        let mut finalizers = pool.finalizers().to_vec();
-        finalizers.push(FINALIZER.into());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        return Ok(Requeue::requeue(Duration::ZERO));
+    if let Some(requeue) = ensure_finalizer(&api, &pool, &name, deleting).await? {
+        return Ok(requeue);
     }
     let status = pool.status.clone().unwrap_or_default();
     let resolved = resolve_manager(&ctx.managers, &pool.spec.manager, &pool.spec.tenant);
     let deployment_id = pool.spec.deployment_for(&name);
-    let (source, lifecycle) = match &resolved {
-        Ok(i) => (*i, ctx.lifecycles.get(*i).cloned()),
-        Err(_) => (0, None),
-    };
-    let (deployment, executions) = match &lifecycle {
-        Some(l) => {
-            let d = l.deployment_state(&deployment_id).await?;
-            let e = match &d {
-                Some(_) => l.deployment_executions(&deployment_id).await?,
-                None => Vec::new(),
-            };
-            (d, e)
-        }
-        None => (None, Vec::new()),
-    };
+    // A misconfigured pool has no lifecycle: nothing is called, the decision says what to fix.
+    let source = resolved.as_ref().map_or(0, |i| *i);
+    let lifecycle = resolved
+        .as_ref()
+        .ok()
+        .and_then(|i| ctx.lifecycles.get(*i).cloned());
+    let (deployment, executions) = observe_deployment(lifecycle.as_deref(), &deployment_id).await?;
     let snapshot = ctx.inventory.snapshot();
-    let prefixed = ctx.managers.len() > 1;
-    let entry = ctx.managers.get(source).map_or("", |m| m.name.as_str());
-    let group_id =
-        crate::inventory::group_id(entry, prefixed, &deployment_id, &pool.spec.scaling_group);
+    let group_id = pool_group_id(
+        &ctx.managers,
+        source,
+        &deployment_id,
+        &pool.spec.scaling_group,
+    );
     let group = snapshot.group(&group_id);
     let nodes_registered = if deleting {
         registered_nodes(&ctx.client, group, prefixed.then_some(entry)).await?
@@ -150,7 +135,12 @@ async fn reconcile(
         0
     };
     let uid = pool.uid().unwrap_or_default();
-    let decision = plan::decide(&Observed {
+    let Decision {
+        action,
+        status: mut new_status,
+        note,
+        mut requeue,
+    } = plan::decide(&Observed {
         name: &name,
         uid: &uid,
         generation: pool.metadata.generation.unwrap_or(0),
@@ -167,14 +157,7 @@ async fn reconcile(
         now: chrono::Utc::now(),
     });
     let was_ready = status.phase == "Ready";
-    let Decision {
-        action,
-        status: mut new_status,
-        note,
-        requeue,
-    } = decision;
     let mut notes: Vec<Note> = note.into_iter().collect();
-    let mut requeue = requeue;
     if let Some(l) = &lifecycle {
         carry_out(
             l.as_ref(),
@@ -186,11 +169,108 @@ async fn reconcile(
         )
         .await?;
     }
-    if new_status != status {
-        let patch = json!({"status": new_status});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+    write_status(&api, &name, &status, &new_status).await?;
+    publish_notes(&ctx.recorder, &pool, &name, notes).await;
+    if new_status.phase == "Ready" && !was_ready {
+        // CA sees the pool on its next loop, not a refresh interval later.
+        ctx.inventory.trigger_refresh();
+    }
+    if action == Action::RemoveFinalizer {
+        let finalizers = pool.finalizers().iter().filter(|f| *f != FINALIZER);
+        patch_finalizers(&api, &pool, &name, finalizers.cloned().collect()).await?;
+        ctx.inventory.trigger_refresh();
+        return Ok(Requeue::await_change());
+    }
+    Ok(Requeue::requeue(requeue))
+}
+
+/// The inventory's id of the pool's group: prefixed with the manager entry's name when more
+/// than one manager is configured, as the inventory names every group.
+fn pool_group_id(
+    managers: &[ManagerEntry],
+    source: usize,
+    deployment_id: &str,
+    scaling_group: &str,
+) -> String {
+    let prefixed = managers.len() > 1;
+    let entry = managers.get(source).map_or("", |m| m.name.as_str());
+    crate::inventory::group_id(entry, prefixed, deployment_id, scaling_group)
+}
+
+/// Puts our finalizer on the pool before any Cloudify call, so a pool deleted from then on
+/// waits for its cleanup. `Some` ends this reconcile: the finalizer was just added (go on at
+/// once, with the new resource version) or the pool is going without it (nothing of ours to
+/// clean up).
+async fn ensure_finalizer(
+    api: &Api<CloudifyNodePool>,
+    pool: &CloudifyNodePool,
+    name: &str,
+    deleting: bool,
+) -> Result<Option<Requeue>, PoolError> {
+    let has_finalizer = pool.finalizers().iter().any(|f| f == FINALIZER);
+    if has_finalizer {
+        return Ok(None);
+    }
+    if deleting {
+        return Ok(Some(Requeue::await_change()));
+    }
+    let mut finalizers = pool.finalizers().to_vec();
+    finalizers.push(FINALIZER.into());
+    patch_finalizers(api, pool, name, finalizers).await?;
+    Ok(Some(Requeue::requeue(Duration::ZERO)))
+}
+
+/// Writes the pool's finalizers, guarded by the resource version it was read at: a pool changed
+/// meanwhile fails the patch (a conflict) instead of losing another writer's finalizer.
+async fn patch_finalizers(
+    api: &Api<CloudifyNodePool>,
+    pool: &CloudifyNodePool,
+    name: &str,
+    finalizers: Vec<String>,
+) -> Result<(), PoolError> {
+    let patch =
+        json!({"metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Patches the pool's status when the reconcile changed it: an unchanged one costs no write
+/// (and no watch event that would bring the pool back at once).
+async fn write_status(
+    api: &Api<CloudifyNodePool>,
+    name: &str,
+    old: &CloudifyNodePoolStatus,
+    new: &CloudifyNodePoolStatus,
+) -> Result<(), PoolError> {
+    if new != old {
+        let patch = json!({"status": new});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
+    Ok(())
+}
+
+/// The pool's deployment and its executions as Cloudify has them; nothing when the pool names
+/// no configured manager or the deployment does not exist (yet, or any more).
+async fn observe_deployment(
+    lifecycle: Option<&dyn DeploymentLifecycle>,
+    deployment_id: &str,
+) -> Result<(Option<DeploymentState>, Vec<Execution>), PoolError> {
+    let Some(l) = lifecycle else {
+        return Ok((None, Vec::new()));
+    };
+    let d = l.deployment_state(deployment_id).await?;
+    let e = match &d {
+        Some(_) => l.deployment_executions(deployment_id).await?,
+        None => Vec::new(),
+    };
+    Ok((d, e))
+}
+
+/// Logs each note and records it as an Event on the pool; an Event that cannot be recorded is
+/// only logged (the reconcile's work is done either way).
+async fn publish_notes(recorder: &Recorder, pool: &CloudifyNodePool, name: &str, notes: Vec<Note>) {
     let reference = pool.object_ref(&());
     for n in notes {
         tracing::info!(pool = %name, reason = n.reason, "{}", n.message);
@@ -205,28 +285,10 @@ async fn reconcile(
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::debug!(error = %e, "pool event not recorded");
         }
     }
-    if new_status.phase == "Ready" && !was_ready {
-        // CA sees the pool on its next loop, not a refresh interval later.
-        ctx.inventory.trigger_refresh();
-    }
-    if action == Action::RemoveFinalizer {
-        let finalizers: Vec<String> = pool
-            .finalizers()
-            .iter()
-            .filter(|f| *f != FINALIZER)
-            .cloned()
-            .collect();
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": pool.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        ctx.inventory.trigger_refresh();
-        return Ok(Requeue::await_change());
-    }
-    Ok(Requeue::requeue(requeue))
 }
 
 /// Makes the decided Cloudify call; a refusal the next reconcile can resolve only shortens the
@@ -235,39 +297,11 @@ async fn carry_out(
     l: &dyn DeploymentLifecycle,
     action: &Action,
     deployment_id: &str,
-    status: &mut crate::kube::pools::crd::CloudifyNodePoolStatus,
+    status: &mut CloudifyNodePoolStatus,
     notes: &mut Vec<Note>,
     requeue: &mut Duration,
 ) -> Result<(), PoolError> {
     let now = chrono::Utc::now();
-    let generation = status.observed_generation;
-    let mut refused =
-        |reason: &'static str,
-         message: String,
-         status: &mut crate::kube::pools::crd::CloudifyNodePoolStatus| {
-            status.failures = status.failures.saturating_add(1);
-            let wait = plan::backoff(status.failures);
-            status.retry_after = Some(
-                (now + chrono::Duration::from_std(wait).unwrap_or_default())
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            );
-            plan::set_condition(
-                &mut status.conditions,
-                "Failed",
-                true,
-                reason,
-                &message,
-                generation,
-                now,
-            );
-            status.phase = "Failed".into();
-            notes.push(Note {
-                warning: true,
-                reason,
-                message,
-            });
-            wait
-        };
     match action {
         Action::Create(new) => match l.create_deployment(new).await {
             Ok(_) => notes.push(Note {
@@ -280,8 +314,12 @@ async fn carry_out(
             }),
             Err(e) => match Refusal::of(&e) {
                 Refusal::AlreadyExists => *requeue = Duration::from_secs(1),
-                Refusal::NotFound => *requeue = refused("BlueprintNotFound", e.to_string(), status),
-                Refusal::Invalid => *requeue = refused("InvalidInputs", e.to_string(), status),
+                Refusal::NotFound => {
+                    *requeue = refused(status, notes, "BlueprintNotFound", e.to_string(), now);
+                }
+                Refusal::Invalid => {
+                    *requeue = refused(status, notes, "InvalidInputs", e.to_string(), now);
+                }
                 _ => return Err(e.into()),
             },
         },
@@ -291,31 +329,7 @@ async fn carry_out(
             } else {
                 Workflow::Uninstall
             };
-            match l.start_workflow(deployment_id, workflow).await {
-                Ok(e) => {
-                    status.last_execution = Some(ExecutionRef {
-                        id: e.id.clone(),
-                        workflow: e.workflow_id.clone(),
-                        status: e.status.as_str().to_owned(),
-                        error: None,
-                    });
-                    notes.push(Note {
-                        warning: false,
-                        reason: if workflow == Workflow::Install {
-                            "Installing"
-                        } else {
-                            "Uninstalling"
-                        },
-                        message: format!("{} {} queued on {deployment_id}", workflow.id(), e.id),
-                    });
-                }
-                Err(e) => match Refusal::of(&e) {
-                    Refusal::EnvironmentNotReady | Refusal::Busy | Refusal::WorkflowUnavailable => {
-                        *requeue = Duration::from_secs(2)
-                    }
-                    _ => return Err(e.into()),
-                },
-            }
+            start_lifecycle_workflow(l, workflow, deployment_id, status, notes, requeue).await?;
         }
         Action::Update(inputs) => match l.start_update(deployment_id, inputs).await {
             Ok(u) => {
@@ -327,29 +341,112 @@ async fn carry_out(
                 });
             }
             Err(e) if Refusal::of(&e) == Refusal::Invalid => {
-                *requeue = refused("InvalidInputs", e.to_string(), status);
+                *requeue = refused(status, notes, "InvalidInputs", e.to_string(), now);
             }
             Err(e) => return Err(e.into()),
         },
-        Action::Delete => match l.delete_deployment(deployment_id, false).await {
-            Ok(()) => notes.push(Note {
-                warning: false,
-                reason: "Deleted",
-                message: format!("deleted deployment {deployment_id}"),
-            }),
-            // Instances live although the deployment is not installed (a failed install):
-            // uninstall first.
-            Err(e) if Refusal::of(&e) == Refusal::DependentsExist => {
-                if let Err(e) = l.start_workflow(deployment_id, Workflow::Uninstall).await
-                    && Refusal::of(&e) == Refusal::Other
-                {
-                    return Err(e.into());
-                }
-            }
-            Err(e) if Refusal::of(&e) == Refusal::NotFound => {}
-            Err(e) => return Err(e.into()),
-        },
+        Action::Delete => delete_deployment(l, deployment_id, notes).await?,
         Action::RemoveFinalizer | Action::None => {}
+    }
+    Ok(())
+}
+
+/// A refusal only the user can resolve: the pool fails with a condition and a warning, and
+/// the next attempt waits out a backoff that grows with the failures in a row. Returns the wait.
+fn refused(
+    status: &mut CloudifyNodePoolStatus,
+    notes: &mut Vec<Note>,
+    reason: &'static str,
+    message: String,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Duration {
+    let generation = status.observed_generation;
+    status.failures = status.failures.saturating_add(1);
+    let wait = plan::backoff(status.failures);
+    status.retry_after = Some(
+        (now + chrono::Duration::from_std(wait).unwrap_or_default())
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    plan::set_condition(
+        &mut status.conditions,
+        "Failed",
+        true,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    status.phase = "Failed".into();
+    notes.push(Note {
+        warning: true,
+        reason,
+        message,
+    });
+    wait
+}
+
+/// Queues `install` or `uninstall` and records the execution; a refusal that clears by itself
+/// (environment still being created, another execution running, workflow not available yet)
+/// only brings the next reconcile closer.
+async fn start_lifecycle_workflow(
+    l: &dyn DeploymentLifecycle,
+    workflow: Workflow,
+    deployment_id: &str,
+    status: &mut CloudifyNodePoolStatus,
+    notes: &mut Vec<Note>,
+    requeue: &mut Duration,
+) -> Result<(), PoolError> {
+    match l.start_workflow(deployment_id, workflow).await {
+        Ok(e) => {
+            status.last_execution = Some(ExecutionRef {
+                id: e.id.clone(),
+                workflow: e.workflow_id.clone(),
+                status: e.status.as_str().to_owned(),
+                error: None,
+            });
+            notes.push(Note {
+                warning: false,
+                reason: if workflow == Workflow::Install {
+                    "Installing"
+                } else {
+                    "Uninstalling"
+                },
+                message: format!("{} {} queued on {deployment_id}", workflow.id(), e.id),
+            });
+        }
+        Err(e) => match Refusal::of(&e) {
+            Refusal::EnvironmentNotReady | Refusal::Busy | Refusal::WorkflowUnavailable => {
+                *requeue = Duration::from_secs(2);
+            }
+            _ => return Err(e.into()),
+        },
+    }
+    Ok(())
+}
+
+/// Deletes the pool's deployment; one gone already is fine.
+async fn delete_deployment(
+    l: &dyn DeploymentLifecycle,
+    deployment_id: &str,
+    notes: &mut Vec<Note>,
+) -> Result<(), PoolError> {
+    match l.delete_deployment(deployment_id, false).await {
+        Ok(()) => notes.push(Note {
+            warning: false,
+            reason: "Deleted",
+            message: format!("deleted deployment {deployment_id}"),
+        }),
+        // Instances live although the deployment is not installed (a failed install):
+        // uninstall first.
+        Err(e) if Refusal::of(&e) == Refusal::DependentsExist => {
+            if let Err(e) = l.start_workflow(deployment_id, Workflow::Uninstall).await
+                && Refusal::of(&e) == Refusal::Other
+            {
+                return Err(e.into());
+            }
+        }
+        Err(e) if Refusal::of(&e) == Refusal::NotFound => {}
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }

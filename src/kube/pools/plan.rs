@@ -277,19 +277,8 @@ impl Draft<'_> {
 
 /// Decides the next step for one pool.
 pub fn decide(o: &Observed<'_>) -> Decision {
-    let mut d = Draft {
-        o,
-        status: o.status.clone(),
-        note: None,
-    };
-    let deployment_id = o.spec.deployment_for(o.name);
-    d.status.observed_generation = o.generation;
-    d.status.deployment_id = deployment_id.clone();
-    d.status.node_group_id = o.group_id.into();
-    if let Some((current, target)) = o.sizes {
-        d.status.current_size = Some(current);
-        d.status.target_size = Some(target);
-    }
+    let mut d = draft(o);
+    let deployment_id = d.status.deployment_id.clone();
     if let Some(why) = &o.misconfigured {
         if o.deleting && o.deployment.is_none() {
             return d.done(Action::RemoveFinalizer, "Deleting", PROGRESS);
@@ -297,61 +286,14 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         return d.fail("InvalidManager", why.clone(), SETTLED);
     }
     let Some(dep) = o.deployment else {
-        if o.deleting {
-            d.cond("Deleting", true, "DeploymentGone", "the deployment is gone");
-            return d.done(Action::RemoveFinalizer, "Deleting", PROGRESS);
-        }
-        if let Some(wait) = d.retry_wait() {
-            return d.done(Action::None, "Failed", wait);
-        }
-        let mut labels: Vec<(String, String)> = o.cluster_labels.to_vec();
-        labels.push((NAME_LABEL.into(), o.name.into()));
-        labels.push((UID_LABEL.into(), o.uid.into()));
-        d.cond(
-            "Created",
-            false,
-            "Creating",
-            "creating the Cloudify deployment",
-        );
-        // Executions of an earlier deployment of this id are gone with it.
-        d.status.last_execution = None;
-        return d.done(
-            Action::Create(NewDeployment {
-                id: deployment_id,
-                blueprint_id: o.spec.blueprint_id.clone(),
-                inputs: o.spec.deployment_inputs(),
-                labels,
-            }),
-            "Creating",
-            PROGRESS,
-        );
+        return without_deployment(d, deployment_id);
     };
     let active = o.executions.iter().find(|e| !e.is_ended());
     if dep.environment_pending() {
         return d.done(Action::None, "Creating", PROGRESS);
     }
     if !dep.has_label(UID_LABEL, o.uid) {
-        if o.deleting {
-            // Never ours: leave it as it is.
-            d.note = Some(Note {
-                warning: true,
-                reason: "DeploymentNotOwned",
-                message: format!(
-                    "deployment {deployment_id} does not carry {UID_LABEL}={}: left in Cloudify",
-                    o.uid
-                ),
-            });
-            return d.done(Action::RemoveFinalizer, "Deleting", PROGRESS);
-        }
-        return d.fail(
-            "DeploymentNotOwned",
-            format!(
-                "deployment {deployment_id} exists and was not created by this pool (no label \
-                 {UID_LABEL}={}); choose another deploymentId",
-                o.uid
-            ),
-            SETTLED,
-        );
+        return not_owned(d, &deployment_id);
     }
     d.cond("Created", true, "DeploymentCreated", &deployment_id);
     let latest = o
@@ -376,38 +318,136 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         );
     }
     if let Some(e) = active {
-        let phase = match e.workflow_id.as_str() {
-            "update" => "Updating",
-            "install" | "create_deployment_environment" => "Installing",
-            _ if dep.installation_status == InstallationStatus::Active => "Ready",
-            _ => "Installing",
-        };
-        return d.done(Action::None, phase, PROGRESS);
+        return d.done(Action::None, phase_while(e, dep), PROGRESS);
     }
     if dep.installation_status != InstallationStatus::Active {
-        // An install this pool queued that Cloudify does not list (yet): never a second one.
-        if let Some(last) = &o.status.last_execution
-            && last.workflow == "install"
-            && last.status != "failed"
-            && !o.executions.iter().any(|e| e.id == last.id)
-        {
-            return d.done(Action::None, "Installing", PROGRESS);
-        }
-        d.cond(
-            "Installed",
-            false,
-            "NotInstalled",
-            "install has not completed",
-        );
-        d.cond("Ready", false, "NotInstalled", "install has not completed");
-        if let Some(e) =
-            latest.filter(|e| e.workflow_id == "install" && e.status == ExecutionStatus::Failed)
-            && let Some(wait) = d.failed_execution(e, "InstallFailed")
-        {
-            return d.done(Action::None, "Failed", wait);
-        }
-        return d.done(Action::Install, "Installing", PROGRESS);
+        return not_installed(d, latest);
     }
+    installed(d, dep, latest)
+}
+
+/// The draft of the new status: what this reconcile observed (generation, deployment and
+/// group ids, sizes) is recorded whatever the decision.
+fn draft<'a>(o: &'a Observed<'a>) -> Draft<'a> {
+    let mut d = Draft {
+        o,
+        status: o.status.clone(),
+        note: None,
+    };
+    d.status.observed_generation = o.generation;
+    d.status.deployment_id = o.spec.deployment_for(o.name);
+    d.status.node_group_id = o.group_id.into();
+    if let Some((current, target)) = o.sizes {
+        d.status.current_size = Some(current);
+        d.status.target_size = Some(target);
+    }
+    d
+}
+
+/// No deployment: a deleting pool is done; otherwise create it (labelled with the cluster's
+/// labels and the pool's name and UID, which later prove it ours), unless a failure's backoff
+/// is still running.
+fn without_deployment(mut d: Draft<'_>, deployment_id: String) -> Decision {
+    let o = d.o;
+    if o.deleting {
+        d.cond("Deleting", true, "DeploymentGone", "the deployment is gone");
+        return d.done(Action::RemoveFinalizer, "Deleting", PROGRESS);
+    }
+    if let Some(wait) = d.retry_wait() {
+        return d.done(Action::None, "Failed", wait);
+    }
+    let mut labels: Vec<(String, String)> = o.cluster_labels.to_vec();
+    labels.push((NAME_LABEL.into(), o.name.into()));
+    labels.push((UID_LABEL.into(), o.uid.into()));
+    d.cond(
+        "Created",
+        false,
+        "Creating",
+        "creating the Cloudify deployment",
+    );
+    // Executions of an earlier deployment of this id are gone with it.
+    d.status.last_execution = None;
+    d.done(
+        Action::Create(NewDeployment {
+            id: deployment_id,
+            blueprint_id: o.spec.blueprint_id.clone(),
+            inputs: o.spec.deployment_inputs(),
+            labels,
+        }),
+        "Creating",
+        PROGRESS,
+    )
+}
+
+/// A deployment of the pool's id that does not carry the pool's UID label was not created by
+/// it: never touched, never deleted.
+fn not_owned(mut d: Draft<'_>, deployment_id: &str) -> Decision {
+    let uid = d.o.uid;
+    if d.o.deleting {
+        // Never ours: leave it as it is.
+        d.note = Some(Note {
+            warning: true,
+            reason: "DeploymentNotOwned",
+            message: format!(
+                "deployment {deployment_id} does not carry {UID_LABEL}={uid}: left in Cloudify"
+            ),
+        });
+        return d.done(Action::RemoveFinalizer, "Deleting", PROGRESS);
+    }
+    d.fail(
+        "DeploymentNotOwned",
+        format!(
+            "deployment {deployment_id} exists and was not created by this pool (no label \
+             {UID_LABEL}={uid}); choose another deploymentId"
+        ),
+        SETTLED,
+    )
+}
+
+/// The phase while execution `e` runs on the deployment: what it is doing to the pool (any
+/// other workflow on an installed deployment leaves the pool Ready).
+fn phase_while(e: &Execution, dep: &DeploymentState) -> &'static str {
+    match e.workflow_id.as_str() {
+        "update" => "Updating",
+        "install" | "create_deployment_environment" => "Installing",
+        _ if dep.installation_status == InstallationStatus::Active => "Ready",
+        _ => "Installing",
+    }
+}
+
+/// A deployment of ours, idle and not installed: install it, unless our install is queued
+/// but not listed yet, or a failed install's backoff is still running.
+fn not_installed(mut d: Draft<'_>, latest: Option<&Execution>) -> Decision {
+    let o = d.o;
+    // An install this pool queued that Cloudify does not list (yet): never a second one.
+    if let Some(last) = &o.status.last_execution
+        && last.workflow == "install"
+        && last.status != "failed"
+        && !o.executions.iter().any(|e| e.id == last.id)
+    {
+        return d.done(Action::None, "Installing", PROGRESS);
+    }
+    d.cond(
+        "Installed",
+        false,
+        "NotInstalled",
+        "install has not completed",
+    );
+    d.cond("Ready", false, "NotInstalled", "install has not completed");
+    if let Some(e) =
+        latest.filter(|e| e.workflow_id == "install" && e.status == ExecutionStatus::Failed)
+        && let Some(wait) = d.failed_execution(e, "InstallFailed")
+    {
+        return d.done(Action::None, "Failed", wait);
+    }
+    d.done(Action::Install, "Installing", PROGRESS)
+}
+
+/// An installed, idle deployment of ours: the failures are over; inputs that differ from the
+/// spec's start an update (once per generation: a failed one waits for a spec change),
+/// otherwise the pool is Ready.
+fn installed(mut d: Draft<'_>, dep: &DeploymentState, latest: Option<&Execution>) -> Decision {
+    let o = d.o;
     d.status.retry_after = None;
     d.status.failures = 0;
     d.cond(
@@ -422,27 +462,7 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         .filter(|(k, v)| dep.inputs.get(k) != Some(v))
         .collect();
     if !changed.is_empty() {
-        let failed_update =
-            latest.filter(|e| e.workflow_id == "update" && e.status == ExecutionStatus::Failed);
-        if d.status.update_generation == Some(o.generation)
-            && let Some(e) = failed_update
-        {
-            let message = format!(
-                "the deployment update {} failed: {}; change the spec to try again",
-                e.id,
-                last_line(e.error.as_deref().unwrap_or(""))
-            );
-            d.follow(e);
-            return d.fail("UpdateFailed", message, SETTLED);
-        }
-        let keys: Vec<&str> = changed.keys().map(String::as_str).collect();
-        d.note = Some(Note {
-            warning: false,
-            reason: "Updating",
-            message: format!("updating inputs {}", keys.join(", ")),
-        });
-        d.status.update_generation = Some(o.generation);
-        return d.done(Action::Update(changed), "Updating", PROGRESS);
+        return update_inputs(d, changed, latest);
     }
     d.cond("Failed", false, "Ready", "");
     d.cond("Ready", true, "Ready", "served to CA as a node group");
@@ -456,6 +476,37 @@ pub fn decide(o: &Observed<'_>) -> Decision {
     // Until the inventory serves the group (the refresh after Ready), look again soon for sizes.
     let requeue = if o.sizes.is_some() { SETTLED } else { PROGRESS };
     d.done(Action::None, "Ready", requeue)
+}
+
+/// Inputs `changed` differ from the deployment's: update them, unless the update of this very
+/// generation failed (retrying it would fail the same way until the user changes the spec).
+fn update_inputs(
+    mut d: Draft<'_>,
+    changed: Map<String, Value>,
+    latest: Option<&Execution>,
+) -> Decision {
+    let generation = d.o.generation;
+    let failed_update =
+        latest.filter(|e| e.workflow_id == "update" && e.status == ExecutionStatus::Failed);
+    if d.status.update_generation == Some(generation)
+        && let Some(e) = failed_update
+    {
+        let message = format!(
+            "the deployment update {} failed: {}; change the spec to try again",
+            e.id,
+            last_line(e.error.as_deref().unwrap_or(""))
+        );
+        d.follow(e);
+        return d.fail("UpdateFailed", message, SETTLED);
+    }
+    let keys: Vec<&str> = changed.keys().map(String::as_str).collect();
+    d.note = Some(Note {
+        warning: false,
+        reason: "Updating",
+        message: format!("updating inputs {}", keys.join(", ")),
+    });
+    d.status.update_generation = Some(generation);
+    d.done(Action::Update(changed), "Updating", PROGRESS)
 }
 
 /// The steps of a deleting pool whose deployment is ours.

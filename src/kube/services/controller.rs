@@ -278,20 +278,7 @@ async fn spec_warnings(svc: &Service, ctx: &Context, uid: &str, warnings: &[spec
 async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbError> {
     let placement = match spec::placement(svc, &ctx.settings, &ctx.names) {
         Ok(p) => p,
-        Err(e) => {
-            ctx.set_phase(uid, "invalid");
-            spec_warnings(
-                svc,
-                ctx,
-                uid,
-                &[spec::SpecWarning {
-                    reason: FailureKind::Sync.reason(),
-                    text: e.0,
-                }],
-            )
-            .await;
-            return Ok(Action::await_change());
-        }
+        Err(e) => return Ok(unplaceable(svc, ctx, uid, e).await),
     };
     let blueprint = &ctx.settings.blueprints[placement.blueprint];
     let desired = spec::desired(svc, &ctx.backends(), blueprint, &ctx.settings.cluster_name);
@@ -320,34 +307,8 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
             Ok(poll)
         }
         Step::Create => {
-            apply::event(
-                &ctx.recorder,
-                svc,
-                false,
-                "EnsuringLoadBalancer",
-                "CreateDeployment",
-                format!(
-                    "Creating Cloudify deployment {id} from blueprint {} on {}",
-                    blueprint.blueprint_id,
-                    manager_name(ctx, blueprint)
-                ),
-            )
-            .await;
-            let new = NewDeployment {
-                id: id.to_owned(),
-                blueprint_id: blueprint.blueprint_id.clone(),
-                inputs: desired.inputs.clone(),
-                labels: spec::deployment_labels(svc, &ctx.settings.cluster_name)
-                    .into_iter()
-                    .collect(),
-            };
-            ctx.count(LbAction::Create);
-            match manager.create_deployment(&new).await {
-                Ok(_) => Ok(poll),
-                // Made by an earlier look whose answer was lost: read it next time.
-                Err(e) if Refusal::of(&e) == Refusal::AlreadyExists => Ok(poll),
-                Err(e) => Err(e.into()),
-            }
+            create_deployment(svc, ctx, manager.as_ref(), blueprint, id, &desired).await?;
+            Ok(poll)
         }
         Step::Install => {
             apply::event(
@@ -364,36 +325,7 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
             Ok(poll)
         }
         Step::Update { changed } => {
-            ctx.remember(uid, |m| {
-                m.diverged_since.get_or_insert_with(Instant::now);
-            });
-            let what = if changed.is_empty() {
-                "retrying the failed update".to_owned()
-            } else {
-                format!("changed: {}", changed.join(", "))
-            };
-            apply::event(
-                &ctx.recorder,
-                svc,
-                false,
-                "EnsuringLoadBalancer",
-                "UpdateDeployment",
-                format!(
-                    "Updating Cloudify deployment {id} ({what}; {} port(s), {} backend(s))",
-                    desired.usable_ports, desired.backend_count
-                ),
-            )
-            .await;
-            ctx.count(LbAction::Update);
-            // Never a reinstall (the address could change) and no heal pass: the blueprint's
-            // `check_drift` and `update` operations reconfigure the load balancer in place.
-            let options = UpdateOptions {
-                skip_reinstall: true,
-                skip_heal: true,
-            };
-            manager
-                .start_update_with(id, &desired.inputs, options)
-                .await?;
+            update_deployment(svc, ctx, uid, manager.as_ref(), id, &desired, &changed).await?;
             Ok(poll)
         }
         Step::ReadAddress => read_address(svc, ctx, uid, manager.as_ref(), &placement).await,
@@ -401,6 +333,107 @@ async fn ensure(svc: &Service, ctx: &Context, uid: &str) -> Result<Action, LbErr
         Step::ReportFailure { run, kind } => Ok(report(svc, ctx, uid, id, &run, kind).await),
         Step::NoUsablePorts => Ok(Action::await_change()),
     }
+}
+
+/// A Service whose load balancer cannot be placed (an unknown manager annotation, say): its
+/// phase says so and a warning names the problem; nothing changes until the Service does.
+async fn unplaceable(svc: &Service, ctx: &Context, uid: &str, e: spec::PlacementError) -> Action {
+    ctx.set_phase(uid, "invalid");
+    spec_warnings(
+        svc,
+        ctx,
+        uid,
+        &[spec::SpecWarning {
+            reason: FailureKind::Sync.reason(),
+            text: e.0,
+        }],
+    )
+    .await;
+    Action::await_change()
+}
+
+/// Creates the Service's deployment from its blueprint, labelled for the cluster and the
+/// Service; one that exists already was made by an earlier look whose answer was lost.
+async fn create_deployment(
+    svc: &Service,
+    ctx: &Context,
+    manager: &dyn DeploymentLifecycle,
+    blueprint: &LbBlueprint,
+    id: &str,
+    desired: &spec::Desired,
+) -> Result<(), LbError> {
+    apply::event(
+        &ctx.recorder,
+        svc,
+        false,
+        "EnsuringLoadBalancer",
+        "CreateDeployment",
+        format!(
+            "Creating Cloudify deployment {id} from blueprint {} on {}",
+            blueprint.blueprint_id,
+            manager_name(ctx, blueprint)
+        ),
+    )
+    .await;
+    let new = NewDeployment {
+        id: id.to_owned(),
+        blueprint_id: blueprint.blueprint_id.clone(),
+        inputs: desired.inputs.clone(),
+        labels: spec::deployment_labels(svc, &ctx.settings.cluster_name)
+            .into_iter()
+            .collect(),
+    };
+    ctx.count(LbAction::Create);
+    match manager.create_deployment(&new).await {
+        Ok(_) => Ok(()),
+        // Made by an earlier look whose answer was lost: read it next time.
+        Err(e) if Refusal::of(&e) == Refusal::AlreadyExists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Starts a deployment update with the desired inputs (`changed` names what differs; empty
+/// when a failed update is retried), remembering since when the load balancer lags the spec.
+async fn update_deployment(
+    svc: &Service,
+    ctx: &Context,
+    uid: &str,
+    manager: &dyn DeploymentLifecycle,
+    id: &str,
+    desired: &spec::Desired,
+    changed: &[String],
+) -> Result<(), LbError> {
+    ctx.remember(uid, |m| {
+        m.diverged_since.get_or_insert_with(Instant::now);
+    });
+    let what = if changed.is_empty() {
+        "retrying the failed update".to_owned()
+    } else {
+        format!("changed: {}", changed.join(", "))
+    };
+    apply::event(
+        &ctx.recorder,
+        svc,
+        false,
+        "EnsuringLoadBalancer",
+        "UpdateDeployment",
+        format!(
+            "Updating Cloudify deployment {id} ({what}; {} port(s), {} backend(s))",
+            desired.usable_ports, desired.backend_count
+        ),
+    )
+    .await;
+    ctx.count(LbAction::Update);
+    // Never a reinstall (the address could change) and no heal pass: the blueprint's
+    // `check_drift` and `update` operations reconfigure the load balancer in place.
+    let options = UpdateOptions {
+        skip_reinstall: true,
+        skip_heal: true,
+    };
+    manager
+        .start_update_with(id, &desired.inputs, options)
+        .await?;
+    Ok(())
 }
 
 fn manager_name(ctx: &Context, blueprint: &LbBlueprint) -> String {
@@ -697,56 +730,12 @@ async fn run(
     leading: Option<watch::Receiver<bool>>,
 ) {
     let (nodes, writer) = reflector::store::<Node>();
-    let node_events = reflector(
-        writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
-    )
-    .applied_objects();
     let (trigger, triggers) = mpsc::unbounded_channel::<()>();
-    let node_store = nodes.clone();
-    let node_settings = settings.clone();
-    let node_trigger = trigger.clone();
-    let node_task = tokio::spawn(async move {
-        futures::pin_mut!(node_events);
-        let mut last: Option<BackendSet> = None;
-        while let Some(event) = node_events.next().await {
-            if let Err(e) = event {
-                // The watcher retries with backoff by itself; the cache keeps its last state.
-                tracing::warn!(error = %e, "service controller: Node watch failed");
-                continue;
-            }
-            // Gather a burst of Node changes (a pool scaling) into one look.
-            let settle = tokio::time::sleep(NODE_SETTLE);
-            tokio::pin!(settle);
-            loop {
-                tokio::select! {
-                    () = &mut settle => break,
-                    next = node_events.next() => if next.is_none() { break },
-                }
-            }
-            let now = node_set(&node_store, &node_settings);
-            if last.as_ref() != Some(&now) {
-                if let Some(before) = &last {
-                    tracing::info!(
-                        before = before.backends.len(), after = now.backends.len(),
-                        without_address = ?now.without_address,
-                        "service controller: backend Nodes changed; looking at every Service"
-                    );
-                    let _ = node_trigger.send(());
-                }
-                last = Some(now);
-            }
-        }
-    });
-    if let Some(mut leading) = leading {
-        let leader_trigger = trigger.clone();
-        tokio::spawn(async move {
-            while leading.changed().await.is_ok() {
-                if *leading.borrow_and_update() && leader_trigger.send(()).is_err() {
-                    break;
-                }
-            }
-        });
+    let node_task = watch_backend_nodes(&client, writer, nodes.clone(), &settings, trigger.clone());
+    if let Some(leading) = leading {
+        // A clone: `run` keeps its sender for as long as the controller runs, so the trigger
+        // stream never ends while it does.
+        trigger_on_leadership(leading, trigger.clone());
     }
     if nodes.wait_until_ready().await.is_err() {
         tracing::error!("service controller: the Node cache never synced; controller stopped");
@@ -788,6 +777,68 @@ async fn run(
         })
         .await;
     node_task.abort();
+}
+
+/// Watches the Nodes into `node_store` and sends on `node_trigger` when the backend set
+/// changes (after a settle time, so a node pool scaling by several Nodes becomes one look at
+/// every Service).
+fn watch_backend_nodes(
+    client: &Client,
+    writer: reflector::store::Writer<Node>,
+    node_store: Store<Node>,
+    settings: &LoadBalancersConfig,
+    node_trigger: mpsc::UnboundedSender<()>,
+) -> tokio::task::JoinHandle<()> {
+    let node_events = reflector(
+        writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff(),
+    )
+    .applied_objects();
+    let node_settings = settings.clone();
+    tokio::spawn(async move {
+        futures::pin_mut!(node_events);
+        let mut last: Option<BackendSet> = None;
+        while let Some(event) = node_events.next().await {
+            if let Err(e) = event {
+                // The watcher retries with backoff by itself; the cache keeps its last state.
+                tracing::warn!(error = %e, "service controller: Node watch failed");
+                continue;
+            }
+            // Gather a burst of Node changes (a pool scaling) into one look.
+            let settle = tokio::time::sleep(NODE_SETTLE);
+            tokio::pin!(settle);
+            loop {
+                tokio::select! {
+                    () = &mut settle => break,
+                    next = node_events.next() => if next.is_none() { break },
+                }
+            }
+            let now = node_set(&node_store, &node_settings);
+            if last.as_ref() != Some(&now) {
+                if let Some(before) = &last {
+                    tracing::info!(
+                        before = before.backends.len(), after = now.backends.len(),
+                        without_address = ?now.without_address,
+                        "service controller: backend Nodes changed; looking at every Service"
+                    );
+                    let _ = node_trigger.send(());
+                }
+                last = Some(now);
+            }
+        }
+    })
+}
+
+/// Looks at every Service again when this replica becomes the leader: a follower did not act
+/// on what changed meanwhile.
+fn trigger_on_leadership(mut leading: watch::Receiver<bool>, trigger: mpsc::UnboundedSender<()>) {
+    tokio::spawn(async move {
+        while leading.changed().await.is_ok() {
+            if *leading.borrow_and_update() && trigger.send(()).is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// The trigger channel as a stream.

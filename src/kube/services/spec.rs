@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::{Node, Service, ServicePort, ServiceSpec};
 use serde_json::{Map, Value, json};
 
 use crate::config::{BackendAddressType, LbBlueprint, LoadBalancersConfig};
@@ -239,42 +239,11 @@ pub fn desired(
     let spec = svc.spec.clone().unwrap_or_default();
     let (namespace, name) = name_of(svc);
     let mut warnings = Vec::new();
-    let mut ports = Vec::new();
-    for p in spec.ports.as_deref().unwrap_or_default() {
-        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-        let label = match &p.name {
-            Some(n) if !n.is_empty() => format!("port {n} ({}/{protocol})", p.port),
-            _ => format!("port {}/{protocol}", p.port),
-        };
-        let node_port = p.node_port.unwrap_or(0);
-        if node_port == 0 {
-            warnings.push(SpecWarning {
-                reason: "UnsupportedLoadBalancerPort",
-                text: format!(
-                    "{label} has no nodePort (allocateLoadBalancerNodePorts: false?): left out of \
-                     the load balancer, which sends to node ports"
-                ),
-            });
-            continue;
-        }
-        if !blueprint.protocols.contains(&protocol) {
-            warnings.push(SpecWarning {
-                reason: "UnsupportedLoadBalancerPort",
-                text: format!(
-                    "{label}: blueprint {} implements {} only: left out of the load balancer",
-                    blueprint.blueprint_id,
-                    blueprint.protocols.join(", ")
-                ),
-            });
-            continue;
-        }
-        ports.push(json!({
-            "name": p.name.clone().unwrap_or_default(),
-            "protocol": protocol,
-            "port": p.port,
-            "node_port": node_port,
-        }));
-    }
+    let ports = usable_ports(
+        spec.ports.as_deref().unwrap_or_default(),
+        blueprint,
+        &mut warnings,
+    );
     if backends.backends.is_empty() {
         // Upstream's words for the same situation.
         warnings.push(SpecWarning {
@@ -282,31 +251,8 @@ pub fn desired(
             text: "There are no available nodes for LoadBalancer".into(),
         });
     }
-    let local = spec.external_traffic_policy.as_deref() == Some("Local");
-    let health_check = match spec.health_check_node_port {
-        Some(port) if local && port > 0 => {
-            json!({"type": "http", "port": port, "path": "/healthz"})
-        }
-        _ => json!({"type": "tcp", "port": 0, "path": ""}),
-    };
-    let ranges = match spec.load_balancer_source_ranges.filter(|r| !r.is_empty()) {
-        Some(r) => r,
-        None => annotation(svc, SOURCE_RANGES_ANNOTATION)
-            .map(comma_list)
-            .unwrap_or_default(),
-    };
-    let mut source_ranges = Vec::new();
-    for r in ranges {
-        let r = r.trim().to_owned();
-        if is_cidr(&r) {
-            source_ranges.push(Value::String(r));
-        } else {
-            warnings.push(SpecWarning {
-                reason: "UnsupportedLoadBalancerSourceRange",
-                text: format!("source range {r:?} is not a CIDR (e.g. 203.0.113.0/24): ignored"),
-            });
-        }
-    }
+    let health_check = health_check(&spec);
+    let source_ranges = source_ranges(svc, spec.load_balancer_source_ranges, &mut warnings);
     let dns_names = annotation(svc, EXTERNAL_DNS_HOSTNAME)
         .map(comma_list)
         .unwrap_or_default();
@@ -350,6 +296,94 @@ pub fn desired(
         backend_count: backends.backends.len(),
         warnings,
     }
+}
+
+/// The `ports` input: the Service's ports in its order, each `{name, protocol, port, node_port}`,
+/// leaving out (with a warning) a port without a node port (the LB sends to node ports) and one
+/// whose protocol the blueprint does not implement.
+fn usable_ports(
+    service_ports: &[ServicePort],
+    blueprint: &LbBlueprint,
+    warnings: &mut Vec<SpecWarning>,
+) -> Vec<Value> {
+    let mut ports = Vec::new();
+    for p in service_ports {
+        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let label = match &p.name {
+            Some(n) if !n.is_empty() => format!("port {n} ({}/{protocol})", p.port),
+            _ => format!("port {}/{protocol}", p.port),
+        };
+        let node_port = p.node_port.unwrap_or(0);
+        if node_port == 0 {
+            warnings.push(SpecWarning {
+                reason: "UnsupportedLoadBalancerPort",
+                text: format!(
+                    "{label} has no nodePort (allocateLoadBalancerNodePorts: false?): left out of \
+                     the load balancer, which sends to node ports"
+                ),
+            });
+            continue;
+        }
+        if !blueprint.protocols.contains(&protocol) {
+            warnings.push(SpecWarning {
+                reason: "UnsupportedLoadBalancerPort",
+                text: format!(
+                    "{label}: blueprint {} implements {} only: left out of the load balancer",
+                    blueprint.blueprint_id,
+                    blueprint.protocols.join(", ")
+                ),
+            });
+            continue;
+        }
+        ports.push(json!({
+            "name": p.name.clone().unwrap_or_default(),
+            "protocol": protocol,
+            "port": p.port,
+            "node_port": node_port,
+        }));
+    }
+    ports
+}
+
+/// The `health_check` input: kube-proxy's HTTP check on the health check node port with
+/// `externalTrafficPolicy: Local` (only Nodes with a local endpoint answer 200), else a TCP
+/// check on each port's own node port.
+fn health_check(spec: &ServiceSpec) -> Value {
+    let local = spec.external_traffic_policy.as_deref() == Some("Local");
+    match spec.health_check_node_port {
+        Some(port) if local && port > 0 => {
+            json!({"type": "http", "port": port, "path": "/healthz"})
+        }
+        _ => json!({"type": "tcp", "port": 0, "path": ""}),
+    }
+}
+
+/// The `source_ranges` input: `spec.loadBalancerSourceRanges` (`field`), else the older
+/// annotation; an entry that is not a CIDR is left out, with a warning that names it.
+fn source_ranges(
+    svc: &Service,
+    field: Option<Vec<String>>,
+    warnings: &mut Vec<SpecWarning>,
+) -> Vec<Value> {
+    let ranges = match field.filter(|r| !r.is_empty()) {
+        Some(r) => r,
+        None => annotation(svc, SOURCE_RANGES_ANNOTATION)
+            .map(comma_list)
+            .unwrap_or_default(),
+    };
+    let mut source_ranges = Vec::new();
+    for r in ranges {
+        let r = r.trim().to_owned();
+        if is_cidr(&r) {
+            source_ranges.push(Value::String(r));
+        } else {
+            warnings.push(SpecWarning {
+                reason: "UnsupportedLoadBalancerSourceRange",
+                text: format!("source range {r:?} is not a CIDR (e.g. 203.0.113.0/24): ignored"),
+            });
+        }
+    }
+    source_ranges
 }
 
 /// Where a Service's load balancer lives: the blueprint entry and the deployment id.
