@@ -130,7 +130,11 @@ async fn reconcile(
     );
     let group = snapshot.group(&group_id);
     let nodes_registered = if deleting {
-        registered_nodes(&ctx.client, group, prefixed.then_some(entry)).await?
+        // The manager label is part of the group's labels only when several managers serve.
+        let manager = (ctx.managers.len() > 1)
+            .then(|| ctx.managers.get(source).map(|m| m.name.as_str()))
+            .flatten();
+        registered_nodes(&ctx.client, group, manager).await?
     } else {
         0
     };
