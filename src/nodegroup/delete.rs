@@ -3,7 +3,9 @@
 //! 1. [`NodeGroupService::delete_nodes`], the entry: [`resolve`] every node CA names to a group
 //!    instance of this group (or refuse the whole call), then [`join`] the group's batch under
 //!    the overlay lock: [`fresh`] leaves out what something already removes, [`check_min`]
-//!    refuses to go below min, and the call waits for the outcome ([`outcome`]).
+//!    refuses to go below min, and the call waits for the outcome ([`outcome`]). A call naming
+//!    an instance of the scale-in being sent first waits for that one alone, then joins with
+//!    the rest, so an error it answers never leaves one of its nodes to go anyway.
 //! 2. The flush, one batching window later: an earlier scale whose answer was lost is settled
 //!    first (`settle.rs`), then the batch becomes one `scale` execution naming exactly its group
 //!    instances ([`scale_in_request`]), recorded in the overlay once Cloudify accepted it, and
@@ -42,7 +44,8 @@ impl NodeGroupService {
     /// NodeGroupDeleteNodes: remove exactly these nodes. Concurrent calls on one group within the
     /// batching window become one `scale` execution with `include_instances`. Answers OK only
     /// once the scale-in naming every node was accepted by Cloudify (a repeat of a node already
-    /// on its way waits for that outcome), never while doing nothing.
+    /// on its way waits for that outcome), never while doing nothing; an error leaves none of
+    /// its nodes queued.
     pub async fn delete_nodes(
         self: &Arc<Self>,
         id: &str,
@@ -50,26 +53,39 @@ impl NodeGroupService {
     ) -> Result<(), DomainError> {
         // A follower refuses before batching (the flush asks again before its POST).
         self.leader_term()?;
-        let deletion = {
+        let mut deletion = {
             let snap = self.inventory.snapshot();
             resolve(&snap, Self::group(&snap, id)?, nodes)?
         };
-        let joined = self.runtime(id).with_overlay(&self.inventory, |o, snap| {
-            join(o, Self::group(snap, id)?, &deletion)
-        })?;
+        loop {
+            let mut joined = self.runtime(id).with_overlay(&self.inventory, |o, snap| {
+                join(o, Self::group(snap, id)?, &deletion)
+            })?;
+            if joined.start_flush {
+                let this = Arc::clone(self);
+                let gid = id.to_owned();
+                let window = self.settings.delete_batch_window;
+                tokio::spawn(async move {
+                    tokio::time::sleep(window).await;
+                    this.flush_deletes(&gid).await;
+                });
+            }
+            let in_flight = std::mem::take(&mut joined.in_flight);
+            outcome(joined).await?;
+            if in_flight.is_empty() {
+                break;
+            }
+            // Cloudify accepted the scale-in carrying these: the call's other nodes join a
+            // batch only now, so a refused one never leaves them to be removed behind an
+            // error (seed 114).
+            deletion
+                .removals
+                .retain(|r| !in_flight.contains(&r.provider_id));
+        }
         if !deletion.synthetic.is_empty() {
             tracing::info!(group = id, ids = ?deletion.synthetic, "failed-instance records dropped at CA's request");
         }
-        if joined.start_flush {
-            let this = Arc::clone(self);
-            let gid = id.to_owned();
-            let window = self.settings.delete_batch_window;
-            tokio::spawn(async move {
-                tokio::time::sleep(window).await;
-                this.flush_deletes(&gid).await;
-            });
-        }
-        outcome(joined).await
+        Ok(())
     }
 
     /// Sends one scale-in for the group's batch and answers every waiting call.
@@ -304,6 +320,9 @@ pub(super) struct Joined {
     pub receivers: Vec<oneshot::Receiver<Result<(), DomainError>>>,
     /// The call opened the batch: it starts the flush after the batching window.
     pub start_flush: bool,
+    /// The call's provider ids already on their way in the scale-in being sent: it waits for
+    /// that outcome alone, and joins again with its other nodes only once it was accepted.
+    pub in_flight: Vec<String>,
 }
 
 fn wait_for(
@@ -318,14 +337,27 @@ fn wait_for(
 }
 
 /// Records the call in the overlay: drops its failed-instance records, adds its fresh removals
-/// to the gathering batch (opening one if none), and waits for the outcome of every batch or
-/// POST that carries one of its instances. Runs under the overlay lock, so the min check and
-/// the batch see the same removals.
+/// to the gathering batch (opening one if none), and waits for the outcome of the batch that
+/// carries its instances. Runs under the overlay lock, so the min check and the batch see the
+/// same removals.
+///
+/// A call naming an instance of the scale-in being sent only waits for that POST
+/// ([`Joined::in_flight`]) and changes nothing else: had its other instances gone into the next
+/// batch meanwhile, a refused POST would answer the call an error while the next scale-in still
+/// removed them (seed 114 of the interleaving checker: CA un-taints a node whose deletion
+/// failed, and its VM went anyway).
 pub(super) fn join(o: &mut Overlay, g: &NodeGroup, d: &Deletion) -> Result<Joined, DomainError> {
     let mut joined = Joined::default();
-    // Already on its way: wait for the POST that carries it.
-    if d.removals.iter().any(|r| o.in_flight(&r.provider_id)) {
+    let in_flight: Vec<String> = d
+        .removals
+        .iter()
+        .filter(|r| o.in_flight(&r.provider_id))
+        .map(|r| r.provider_id.clone())
+        .collect();
+    if !in_flight.is_empty() {
         wait_for(&mut o.inflight, &mut joined.receivers);
+        joined.in_flight = in_flight;
+        return Ok(joined);
     }
     let gathering = d.removals.iter().any(|r| o.batched(&r.provider_id));
     let fresh = fresh(o, g, &d.removals);

@@ -7,6 +7,7 @@ use autoscaler_cloudify::proto;
 use cloudify_sim::{Scenario, Timing};
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
+use serde_json::json;
 use testkit::env::*;
 use tonic::Code;
 
@@ -337,4 +338,65 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Seed 114 of the interleaving checker: CA's retry of a node whose scale-in was on its way,
+/// together with a new node, got the failed POST's error while the new node stayed in the next
+/// batch and was removed anyway. CA had un-tainted it on the error: a VM removed that no
+/// accepted DeleteNodes named. A call that answers an error must have removed none of its nodes.
+#[tokio::test]
+async fn a_delete_that_fails_because_its_node_in_flight_failed_removes_none_of_its_nodes() {
+    let scenario = Scenario::default_demo()
+        .with_timing(Timing::instant())
+        .with_seed(114)
+        .with_instances(4);
+    let mut env = start_with(scenario, TEST_CONFIG).await;
+    let ids: Vec<String> = env.wait_running_ids(WORKERS, 4).await;
+    let (x, y, z) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    const POST: &str = "POST /api/v3.1/executions";
+    let posts_before = env.route_count(POST).await;
+    // x's scale-in is refused (500, nothing stored); the latency keeps its POST on its way
+    // while the retry comes in.
+    env.faults(json!({"latency_ms": 500, "reject_next_execution_posts": 1}))
+        .await;
+    let mut first = env.client.clone();
+    let x_only = proto::NodeGroupDeleteNodesRequest {
+        id: WORKERS.into(),
+        nodes: vec![node(&x, &x)],
+    };
+    let a = tokio::spawn(async move { first.node_group_delete_nodes(x_only).await });
+    // The simulator counts a request before its latency: x's POST is on its way.
+    while env.route_count(POST).await == posts_before {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let retry = env.delete(WORKERS, &[&x, &y]).await;
+    let a = a.await.expect("first call");
+    assert!(a.is_err(), "x's scale-in was refused: {a:?}");
+    assert!(
+        retry.is_err(),
+        "x, on its way, was not removed: the retry cannot succeed: {retry:?}"
+    );
+    env.clear_faults().await;
+    // A later scale-in goes after any the retry left behind (one flush at a time, in order).
+    env.delete(WORKERS, &[&z]).await.expect("z goes");
+    env.wait_executions_done().await;
+    let executions = env
+        .cfy_get("/executions?workflow_id=scale&_include=id,parameters&_size=1000")
+        .await;
+    let y_vm = y.rsplit('/').next().unwrap_or_default().to_owned();
+    let naming_y: Vec<&serde_json::Value> = executions["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["parameters"]["include_instances"]
+                .as_array()
+                .is_some_and(|i| i.iter().any(|v| v.as_str() == Some(y_vm.as_str())))
+        })
+        .collect();
+    assert!(
+        naming_y.is_empty(),
+        "the retry answered {retry:?}, yet a scale-in removes {y_vm}: {naming_y:?}"
+    );
+    env.shutdown().await;
 }

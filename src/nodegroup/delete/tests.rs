@@ -187,6 +187,35 @@ fn joining_opens_one_batch_and_a_repeat_waits_for_it() {
 }
 
 #[test]
+fn a_call_naming_an_instance_on_its_way_only_waits_for_that_post() {
+    // Seed 114: d2 went into the next batch while d1's POST was refused; the call answered the
+    // error and d2 was removed anyway.
+    let snap = snapshot();
+    let g = d_g(&snap);
+    let mut o = Overlay {
+        inflight: Some(DeleteBatch {
+            removals: vec![removal("d1")],
+            waiters: Vec::new(),
+        }),
+        ..Overlay::default()
+    };
+    let both = resolve(
+        &snap,
+        g,
+        &[node("cloudify://t/d/d1", ""), node("cloudify://t/d/d2", "")],
+    )
+    .expect("resolves");
+    let joined = join(&mut o, g, &both).expect("waits");
+    assert_eq!(joined.in_flight, ["cloudify://t/d/d1"]);
+    assert_eq!(joined.receivers.len(), 1, "the in-flight POST's outcome");
+    assert!(!joined.start_flush);
+    assert!(
+        o.batch.is_none(),
+        "d2 joins nothing before d1's POST is accepted"
+    );
+}
+
+#[test]
 fn joining_past_min_changes_nothing_and_records_only_drop() {
     let snap = snapshot();
     let g = d_g(&snap);
@@ -223,14 +252,14 @@ async fn the_outcome_is_the_batchs_or_unavailable_when_it_was_dropped() {
     tx.send(Ok(())).expect("send");
     let ok = Joined {
         receivers: vec![rx],
-        start_flush: false,
+        ..Joined::default()
     };
     assert!(outcome(ok).await.is_ok());
     let (tx, rx) = oneshot::channel::<Result<(), DomainError>>();
     drop(tx);
     let dropped = Joined {
         receivers: vec![rx],
-        start_flush: false,
+        ..Joined::default()
     };
     assert!(matches!(
         outcome(dropped).await,
