@@ -130,11 +130,7 @@ async fn reconcile(
     );
     let group = snapshot.group(&group_id);
     let nodes_registered = if deleting {
-        // The manager label is part of the group's labels only when several managers serve.
-        let manager = (ctx.managers.len() > 1)
-            .then(|| ctx.managers.get(source).map(|m| m.name.as_str()))
-            .flatten();
-        registered_nodes(&ctx.client, group, manager).await?
+        registered_nodes(&ctx.client, group, manager_label(&ctx.managers, source)).await?
     } else {
         0
     };
@@ -186,6 +182,14 @@ async fn reconcile(
         return Ok(Requeue::await_change());
     }
     Ok(Requeue::requeue(requeue))
+}
+
+/// The manager a pool's Nodes are labelled with: only when several managers serve (as in the
+/// group's labels).
+fn manager_label(managers: &[ManagerEntry], source: usize) -> Option<&str> {
+    (managers.len() > 1)
+        .then(|| managers.get(source).map(|m| m.name.as_str()))
+        .flatten()
 }
 
 /// The inventory's id of the pool's group: prefixed with the manager entry's name when more
