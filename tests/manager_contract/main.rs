@@ -83,16 +83,15 @@ async fn label_search_finds_exactly_the_labelled_deployments() {
         .expect("search");
     assert_eq!(ids(other.iter().map(|d| &d.id)), ids([OTHER]));
     let d = &other[0];
-    let labels: Vec<(String, String)> = d
-        .labels
-        .iter()
-        .map(|l| (l.key.clone(), l.value.clone()))
-        .collect();
+    // The search's projection leaves `labels` out (src/cloudify/api.rs, DEPLOYMENT_FIELDS: the
+    // manager matched them server-side, and reading them costs it a relationship per row); what
+    // the refresh tracks changes by comes back instead.
     assert!(
-        labels.contains(&label("k8s-cluster", "realmgr-contract-other")),
-        "{labels:?}"
+        d.labels.is_empty(),
+        "labels were not asked for: {:?}",
+        d.labels
     );
-    assert!(labels.contains(&label("k8s-role", "worker")), "{labels:?}");
+    assert!(d.updated_at.is_some(), "updated_at is projected: {d:?}");
     let g = d.scaling_groups.get(GROUP).expect("scaling group workers");
     assert_eq!(
         ids(&g.members),
