@@ -295,48 +295,90 @@ func (s *scenario) scaleDown(ctx context.Context) error {
 	if err := s.groupAt(ctx, s.pool, s.poolMin, 120*time.Second); err != nil {
 		return err
 	}
-	after := s.joiner.VMs()
-	for id, ni := range s.joiner.removedSince(phaseStart) { // issue 15: VMs that came and went during the phase
-		before[id] = ni
-	}
+	// The group's current_instances can reach min before the last removed instance row is gone:
+	// the real manager deletes the rows one by one as its scale workflow ends, and the joiner polls
+	// every 500 ms. So compare again until the two sets agree or the joiner has had 30 s to see
+	// every removal; a wrong VM removed never converges, so this hides no defect.
+	operatorVictims := victims
 	var removed []string
+	settled := func() bool {
+		phase := s.phaseVMs(before, phaseStart)
+		removed = s.removedThisPhase(phase)
+		if s.withCA {
+			victims = s.chosenByCA(dep, phase)
+		} else {
+			victims = operatorVictims
+		}
+		return strings.Join(removed, ",") == strings.Join(victims, ",")
+	}
+	deadline := time.Now().Add(time.Duration(float64(30*time.Second) * s.slow))
+	for !settled() {
+		if time.Now().After(deadline) {
+			msg := fmt.Sprintf("instances removed in Cloudify %v != nodes chosen for deletion %v", removed, victims)
+			s.tl.Event("FAIL: %s", msg)
+			return stepErr{msg}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	s.tl.Event("exactly the chosen instances %v were removed; %s back at min %d", removed, s.pool, s.poolMin)
+	return nil
+}
+
+// phaseVMs is every VM instance that belongs to the phase: those present at its start plus any
+// that came and went meanwhile (issue 15: CA can add a Node while new ones are still tainted).
+func (s *scenario) phaseVMs(before map[string]nodeInstance, phaseStart time.Time) map[string]nodeInstance {
+	vms := make(map[string]nodeInstance, len(before))
 	for id, ni := range before {
+		vms[id] = ni
+	}
+	for id, ni := range s.joiner.removedSince(phaseStart) {
+		vms[id] = ni
+	}
+	return vms
+}
+
+// removedThisPhase lists, sorted, the pool's VM instances of the phase the joiner no longer sees.
+func (s *scenario) removedThisPhase(phase map[string]nodeInstance) []string {
+	after := s.joiner.VMs()
+	var removed []string
+	for id, ni := range phase {
 		if _, ok := after[id]; !ok && groupID(ni) == s.pool {
 			removed = append(removed, id)
 		}
 	}
 	sort.Strings(removed)
-	if s.withCA {
-		// CA's choice: the Nodes it tainted ToBeDeletedByClusterAutoscaler, plus (in case a taint
-		// came and went between two polls) the Nodes it recorded a ScaleDown event for.
-		chosen := map[string]bool{}
-		for _, pid := range s.w.toBeDeletedPIDs() {
-			chosen[pid] = true
-		}
-		for _, e := range s.w.caEventsWithReason("ScaleDown") {
-			if e.InvolvedObject.Kind == "Node" {
-				if pid := s.joiner.providerIDOf(e.InvolvedObject.Name); pid != "" {
-					chosen[pid] = true
-				}
+	return removed
+}
+
+// chosenByCA lists, sorted, the instance ids of the Nodes CA chose for deletion in this phase: the
+// Nodes it tainted ToBeDeletedByClusterAutoscaler, plus (in case a taint came and went between two
+// polls) the Nodes it recorded a ScaleDown event for.
+func (s *scenario) chosenByCA(dep string, phase map[string]nodeInstance) []string {
+	chosen := map[string]bool{}
+	for _, pid := range s.w.toBeDeletedPIDs() {
+		chosen[pid] = true
+	}
+	for _, e := range s.w.caEventsWithReason("ScaleDown") {
+		if e.InvolvedObject.Kind == "Node" {
+			if pid := s.joiner.providerIDOf(e.InvolvedObject.Name); pid != "" {
+				chosen[pid] = true
 			}
 		}
-		victims = nil
-		for pid := range chosen {
-			id := pid[strings.LastIndex(pid, "/")+1:]
-			// issue 15: only this phase's Nodes (an extra Node CA added and removed in scale-up is not one)
-			if _, inPhase := before[id]; strings.HasPrefix(pid, fmt.Sprintf("cloudify://%s/%s/", s.cfy.tenant, dep)) && inPhase {
-				victims = append(victims, id)
-			}
+	}
+	var victims []string
+	for pid := range chosen {
+		id := pid[strings.LastIndex(pid, "/")+1:]
+		// issue 15: only this phase's Nodes (an extra Node CA added and removed in scale-up is not one)
+		if _, inPhase := phase[id]; strings.HasPrefix(pid, fmt.Sprintf("cloudify://%s/%s/", s.cfy.tenant, dep)) && inPhase {
+			victims = append(victims, id)
 		}
 	}
 	sort.Strings(victims)
-	if strings.Join(removed, ",") != strings.Join(victims, ",") {
-		msg := fmt.Sprintf("instances removed in Cloudify %v != nodes chosen for deletion %v", removed, victims)
-		s.tl.Event("FAIL: %s", msg)
-		return stepErr{msg}
-	}
-	s.tl.Event("exactly the chosen instances %v were removed; %s back at min %d", removed, s.pool, s.poolMin)
-	return nil
+	return victims
 }
 
 // fromZero: a group at 0 with a template; pods select its label.
