@@ -361,6 +361,28 @@ pub trait DeploymentLifecycle: Send + Sync {
     async fn delete_deployment(&self, id: &str, force: bool) -> Result<(), CloudifyError>;
 }
 
+/// Reads deployment `id` and its executions (newest first), `None` when the deployment does not
+/// exist. The executions are read first: the manager records an execution's end and its effect
+/// on the deployment (`installation_status`, an update's inputs) in one transaction, so a
+/// deployment read after the executions shows at least what they show. Read the other way round,
+/// an `install` (or `update`) that ends between the two reads looks like "nothing running, not
+/// installed (inputs still old)", and a controller starts the same workflow a second time (seen
+/// on the real manager: a second `install`, refused as "Workflow not available").
+pub async fn read_with_executions(
+    manager: &dyn DeploymentLifecycle,
+    id: &str,
+) -> Result<Option<(DeploymentState, Vec<Execution>)>, CloudifyError> {
+    let executions = match manager.deployment_executions(id).await {
+        Ok(e) => e,
+        Err(e) if Refusal::of(&e) == Refusal::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    Ok(manager
+        .deployment_state(id)
+        .await?
+        .map(|deployment| (deployment, executions)))
+}
+
 fn path_segment(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -583,6 +605,100 @@ impl DeploymentLifecycle for CloudifyClient {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// Test doubles of [`DeploymentLifecycle`] shared by the controllers' tests.
+#[cfg(test)]
+pub(crate) mod doubles {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A deployment whose running execution ends right after the first read, whichever read it
+    /// is: what a manager does when a workflow's last step lands between two of our GETs.
+    /// Calls other than the two reads are not expected.
+    pub(crate) struct EndsBetweenReads {
+        reads: AtomicUsize,
+        /// The deployment and its executions while the execution runs.
+        pub before: (DeploymentState, Vec<Execution>),
+        /// The same once it has ended.
+        pub after: (DeploymentState, Vec<Execution>),
+    }
+
+    impl EndsBetweenReads {
+        /// A deployment that looks like `before` to the first read and like `after` since.
+        pub(crate) fn new(
+            before: (DeploymentState, Vec<Execution>),
+            after: (DeploymentState, Vec<Execution>),
+        ) -> Self {
+            Self {
+                reads: AtomicUsize::new(0),
+                before,
+                after,
+            }
+        }
+
+        fn now(&self) -> &(DeploymentState, Vec<Execution>) {
+            if self.reads.fetch_add(1, Ordering::SeqCst) == 0 {
+                &self.before
+            } else {
+                &self.after
+            }
+        }
+    }
+
+    #[async_trait]
+    impl DeploymentLifecycle for EndsBetweenReads {
+        async fn deployment_state(
+            &self,
+            _: &str,
+        ) -> Result<Option<DeploymentState>, CloudifyError> {
+            Ok(Some(self.now().0.clone()))
+        }
+        async fn deployment_executions(&self, _: &str) -> Result<Vec<Execution>, CloudifyError> {
+            Ok(self.now().1.clone())
+        }
+        async fn upload_blueprint(
+            &self,
+            _: &str,
+            _: &str,
+            _: Vec<u8>,
+        ) -> Result<Blueprint, CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
+        async fn blueprint(&self, _: &str) -> Result<Option<Blueprint>, CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
+        async fn create_deployment(
+            &self,
+            _: &NewDeployment,
+        ) -> Result<DeploymentState, CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
+        async fn start_workflow(&self, _: &str, _: Workflow) -> Result<Execution, CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
+        async fn outputs(&self, _: &str) -> Result<Map<String, Value>, CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
+        async fn capabilities(&self, _: &str) -> Result<Map<String, Value>, CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
+        async fn start_update_with(
+            &self,
+            _: &str,
+            _: &Map<String, Value>,
+            _: UpdateOptions,
+        ) -> Result<DeploymentUpdate, CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
+        async fn deployment_update(&self, _: &str) -> Result<DeploymentUpdate, CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
+        async fn delete_deployment(&self, _: &str, _: bool) -> Result<(), CloudifyError> {
+            unreachable!("only the reads are expected")
+        }
     }
 }
 

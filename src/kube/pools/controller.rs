@@ -20,7 +20,9 @@ use super::crd::{CloudifyNodePool, CloudifyNodePoolStatus, ExecutionRef, FINALIZ
 use super::plan::{self, Action, Decision, Note, Observed};
 use super::registry::{ManagerEntry, PoolRegistry, resolve_manager};
 use crate::cloudify::Execution;
-use crate::cloudify::deployments::{DeploymentLifecycle, DeploymentState, Refusal, Workflow};
+use crate::cloudify::deployments::{
+    DeploymentLifecycle, DeploymentState, Refusal, Workflow, read_with_executions,
+};
 use crate::inventory::Inventory;
 use crate::kube::nodes::LeaderFn;
 
@@ -259,8 +261,9 @@ async fn write_status(
     Ok(())
 }
 
-/// The pool's deployment and its executions as Cloudify has them; nothing when the pool names
-/// no configured manager or the deployment does not exist (yet, or any more).
+/// The pool's deployment and its executions as Cloudify has them ([`read_with_executions`]: an
+/// install ending between the two reads is never started again); nothing when the pool names no
+/// configured manager or the deployment does not exist (yet, or any more).
 async fn observe_deployment(
     lifecycle: Option<&dyn DeploymentLifecycle>,
     deployment_id: &str,
@@ -268,12 +271,10 @@ async fn observe_deployment(
     let Some(l) = lifecycle else {
         return Ok((None, Vec::new()));
     };
-    let d = l.deployment_state(deployment_id).await?;
-    let e = match &d {
-        Some(_) => l.deployment_executions(deployment_id).await?,
-        None => Vec::new(),
-    };
-    Ok((d, e))
+    Ok(match read_with_executions(l, deployment_id).await? {
+        Some((deployment, executions)) => (Some(deployment), executions),
+        None => (None, Vec::new()),
+    })
 }
 
 /// Logs each note and records it as an Event on the pool; an Event that cannot be recorded is
@@ -520,8 +521,15 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, NodeSpec};
     use kube::api::ObjectMeta;
 
-    use super::pool_nodes;
+    use serde_json::json;
+
+    use super::{observe_deployment, plan, pool_nodes};
+    use crate::cloudify::Execution;
+    use crate::cloudify::deployments::DeploymentState;
+    use crate::cloudify::deployments::doubles::EndsBetweenReads;
     use crate::inventory::testkit::group;
+    use crate::kube::pools::crd::{CloudifyNodePoolSpec, CloudifyNodePoolStatus};
+    use crate::kube::pools::plan::UID_LABEL;
 
     fn node(name: &str, provider_id: &str, labels: &[(&str, &str)]) -> Node {
         Node {
@@ -565,5 +573,61 @@ mod tests {
         assert_eq!(pool_nodes(&nodes, &g, None), 1);
         // With several managers the manager's label must match too.
         assert_eq!(pool_nodes(&nodes, &g, Some("east")), 0);
+    }
+
+    fn deployment(installation_status: &str) -> DeploymentState {
+        serde_json::from_value(json!({
+            "id": "np-a", "blueprint_id": "bp", "installation_status": installation_status,
+            "inputs": {"flavor": "m1.small"},
+            "labels": [{"key": UID_LABEL, "value": "uid-a"}],
+        }))
+        .expect("deployment")
+    }
+
+    fn install(status: &str) -> Vec<Execution> {
+        vec![
+            serde_json::from_value(json!({"id": "i1", "workflow_id": "install",
+                "status": status, "deployment_id": "np-a"}))
+            .expect("execution"),
+        ]
+    }
+
+    #[tokio::test]
+    async fn an_install_ending_between_the_reads_is_not_started_again() {
+        // The real manager ends the install between the controller's two GETs: whatever it
+        // read first must not make the pool look idle and not installed.
+        let manager = EndsBetweenReads::new(
+            (deployment("inactive"), install("started")),
+            (deployment("active"), install("terminated")),
+        );
+        let (deployment, executions) = observe_deployment(Some(&manager), "np-a")
+            .await
+            .expect("read");
+        let spec: CloudifyNodePoolSpec = serde_json::from_value(json!({
+            "blueprintId": "bp", "minSize": 0, "maxSize": 3, "compute": {"flavor": "m1.small"},
+        }))
+        .expect("spec");
+        let decision = plan::decide(&plan::Observed {
+            name: "a",
+            uid: "uid-a",
+            generation: 1,
+            spec: &spec,
+            status: &CloudifyNodePoolStatus::default(),
+            deleting: false,
+            misconfigured: None,
+            cluster_labels: &[],
+            group_id: "np-a/workers",
+            deployment: deployment.as_ref(),
+            executions: &executions,
+            nodes_registered: 0,
+            sizes: None,
+            now: chrono::Utc::now(),
+        });
+        assert_ne!(
+            decision.action,
+            plan::Action::Install,
+            "the install was running: {:?} / {executions:?}",
+            deployment.map(|d| d.installation_status)
+        );
     }
 }

@@ -1,12 +1,12 @@
 //! Cloudify's view of a Service's deployment, read through the deployment-lifecycle client and
-//! turned into the plan's [`Observed`]: two reads per look (the deployment, then its executions
-//! when it exists), nothing else on the way to a decision.
+//! turned into the plan's [`Observed`]: two reads per look (the executions, then the deployment:
+//! [`read_with_executions`]), nothing else on the way to a decision.
 
 use crate::cloudify::CloudifyError;
 use crate::cloudify::Execution;
 use crate::cloudify::deployments::{
     CREATE_ENVIRONMENT, DeploymentLifecycle, DeploymentState as CloudifyDeployment,
-    ExecutionSummary, InstallationStatus, Refusal,
+    ExecutionSummary, InstallationStatus, read_with_executions,
 };
 
 use super::plan::{DeploymentState, Observed, Run, RunStatus};
@@ -56,47 +56,24 @@ pub fn observed(deployment: CloudifyDeployment, executions: &[Execution]) -> Obs
     })
 }
 
-/// Reads the deployment `id` and its executions, the executions first: an execution that ends
-/// between the two reads then shows its effect in the deployment (an update's inputs). Read the
-/// other way round, an update ending in between looks like "quiet, inputs still old", and the
-/// same update would be started twice (seen on the simulator, e2e phase 3).
+/// Reads the deployment `id` and its executions ([`read_with_executions`]: an update ending
+/// between the two reads shows its new inputs, so it is never started twice; seen on the
+/// simulator, e2e phase 3).
 pub async fn read(manager: &dyn DeploymentLifecycle, id: &str) -> Result<Observed, CloudifyError> {
-    let executions = match manager.deployment_executions(id).await {
-        Ok(e) => e,
-        Err(e) if Refusal::of(&e) == Refusal::NotFound => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    let Some(deployment) = manager.deployment_state(id).await? else {
-        return Ok(Observed::Absent);
-    };
-    Ok(observed(deployment, &executions))
+    Ok(match read_with_executions(manager, id).await? {
+        Some((deployment, executions)) => observed(deployment, &executions),
+        None => Observed::Absent,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
     use serde_json::{Map, Value, json};
 
     use super::*;
-    use crate::cloudify::deployments::{
-        Blueprint, DeploymentUpdate, NewDeployment, UpdateOptions, Workflow,
-    };
+    use crate::cloudify::deployments::doubles::EndsBetweenReads;
     use crate::kube::services::plan::{self, Step};
     use crate::kube::services::spec::Desired;
-
-    /// A deployment whose update ends right after the first read, whichever it is: what a
-    /// manager does when the update's last step lands between two of our GETs.
-    struct UpdateEndsBetweenReads {
-        reads: AtomicUsize,
-    }
-
-    impl UpdateEndsBetweenReads {
-        fn done(&self) -> bool {
-            self.reads.fetch_add(1, Ordering::SeqCst) > 0
-        }
-    }
 
     fn inputs(backends: usize) -> Map<String, Value> {
         let list: Vec<Value> = (0..backends)
@@ -117,74 +94,24 @@ mod tests {
         }
     }
 
-    #[async_trait]
-    impl DeploymentLifecycle for UpdateEndsBetweenReads {
-        async fn deployment_state(
-            &self,
-            id: &str,
-        ) -> Result<Option<CloudifyDeployment>, CloudifyError> {
-            let backends = if self.done() { 2 } else { 1 };
-            Ok(Some(CloudifyDeployment {
-                id: id.into(),
-                installation_status: InstallationStatus::Active,
-                inputs: inputs(backends),
-                ..CloudifyDeployment::default()
-            }))
-        }
-        async fn deployment_executions(&self, _: &str) -> Result<Vec<Execution>, CloudifyError> {
-            let update = if self.done() { "terminated" } else { "started" };
-            Ok(vec![
-                execution("u1", "update", update),
-                execution("i1", "install", "terminated"),
-            ])
-        }
-        async fn upload_blueprint(
-            &self,
-            _: &str,
-            _: &str,
-            _: Vec<u8>,
-        ) -> Result<Blueprint, CloudifyError> {
-            unreachable!("not read")
-        }
-        async fn blueprint(&self, _: &str) -> Result<Option<Blueprint>, CloudifyError> {
-            unreachable!("not read")
-        }
-        async fn create_deployment(
-            &self,
-            _: &NewDeployment,
-        ) -> Result<CloudifyDeployment, CloudifyError> {
-            unreachable!("not read")
-        }
-        async fn start_workflow(&self, _: &str, _: Workflow) -> Result<Execution, CloudifyError> {
-            unreachable!("not read")
-        }
-        async fn outputs(&self, _: &str) -> Result<Map<String, Value>, CloudifyError> {
-            unreachable!("not read")
-        }
-        async fn capabilities(&self, _: &str) -> Result<Map<String, Value>, CloudifyError> {
-            unreachable!("not read")
-        }
-        async fn start_update_with(
-            &self,
-            _: &str,
-            _: &Map<String, Value>,
-            _: UpdateOptions,
-        ) -> Result<DeploymentUpdate, CloudifyError> {
-            unreachable!("not read")
-        }
-        async fn deployment_update(&self, _: &str) -> Result<DeploymentUpdate, CloudifyError> {
-            unreachable!("not read")
-        }
-        async fn delete_deployment(&self, _: &str, _: bool) -> Result<(), CloudifyError> {
-            unreachable!("not read")
-        }
-    }
-
     #[tokio::test]
     async fn an_update_ending_between_the_reads_is_not_started_again() {
-        let manager = UpdateEndsBetweenReads {
-            reads: AtomicUsize::new(0),
+        let deployment = |backends| CloudifyDeployment {
+            id: "lb".into(),
+            installation_status: InstallationStatus::Active,
+            inputs: inputs(backends),
+            ..CloudifyDeployment::default()
         };
+        let executions = |update| {
+            vec![
+                execution("u1", "update", update),
+                execution("i1", "install", "terminated"),
+            ]
+        };
+        let manager = EndsBetweenReads::new(
+            (deployment(1), executions("started")),
+            (deployment(2), executions("terminated")),
+        );
         let observed = read(&manager, "lb").await.expect("read");
         let desired = Desired {
             inputs: inputs(2),
