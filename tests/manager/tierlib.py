@@ -79,17 +79,30 @@ def blueprints_digest():
 
 
 def ensure_blueprint(client, blueprint_id, filename, timeout=120):
-    """Uploads blueprints/<filename> as blueprint_id unless it is already uploaded."""
+    """Uploads blueprints/<filename> as blueprint_id unless it is already uploaded, and waits until
+    it is. Drivers run side by side and can ensure the same blueprint at once (smoke and the
+    fixtures both put worker-pool on the second tenant): a 409 on the upload means another one got
+    there between our GET and our PUT (so can a 500, when the two PUTs meet in the database), and
+    its upload is waited for like ours."""
     try:
         bp = client.blueprints.get(blueprint_id)
-        if bp.get("state") in (None, "uploaded"):
-            return bp
-        if bp.get("state") not in ("pending", "uploading", "extracting", "parsing"):
-            client.blueprints.delete(blueprint_id, force=True)
     except CloudifyClientError as err:
         if err.status_code != 404:
             raise
-        client.blueprints.upload(os.path.join(BLUEPRINTS, filename), blueprint_id)
+        bp = None
+    if bp is not None and bp.get("state") in (None, "uploaded"):
+        return bp
+    if bp is not None and bp.get("state") not in ("pending", "uploading", "extracting", "parsing"):
+        client.blueprints.delete(blueprint_id, force=True)  # a failed upload of an earlier run
+        bp = None
+    if bp is None:
+        try:
+            client.blueprints.upload(os.path.join(BLUEPRINTS, filename), blueprint_id)
+        except CloudifyClientError as refused:
+            try:
+                client.blueprints.get(blueprint_id)  # another driver's upload: wait for it
+            except CloudifyClientError:
+                raise refused from None
     deadline = time.time() + timeout
     while True:
         bp = client.blueprints.get(blueprint_id)
