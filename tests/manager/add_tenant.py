@@ -4,8 +4,13 @@ The open-source manager answers POST /tenants with 404 "This feature exists only
 edition" (manager_rest.premium_enabled is false without cloudify_premium), so the tier's second
 tenant is made here with the REST service's own models: the tenant row, its RabbitMQ vhost and
 user (AMQPManager, as for default_tenant) and the admin user's membership. Runs in the manager's
-venv with MANAGER_REST_CONFIG_PATH / MANAGER_REST_SECURITY_CONFIG_PATH set. Idempotent.
+venv with MANAGER_REST_CONFIG_PATH / MANAGER_REST_SECURITY_CONFIG_PATH set. Idempotent, and
+serialized by a lock next to the REST config: the smoke driver and the fixtures start side by side
+on an empty state and both create the second tenant (the second insert would fail on the tenant's
+unique name).
 """
+import fcntl
+import os
 import sys
 
 from manager_rest import config, constants
@@ -35,4 +40,7 @@ def main(name):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    lock_path = os.path.join(os.path.dirname(os.environ["MANAGER_REST_CONFIG_PATH"]), "add_tenant.lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sys.exit(main(sys.argv[1]))
