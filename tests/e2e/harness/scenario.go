@@ -301,7 +301,7 @@ func (s *scenario) scaleDown(ctx context.Context) error {
 	// every removal; a wrong VM removed never converges, so this hides no defect.
 	operatorVictims := victims
 	var removed []string
-	settled := func() bool {
+	if err := s.waitFor(ctx, 30*time.Second, "instances removed in Cloudify == nodes chosen for deletion", func() (bool, error) {
 		phase := s.phaseVMs(before, phaseStart)
 		removed = s.removedThisPhase(phase)
 		if s.withCA {
@@ -309,20 +309,12 @@ func (s *scenario) scaleDown(ctx context.Context) error {
 		} else {
 			victims = operatorVictims
 		}
-		return strings.Join(removed, ",") == strings.Join(victims, ",")
-	}
-	deadline := time.Now().Add(time.Duration(float64(30*time.Second) * s.slow))
-	for !settled() {
-		if time.Now().After(deadline) {
-			msg := fmt.Sprintf("instances removed in Cloudify %v != nodes chosen for deletion %v", removed, victims)
-			s.tl.Event("FAIL: %s", msg)
-			return stepErr{msg}
+		if strings.Join(removed, ",") != strings.Join(victims, ",") {
+			return false, fmt.Errorf("instances removed in Cloudify %v != nodes chosen for deletion %v", removed, victims)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+		return true, nil
+	}); err != nil {
+		return err
 	}
 	s.tl.Event("exactly the chosen instances %v were removed; %s back at min %d", removed, s.pool, s.poolMin)
 	return nil
